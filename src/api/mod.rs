@@ -1,0 +1,57 @@
+//! HTTP routes: thin handlers that parse input into domain types and call the layers below.
+//!
+//! Also the request plumbing every route shares: request ids, JSON/path/query error mapping to
+//! [`ApiError`], the JSON 404/405 fallbacks.
+
+mod health;
+mod middleware;
+mod whoami;
+
+use actix_web::{HttpRequest, error::JsonPayloadError, web};
+
+pub use middleware::{REQUEST_ID, RequestId, request_id};
+
+use crate::error::ApiError;
+
+/// Registers every route.
+pub fn configure(cfg: &mut web::ServiceConfig, body_limit: usize) {
+    cfg.app_data(
+        web::JsonConfig::default()
+            .limit(body_limit)
+            .error_handler(move |e, _req| json_error(e, body_limit).into()),
+    )
+    .app_data(web::PayloadConfig::new(body_limit))
+    .app_data(web::PathConfig::default().error_handler(|e, _| {
+        ApiError::bad_request("invalid_path", format!("invalid path parameter: {e}")).into()
+    }))
+    .app_data(web::QueryConfig::default().error_handler(|e, _| {
+        ApiError::bad_request("invalid_query", format!("invalid query string: {e}")).into()
+    }))
+    .route("/healthz", web::get().to(health::healthz))
+    .route("/v1/whoami", web::get().to(whoami::whoami));
+}
+
+fn json_error(e: JsonPayloadError, limit: usize) -> ApiError {
+    match e {
+        JsonPayloadError::OverflowKnownLength { .. } | JsonPayloadError::Overflow { .. } => {
+            ApiError::PayloadTooLarge { limit }
+        }
+        JsonPayloadError::ContentType => ApiError::UnsupportedMediaType,
+        JsonPayloadError::Deserialize(e) => {
+            ApiError::bad_request("invalid_json", format!("invalid JSON body: {e}"))
+        }
+        other => ApiError::bad_request("invalid_body", format!("unreadable request body: {other}")),
+    }
+}
+
+/// Fallback for unknown routes and methods.
+pub async fn not_found(req: HttpRequest) -> Result<actix_web::HttpResponse, ApiError> {
+    Err(ApiError::not_found(
+        "route_not_found",
+        format!(
+            "no route `{} {}`; see the API reference in the README",
+            req.method(),
+            req.path()
+        ),
+    ))
+}

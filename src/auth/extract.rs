@@ -1,0 +1,84 @@
+//! The actix extractor that authenticates a request.
+
+use std::future::{Ready, ready};
+
+use actix_web::dev::Payload;
+use actix_web::{FromRequest, HttpMessage, HttpRequest, http::header, web};
+use chrono::Utc;
+
+use super::{AuthFailure, bearer_token, verify_token};
+use crate::domain::Principal;
+use crate::error::ApiError;
+use crate::security::{SecurityEvent, SecurityEventKind};
+use crate::startup::AppState;
+use crate::tls::PeerCertificate;
+
+/// A handler argument that exists only for an authenticated caller. Failures are recorded as
+/// security events and answered with 401 or 403.
+#[derive(Debug, Clone)]
+pub struct Authenticated(pub Principal);
+
+impl FromRequest for Authenticated {
+    type Error = ApiError;
+    type Future = Ready<Result<Self, ApiError>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        if let Some(p) = req.extensions().get::<Authenticated>() {
+            return ready(Ok(p.clone()));
+        }
+        let result = authenticate(req).map(Authenticated);
+        if let Ok(p) = &result {
+            req.extensions_mut().insert(p.clone());
+        }
+        ready(result)
+    }
+}
+
+fn authenticate(req: &HttpRequest) -> Result<Principal, ApiError> {
+    let state = req
+        .app_data::<web::Data<AppState>>()
+        .ok_or_else(|| ApiError::Internal(anyhow::anyhow!("application state missing")))?;
+    let peer = req.conn_data::<PeerCertificate>().ok_or_else(|| {
+        ApiError::forbidden(
+            "certificate_required",
+            "a partner client certificate is required",
+        )
+    })?;
+    let record = |code: &str, partner, detail: &str| {
+        state.security.record(SecurityEvent {
+            at: Utc::now(),
+            kind: SecurityEventKind::AuthenticationFailed,
+            code: code.to_owned(),
+            peer: req.peer_addr(),
+            partner,
+            cert_fingerprint: Some(peer.fingerprint),
+            detail: detail.to_owned(),
+        });
+    };
+
+    let partner = match state
+        .verifier
+        .check_still_valid(peer, Utc::now().timestamp())
+    {
+        Ok(p) => p,
+        Err(e) => {
+            record("certificate_refused", None, &e.to_string());
+            return Err(ApiError::forbidden(
+                "certificate_refused",
+                format!("{e}; connect with a current certificate issued to a registered partner"),
+            ));
+        }
+    };
+    let policy = state.policy.load();
+    let header = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .map(|v| v.to_str().unwrap_or(""));
+    let result = bearer_token(header).and_then(|token| {
+        verify_token(&policy.partners, &state.token_rules, &partner, peer, token)
+    });
+    result.map_err(|f: AuthFailure| {
+        record(f.code, Some(partner.clone()), &f.message);
+        f.into()
+    })
+}

@@ -1,0 +1,324 @@
+//! Gateway settings: one TOML file, then environment overrides.
+//!
+//! Layering: built-in defaults, the file given with `--config`, then variables named
+//! `GATEWAY__<SECTION>__<KEY>` (for example `GATEWAY__SERVER__LISTEN=0.0.0.0:8443`). Unknown keys
+//! are refused with the key named, so a misspelt setting never silently falls back to a
+//! default. Relative paths are resolved against the directory of the config file. Secrets
+//! (the master key, a database password) are read from files named here, never written inline.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+use serde::{Deserialize, Serialize};
+
+/// Everything the gateway is configured with.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    /// The HTTPS listener.
+    #[serde(default)]
+    pub server: ServerSettings,
+    /// Certificates and revocation lists.
+    pub tls: TlsSettings,
+    /// Partner identity and user tokens.
+    pub identity: IdentitySettings,
+    /// Where the policy files live.
+    pub policy: PolicySettings,
+    /// The database.
+    pub storage: StorageSettings,
+    /// Keys for data at rest.
+    pub crypto: CryptoSettings,
+    /// Diagnostics output.
+    #[serde(default)]
+    pub log: LogSettings,
+}
+
+/// The HTTPS listener and its robustness limits.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerSettings {
+    /// Address and port to listen on.
+    pub listen: SocketAddr,
+    /// Worker threads; 0 means one per CPU core.
+    pub workers: usize,
+    /// Largest accepted request body in bytes; larger bodies get 413.
+    pub body_limit_bytes: usize,
+    /// Time a client has to send the request head after connecting, in milliseconds.
+    pub request_timeout_ms: u64,
+    /// Time a client has to finish the TLS handshake, in milliseconds.
+    pub handshake_timeout_ms: u64,
+    /// How long an idle keep-alive connection is kept open, in seconds.
+    pub keep_alive_secs: u64,
+    /// Time allowed to close a connection cleanly, in milliseconds.
+    pub disconnect_timeout_ms: u64,
+    /// Largest JSON nesting depth accepted in a request body.
+    pub max_json_depth: usize,
+}
+
+impl Default for ServerSettings {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8443)),
+            workers: 0,
+            body_limit_bytes: 256 * 1024,
+            request_timeout_ms: 5_000,
+            handshake_timeout_ms: 3_000,
+            keep_alive_secs: 30,
+            disconnect_timeout_ms: 1_000,
+            max_json_depth: 16,
+        }
+    }
+}
+
+impl ServerSettings {
+    /// `request_timeout_ms` as a duration.
+    pub fn request_timeout(&self) -> Duration {
+        Duration::from_millis(self.request_timeout_ms)
+    }
+    /// `handshake_timeout_ms` as a duration.
+    pub fn handshake_timeout(&self) -> Duration {
+        Duration::from_millis(self.handshake_timeout_ms)
+    }
+    /// `keep_alive_secs` as a duration.
+    pub fn keep_alive(&self) -> Duration {
+        Duration::from_secs(self.keep_alive_secs)
+    }
+    /// `disconnect_timeout_ms` as a duration.
+    pub fn disconnect_timeout(&self) -> Duration {
+        Duration::from_millis(self.disconnect_timeout_ms)
+    }
+}
+
+/// Certificate files (PEM).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsSettings {
+    /// The gateway's certificate chain, leaf first.
+    pub server_cert: PathBuf,
+    /// The gateway's private key.
+    pub server_key: PathBuf,
+    /// CA bundle that partner client certificates must chain to.
+    pub client_ca: PathBuf,
+    /// Certificate revocation lists (PEM or DER), re-read on reload.
+    #[serde(default)]
+    pub crls: Vec<PathBuf>,
+}
+
+/// Partner identity and token rules.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IdentitySettings {
+    /// SPIFFE trust domain of partner certificates: `spiffe://<trust_domain>/partner/<id>`.
+    pub trust_domain: String,
+    /// The `aud` every user token must carry.
+    #[serde(default = "default_audience")]
+    pub audience: String,
+    /// Clock-skew allowance for `exp` and `nbf`, in seconds.
+    #[serde(default = "default_leeway")]
+    pub leeway_secs: u64,
+    /// Directory against which the registry's `jwks_file` entries resolve.
+    pub partner_keys_dir: PathBuf,
+}
+
+fn default_audience() -> String {
+    "coresponse-gateway".to_owned()
+}
+
+fn default_leeway() -> u64 {
+    30
+}
+
+/// Policy files.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PolicySettings {
+    /// Directory holding `partners.toml`, record kinds and MOUs.
+    pub dir: PathBuf,
+}
+
+/// The database.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StorageSettings {
+    /// `sqlite://PATH` (created if missing) or `postgres://USER@HOST:PORT/DB`.
+    pub url: String,
+    /// File holding the database password, added to a PostgreSQL URL.
+    #[serde(default)]
+    pub password_file: Option<PathBuf>,
+    /// Connection pool size.
+    #[serde(default = "default_pool")]
+    pub max_connections: u32,
+}
+
+fn default_pool() -> u32 {
+    8
+}
+
+/// Keys for data at rest.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CryptoSettings {
+    /// File holding the 32-byte master key, hex encoded.
+    pub master_key_file: PathBuf,
+}
+
+/// Diagnostics output.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogSettings {
+    /// `pretty` for people, `json` for log shippers.
+    pub format: LogFormat,
+    /// A tracing filter, e.g. `info` or `coresponse_gateway=debug`. `RUST_LOG` wins if set.
+    pub filter: String,
+}
+
+impl Default for LogSettings {
+    fn default() -> Self {
+        Self {
+            format: LogFormat::Pretty,
+            filter: "info".to_owned(),
+        }
+    }
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Pretty,
+    /// One JSON object per line.
+    Json,
+}
+
+/// The settings could not be loaded.
+#[derive(Debug, thiserror::Error)]
+#[error("configuration error: {0}")]
+pub struct ConfigError(String);
+
+impl Settings {
+    /// Loads `path`, applies `GATEWAY__*` environment overrides and resolves relative paths
+    /// against the file's directory.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        if !path.is_file() {
+            return Err(ConfigError(format!(
+                "`{}` does not exist; create one with `coresponse-gateway init --dir DIR`",
+                path.display()
+            )));
+        }
+        let figment = Figment::from(Serialized::defaults(DefaultsOnly::default()))
+            .merge(Toml::file_exact(path))
+            .merge(Env::prefixed("GATEWAY__").split("__"));
+        let mut settings: Settings = figment.extract().map_err(|e| {
+            let msgs: Vec<String> = e.into_iter().map(|e| e.to_string()).collect();
+            ConfigError(msgs.join("; "))
+        })?;
+        let base = path
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| PathBuf::from("."));
+        settings.resolve_paths(&base);
+        Ok(settings)
+    }
+
+    /// Makes every relative path absolute against `base`.
+    pub fn resolve_paths(&mut self, base: &Path) {
+        let fix = |p: &mut PathBuf| {
+            if p.is_relative() {
+                *p = base.join(&*p);
+            }
+        };
+        fix(&mut self.tls.server_cert);
+        fix(&mut self.tls.server_key);
+        fix(&mut self.tls.client_ca);
+        self.tls.crls.iter_mut().for_each(fix);
+        fix(&mut self.identity.partner_keys_dir);
+        fix(&mut self.policy.dir);
+        fix(&mut self.crypto.master_key_file);
+        if let Some(p) = self.storage.password_file.as_mut() {
+            fix(p);
+        }
+        if let Some(rest) = self.storage.url.strip_prefix("sqlite://")
+            && !rest.starts_with('/')
+            && !rest.starts_with(":memory:")
+        {
+            self.storage.url = format!("sqlite://{}", base.join(rest).display());
+        }
+    }
+}
+
+/// The sections that have defaults, so a file may leave them out.
+#[derive(Debug, Default, Serialize)]
+struct DefaultsOnly {
+    server: ServerSettings,
+    log: LogSettings,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = r#"
+[tls]
+server_cert = "server.pem"
+server_key = "server-key.pem"
+client_ca = "ca.pem"
+[identity]
+trust_domain = "example.org"
+partner_keys_dir = "keys"
+[policy]
+dir = "/srv/policies"
+[storage]
+url = "sqlite://data/gateway.db"
+[crypto]
+master_key_file = "master.key"
+"#;
+
+    fn write(text: &str) -> (tempfile::TempDir, PathBuf) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("gateway.toml");
+        std::fs::write(&path, text).unwrap();
+        (dir, path)
+    }
+
+    #[test]
+    fn defaults_fill_what_the_file_leaves_out_and_paths_resolve() {
+        let (dir, path) = write(MINIMAL);
+        let s = Settings::load(&path).unwrap();
+        assert_eq!(s.server.listen.port(), 8443);
+        assert_eq!(s.identity.audience, "coresponse-gateway");
+        assert_eq!(s.tls.client_ca, dir.path().join("ca.pem"));
+        assert_eq!(s.policy.dir, PathBuf::from("/srv/policies"));
+        assert_eq!(
+            s.storage.url,
+            format!("sqlite://{}", dir.path().join("data/gateway.db").display())
+        );
+    }
+
+    #[test]
+    fn unknown_keys_are_refused_with_their_name() {
+        let (_dir, path) = write(&format!("{MINIMAL}\n[server]\nlisten_adress = \"x\"\n"));
+        let err = Settings::load(&path).unwrap_err().to_string();
+        assert!(err.contains("listen_adress"), "{err}");
+    }
+
+    #[test]
+    fn environment_overrides_the_file() {
+        let (_dir, path) = write(MINIMAL);
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("GATEWAY__SERVER__BODY_LIMIT_BYTES", "1234");
+            let s = Settings::load(&path).map_err(|e| e.to_string())?;
+            assert_eq!(s.server.body_limit_bytes, 1234);
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn a_missing_file_says_how_to_create_one() {
+        let err = Settings::load(Path::new("/nonexistent/gateway.toml")).unwrap_err();
+        assert!(err.to_string().contains("init --dir"));
+    }
+}

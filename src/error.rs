@@ -1,0 +1,270 @@
+//! The one error type of the HTTP API.
+//!
+//! Every handler and extractor fails with an [`ApiError`]; [`ApiError::status`] maps each
+//! variant to its status code with an exhaustive match, so a new variant cannot ship without a
+//! status. Client errors (4xx) carry a stable machine-readable `code` and a message saying
+//! what to fix. Server errors (5xx) are opaque to the client: the detail is logged under the
+//! request id that the response carries in its `Request-Id` header.
+
+use actix_web::http::StatusCode;
+use actix_web::http::header::{self, HeaderValue};
+use actix_web::{HttpResponse, ResponseError};
+use serde::Serialize;
+
+/// The JSON body of every error response.
+#[derive(Debug, Serialize, serde::Deserialize, PartialEq, Eq)]
+pub struct ErrorBody {
+    /// Stable machine-readable code, e.g. `token_expired`.
+    pub code: String,
+    /// What was wrong and how to fix it.
+    pub message: String,
+    /// Extra machine-readable detail (e.g. the allowed next states of a referral).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub details: Option<serde_json::Value>,
+}
+
+/// An API failure.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// 400: the request is malformed or fails validation.
+    #[error("{message}")]
+    BadRequest {
+        /// Stable code.
+        code: &'static str,
+        /// What to fix.
+        message: String,
+        /// Optional structured detail (e.g. each failing field).
+        details: Option<serde_json::Value>,
+    },
+    /// 401: the caller is not authenticated (missing or invalid token).
+    #[error("{message}")]
+    Unauthenticated {
+        /// Stable code.
+        code: &'static str,
+        /// What to fix.
+        message: String,
+    },
+    /// 403: the caller is authenticated but not allowed.
+    #[error("{message}")]
+    Forbidden {
+        /// Stable code.
+        code: &'static str,
+        /// Why, without revealing what is withheld.
+        message: String,
+    },
+    /// 404: no such resource or route.
+    #[error("{message}")]
+    NotFound {
+        /// Stable code.
+        code: &'static str,
+        /// What was not found.
+        message: String,
+    },
+    /// 405: the route exists but not with this method.
+    #[error("method not allowed")]
+    MethodNotAllowed,
+    /// 409: the request conflicts with the resource's state.
+    #[error("{message}")]
+    Conflict {
+        /// Stable code.
+        code: &'static str,
+        /// What conflicts.
+        message: String,
+        /// Structured detail.
+        details: Option<serde_json::Value>,
+    },
+    /// 413: the body exceeds the configured limit.
+    #[error("request body exceeds the limit of {limit} bytes")]
+    PayloadTooLarge {
+        /// The limit in bytes.
+        limit: usize,
+    },
+    /// 415: the body is not JSON.
+    #[error("request body must be `application/json`")]
+    UnsupportedMediaType,
+    /// 503: a dependency (the database, the disclosure log) is unavailable; nothing was
+    /// disclosed or changed. Opaque to the client.
+    #[error("service unavailable: {0:#}")]
+    Unavailable(anyhow::Error),
+    /// 500: a defect. Opaque to the client.
+    #[error("internal error: {0:#}")]
+    Internal(anyhow::Error),
+}
+
+impl ApiError {
+    /// 400 with a code and message.
+    pub fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
+        Self::BadRequest {
+            code,
+            message: message.into(),
+            details: None,
+        }
+    }
+
+    /// 401 with a code and message.
+    pub fn unauthenticated(code: &'static str, message: impl Into<String>) -> Self {
+        Self::Unauthenticated {
+            code,
+            message: message.into(),
+        }
+    }
+
+    /// 403 with a code and message.
+    pub fn forbidden(code: &'static str, message: impl Into<String>) -> Self {
+        Self::Forbidden {
+            code,
+            message: message.into(),
+        }
+    }
+
+    /// 404 with a code and message.
+    pub fn not_found(code: &'static str, message: impl Into<String>) -> Self {
+        Self::NotFound {
+            code,
+            message: message.into(),
+        }
+    }
+
+    /// The stable machine-readable code.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::BadRequest { code, .. }
+            | Self::Unauthenticated { code, .. }
+            | Self::Forbidden { code, .. }
+            | Self::NotFound { code, .. }
+            | Self::Conflict { code, .. } => code,
+            Self::MethodNotAllowed => "method_not_allowed",
+            Self::PayloadTooLarge { .. } => "payload_too_large",
+            Self::UnsupportedMediaType => "unsupported_media_type",
+            Self::Unavailable(_) => "service_unavailable",
+            Self::Internal(_) => "internal_error",
+        }
+    }
+
+    fn body(&self) -> ErrorBody {
+        let (message, details) = match self {
+            Self::Unavailable(_) => (
+                "the gateway cannot answer right now and disclosed nothing; retry later or quote \
+                 the Request-Id to the operator"
+                    .to_owned(),
+                None,
+            ),
+            Self::Internal(_) => (
+                "the gateway failed to process the request; quote the Request-Id to the operator"
+                    .to_owned(),
+                None,
+            ),
+            Self::BadRequest { details, .. } | Self::Conflict { details, .. } => {
+                (self.to_string(), details.clone())
+            }
+            _ => (self.to_string(), None),
+        };
+        ErrorBody {
+            code: self.code().to_owned(),
+            message,
+            details,
+        }
+    }
+}
+
+impl ResponseError for ApiError {
+    fn status_code(&self) -> StatusCode {
+        match self {
+            Self::BadRequest { .. } => StatusCode::BAD_REQUEST,
+            Self::Unauthenticated { .. } => StatusCode::UNAUTHORIZED,
+            Self::Forbidden { .. } => StatusCode::FORBIDDEN,
+            Self::NotFound { .. } => StatusCode::NOT_FOUND,
+            Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            Self::Conflict { .. } => StatusCode::CONFLICT,
+            Self::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        let mut res = HttpResponse::build(self.status_code());
+        if let Self::Unauthenticated { code, .. } = self {
+            // RFC 6750 section 3: no error attributes when no token was sent at all.
+            let value = if *code == "token_missing" {
+                "Bearer realm=\"coresponse-gateway\"".to_owned()
+            } else {
+                format!(
+                    "Bearer realm=\"coresponse-gateway\", error=\"invalid_token\", error_description=\"{code}\""
+                )
+            };
+            if let Ok(v) = HeaderValue::from_str(&value) {
+                res.insert_header((header::WWW_AUTHENTICATE, v));
+            }
+        }
+        res.insert_header((header::CACHE_CONTROL, "no-store"));
+        res.json(self.body())
+    }
+}
+
+impl From<sqlx::Error> for ApiError {
+    fn from(e: sqlx::Error) -> Self {
+        Self::Unavailable(e.into())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use actix_web::body::MessageBody;
+
+    fn all() -> Vec<(ApiError, u16)> {
+        vec![
+            (ApiError::bad_request("x", "m"), 400),
+            (ApiError::unauthenticated("x", "m"), 401),
+            (ApiError::forbidden("x", "m"), 403),
+            (ApiError::not_found("x", "m"), 404),
+            (ApiError::MethodNotAllowed, 405),
+            (
+                ApiError::Conflict {
+                    code: "x",
+                    message: "m".into(),
+                    details: None,
+                },
+                409,
+            ),
+            (ApiError::PayloadTooLarge { limit: 1 }, 413),
+            (ApiError::UnsupportedMediaType, 415),
+            (
+                ApiError::Unavailable(anyhow::anyhow!("db down at /secret")),
+                503,
+            ),
+            (ApiError::Internal(anyhow::anyhow!("bug at /secret")), 500),
+        ]
+    }
+
+    #[test]
+    fn every_variant_maps_to_its_status() {
+        for (e, status) in all() {
+            assert_eq!(e.status_code().as_u16(), status, "{e:?}");
+        }
+    }
+
+    #[test]
+    fn server_error_bodies_are_opaque() {
+        for (e, status) in all() {
+            let body = e.error_response().into_body().try_into_bytes().unwrap();
+            let body: ErrorBody = serde_json::from_slice(&body).unwrap();
+            assert_eq!(body.code, e.code());
+            if status >= 500 {
+                assert!(!body.message.contains("/secret"), "{body:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn unauthenticated_carries_www_authenticate() {
+        let res = ApiError::unauthenticated("token_expired", "m").error_response();
+        let h = res.headers().get(header::WWW_AUTHENTICATE).unwrap();
+        assert!(h.to_str().unwrap().contains("invalid_token"));
+        let res = ApiError::unauthenticated("token_missing", "m").error_response();
+        let h = res.headers().get(header::WWW_AUTHENTICATE).unwrap();
+        assert!(!h.to_str().unwrap().contains("error="));
+    }
+}

@@ -1,0 +1,457 @@
+//! The partner registry: which agencies exist, what kind each is, how its users' tokens are
+//! verified. It lives in `policies/partners.toml` because it is policy, reviewed like the MOUs.
+//!
+//! Security role: this file decides whose certificates and tokens the gateway trusts. Loading
+//! refuses anything ambiguous: duplicate ids or issuers, HMAC algorithms (a shared secret would
+//! let the gateway's copy forge tokens, and an HMAC algorithm next to a public key is the
+//! classic key-confusion attack), keys without a pinned algorithm, unknown keys in the file.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use jsonwebtoken::jwk::{Jwk, JwkSet};
+use jsonwebtoken::{Algorithm, DecodingKey};
+use serde::Deserialize;
+
+use crate::domain::{PartnerId, PartnerKind};
+
+/// Name of the registry file inside the policy directory.
+pub const PARTNERS_FILE: &str = "partners.toml";
+
+/// A problem found while loading the registry.
+#[derive(Debug, thiserror::Error)]
+pub enum RegistryError {
+    /// The file could not be read.
+    #[error("cannot read `{path}`: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML for the registry's format (the message holds line and column).
+    #[error("`{path}`: {message}")]
+    Syntax {
+        /// The file.
+        path: PathBuf,
+        /// The parser's message, with line, column and the offending key.
+        message: String,
+    },
+    /// A rule of the registry is broken.
+    #[error("`{path}`: partner `{partner}`: {message}")]
+    Invalid {
+        /// The file.
+        path: PathBuf,
+        /// The partner entry at fault.
+        partner: String,
+        /// What is wrong and how to fix it.
+        message: String,
+    },
+}
+
+/// The registry as written in `partners.toml`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegistryFile {
+    /// One entry per partner agency.
+    #[serde(rename = "partner", default)]
+    pub partners: Vec<PartnerEntry>,
+}
+
+/// One partner agency as written in the registry file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PartnerEntry {
+    /// The id named by the certificate's URI SAN.
+    pub id: PartnerId,
+    /// police | mental-health | compliance.
+    pub kind: PartnerKind,
+    /// Name shown in accounting reports.
+    pub display_name: String,
+    /// Postal address shown in accounting reports (HIPAA 164.528 "address if known").
+    #[serde(default)]
+    pub postal_address: Option<String>,
+    /// How this partner's user tokens are verified.
+    pub token: TokenEntry,
+}
+
+/// Token verification settings of one partner, as written in the registry file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenEntry {
+    /// The exact `iss` claim of the partner's identity provider.
+    pub issuer: String,
+    /// Algorithms accepted from this partner; every key must use one of them.
+    pub algorithms: Vec<String>,
+    /// Whether tokens must carry `cnf.x5t#S256` (RFC 8705) bound to the client certificate.
+    #[serde(default = "default_true")]
+    pub binding_required: bool,
+    /// The claim that holds the user's roles (an array of strings).
+    #[serde(default = "default_roles_claim")]
+    pub roles_claim: String,
+    /// A JWKS file, relative to the gateway's `identity.partner_keys_dir`.
+    #[serde(default)]
+    pub jwks_file: Option<PathBuf>,
+    /// Public keys written inline.
+    #[serde(default)]
+    pub keys: Vec<InlineKey>,
+}
+
+/// A public key written inline in the registry.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InlineKey {
+    /// Key id matched against the token header's `kid`.
+    #[serde(default)]
+    pub kid: Option<String>,
+    /// The one algorithm this key verifies.
+    pub algorithm: String,
+    /// SubjectPublicKeyInfo PEM.
+    pub public_key_pem: String,
+}
+
+fn default_true() -> bool {
+    true
+}
+
+fn default_roles_claim() -> String {
+    "roles".to_owned()
+}
+
+/// A verification key with its pinned algorithm.
+#[derive(Clone)]
+pub struct PartnerKey {
+    /// Key id, if the key has one.
+    pub kid: Option<String>,
+    /// The only algorithm this key verifies.
+    pub algorithm: Algorithm,
+    /// The key.
+    pub key: DecodingKey,
+}
+
+impl std::fmt::Debug for PartnerKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PartnerKey")
+            .field("kid", &self.kid)
+            .field("algorithm", &self.algorithm)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Token settings with keys loaded.
+#[derive(Debug, Clone)]
+pub struct TokenSettings {
+    /// Expected `iss`.
+    pub issuer: String,
+    /// Accepted algorithms.
+    pub algorithms: Vec<Algorithm>,
+    /// Whether `cnf.x5t#S256` is required.
+    pub binding_required: bool,
+    /// Claim holding the roles.
+    pub roles_claim: String,
+    /// Verification keys; at least one.
+    pub keys: Vec<PartnerKey>,
+}
+
+/// A registered partner agency.
+#[derive(Debug, Clone)]
+pub struct Partner {
+    /// Its id.
+    pub id: PartnerId,
+    /// Its kind.
+    pub kind: PartnerKind,
+    /// Name for reports.
+    pub display_name: String,
+    /// Postal address for reports.
+    pub postal_address: Option<String>,
+    /// Token verification settings.
+    pub token: TokenSettings,
+}
+
+/// The loaded, validated partner registry.
+#[derive(Debug, Clone, Default)]
+pub struct PartnerRegistry {
+    partners: BTreeMap<PartnerId, Partner>,
+}
+
+/// Algorithms a partner may use. HMAC is refused outright (see the module documentation).
+fn parse_algorithm(s: &str) -> Result<Algorithm, String> {
+    let alg = match s {
+        "ES256" => Algorithm::ES256,
+        "ES384" => Algorithm::ES384,
+        "RS256" => Algorithm::RS256,
+        "RS384" => Algorithm::RS384,
+        "RS512" => Algorithm::RS512,
+        "PS256" => Algorithm::PS256,
+        "PS384" => Algorithm::PS384,
+        "PS512" => Algorithm::PS512,
+        "EdDSA" => Algorithm::EdDSA,
+        "HS256" | "HS384" | "HS512" => {
+            return Err(format!(
+                "algorithm `{s}` is refused: the gateway accepts only asymmetric signatures \
+                 (ES256, ES384, RS256, RS384, RS512, PS256, PS384, PS512, EdDSA)"
+            ));
+        }
+        other => {
+            return Err(format!(
+                "unknown algorithm `{other}`: use one of ES256, ES384, RS256, RS384, RS512, \
+                 PS256, PS384, PS512, EdDSA"
+            ));
+        }
+    };
+    Ok(alg)
+}
+
+fn algorithm_name(alg: Algorithm) -> String {
+    format!("{alg:?}")
+}
+
+impl RegistryFile {
+    /// Parses the registry text. `path` is used in messages only.
+    pub fn parse(path: &Path, text: &str) -> Result<Self, RegistryError> {
+        toml::from_str(text).map_err(|e| RegistryError::Syntax {
+            path: path.to_owned(),
+            message: e.to_string(),
+        })
+    }
+
+    /// Reads and parses `dir/partners.toml`.
+    pub fn load(policy_dir: &Path) -> Result<Self, RegistryError> {
+        let path = policy_dir.join(PARTNERS_FILE);
+        let text = std::fs::read_to_string(&path).map_err(|source| RegistryError::Read {
+            path: path.clone(),
+            source,
+        })?;
+        Self::parse(&path, &text)
+    }
+}
+
+impl PartnerRegistry {
+    /// Validates the registry and loads every key. Relative JWKS paths resolve against
+    /// `keys_dir`. `path` is the registry file, for messages.
+    pub fn resolve(
+        file: &RegistryFile,
+        path: &Path,
+        keys_dir: &Path,
+    ) -> Result<Self, RegistryError> {
+        let mut partners = BTreeMap::new();
+        let mut issuers: BTreeMap<&str, &PartnerId> = BTreeMap::new();
+        for entry in &file.partners {
+            let invalid = |message: String| RegistryError::Invalid {
+                path: path.to_owned(),
+                partner: entry.id.to_string(),
+                message,
+            };
+            if partners.contains_key(&entry.id) {
+                return Err(invalid("the id is registered twice; keep one entry".into()));
+            }
+            if let Some(other) = issuers.insert(entry.token.issuer.as_str(), &entry.id) {
+                return Err(invalid(format!(
+                    "issuer `{}` is already used by partner `{other}`; each partner needs its \
+                     own issuer so that a token names exactly one agency",
+                    entry.token.issuer
+                )));
+            }
+            if entry.token.issuer.trim().is_empty() {
+                return Err(invalid("`token.issuer` is empty".into()));
+            }
+            let algorithms = entry
+                .token
+                .algorithms
+                .iter()
+                .map(|a| parse_algorithm(a))
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(invalid)?;
+            if algorithms.is_empty() {
+                return Err(invalid(
+                    "`token.algorithms` is empty; name the algorithms the partner signs with"
+                        .into(),
+                ));
+            }
+            let mut keys = Vec::new();
+            for k in &entry.token.keys {
+                let algorithm = parse_algorithm(&k.algorithm).map_err(&invalid)?;
+                let key = decoding_key_from_pem(algorithm, k.public_key_pem.as_bytes())
+                    .map_err(|e| invalid(format!("inline key {:?}: {e}", k.kid)))?;
+                keys.push(PartnerKey {
+                    kid: k.kid.clone(),
+                    algorithm,
+                    key,
+                });
+            }
+            if let Some(jwks) = &entry.token.jwks_file {
+                let jwks_path = keys_dir.join(jwks);
+                keys.extend(load_jwks(&jwks_path).map_err(&invalid)?);
+            }
+            if keys.is_empty() {
+                return Err(invalid(
+                    "no verification key: set `token.jwks_file` or add `[[partner.token.keys]]`"
+                        .into(),
+                ));
+            }
+            for k in &keys {
+                if !algorithms.contains(&k.algorithm) {
+                    return Err(invalid(format!(
+                        "key {:?} uses {} which is not in `token.algorithms`",
+                        k.kid,
+                        algorithm_name(k.algorithm)
+                    )));
+                }
+            }
+            partners.insert(
+                entry.id.clone(),
+                Partner {
+                    id: entry.id.clone(),
+                    kind: entry.kind,
+                    display_name: entry.display_name.clone(),
+                    postal_address: entry.postal_address.clone(),
+                    token: TokenSettings {
+                        issuer: entry.token.issuer.clone(),
+                        algorithms,
+                        binding_required: entry.token.binding_required,
+                        roles_claim: entry.token.roles_claim.clone(),
+                        keys,
+                    },
+                },
+            );
+        }
+        Ok(Self { partners })
+    }
+
+    /// Loads `policy_dir/partners.toml` and its keys.
+    pub fn load(policy_dir: &Path, keys_dir: &Path) -> Result<Self, RegistryError> {
+        let file = RegistryFile::load(policy_dir)?;
+        Self::resolve(&file, &policy_dir.join(PARTNERS_FILE), keys_dir)
+    }
+
+    /// The partner with this id.
+    pub fn get(&self, id: &PartnerId) -> Option<&Partner> {
+        self.partners.get(id)
+    }
+
+    /// The partner whose token issuer is `issuer`.
+    pub fn by_issuer(&self, issuer: &str) -> Option<&Partner> {
+        self.partners.values().find(|p| p.token.issuer == issuer)
+    }
+
+    /// All partners, ordered by id.
+    pub fn iter(&self) -> impl Iterator<Item = &Partner> {
+        self.partners.values()
+    }
+}
+
+fn decoding_key_from_pem(alg: Algorithm, pem: &[u8]) -> Result<DecodingKey, String> {
+    let key = match alg {
+        Algorithm::ES256 | Algorithm::ES384 => DecodingKey::from_ec_pem(pem),
+        Algorithm::EdDSA => DecodingKey::from_ed_pem(pem),
+        _ => DecodingKey::from_rsa_pem(pem),
+    };
+    key.map_err(|e| format!("not a usable public key for {}: {e}", algorithm_name(alg)))
+}
+
+fn load_jwks(path: &Path) -> Result<Vec<PartnerKey>, String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read JWKS `{}`: {e}", path.display()))?;
+    let set: JwkSet = serde_json::from_str(&text)
+        .map_err(|e| format!("JWKS `{}` is not valid: {e}", path.display()))?;
+    set.keys.iter().map(|jwk| jwk_to_key(path, jwk)).collect()
+}
+
+fn jwk_to_key(path: &Path, jwk: &Jwk) -> Result<PartnerKey, String> {
+    let kid = jwk.common.key_id.clone();
+    let alg = jwk.common.key_algorithm.ok_or_else(|| {
+        format!(
+            "JWKS `{}`: key {kid:?} has no `alg`; pin each key to one algorithm",
+            path.display()
+        )
+    })?;
+    let name = serde_json::to_value(alg)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_owned))
+        .unwrap_or_default();
+    let algorithm = parse_algorithm(&name)?;
+    let key = DecodingKey::from_jwk(jwk)
+        .map_err(|e| format!("JWKS `{}`: key {kid:?} is not usable: {e}", path.display()))?;
+    Ok(PartnerKey {
+        kid,
+        algorithm,
+        key,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pem() -> String {
+        rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)
+            .unwrap()
+            .public_key_pem()
+    }
+
+    fn registry(toml_text: &str) -> Result<PartnerRegistry, RegistryError> {
+        let p = Path::new("partners.toml");
+        let file = RegistryFile::parse(p, toml_text)?;
+        PartnerRegistry::resolve(&file, p, Path::new("."))
+    }
+
+    fn entry(id: &str, issuer: &str, alg: &str) -> String {
+        format!(
+            r#"
+[[partner]]
+id = "{id}"
+kind = "police"
+display_name = "X"
+[partner.token]
+issuer = "{issuer}"
+algorithms = ["{alg}"]
+[[partner.token.keys]]
+algorithm = "{alg}"
+public_key_pem = """{pem}"""
+"#,
+            pem = pem()
+        )
+    }
+
+    #[test]
+    fn loads_a_valid_entry() {
+        let r = registry(&entry("metro-pd", "https://idp.metro", "ES256")).unwrap();
+        let p = r.get(&"metro-pd".parse().unwrap()).unwrap();
+        assert_eq!(p.token.algorithms, vec![Algorithm::ES256]);
+        assert!(p.token.binding_required);
+        assert_eq!(p.token.roles_claim, "roles");
+        assert!(r.by_issuer("https://idp.metro").is_some());
+    }
+
+    #[test]
+    fn refuses_hmac_algorithms() {
+        let err = registry(&entry("metro-pd", "i", "HS256")).unwrap_err();
+        assert!(err.to_string().contains("only asymmetric"), "{err}");
+    }
+
+    #[test]
+    fn refuses_duplicate_ids_and_issuers() {
+        let twice = entry("a", "i1", "ES256") + &entry("a", "i2", "ES256");
+        assert!(registry(&twice).unwrap_err().to_string().contains("twice"));
+        let shared = entry("a", "i", "ES256") + &entry("b", "i", "ES256");
+        assert!(
+            registry(&shared)
+                .unwrap_err()
+                .to_string()
+                .contains("already used")
+        );
+    }
+
+    #[test]
+    fn unknown_keys_are_named() {
+        let err = registry("[[partner]]\nid = \"a\"\ncolour = \"red\"\n").unwrap_err();
+        assert!(err.to_string().contains("colour"), "{err}");
+    }
+
+    #[test]
+    fn a_key_outside_the_pinned_algorithms_is_refused() {
+        let text = entry("a", "i", "ES256")
+            .replace("algorithms = [\"ES256\"]", "algorithms = [\"RS256\"]");
+        assert!(registry(&text).unwrap_err().to_string().contains("not in"));
+    }
+}

@@ -1,0 +1,289 @@
+//! Assembling and running the gateway.
+//!
+//! The listener is built from actix-server and actix-http directly (rather than
+//! `actix_web::HttpServer`) so that each connection runs inside a [`HandshakeScope`]: when a
+//! TLS handshake is refused the gateway knows the peer address, what certificate was presented
+//! and why it was refused, and records a security event. Connections get `TCP_NODELAY`.
+
+use std::net::{SocketAddr, TcpListener};
+use std::sync::Arc;
+
+use actix_http::{HttpService, TlsAcceptorConfig, body::MessageBody};
+use actix_server::Server;
+use actix_service::{apply_fn_factory, map_config};
+use actix_tls::accept::TlsError;
+use actix_tls::accept::rustls_0_23::TlsStream;
+use actix_web::dev::AppConfig;
+use actix_web::{App, middleware::from_fn, web};
+use arc_swap::ArcSwap;
+use chrono::Utc;
+use tokio::net::TcpStream;
+
+use crate::api;
+use crate::auth::TokenRules;
+use crate::config::Settings;
+use crate::domain::CertFingerprint;
+use crate::policy::PolicySet;
+use crate::security::{SecurityEvent, SecurityEventKind, SecuritySink};
+use crate::store::Store;
+use crate::tls::{HandshakeNotes, HandshakeScope, PartnerCertVerifier, PeerCertificate};
+
+/// Shared state of every worker.
+#[derive(Debug)]
+pub struct AppState {
+    /// The loaded settings.
+    pub settings: Settings,
+    /// The current policy set; replaced whole on reload.
+    pub policy: Arc<ArcSwap<PolicySet>>,
+    /// The client-certificate verifier (also used for per-request re-checks).
+    pub verifier: Arc<PartnerCertVerifier>,
+    /// Token rules from the settings.
+    pub token_rules: TokenRules,
+    /// The database.
+    pub store: Store,
+    /// Security event sink.
+    pub security: SecuritySink,
+}
+
+/// A built, bound, not yet running gateway.
+pub struct Application {
+    addr: SocketAddr,
+    server: Server,
+    state: web::Data<AppState>,
+}
+
+impl Application {
+    /// Loads policy, opens the database, builds TLS and binds the listener. Call inside a Tokio
+    /// runtime.
+    pub async fn build(settings: Settings) -> anyhow::Result<Self> {
+        let policy = PolicySet::load(&settings.policy.dir, &settings.identity.partner_keys_dir)
+            .map_err(|e| anyhow::anyhow!("policy: {e}"))?;
+        let store = Store::open(&settings.storage).await?;
+        let security = SecuritySink::spawn(store.clone());
+        let verifier = Arc::new(PartnerCertVerifier::new(
+            &settings.tls.client_ca,
+            &settings.tls.crls,
+            &settings.identity.trust_domain,
+            policy.partners.iter().map(|p| p.id.clone()),
+        )?);
+        let tls = crate::tls::server_config(
+            &settings.tls.server_cert,
+            &settings.tls.server_key,
+            verifier.clone(),
+        )?;
+        let listener = TcpListener::bind(settings.server.listen)
+            .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", settings.server.listen))?;
+        listener.set_nonblocking(true)?;
+        let addr = listener.local_addr()?;
+
+        let state = web::Data::new(AppState {
+            token_rules: TokenRules {
+                audience: settings.identity.audience.clone(),
+                leeway_secs: settings.identity.leeway_secs,
+            },
+            settings,
+            policy: Arc::new(ArcSwap::from_pointee(policy)),
+            verifier,
+            store,
+            security,
+        });
+        let server = serve(listener, state.clone(), tls)?;
+        Ok(Self {
+            addr,
+            server,
+            state,
+        })
+    }
+
+    /// The bound address (useful with port 0).
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The shared state (for reloads and tests).
+    pub fn state(&self) -> web::Data<AppState> {
+        self.state.clone()
+    }
+
+    /// A handle to stop the server.
+    pub fn handle(&self) -> actix_server::ServerHandle {
+        self.server.handle()
+    }
+
+    /// Runs until the server stops.
+    pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        self.server.await
+    }
+}
+
+impl AppState {
+    /// Re-reads the policy directory and CRLs. A set that fails validation is refused and the
+    /// running one kept; either outcome is recorded as a security event.
+    pub fn reload(&self) -> anyhow::Result<()> {
+        let result = (|| -> anyhow::Result<String> {
+            let s = &self.settings;
+            let policy = PolicySet::load(&s.policy.dir, &s.identity.partner_keys_dir)?;
+            self.verifier.reload(
+                &s.tls.crls,
+                &s.identity.trust_domain,
+                policy.partners.iter().map(|p| p.id.clone()),
+            )?;
+            let hash = policy.hash.clone();
+            self.policy.store(Arc::new(policy));
+            Ok(hash)
+        })();
+        let (kind, code, detail) = match &result {
+            Ok(hash) => (
+                SecurityEventKind::PolicyReloaded,
+                "policy_reloaded",
+                format!("policy set {hash} and CRLs loaded"),
+            ),
+            Err(e) => (
+                SecurityEventKind::PolicyReloadFailed,
+                "policy_reload_failed",
+                format!("reload refused, running set kept: {e:#}"),
+            ),
+        };
+        self.security.record(SecurityEvent {
+            at: Utc::now(),
+            kind,
+            code: code.to_owned(),
+            peer: None,
+            partner: None,
+            cert_fingerprint: None,
+            detail,
+        });
+        result.map(|_| ())
+    }
+}
+
+fn app_factory(
+    state: web::Data<AppState>,
+) -> App<
+    impl actix_web::dev::ServiceFactory<
+        actix_web::dev::ServiceRequest,
+        Config = (),
+        Response = actix_web::dev::ServiceResponse<impl MessageBody>,
+        Error = actix_web::Error,
+        InitError = (),
+    >,
+> {
+    let limit = state.settings.server.body_limit_bytes;
+    App::new()
+        .app_data(state)
+        .wrap(from_fn(api::request_id))
+        .configure(|cfg| api::configure(cfg, limit))
+        .default_service(web::to(api::not_found))
+}
+
+fn serve(
+    listener: TcpListener,
+    state: web::Data<AppState>,
+    tls: rustls::ServerConfig,
+) -> anyhow::Result<Server> {
+    let server_settings = state.settings.server.clone();
+    let workers = if server_settings.workers == 0 {
+        std::thread::available_parallelism().map_or(2, |n| n.get())
+    } else {
+        server_settings.workers
+    };
+    let server = Server::build()
+        .workers(workers)
+        .disable_signals()
+        .listen("gateway", listener, move || {
+            let state = state.clone();
+            let sink = state.security.clone();
+            let s = &state.settings.server;
+            let http = HttpService::build()
+                .client_request_timeout(s.request_timeout())
+                .client_disconnect_timeout(s.disconnect_timeout())
+                .keep_alive(s.keep_alive())
+                .on_connect_ext(|io: &TlsStream<TcpStream>, ext| {
+                    if let Some(leaf) = io.get_ref().1.peer_certificates().and_then(|c| c.first())
+                        && let Some(peer) = PeerCertificate::from_der(leaf)
+                    {
+                        ext.insert(peer);
+                    }
+                })
+                .finish(map_config(app_factory(state.clone()), |_| {
+                    AppConfig::default()
+                }))
+                .rustls_0_23_with_config(
+                    tls.clone(),
+                    TlsAcceptorConfig::default().handshake_timeout(s.handshake_timeout()),
+                );
+            apply_fn_factory(http, move |io: TcpStream, svc: &_| {
+                let peer = io.peer_addr().ok();
+                let _ = io.set_nodelay(true);
+                let sink = sink.clone();
+                // The handshake runs when the future is polled, inside the scope.
+                let conn = actix_service::Service::call(svc, io);
+                async move {
+                    let (result, notes) = HandshakeScope::run(conn).await;
+                    match result {
+                        Err(TlsError::Tls(e)) => {
+                            report_refused_handshake(&sink, peer, Some(&e), notes)
+                        }
+                        Err(TlsError::Timeout) => {
+                            report_refused_handshake(&sink, peer, None, notes)
+                        }
+                        Err(TlsError::Service(_)) | Ok(()) => {}
+                    }
+                    Ok::<(), TlsError<std::io::Error, actix_http::error::DispatchError>>(())
+                }
+            })
+        })?
+        .run();
+    Ok(server)
+}
+
+fn report_refused_handshake(
+    sink: &SecuritySink,
+    peer: Option<SocketAddr>,
+    err: Option<&std::io::Error>,
+    notes: HandshakeNotes,
+) {
+    let rustls_err = err
+        .and_then(|e| e.get_ref())
+        .and_then(|e| e.downcast_ref::<rustls::Error>());
+    let (code, reason) = match rustls_err {
+        Some(rustls::Error::NoCertificatesPresented) => (
+            "certificate_missing",
+            "the client presented no certificate".to_owned(),
+        ),
+        Some(rustls::Error::InvalidCertificate(c)) => {
+            use rustls::CertificateError as C;
+            let code = match c {
+                C::UnknownIssuer | C::BadSignature => "certificate_unknown_issuer",
+                C::Expired | C::ExpiredContext { .. } => "certificate_expired",
+                C::NotValidYet | C::NotValidYetContext { .. } => "certificate_not_yet_valid",
+                C::Revoked => "certificate_revoked",
+                C::ApplicationVerificationFailure => "certificate_unregistered_partner",
+                _ => "certificate_invalid",
+            };
+            let reason = notes
+                .refusal
+                .clone()
+                .unwrap_or_else(|| format!("invalid client certificate: {c:?}"));
+            (code, reason)
+        }
+        Some(other) => ("handshake_failed", format!("TLS handshake failed: {other}")),
+        None => match err {
+            None => (
+                "handshake_timeout",
+                "the client did not complete the TLS handshake in time".to_owned(),
+            ),
+            Some(e) => ("handshake_failed", format!("TLS handshake failed: {e}")),
+        },
+    };
+    let fingerprint: Option<CertFingerprint> = notes.presented;
+    sink.record(SecurityEvent {
+        at: Utc::now(),
+        kind: SecurityEventKind::HandshakeRefused,
+        code: code.to_owned(),
+        peer,
+        partner: notes.partner,
+        cert_fingerprint: fingerprint,
+        detail: reason,
+    });
+}

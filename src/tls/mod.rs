@@ -1,0 +1,369 @@
+//! Mutual TLS: the gateway's server configuration and the partner-certificate verifier.
+//!
+//! Security role: this is the first gate. A connection that does not present a certificate
+//! chaining to the configured partner CA bundle, that is expired or revoked (CRL), or whose URI
+//! SAN names no registered partner never reaches HTTP. Every such refusal is recorded as a
+//! security event with the peer address and the reason.
+//!
+//! rustls neither logs refused handshakes nor tells a verifier the peer address, so the
+//! listener wraps each connection in [`HandshakeScope`] (a task-local that the verifier fills
+//! with what the client presented) and reports the failure once the handshake ends.
+//!
+//! Session resumption is disabled (no session cache, no TLS 1.3 tickets): a resumed session
+//! would skip the certificate and CRL checks. Revocation is also re-checked on every request
+//! ([`PartnerCertVerifier::check_still_valid`]) so a CRL loaded after a connection was opened
+//! still applies to it.
+
+mod identity;
+
+use std::cell::RefCell;
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use rustls::client::danger::HandshakeSignatureValid;
+use rustls::crypto::CryptoProvider;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, CertificateRevocationListDer, PrivateKeyDer, UnixTime};
+use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
+use rustls::server::{NoServerSessionStorage, WebPkiClientVerifier};
+use rustls::{
+    DigitallySignedStruct, DistinguishedName, RootCertStore, ServerConfig, SignatureScheme,
+};
+
+pub use identity::{PeerCertificate, partner_from_san};
+
+use crate::domain::{CertFingerprint, PartnerId};
+
+/// A TLS set-up problem (start-up or reload).
+#[derive(Debug, thiserror::Error)]
+pub enum TlsSetupError {
+    /// A file could not be read.
+    #[error("cannot read `{path}`: {message}")]
+    File {
+        /// The file.
+        path: PathBuf,
+        /// What went wrong.
+        message: String,
+    },
+    /// rustls refused the material.
+    #[error("TLS configuration refused: {0}")]
+    Rustls(String),
+}
+
+/// The rustls crypto provider used everywhere in the gateway (one provider only: compiling in
+/// two and calling `builder()` panics at run time).
+pub fn provider() -> Arc<CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// Reads every certificate of a PEM file.
+pub fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsSetupError> {
+    let certs = CertificateDer::pem_file_iter(path)
+        .and_then(|it| it.collect::<Result<Vec<_>, _>>())
+        .map_err(|e| TlsSetupError::File {
+            path: path.to_owned(),
+            message: e.to_string(),
+        })?;
+    if certs.is_empty() {
+        return Err(TlsSetupError::File {
+            path: path.to_owned(),
+            message: "no PEM certificate in the file".into(),
+        });
+    }
+    Ok(certs)
+}
+
+/// Reads a PEM private key (PKCS#8, SEC1 or PKCS#1).
+pub fn load_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsSetupError> {
+    PrivateKeyDer::from_pem_file(path).map_err(|e| TlsSetupError::File {
+        path: path.to_owned(),
+        message: e.to_string(),
+    })
+}
+
+/// Reads CRL files, PEM or DER.
+pub fn load_crls(
+    paths: &[PathBuf],
+) -> Result<Vec<CertificateRevocationListDer<'static>>, TlsSetupError> {
+    let mut out = Vec::new();
+    for path in paths {
+        let bytes = std::fs::read(path).map_err(|e| TlsSetupError::File {
+            path: path.clone(),
+            message: e.to_string(),
+        })?;
+        if bytes.starts_with(b"-----BEGIN") {
+            let crls = CertificateRevocationListDer::pem_slice_iter(&bytes)
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| TlsSetupError::File {
+                    path: path.clone(),
+                    message: e.to_string(),
+                })?;
+            out.extend(crls);
+        } else {
+            out.push(CertificateRevocationListDer::from(bytes));
+        }
+    }
+    Ok(out)
+}
+
+/// What the verifier holds; replaced whole on reload.
+#[derive(Debug)]
+struct VerifierState {
+    webpki: Arc<dyn ClientCertVerifier>,
+    trust_domain: String,
+    registered: HashSet<PartnerId>,
+    /// (issuer DN, serial) of every revoked certificate, for the per-request re-check.
+    revoked: HashSet<(Vec<u8>, Vec<u8>)>,
+}
+
+/// Verifies partner client certificates: the chain and CRLs (rustls webpki), then the partner
+/// URI SAN against the registry. Reloadable.
+#[derive(Debug)]
+pub struct PartnerCertVerifier {
+    state: ArcSwap<VerifierState>,
+    roots: Arc<RootCertStore>,
+    hints: Vec<DistinguishedName>,
+}
+
+/// Why a presented certificate does not identify a registered partner.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CertIdentityError {
+    /// The certificate cannot be parsed.
+    #[error("the client certificate cannot be parsed")]
+    Unparsable,
+    /// No URI SAN of the form `spiffe://<trust-domain>/partner/<id>`.
+    #[error("the client certificate has no URI SAN `spiffe://{0}/partner/<id>`")]
+    NoPartnerSan(String),
+    /// The SAN names a partner that is not in the registry.
+    #[error("the client certificate names partner `{0}`, which is not registered")]
+    Unregistered(String),
+    /// The certificate has been revoked since the connection was opened.
+    #[error("the client certificate has been revoked")]
+    Revoked,
+    /// The certificate expired while the connection was open.
+    #[error("the client certificate is outside its validity period")]
+    Expired,
+}
+
+impl PartnerCertVerifier {
+    /// Builds the verifier from the CA bundle, CRLs, trust domain and registered partners.
+    pub fn new(
+        client_ca: &Path,
+        crls: &[PathBuf],
+        trust_domain: &str,
+        registered: impl IntoIterator<Item = PartnerId>,
+    ) -> Result<Self, TlsSetupError> {
+        let mut roots = RootCertStore::empty();
+        for cert in load_certs(client_ca)? {
+            roots
+                .add(cert)
+                .map_err(|e| TlsSetupError::Rustls(format!("client CA bundle: {e}")))?;
+        }
+        let roots = Arc::new(roots);
+        let hints = roots.subjects();
+        let state = Self::build_state(&roots, crls, trust_domain, registered)?;
+        Ok(Self {
+            state: ArcSwap::from_pointee(state),
+            roots,
+            hints,
+        })
+    }
+
+    fn build_state(
+        roots: &Arc<RootCertStore>,
+        crls: &[PathBuf],
+        trust_domain: &str,
+        registered: impl IntoIterator<Item = PartnerId>,
+    ) -> Result<VerifierState, TlsSetupError> {
+        let crls = load_crls(crls)?;
+        let revoked = identity::revoked_serials(&crls)
+            .map_err(|e| TlsSetupError::Rustls(format!("CRL: {e}")))?;
+        let webpki = WebPkiClientVerifier::builder_with_provider(roots.clone(), provider())
+            .with_crls(crls)
+            .only_check_end_entity_revocation()
+            .build()
+            .map_err(|e| TlsSetupError::Rustls(e.to_string()))?;
+        Ok(VerifierState {
+            webpki,
+            trust_domain: trust_domain.to_owned(),
+            registered: registered.into_iter().collect(),
+            revoked,
+        })
+    }
+
+    /// Replaces CRLs and the registered partner set. On error the running state is kept.
+    pub fn reload(
+        &self,
+        crls: &[PathBuf],
+        trust_domain: &str,
+        registered: impl IntoIterator<Item = PartnerId>,
+    ) -> Result<(), TlsSetupError> {
+        let state = Self::build_state(&self.roots, crls, trust_domain, registered)?;
+        self.state.store(Arc::new(state));
+        Ok(())
+    }
+
+    /// The registered partner named by a certificate's URI SAN.
+    pub fn partner_of(&self, der: &[u8]) -> Result<PartnerId, CertIdentityError> {
+        let state = self.state.load();
+        let id = partner_from_san(der, &state.trust_domain)?;
+        if !state.registered.contains(&id) {
+            return Err(CertIdentityError::Unregistered(id.to_string()));
+        }
+        Ok(id)
+    }
+
+    /// Per-request re-check of a certificate accepted at handshake time: still registered, not
+    /// revoked by a CRL loaded since, still within its validity period.
+    pub fn check_still_valid(
+        &self,
+        peer: &PeerCertificate,
+        now_unix: i64,
+    ) -> Result<PartnerId, CertIdentityError> {
+        let id = self.partner_of(&peer.der)?;
+        let state = self.state.load();
+        if state
+            .revoked
+            .contains(&(peer.issuer_dn.clone(), peer.serial.clone()))
+        {
+            return Err(CertIdentityError::Revoked);
+        }
+        if now_unix < peer.not_before || now_unix > peer.not_after {
+            return Err(CertIdentityError::Expired);
+        }
+        Ok(id)
+    }
+}
+
+impl ClientCertVerifier for PartnerCertVerifier {
+    fn offer_client_auth(&self) -> bool {
+        true
+    }
+
+    fn client_auth_mandatory(&self) -> bool {
+        true
+    }
+
+    fn root_hint_subjects(&self) -> &[DistinguishedName] {
+        &self.hints
+    }
+
+    fn verify_client_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: UnixTime,
+    ) -> Result<ClientCertVerified, rustls::Error> {
+        HandshakeScope::note_presented(end_entity);
+        let state = self.state.load();
+        state
+            .webpki
+            .verify_client_cert(end_entity, intermediates, now)?;
+        match self.partner_of(end_entity) {
+            Ok(id) => {
+                HandshakeScope::note_partner(&id);
+                Ok(ClientCertVerified::assertion())
+            }
+            Err(e) => {
+                HandshakeScope::note_refusal(&e.to_string());
+                Err(rustls::Error::InvalidCertificate(
+                    rustls::CertificateError::ApplicationVerificationFailure,
+                ))
+            }
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.state
+            .load()
+            .webpki
+            .verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.state
+            .load()
+            .webpki
+            .verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.state.load().webpki.supported_verify_schemes()
+    }
+}
+
+/// The server's rustls configuration: TLS 1.2 and 1.3 only, the provider's default (AEAD,
+/// forward-secret) suites, mandatory partner client certificates, no session resumption.
+pub fn server_config(
+    cert: &Path,
+    key: &Path,
+    verifier: Arc<PartnerCertVerifier>,
+) -> Result<ServerConfig, TlsSetupError> {
+    let certs = load_certs(cert)?;
+    let key = load_key(key)?;
+    let mut config = ServerConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+        .map_err(|e| TlsSetupError::Rustls(e.to_string()))?
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(certs, key)
+        .map_err(|e| TlsSetupError::Rustls(format!("server certificate or key: {e}")))?;
+    config.session_storage = Arc::new(NoServerSessionStorage {});
+    config.send_tls13_tickets = 0;
+    Ok(config)
+}
+
+/// What the verifier learnt about the client during one handshake.
+#[derive(Debug, Clone, Default)]
+pub struct HandshakeNotes {
+    /// Fingerprint of the presented leaf certificate, if any was presented.
+    pub presented: Option<CertFingerprint>,
+    /// The partner named by a certificate that passed every check.
+    pub partner: Option<PartnerId>,
+    /// The gateway's own refusal reason (beyond rustls' chain checks), if any.
+    pub refusal: Option<String>,
+}
+
+tokio::task_local! {
+    static NOTES: RefCell<HandshakeNotes>;
+}
+
+/// Scope in which one connection's handshake runs, so that the verifier can leave notes for the
+/// code that reports a refused handshake.
+pub struct HandshakeScope;
+
+impl HandshakeScope {
+    /// Runs `fut` (the connection) with a fresh notes slot; returns its output and the notes.
+    pub async fn run<F: Future>(fut: F) -> (F::Output, HandshakeNotes) {
+        NOTES
+            .scope(RefCell::new(HandshakeNotes::default()), async move {
+                let out = fut.await;
+                let notes = NOTES.with(|n| n.borrow().clone());
+                (out, notes)
+            })
+            .await
+    }
+
+    fn note_presented(der: &CertificateDer<'_>) {
+        let _ = NOTES.try_with(|n| n.borrow_mut().presented = Some(CertFingerprint::of_der(der)));
+    }
+
+    fn note_partner(id: &PartnerId) {
+        let _ = NOTES.try_with(|n| n.borrow_mut().partner = Some(id.clone()));
+    }
+
+    fn note_refusal(reason: &str) {
+        let _ = NOTES.try_with(|n| n.borrow_mut().refusal = Some(reason.to_owned()));
+    }
+}
