@@ -306,6 +306,7 @@ master_key_file = "master.key"
     }
 
     #[test]
+    #[allow(clippy::result_large_err)] // figment's own test API
     fn environment_overrides_the_file() {
         let (_dir, path) = write(MINIMAL);
         figment::Jail::expect_with(|jail| {

@@ -64,10 +64,13 @@ pub fn partner_from_san(der: &[u8], trust_domain: &str) -> Result<PartnerId, Cer
         .map_err(|_| CertIdentityError::Unregistered(id.chars().take(64).collect()))
 }
 
+/// (issuer DN, serial number) identifying one revoked certificate.
+pub(super) type RevokedSerial = (Vec<u8>, Vec<u8>);
+
 /// (issuer DN, serial) of every certificate revoked by `crls`.
 pub(super) fn revoked_serials(
     crls: &[CertificateRevocationListDer<'_>],
-) -> Result<HashSet<(Vec<u8>, Vec<u8>)>, String> {
+) -> Result<HashSet<RevokedSerial>, String> {
     let mut out = HashSet::new();
     for crl in crls {
         let (_, parsed) =

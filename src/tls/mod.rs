@@ -115,7 +115,7 @@ struct VerifierState {
     trust_domain: String,
     registered: HashSet<PartnerId>,
     /// (issuer DN, serial) of every revoked certificate, for the per-request re-check.
-    revoked: HashSet<(Vec<u8>, Vec<u8>)>,
+    revoked: HashSet<identity::RevokedSerial>,
 }
 
 /// Verifies partner client certificates: the chain and CRLs (rustls webpki), then the partner

@@ -1,0 +1,8 @@
+//! Integration tests: the real gateway on port 0, real TLS handshakes with real certificates,
+//! real signed tokens, a real database (SQLite and a throwaway PostgreSQL cluster).
+
+mod handshake;
+mod robustness;
+mod storage;
+mod support;
+mod tokens;

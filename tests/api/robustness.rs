@@ -1,0 +1,87 @@
+//! Bad input gets a clear JSON error and never a 500 or a dead worker.
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::support::{Db, TestApp, client_config, pki, spawn_app};
+
+async fn raw(app: &TestApp, request: &[u8]) -> String {
+    let identity = pki().partner_cert("oversight");
+    let config = std::sync::Arc::new(client_config(Some(&identity)));
+    let tcp = tokio::net::TcpStream::connect(app.addr).await.unwrap();
+    let mut tls = tokio_rustls::TlsConnector::from(config)
+        .connect(
+            rustls::pki_types::ServerName::try_from("localhost").unwrap(),
+            tcp,
+        )
+        .await
+        .unwrap();
+    tls.write_all(request).await.unwrap();
+    let mut buf = Vec::new();
+    let _ = tls.read_to_end(&mut buf).await;
+    String::from_utf8_lossy(&buf).to_string()
+}
+
+#[tokio::test]
+async fn unknown_routes_get_a_json_404_with_a_request_id() {
+    let app = spawn_app(Db::Sqlite).await;
+    let res = app
+        .get(
+            Some(&pki().partner_cert("oversight")),
+            "/v1/nothing-here",
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 404);
+    assert!(res.headers().contains_key("request-id"));
+    let body: serde_json::Value = res.json().await.unwrap();
+    assert_eq!(body["code"], "route_not_found");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn malformed_http_and_oversized_headers_are_client_errors_and_the_server_survives() {
+    let app = spawn_app(Db::Sqlite).await;
+    let garbage = raw(&app, b"\x16\x03GARBAGE / HTTP/9.9\r\n\r\n").await;
+    assert!(!garbage.contains(" 500 "), "{garbage}");
+    let huge = format!(
+        "GET /healthz HTTP/1.1\r\nHost: localhost\r\nX-Big: {}\r\n\r\n",
+        "a".repeat(200 * 1024)
+    );
+    let answer = raw(&app, huge.as_bytes()).await;
+    assert!(
+        !answer.contains(" 500 ") && !answer.contains(" 200 "),
+        "{answer}"
+    );
+    let many: String = (0..200).map(|i| format!("X-H{i}: v\r\n")).collect();
+    let answer = raw(
+        &app,
+        format!("GET /healthz HTTP/1.1\r\nHost: localhost\r\n{many}\r\n").as_bytes(),
+    )
+    .await;
+    assert!(
+        !answer.contains(" 500 ") && !answer.contains(" 200 "),
+        "{answer}"
+    );
+    // Still serving.
+    let ok = raw(
+        &app,
+        b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(ok.starts_with("HTTP/1.1 200"), "{ok}");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_non_utf8_authorization_header_is_a_401_not_a_500() {
+    let app = spawn_app(Db::Sqlite).await;
+    let answer = raw(
+        &app,
+        b"GET /v1/whoami HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer \xff\xfe\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(answer.starts_with("HTTP/1.1 401"), "{answer}");
+    assert!(answer.contains("token_malformed"), "{answer}");
+    app.stop().await;
+}

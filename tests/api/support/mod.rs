@@ -1,0 +1,293 @@
+//! Shared test support: a test PKI with attack material, a gateway spawned on port 0 with a
+//! fresh database (SQLite or a throwaway PostgreSQL), TLS clients and token minting.
+
+pub mod pg;
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use coresponse_gateway::config::Settings;
+use coresponse_gateway::devinit::{self, InitOptions, TokenRequest, pki::DevCa};
+use coresponse_gateway::startup::{AppState, Application};
+use coresponse_gateway::store::StoredSecurityEvent;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use time::OffsetDateTime;
+
+pub const PARTNERS: [(&str, &str, &str); 3] = [
+    ("metro-pd", "officer-17", "officer"),
+    ("county-mh", "clin-7", "clinician"),
+    ("oversight", "auditor-2", "compliance"),
+];
+
+/// Material generated once per test binary.
+pub struct Pki {
+    pub dir: PathBuf,
+    pub ca: DevCa,
+    /// A certificate from a CA the gateway does not trust, with a valid partner SAN.
+    pub foreign: (String, String),
+    /// Expired, not yet valid, without partner SAN, naming an unregistered partner, revoked.
+    pub expired: (String, String),
+    pub not_yet_valid: (String, String),
+    pub no_san: (String, String),
+    pub unregistered: (String, String),
+    pub revoked: (String, String),
+    pub revoked_serial: Vec<u8>,
+}
+
+static PKI: OnceLock<Pki> = OnceLock::new();
+
+pub fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+pub fn pki() -> &'static Pki {
+    PKI.get_or_init(|| {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let dir = tempfile::Builder::new()
+            .prefix("gateway-test-pki-")
+            .tempdir()
+            .expect("tempdir")
+            .keep();
+        devinit::init(&InitOptions {
+            dir: dir.clone(),
+            policy_dir: repo_root().join("policies"),
+            listen: "127.0.0.1:0".into(),
+            force: false,
+        })
+        .expect("init dev material");
+        let ca = DevCa::from_pem(
+            &std::fs::read_to_string(dir.join("ca.pem")).unwrap(),
+            &std::fs::read_to_string(dir.join("ca-key.pem")).unwrap(),
+        )
+        .expect("load CA");
+        let td = devinit::DEV_TRUST_DOMAIN;
+        let now = OffsetDateTime::now_utc();
+        let day = time::Duration::days(1);
+        let pair = |i: devinit::pki::Issued| (i.cert_pem, i.key_pem);
+        let foreign_ca = DevCa::generate("Some Other CA").unwrap();
+        let foreign = pair(foreign_ca.issue_partner(td, "metro-pd").unwrap());
+        let uri = |p: &str| devinit::pki::partner_uri(td, p).unwrap();
+        let expired = pair(
+            ca.issue_client("metro-pd", vec![uri("metro-pd")], now - day * 30, now - day)
+                .unwrap(),
+        );
+        let not_yet_valid = pair(
+            ca.issue_client("metro-pd", vec![uri("metro-pd")], now + day, now + day * 30)
+                .unwrap(),
+        );
+        let no_san = pair(
+            ca.issue_client("metro-pd", vec![], now - day, now + day)
+                .unwrap(),
+        );
+        let unregistered = pair(ca.issue_partner(td, "fire-dept").unwrap());
+        let revoked_issued = ca.issue_partner(td, "metro-pd").unwrap();
+        let revoked_serial = revoked_issued.serial.clone();
+        let revoked = pair(revoked_issued);
+        Pki {
+            dir,
+            ca,
+            foreign,
+            expired,
+            not_yet_valid,
+            no_san,
+            unregistered,
+            revoked,
+            revoked_serial,
+        }
+    })
+}
+
+impl Pki {
+    pub fn partner_cert(&self, partner: &str) -> (String, String) {
+        (
+            std::fs::read_to_string(self.dir.join(format!("{partner}.pem"))).unwrap(),
+            std::fs::read_to_string(self.dir.join(format!("{partner}-key.pem"))).unwrap(),
+        )
+    }
+
+    pub fn signing_key(&self, partner: &str) -> Vec<u8> {
+        std::fs::read(
+            self.dir
+                .join("partner-keys")
+                .join(format!("{partner}-signing-key.pem")),
+        )
+        .unwrap()
+    }
+
+    pub fn issuer(partner: &str) -> String {
+        format!("https://idp.{partner}.example")
+    }
+
+    /// A valid token for `partner`, bound to `cert_pem`.
+    pub fn token(&self, partner: &str, user: &str, roles: &[&str], cert_pem: &str) -> String {
+        let der = der_of(cert_pem);
+        let roles: Vec<String> = roles.iter().map(|r| r.to_string()).collect();
+        devinit::mint_token(
+            &self.signing_key(partner),
+            &TokenRequest {
+                issuer: &Self::issuer(partner),
+                audience: "coresponse-gateway",
+                user,
+                roles: &roles,
+                roles_claim: "roles",
+                ttl_secs: 300,
+                bind_to: Some(&der),
+                kid: Some(&format!("{partner}-dev-1")),
+            },
+        )
+        .unwrap()
+    }
+
+    /// Signs arbitrary claims with `partner`'s ES256 key.
+    pub fn sign_claims(&self, partner: &str, claims: &serde_json::Value) -> String {
+        let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::ES256);
+        header.kid = Some(format!("{partner}-dev-1"));
+        let key = jsonwebtoken::EncodingKey::from_ec_pem(&self.signing_key(partner)).unwrap();
+        jsonwebtoken::encode(&header, claims, &key).unwrap()
+    }
+
+    /// Standard valid claims for `partner`, bound to `cert_pem`.
+    pub fn claims(&self, partner: &str, cert_pem: &str) -> serde_json::Value {
+        let now = chrono::Utc::now().timestamp();
+        let fp = coresponse_gateway::domain::CertFingerprint::of_der(&der_of(cert_pem));
+        serde_json::json!({
+            "iss": Self::issuer(partner), "aud": "coresponse-gateway", "sub": "user-1",
+            "iat": now, "nbf": now, "exp": now + 300, "roles": ["officer"],
+            "cnf": { "x5t#S256": fp.to_x5t_s256() },
+        })
+    }
+}
+
+pub fn der_of(cert_pem: &str) -> Vec<u8> {
+    CertificateDer::from_pem_slice(cert_pem.as_bytes())
+        .unwrap()
+        .as_ref()
+        .to_vec()
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Db {
+    Sqlite,
+    Postgres,
+}
+
+pub struct TestApp {
+    pub addr: std::net::SocketAddr,
+    pub state: actix_web::web::Data<AppState>,
+    pub handle: actix_server::ServerHandle,
+    pub workdir: tempfile::TempDir,
+}
+
+/// Settings for a gateway on port 0 with a fresh database; `tweak` adjusts them.
+pub async fn settings(db: Db, workdir: &Path) -> Settings {
+    let pki = pki();
+    let mut s = Settings::load(&pki.dir.join("gateway.toml")).expect("settings");
+    s.server.listen = "127.0.0.1:0".parse().unwrap();
+    s.server.workers = 2;
+    s.storage.url = match db {
+        Db::Sqlite => format!("sqlite://{}", workdir.join("gateway.db").display()),
+        Db::Postgres => pg::PgCluster::get().fresh_database().await,
+    };
+    // Each app gets its own CRL file so tests can revoke without affecting others.
+    let crl = workdir.join("crl.pem");
+    std::fs::write(
+        &crl,
+        pki.ca
+            .crl(std::slice::from_ref(&pki.revoked_serial))
+            .unwrap(),
+    )
+    .unwrap();
+    s.tls.crls = vec![crl];
+    s
+}
+
+pub async fn spawn_app(db: Db) -> TestApp {
+    spawn_with(db, |_| {}).await
+}
+
+pub async fn spawn_with(db: Db, tweak: impl FnOnce(&mut Settings)) -> TestApp {
+    let workdir = tempfile::tempdir().unwrap();
+    let mut s = settings(db, workdir.path()).await;
+    tweak(&mut s);
+    let app = Application::build(s).await.expect("build app");
+    let addr = app.addr();
+    let state = app.state();
+    let handle = app.handle();
+    tokio::spawn(app.run_until_stopped());
+    TestApp {
+        addr,
+        state,
+        handle,
+        workdir,
+    }
+}
+
+/// rustls client config trusting the dev CA, presenting `identity` if given.
+pub fn client_config(identity: Option<&(String, String)>) -> rustls::ClientConfig {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let mut roots = rustls::RootCertStore::empty();
+    for c in CertificateDer::pem_file_iter(pki().dir.join("ca.pem")).unwrap() {
+        roots.add(c.unwrap()).unwrap();
+    }
+    let builder = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots);
+    match identity {
+        Some((cert, key)) => builder
+            .with_client_auth_cert(
+                vec![CertificateDer::from_pem_slice(cert.as_bytes()).unwrap()],
+                PrivateKeyDer::from_pem_slice(key.as_bytes()).unwrap(),
+            )
+            .unwrap(),
+        None => builder.with_no_client_auth(),
+    }
+}
+
+pub fn client(identity: Option<&(String, String)>) -> reqwest::Client {
+    reqwest::Client::builder()
+        .tls_backend_preconfigured(client_config(identity))
+        .timeout(Duration::from_secs(20))
+        .build()
+        .unwrap()
+}
+
+impl TestApp {
+    pub fn url(&self, path: &str) -> String {
+        format!("https://localhost:{}{path}", self.addr.port())
+    }
+
+    /// GET with a client certificate and an optional bearer token.
+    pub async fn get(
+        &self,
+        identity: Option<&(String, String)>,
+        path: &str,
+        token: Option<&str>,
+    ) -> Result<reqwest::Response, reqwest::Error> {
+        let mut req = client(identity).get(self.url(path));
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        req.send().await
+    }
+
+    /// Waits (bounded) until a security event with `code` is stored; returns it.
+    pub async fn security_event(&self, code: &str) -> StoredSecurityEvent {
+        for _ in 0..100 {
+            let events = self.state.store.recent_security_events(50).await.unwrap();
+            if let Some(e) = events.into_iter().find(|e| e.code == code) {
+                return e;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("no security event with code `{code}` was recorded");
+    }
+
+    pub async fn stop(self) {
+        self.handle.stop(false).await;
+    }
+}
