@@ -4,11 +4,13 @@
 //! [`ApiError`], the JSON 404/405 fallbacks.
 
 mod health;
+mod json;
 mod middleware;
 mod whoami;
 
 use actix_web::{HttpRequest, error::JsonPayloadError, web};
 
+pub use json::{BoundedJson, check_depth};
 pub use middleware::{REQUEST_ID, RequestId, request_id};
 
 use crate::error::ApiError;

@@ -85,3 +85,32 @@ async fn a_non_utf8_authorization_header_is_a_401_not_a_500() {
     assert!(answer.contains("token_malformed"), "{answer}");
     app.stop().await;
 }
+
+#[tokio::test]
+async fn an_idle_client_after_the_handshake_is_timed_out() {
+    let app = crate::support::spawn_with(Db::Sqlite, |s| s.server.request_timeout_ms = 300).await;
+    let identity = pki().partner_cert("oversight");
+    let config = std::sync::Arc::new(client_config(Some(&identity)));
+    let tcp = tokio::net::TcpStream::connect(app.addr).await.unwrap();
+    let mut tls = tokio_rustls::TlsConnector::from(config)
+        .connect(
+            rustls::pki_types::ServerName::try_from("localhost").unwrap(),
+            tcp,
+        )
+        .await
+        .unwrap();
+    // Send nothing: the gateway answers 408 or closes; either way the read ends.
+    let mut buf = Vec::new();
+    let read = tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        tls.read_to_end(&mut buf),
+    )
+    .await;
+    assert!(read.is_ok(), "the idle connection was not closed");
+    let text = String::from_utf8_lossy(&buf);
+    assert!(
+        text.is_empty() || text.starts_with("HTTP/1.1 408"),
+        "{text}"
+    );
+    app.stop().await;
+}

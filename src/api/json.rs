@@ -1,0 +1,122 @@
+//! `BoundedJson<T>`: the JSON body extractor every route uses.
+//!
+//! Bounds before parsing: the body size (`server.body_limit_bytes`, 413 beyond it, checked
+//! against `Content-Length` first and while streaming) and the nesting depth
+//! (`server.max_json_depth`, 400 beyond it, checked by a linear scan before serde sees the
+//! bytes). A body that is not `application/json` gets 415; malformed JSON or a shape that does
+//! not fit gets 400 with serde's description (it names the field).
+
+use std::future::Future;
+use std::pin::Pin;
+
+use actix_web::dev::Payload;
+use actix_web::http::header;
+use actix_web::web::BytesMut;
+use actix_web::{FromRequest, HttpRequest, web};
+use futures_util::StreamExt as _;
+use serde::de::DeserializeOwned;
+
+use crate::error::ApiError;
+use crate::startup::AppState;
+
+/// A JSON request body, size- and depth-bounded.
+#[derive(Debug)]
+pub struct BoundedJson<T>(pub T);
+
+impl<T: DeserializeOwned + 'static> FromRequest for BoundedJson<T> {
+    type Error = ApiError;
+    type Future = Pin<Box<dyn Future<Output = Result<Self, ApiError>>>>;
+
+    fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
+        let (limit, depth) = req
+            .app_data::<web::Data<AppState>>()
+            .map(|s| {
+                (
+                    s.settings.server.body_limit_bytes,
+                    s.settings.server.max_json_depth,
+                )
+            })
+            .unwrap_or((64 * 1024, 16));
+        let is_json = req
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split(';').next())
+            .is_some_and(|v| v.trim().eq_ignore_ascii_case("application/json"));
+        let declared = req
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<usize>().ok());
+        let mut payload = payload.take();
+        Box::pin(async move {
+            if !is_json {
+                return Err(ApiError::UnsupportedMediaType);
+            }
+            if declared.is_some_and(|n| n > limit) {
+                return Err(ApiError::PayloadTooLarge { limit });
+            }
+            let mut body = BytesMut::new();
+            while let Some(chunk) = payload.next().await {
+                let chunk = chunk.map_err(|_| {
+                    ApiError::bad_request("body_unreadable", "the request body could not be read")
+                })?;
+                if body.len() + chunk.len() > limit {
+                    return Err(ApiError::PayloadTooLarge { limit });
+                }
+                body.extend_from_slice(&chunk);
+            }
+            check_depth(&body, depth)?;
+            serde_json::from_slice(&body).map(BoundedJson).map_err(|e| {
+                ApiError::bad_request("invalid_json", format!("invalid JSON body: {e}"))
+            })
+        })
+    }
+}
+
+/// Refuses JSON nested deeper than `max` arrays/objects. Linear, allocation-free.
+pub fn check_depth(bytes: &[u8], max: usize) -> Result<(), ApiError> {
+    let mut depth = 0usize;
+    let mut in_string = false;
+    let mut escaped = false;
+    for &b in bytes {
+        if in_string {
+            match (escaped, b) {
+                (true, _) => escaped = false,
+                (false, b'\\') => escaped = true,
+                (false, b'"') => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'[' | b'{' => {
+                depth += 1;
+                if depth > max {
+                    return Err(ApiError::bad_request(
+                        "json_too_deep",
+                        format!("the JSON body nests deeper than {max} levels"),
+                    ));
+                }
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn depth_is_counted_outside_strings_only() {
+        assert!(check_depth(br#"{"a":[1,{"b":2}]}"#, 3).is_ok());
+        assert!(check_depth(br#"{"a":[1,{"b":2}]}"#, 2).is_err());
+        assert!(check_depth(br#"{"a":"[[[[[[[[{{{{\"[[["}"#, 1).is_ok());
+        let deep = "[".repeat(10_000);
+        assert!(check_depth(deep.as_bytes(), 16).is_err());
+    }
+}
