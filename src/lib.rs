@@ -35,6 +35,7 @@ pub mod devinit;
 pub mod domain;
 pub mod error;
 pub mod policy;
+pub mod referral;
 pub mod security;
 pub mod startup;
 pub mod store;
