@@ -205,3 +205,57 @@ async fn a_client_that_never_completes_the_handshake_is_dropped_and_recorded() {
     app.security_event("handshake_timeout").await;
     app.stop().await;
 }
+
+#[tokio::test]
+async fn tls12_and_tls13_negotiate_forward_secret_aead_suites_only() {
+    let app = spawn_app(Db::Sqlite).await;
+    let identity = pki().partner_cert("oversight");
+    for version in [&rustls::version::TLS12, &rustls::version::TLS13] {
+        let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_protocol_versions(&[version])
+        .unwrap()
+        .with_root_certificates(base_roots())
+        .with_client_auth_cert(
+            vec![rustls::pki_types::CertificateDer::from(
+                crate::support::der_of(&identity.0),
+            )],
+            rustls::pki_types::pem::PemObject::from_pem_slice(identity.1.as_bytes()).unwrap(),
+        )
+        .unwrap();
+        let tcp = tokio::net::TcpStream::connect(app.addr).await.unwrap();
+        let mut tls = tokio_rustls::TlsConnector::from(Arc::new(config))
+            .connect(ServerName::try_from("localhost").unwrap(), tcp)
+            .await
+            .unwrap();
+        tls.write_all(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+            .await
+            .unwrap();
+        let mut buf = Vec::new();
+        tls.read_to_end(&mut buf).await.unwrap();
+        assert!(buf.starts_with(b"HTTP/1.1 200"));
+        let conn = tls.get_ref().1;
+        assert_eq!(conn.protocol_version(), Some(version.version));
+        let suite = format!("{:?}", conn.negotiated_cipher_suite().unwrap().suite());
+        assert!(
+            suite.contains("GCM") || suite.contains("CHACHA20_POLY1305"),
+            "{suite}"
+        );
+        if version.version == rustls::ProtocolVersion::TLSv1_2 {
+            assert!(suite.contains("ECDHE"), "{suite}");
+        }
+    }
+    app.stop().await;
+}
+
+fn base_roots() -> rustls::RootCertStore {
+    let mut roots = rustls::RootCertStore::empty();
+    let ca = std::fs::read_to_string(pki().dir.join("ca.pem")).unwrap();
+    roots
+        .add(rustls::pki_types::CertificateDer::from(
+            crate::support::der_of(&ca),
+        ))
+        .unwrap();
+    roots
+}
