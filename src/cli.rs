@@ -90,6 +90,46 @@ enum PolicyCommand {
         #[arg(default_value = "policies")]
         dir: PathBuf,
     },
+    /// Print the decision for a request, field by field, with the reasons.
+    Explain {
+        /// Policy directory.
+        #[arg(long, default_value = "policies")]
+        dir: PathBuf,
+        /// The requesting partner, e.g. `county-mh`.
+        #[arg(long)]
+        partner: String,
+        /// A role of the requesting user; repeat for several.
+        #[arg(long = "role", required = true)]
+        roles: Vec<String>,
+        /// Purpose of use, e.g. `treatment`.
+        #[arg(long)]
+        purpose: String,
+        /// Record kind, e.g. `crisis-incident`.
+        #[arg(long)]
+        kind: String,
+        /// The partner holding the record (default: the only registered partner of the kind's
+        /// owner kind).
+        #[arg(long)]
+        holder: Option<String>,
+        /// A consent file (TOML, one consent); repeat for several.
+        #[arg(long = "consent")]
+        consents: Vec<PathBuf>,
+        /// The record's subject (default: the subject of the first consent).
+        #[arg(long)]
+        subject: Option<String>,
+        /// Decision time, RFC 3339 (default: now).
+        #[arg(long)]
+        at: Option<String>,
+        /// Emergency: the good-faith basis (with `--threat`, for purpose `emergency`).
+        #[arg(long)]
+        emergency_basis: Option<String>,
+        /// Emergency: the threat.
+        #[arg(long)]
+        threat: Option<String>,
+        /// Print the decision as JSON.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// Parses the command line and runs it.
@@ -148,16 +188,192 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Policy {
             command: PolicyCommand::Check { dir },
-        } => {
-            let file = crate::policy::partners::RegistryFile::load(&dir)?;
+        } => Ok(policy_check(&dir)),
+        Command::Policy {
+            command:
+                PolicyCommand::Explain {
+                    dir,
+                    partner,
+                    roles,
+                    purpose,
+                    kind,
+                    holder,
+                    consents,
+                    subject,
+                    at,
+                    emergency_basis,
+                    threat,
+                    json,
+                },
+        } => policy_explain(&ExplainArgs {
+            dir,
+            partner,
+            roles,
+            purpose,
+            kind,
+            holder,
+            consents,
+            subject,
+            at,
+            emergency_basis,
+            threat,
+            json,
+        }),
+    }
+}
+
+fn policy_check(dir: &Path) -> ExitCode {
+    let report = crate::policy::PolicySet::check(dir, chrono::Utc::now());
+    if report.diagnostics.is_empty() {
+        println!("{}: no problems found", dir.display());
+        return ExitCode::SUCCESS;
+    }
+    eprint!("{}", report.render());
+    eprintln!("{report}");
+    if report.has_errors() {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    }
+}
+
+struct ExplainArgs {
+    dir: PathBuf,
+    partner: String,
+    roles: Vec<String>,
+    purpose: String,
+    kind: String,
+    holder: Option<String>,
+    consents: Vec<PathBuf>,
+    subject: Option<String>,
+    at: Option<String>,
+    emergency_basis: Option<String>,
+    threat: Option<String>,
+    json: bool,
+}
+
+fn policy_explain(a: &ExplainArgs) -> anyhow::Result<ExitCode> {
+    use crate::consent::{Consent, SubjectRef};
+    use crate::domain::{CertFingerprint, Principal, Purpose, Role};
+    use crate::policy::{EmergencyAssertion, Outcome, PolicySet, Request, decide};
+
+    let now = match &a.at {
+        Some(t) => chrono::DateTime::parse_from_rfc3339(t)
+            .map_err(|e| anyhow::anyhow!("`--at {t}` is not an RFC 3339 time: {e}"))?
+            .with_timezone(&chrono::Utc),
+        None => chrono::Utc::now(),
+    };
+    let set = match PolicySet::load_unkeyed(&a.dir, now) {
+        Ok((set, _)) => set,
+        Err(crate::policy::PolicyError::Invalid(report)) => {
+            eprint!("{}", report.render());
+            anyhow::bail!("the policy set has errors; run `policy check` for details");
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let partner: PartnerId = a.partner.parse()?;
+    let partner_kind = set
+        .partner_kind(&partner)
+        .ok_or_else(|| anyhow::anyhow!("partner `{partner}` is not registered"))?;
+    let roles = a
+        .roles
+        .iter()
+        .map(|r| r.parse::<Role>())
+        .collect::<Result<_, _>>()?;
+    let purpose: Purpose = a.purpose.parse()?;
+    let consents = a
+        .consents
+        .iter()
+        .map(|p| -> anyhow::Result<Consent> {
+            let text = std::fs::read_to_string(p)
+                .map_err(|e| anyhow::anyhow!("cannot read `{}`: {e}", p.display()))?;
+            toml::from_str(&text)
+                .map_err(|e| anyhow::anyhow!("`{}` is not a consent: {e}", p.display()))
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let subject: SubjectRef = match (&a.subject, consents.first()) {
+        (Some(s), _) => s.parse()?,
+        (None, Some(c)) => c.subject.clone(),
+        (None, None) => "subject-under-review".parse()?,
+    };
+    let holder: PartnerId = match &a.holder {
+        Some(h) => h.parse()?,
+        None => {
+            let owner = set
+                .kinds
+                .get(&a.kind)
+                .map(|k| k.owner)
+                .ok_or_else(|| anyhow::anyhow!("record kind `{}` is not declared", a.kind))?;
+            let mut holders = set.partners.iter().filter(|p| p.kind == owner);
+            match (holders.next(), holders.next()) {
+                (Some(h), None) => h.id.clone(),
+                _ => anyhow::bail!(
+                    "several partners could hold `{}` records: pass --holder",
+                    a.kind
+                ),
+            }
+        }
+    };
+    let emergency = match (&a.emergency_basis, &a.threat) {
+        (Some(basis), Some(threat)) => Some(EmergencyAssertion {
+            basis: basis.clone(),
+            threat: threat.clone(),
+        }),
+        _ => None,
+    };
+    let principal = Principal {
+        partner,
+        partner_kind,
+        user: "policy-explain".parse()?,
+        roles,
+        cert_fingerprint: CertFingerprint::of_der(b""),
+    };
+    let req = Request {
+        principal: &principal,
+        purpose: &purpose,
+        kind: &a.kind,
+        holder: &holder,
+        subject: &subject,
+        emergency: emergency.as_ref(),
+    };
+    let decision = decide(&req, &consents, &set, now);
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&decision)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!(
+        "decision {} (policy set {})",
+        decision.id, decision.policy_hash
+    );
+    match &decision.outcome {
+        Outcome::Deny { reasons } => {
+            println!("DENY");
+            for r in reasons {
+                println!("  because {}", r.describe());
+            }
+        }
+        Outcome::Permit(permit) => {
             println!(
-                "{}: {} partners, no problems found",
-                dir.display(),
-                file.partners.len()
+                "PERMIT `{}` from `{}` to `{}`",
+                permit.kind(),
+                permit.holder(),
+                permit.recipient()
             );
-            Ok(ExitCode::SUCCESS)
+            let width = permit
+                .fields()
+                .iter()
+                .map(|f| f.field.len())
+                .max()
+                .unwrap_or(0);
+            for f in permit.fields() {
+                println!("  {:width$}  {}", f.field, f.transform.describe());
+                for r in &f.reasons {
+                    println!("  {:width$}    because {}", "", r.describe());
+                }
+            }
         }
     }
+    Ok(ExitCode::SUCCESS)
 }
 
 async fn demo(dir: &Path, policies: &Path, listen: &str) -> anyhow::Result<ExitCode> {

@@ -15,7 +15,10 @@
 //! - [`auth`]: the user token verified with the partner's registered keys, bound to the
 //!   certificate; produces a [`domain::Principal`].
 //! - [`api`]: thin actix-web handlers; [`error::ApiError`] maps every failure to a status.
-//! - [`policy`]: partner registry, record kinds and MOUs from `policies/`.
+//! - [`policy`]: partner registry, record kinds and MOUs from `policies/`, validated with
+//!   precise diagnostics, and the pure per-field decision.
+//! - [`consent`]: consent directives as a decision input.
+//! - [`redaction`]: applies a permit to a record (mask, generalize, pseudonymize, encrypt).
 //! - [`store`]: sqlx over SQLite (default) or PostgreSQL.
 //!
 //! ## Non-features
@@ -31,10 +34,12 @@ pub mod api;
 pub mod auth;
 pub mod cli;
 pub mod config;
+pub mod consent;
 pub mod devinit;
 pub mod domain;
 pub mod error;
 pub mod policy;
+pub mod redaction;
 pub mod referral;
 pub mod security;
 pub mod startup;

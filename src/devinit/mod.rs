@@ -1,6 +1,6 @@
 //! Development set-up: `init` writes a complete, working dev deployment into a directory
-//! (CA, server and partner certificates, partner token-signing keys, a CRL, the at-rest master
-//! key, `gateway.toml`), and `token` mints a dev user token for a partner.
+//! (CA, server and partner certificates, partner token-signing keys, partner encryption keys, a
+//! CRL, the at-rest master key, `gateway.toml`), and `token` mints a dev user token for a partner.
 //!
 //! Everything written here is generated on first run and must never be committed. A real
 //! deployment gets its certificates from the partners' PKI and its tokens from the partners'
@@ -93,6 +93,18 @@ pub fn init(opts: &InitOptions) -> anyhow::Result<InitReport> {
             &dir.join("partner-keys").join(jwks_name),
             &serde_json::to_string_pretty(&jwks_es256(&signing, &kid))?,
         )?;
+        let enc_name = p
+            .encryption
+            .as_ref()
+            .map(|e| e.jwk_file.clone())
+            .unwrap_or_else(|| PathBuf::from(format!("{id}.enc.jwk.json")));
+        let (public_jwk, private_jwk) = encryption_key_pair(&format!("{id}-enc-dev-1"))?;
+        write_secret(
+            &dir.join("partner-keys")
+                .join(format!("{id}-encryption-key.jwk.json")),
+            &private_jwk,
+        )?;
+        write_public(&dir.join("partner-keys").join(enc_name), &public_jwk)?;
         partners.push(p.id.clone());
     }
 
@@ -147,6 +159,24 @@ pub fn jwks_es256(key: &KeyPair, kid: &str) -> serde_json::Value {
         "kty": "EC", "crv": "P-256", "use": "sig", "alg": "ES256", "kid": kid,
         "x": URL_SAFE_NO_PAD.encode(x), "y": URL_SAFE_NO_PAD.encode(y),
     }]})
+}
+
+/// A fresh P-256 encryption key pair for a partner: (public JWK, private JWK), both pretty
+/// JSON with `kid`, `use` `enc` and `alg` `ECDH-ES`. The private one stays with the partner.
+pub fn encryption_key_pair(kid: &str) -> anyhow::Result<(String, String)> {
+    let secret = (0..8)
+        .find_map(|_| p256::SecretKey::from_slice(&rand::random::<[u8; 32]>()).ok())
+        .ok_or_else(|| anyhow::anyhow!("cannot generate an encryption key"))?;
+    let with_meta = |jwk: String| -> anyhow::Result<String> {
+        let mut v: serde_json::Value = serde_json::from_str(&jwk)?;
+        v["kid"] = json!(kid);
+        v["use"] = json!("enc");
+        v["alg"] = json!("ECDH-ES");
+        Ok(serde_json::to_string_pretty(&v)?)
+    };
+    let public = with_meta(secret.public_key().to_jwk_string())?;
+    let private = with_meta(secret.to_jwk_string().to_string())?;
+    Ok((public, private))
 }
 
 /// Claims of a dev user token.

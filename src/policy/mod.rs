@@ -1,23 +1,54 @@
-//! Policy: the partner registry, record kinds and MOU rules loaded from `policies/`.
+//! Policy: the partner registry, record kinds, MOU rules and the decision.
+//!
+//! Files live in the policy directory (`partners.toml`, `kinds/*.toml`, `mous/*.toml`; the
+//! format is documented in `policies/README.md`). Parsing, validation and decision are separate
+//! modules: [`PolicySet::check`] validates a directory and reports every problem with file,
+//! line, column and hint; [`PolicySet::load`] also loads key material and refuses a set with
+//! errors; [`decide`] is pure.
 //!
 //! A [`PolicySet`] is immutable once loaded; the running gateway swaps a whole new set in on
 //! reload (SIGHUP) only if it validates, so a bad edit never replaces a good set.
 
+pub mod decide;
+pub mod diag;
+pub mod limits;
+mod load;
+pub mod model;
 pub mod partners;
 
+use std::collections::BTreeMap;
 use std::path::Path;
 
+use chrono::{DateTime, Utc};
 use sha2::{Digest, Sha256};
 
+pub use decide::{
+    Decision, EmergencyAssertion, FieldPlan, Outcome, Permit, Reason, Request, decide,
+};
+pub use diag::{Diagnostic, Report, Severity};
+pub use limits::HardLimit;
+pub use load::{CASES_DIR, KINDS_DIR, MOUS_DIR};
+pub use model::{
+    Effect, FieldDef, FieldType, Generalization, Label, LegalBasis, MaskKeep, Mou, PURPOSES,
+    RecordKind, Rule, Transform,
+};
 pub use partners::{Partner, PartnerRegistry, RegistryError};
+
+use crate::domain::{PartnerId, PartnerKind};
 
 /// Everything loaded from the policy directory.
 #[derive(Debug, Clone)]
 pub struct PolicySet {
     /// Registered partner agencies.
     pub partners: PartnerRegistry,
+    /// Record kinds by id.
+    pub kinds: BTreeMap<String, RecordKind>,
+    /// MOUs, in file order.
+    pub mous: Vec<Mou>,
     /// Content hash of the policy files, recorded with every decision.
     pub hash: String,
+    /// Warnings found while loading (e.g. expired MOUs); errors refuse the set.
+    pub warnings: Vec<Diagnostic>,
 }
 
 /// The policy directory could not be loaded.
@@ -26,6 +57,9 @@ pub enum PolicyError {
     /// The partner registry is invalid.
     #[error(transparent)]
     Registry(#[from] RegistryError),
+    /// Validation found errors; the report lists every problem.
+    #[error("the policy set has {count} error(s):\n{0}", count = .0.error_count())]
+    Invalid(Report),
     /// A file could not be read.
     #[error("cannot read policy directory `{path}`: {source}")]
     Read {
@@ -37,17 +71,99 @@ pub enum PolicyError {
 }
 
 impl PolicySet {
-    /// Loads and validates the policy directory. `keys_dir` is where the registry's JWKS files
-    /// live.
+    /// Loads and validates the policy directory, and loads key material from `keys_dir`
+    /// (JWKS and encryption JWK files named by the registry). Any validation error refuses
+    /// the whole set with the full report.
     pub fn load(dir: &Path, keys_dir: &Path) -> Result<Self, PolicyError> {
-        let partners = PartnerRegistry::load(dir, keys_dir)?;
+        Self::load_at(dir, keys_dir, Utc::now())
+    }
+
+    /// [`PolicySet::load`] with an explicit time (for which MOUs count as expired).
+    pub fn load_at(dir: &Path, keys_dir: &Path, now: DateTime<Utc>) -> Result<Self, PolicyError> {
+        let (set, _) = Self::build(dir, now, Some(keys_dir))?;
+        Ok(set)
+    }
+
+    /// Validates a directory without key material (for `policy check`): every problem, errors
+    /// and warnings, in one report.
+    pub fn check(dir: &Path, now: DateTime<Utc>) -> Report {
+        match Self::build(dir, now, None) {
+            Ok((_, report)) => report,
+            Err(PolicyError::Invalid(report)) => report,
+            Err(e) => {
+                let mut r = Report::default();
+                r.push(Diagnostic::file_level(
+                    Severity::Error,
+                    "unreadable",
+                    dir,
+                    e.to_string(),
+                    None,
+                ));
+                r
+            }
+        }
+    }
+
+    /// Validates a directory and builds a set without key material (for `policy explain` and
+    /// tests): no token can be verified and no field encrypted with it.
+    pub fn load_unkeyed(dir: &Path, now: DateTime<Utc>) -> Result<(Self, Report), PolicyError> {
+        Self::build(dir, now, None)
+    }
+
+    fn build(
+        dir: &Path,
+        now: DateTime<Utc>,
+        keys_dir: Option<&Path>,
+    ) -> Result<(Self, Report), PolicyError> {
+        let checked = load::check_dir(dir, now);
+        let mut report = checked.report;
+        let Some(file) = checked.registry.filter(|_| !report.has_errors()) else {
+            return Err(PolicyError::Invalid(report));
+        };
+        let partners = match keys_dir {
+            Some(keys) => {
+                let path = dir.join(partners::PARTNERS_FILE);
+                match PartnerRegistry::resolve(&file, &path, keys) {
+                    Ok(r) => r,
+                    Err(e) => {
+                        report.push(Diagnostic::file_level(
+                            Severity::Error,
+                            "key-material",
+                            Path::new(partners::PARTNERS_FILE),
+                            e.to_string(),
+                            Some(
+                                "check `identity.partner_keys_dir` in the gateway configuration"
+                                    .into(),
+                            ),
+                        ));
+                        return Err(PolicyError::Invalid(report));
+                    }
+                }
+            }
+            None => PartnerRegistry::resolve_unkeyed(&file),
+        };
         let hash = content_hash(dir)?;
-        Ok(Self { partners, hash })
+        let warnings = report.diagnostics.clone();
+        Ok((
+            Self {
+                partners,
+                kinds: checked.kinds,
+                mous: checked.mous,
+                hash,
+                warnings,
+            },
+            report,
+        ))
+    }
+
+    /// The kind of a registered partner.
+    pub fn partner_kind(&self, id: &PartnerId) -> Option<PartnerKind> {
+        self.partners.get(id).map(|p| p.kind)
     }
 }
 
-/// SHA-256 over every `.toml` file of the directory tree (sorted by relative path; each file
-/// contributes its path and contents), hex encoded.
+/// SHA-256 over every `.toml` file of the directory tree except golden cases under `cases/`
+/// (sorted by relative path; each file contributes its path and contents), hex encoded.
 pub fn content_hash(dir: &Path) -> Result<String, PolicyError> {
     let mut files = Vec::new();
     collect_toml(dir, dir, &mut files)?;
@@ -80,6 +196,9 @@ fn collect_toml(root: &Path, dir: &Path, out: &mut Vec<String>) -> Result<(), Po
         })?;
         let path = entry.path();
         if path.is_dir() {
+            if dir == root && path.file_name().is_some_and(|n| n == CASES_DIR) {
+                continue;
+            }
             collect_toml(root, &path, out)?;
         } else if path.extension().is_some_and(|e| e == "toml") {
             let rel = path.strip_prefix(root).map_err(|_| read(&path))?;

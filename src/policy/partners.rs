@@ -13,7 +13,8 @@ use jsonwebtoken::jwk::{Jwk, JwkSet};
 use jsonwebtoken::{Algorithm, DecodingKey};
 use serde::Deserialize;
 
-use crate::domain::{PartnerId, PartnerKind};
+use crate::domain::{PartnerId, PartnerKind, Role};
+use crate::redaction::RecipientKey;
 
 /// Name of the registry file inside the policy directory.
 pub const PARTNERS_FILE: &str = "partners.toml";
@@ -73,6 +74,20 @@ pub struct PartnerEntry {
     pub postal_address: Option<String>,
     /// How this partner's user tokens are verified.
     pub token: TokenEntry,
+    /// Roles this partner's identity provider issues (MOU rules may name only these).
+    #[serde(default)]
+    pub roles: Vec<Role>,
+    /// The partner's public encryption key, for fields MOUs encrypt to it.
+    #[serde(default)]
+    pub encryption: Option<EncryptionEntry>,
+}
+
+/// Where a partner's public encryption key is, as written in the registry file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EncryptionEntry {
+    /// A public P-256 JWK file, relative to the gateway's `identity.partner_keys_dir`.
+    pub jwk_file: PathBuf,
 }
 
 /// Token verification settings of one partner, as written in the registry file.
@@ -166,6 +181,10 @@ pub struct Partner {
     pub postal_address: Option<String>,
     /// Token verification settings.
     pub token: TokenSettings,
+    /// Roles its identity provider issues.
+    pub roles: Vec<Role>,
+    /// Its public encryption key, if registered.
+    pub encryption: Option<RecipientKey>,
 }
 
 /// The loaded, validated partner registry.
@@ -298,6 +317,23 @@ impl PartnerRegistry {
                     )));
                 }
             }
+            let encryption = match &entry.encryption {
+                Some(enc) => {
+                    let path = keys_dir.join(&enc.jwk_file);
+                    let text = std::fs::read_to_string(&path).map_err(|e| {
+                        invalid(format!(
+                            "cannot read encryption JWK `{}`: {e}",
+                            path.display()
+                        ))
+                    })?;
+                    Some(
+                        RecipientKey::from_jwk(entry.id.clone(), &text).map_err(|e| {
+                            invalid(format!("encryption JWK `{}`: {e}", path.display()))
+                        })?,
+                    )
+                }
+                None => None,
+            };
             partners.insert(
                 entry.id.clone(),
                 Partner {
@@ -312,10 +348,43 @@ impl PartnerRegistry {
                         roles_claim: entry.token.roles_claim.clone(),
                         keys,
                     },
+                    roles: entry.roles.clone(),
+                    encryption,
                 },
             );
         }
         Ok(Self { partners })
+    }
+
+    /// The registry without any key material: ids, kinds, names and roles only. Tokens cannot
+    /// be verified with it (every key list is empty, so every token is refused); it serves
+    /// `policy check` and `policy explain`, which run where the keys are not.
+    pub fn resolve_unkeyed(file: &RegistryFile) -> Self {
+        let partners = file
+            .partners
+            .iter()
+            .map(|entry| {
+                (
+                    entry.id.clone(),
+                    Partner {
+                        id: entry.id.clone(),
+                        kind: entry.kind,
+                        display_name: entry.display_name.clone(),
+                        postal_address: entry.postal_address.clone(),
+                        token: TokenSettings {
+                            issuer: entry.token.issuer.clone(),
+                            algorithms: Vec::new(),
+                            binding_required: entry.token.binding_required,
+                            roles_claim: entry.token.roles_claim.clone(),
+                            keys: Vec::new(),
+                        },
+                        roles: entry.roles.clone(),
+                        encryption: None,
+                    },
+                )
+            })
+            .collect();
+        Self { partners }
     }
 
     /// Loads `policy_dir/partners.toml` and its keys.
