@@ -17,6 +17,8 @@
 //! - [`api`]: thin actix-web handlers; [`error::ApiError`] maps every failure to a status.
 //! - [`policy`]: partner registry, record kinds and MOUs from `policies/`.
 //! - [`store`]: sqlx over SQLite (default) or PostgreSQL.
+//! - [`crypto`]: encryption at rest (envelope keys, field AEAD bound to its place, blind
+//!   indexes, master-key rotation).
 //!
 //! ## Non-features
 //!
@@ -31,6 +33,7 @@ pub mod api;
 pub mod auth;
 pub mod cli;
 pub mod config;
+pub mod crypto;
 pub mod devinit;
 pub mod domain;
 pub mod error;
