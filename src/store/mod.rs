@@ -9,6 +9,7 @@
 //! which the disclosure log's "no answer without a durable entry" rule depends on.
 
 pub mod data_keys;
+pub mod records;
 mod security_events;
 
 use std::str::FromStr;
