@@ -132,8 +132,8 @@ string_type!(
 
 /// An identifier of a record's subject in some partner's system, e.g.
 /// `{"system": "metro-pd", "value": "P-2231"}`. Compared and indexed byte for byte: the caller
-/// normalises (case, spacing) before storing or looking up.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+/// normalises (case, spacing) before storing or looking up. `Debug` hides the value.
+#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(try_from = "RawSubject", deny_unknown_fields)]
 pub struct SubjectIdentifier {
     system: String,
@@ -190,8 +190,8 @@ impl SubjectIdentifier {
     }
 }
 
-/// A validated record to write.
-#[derive(Debug, Clone)]
+/// A validated record to write. `Debug` shows field names, never values.
+#[derive(Clone)]
 pub struct NewRecord {
     /// Kind.
     pub kind: RecordKind,
@@ -203,6 +203,41 @@ pub struct NewRecord {
     pub subjects: Vec<SubjectIdentifier>,
     /// Field values by field name (already validated against the kind's schema).
     pub fields: BTreeMap<String, Value>,
+}
+
+impl fmt::Debug for SubjectIdentifier {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SubjectIdentifier")
+            .field("system", &self.system)
+            .field("value", &"<redacted>")
+            .finish()
+    }
+}
+
+impl fmt::Debug for NewRecord {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("NewRecord")
+            .field("kind", &self.kind)
+            .field("id", &self.id)
+            .field("owner", &self.owner)
+            .field("subjects", &self.subjects)
+            .field("fields", &self.fields.keys().collect::<Vec<_>>())
+            .finish()
+    }
+}
+
+impl fmt::Debug for DecryptedRecord {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DecryptedRecord")
+            .field("kind", &self.kind)
+            .field("id", &self.id)
+            .field("owner", &self.owner)
+            .field("version", &self.version)
+            .field("current_version", &self.current_version)
+            .field("subjects", &self.subjects)
+            .field("fields", &self.fields.keys().collect::<Vec<_>>())
+            .finish_non_exhaustive()
+    }
 }
 
 /// Who writes.
@@ -228,8 +263,8 @@ pub struct PutOutcome {
     pub subjects_changed: bool,
 }
 
-/// A record read back and decrypted.
-#[derive(Debug, Clone, PartialEq)]
+/// A record read back and decrypted. `Debug` shows field names, never values.
+#[derive(Clone, PartialEq)]
 pub struct DecryptedRecord {
     /// Kind.
     pub kind: RecordKind,
@@ -1043,5 +1078,39 @@ impl Store {
     ) -> Result<Vec<RecordVersionInfo>, RecordError> {
         let mut conn = self.pool().acquire().await?;
         record_history(&mut conn, keyring, kind, id).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_output_never_shows_values_or_identifiers() {
+        let rec = NewRecord {
+            kind: "crisis-incident".parse().unwrap(),
+            id: "INC-1".parse().unwrap(),
+            owner: "metro-pd".parse().unwrap(),
+            subjects: vec![SubjectIdentifier::new("metro-pd", "P-SECRET-1").unwrap()],
+            fields: BTreeMap::from([("narrative".to_owned(), Value::from("SECRET-TEXT"))]),
+        };
+        let shown = format!("{rec:?}");
+        assert!(
+            shown.contains("narrative") && shown.contains("metro-pd"),
+            "{shown}"
+        );
+        assert!(!shown.contains("SECRET"), "{shown}");
+    }
+
+    #[test]
+    fn input_rules() {
+        assert!("Crisis".parse::<RecordKind>().is_err());
+        assert!("INC/1".parse::<RecordId>().is_err());
+        assert!("".parse::<RecordId>().is_err());
+        assert!(SubjectIdentifier::new("Metro PD", "x").is_err());
+        assert!(SubjectIdentifier::new("metro-pd", "a\nb").is_err());
+        let s: Result<SubjectIdentifier, _> =
+            serde_json::from_str(r#"{"system":"metro-pd","value":"P-1","extra":1}"#);
+        assert!(s.is_err());
     }
 }

@@ -837,3 +837,52 @@ async fn a_wrong_master_key_is_refused_at_start_up_with_what_to_do() {
             .unwrap();
     }
 }
+
+#[tokio::test]
+async fn concurrent_writers_of_one_record_queue_instead_of_forking_its_history() {
+    for db in BOTH {
+        let env = std::sync::Arc::new(env(db).await);
+        put(
+            &env,
+            &incident("INC-C", json!({"narrative": "start"}), vec![]),
+            1,
+        )
+        .await;
+        let mut tasks = Vec::new();
+        for n in 0..6 {
+            let env = env.clone();
+            tasks.push(tokio::spawn(async move {
+                let rec = incident("INC-C", json!({"narrative": format!("writer {n}")}), vec![]);
+                env.store
+                    .put_record(&env.keyring, &rec, &author("metro-pd", "off-17"), at(2))
+                    .await
+            }));
+        }
+        let mut written = 0;
+        for t in tasks {
+            match t.await.unwrap() {
+                Ok(_) => written += 1,
+                Err(RecordError::Conflict { .. }) => {}
+                Err(e) => panic!("{db:?}: unexpected error {e:?}"),
+            }
+        }
+        assert!(written >= 1);
+        let history = env
+            .store
+            .record_history(&env.keyring, &kind("crisis-incident"), &rid("INC-C"))
+            .await
+            .unwrap();
+        assert_eq!(history.len(), written + 1, "{db:?}");
+        let versions: Vec<i64> = history.iter().map(|h| h.version).collect();
+        assert_eq!(
+            versions,
+            (1..=i64::try_from(written).unwrap() + 1).collect::<Vec<_>>()
+        );
+        assert!(
+            get(&env, "crisis-incident", "INC-C")
+                .await
+                .unwrap()
+                .is_some()
+        );
+    }
+}
