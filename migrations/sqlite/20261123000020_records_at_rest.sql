@@ -22,15 +22,15 @@ CREATE TABLE records (
 );
 
 CREATE TABLE record_versions (
-    kind           TEXT   NOT NULL,
-    id             TEXT   NOT NULL,
-    version        BIGINT NOT NULL,
-    author_partner TEXT   NOT NULL,
-    author_user    TEXT   NOT NULL,
-    at_us          BIGINT NOT NULL,
-    changed_fields TEXT   NOT NULL,
+    kind             TEXT   NOT NULL,
+    id               TEXT   NOT NULL,
+    version          BIGINT NOT NULL,
+    author_partner   TEXT   NOT NULL,
+    author_user      TEXT   NOT NULL,
+    at_us            BIGINT NOT NULL,
+    changed_fields   TEXT   NOT NULL,
     subjects_changed BIGINT NOT NULL,
-    manifest       BLOB   NOT NULL,
+    manifest         BLOB   NOT NULL,
     PRIMARY KEY (kind, id, version),
     FOREIGN KEY (kind, id) REFERENCES records (kind, id)
 );
