@@ -1,4 +1,4 @@
-//! The command line: `demo`, `init`, `serve`, `token`, `policy`.
+//! The command line: `demo`, `init`, `serve`, `token`, `policy`, `keys`.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -79,6 +79,46 @@ enum Command {
     Policy {
         #[command(subcommand)]
         command: PolicyCommand,
+    },
+    /// Manage the master keys that protect data at rest.
+    Keys {
+        #[command(subcommand)]
+        command: KeysCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum KeysCommand {
+    /// Show master-key versions and how many data keys each one wraps.
+    Status {
+        /// Config file.
+        #[arg(long, env = "GATEWAY_CONFIG")]
+        config: PathBuf,
+    },
+    /// Add a new master-key version to the key file; it becomes current. Restart every
+    /// gateway, then run `keys rewrap` (or pass `--rewrap` when no gateway is running).
+    Rotate {
+        /// Config file.
+        #[arg(long, env = "GATEWAY_CONFIG")]
+        config: PathBuf,
+        /// Re-wrap every data key under the new version straight away.
+        #[arg(long)]
+        rewrap: bool,
+    },
+    /// Re-wrap every data key under the current master-key version (field ciphertexts are not
+    /// touched).
+    Rewrap {
+        /// Config file.
+        #[arg(long, env = "GATEWAY_CONFIG")]
+        config: PathBuf,
+    },
+    /// Remove an old master-key version from the key file; refused while any data key uses it.
+    Retire {
+        /// Config file.
+        #[arg(long, env = "GATEWAY_CONFIG")]
+        config: PathBuf,
+        /// The version to retire.
+        version: u32,
     },
 }
 
@@ -219,6 +259,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             threat,
             json,
         }),
+        Command::Keys { command } => keys(command).await,
     }
 }
 
@@ -374,6 +415,86 @@ fn policy_explain(a: &ExplainArgs) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+async fn keys(command: KeysCommand) -> anyhow::Result<ExitCode> {
+    use crate::crypto::{Keyring, MasterVersion};
+    use crate::store::Store;
+
+    let config = match &command {
+        KeysCommand::Status { config }
+        | KeysCommand::Rotate { config, .. }
+        | KeysCommand::Rewrap { config }
+        | KeysCommand::Retire { config, .. } => config,
+    };
+    let settings = Settings::load(config)?;
+    let key_file = &settings.crypto.master_key_file;
+    let store = Store::open(&settings.storage).await?;
+    let result = async {
+        match command {
+            KeysCommand::Status { .. } => {
+                let keyring = Keyring::open(key_file, &store).await?;
+                let counts = store.data_key_versions().await?;
+                let current = keyring.master().current();
+                for v in keyring.master().versions() {
+                    let n = counts
+                        .iter()
+                        .find(|(cv, _)| *cv == v.to_db())
+                        .map_or(0, |(_, n)| *n);
+                    let fp = keyring.master().fingerprint(v).unwrap_or_default();
+                    let mark = if v == current { " (current)" } else { "" };
+                    println!(
+                        "master key v{v}{mark}: check value {}..., wraps {n} data key(s)",
+                        fp.get(..12).unwrap_or_default()
+                    );
+                }
+            }
+            KeysCommand::Rotate { rewrap, .. } => {
+                Keyring::open(key_file, &store).await?;
+                let version = Keyring::rotate(key_file, &store).await?;
+                let keyring = Keyring::open(key_file, &store).await?;
+                println!(
+                    "added master key version {version} to {} (now current)",
+                    key_file.display()
+                );
+                if rewrap {
+                    let report = keyring.rewrap(&store).await?;
+                    println!(
+                        "re-wrapped {} data key(s) under version {}",
+                        report.rewrapped, report.current
+                    );
+                } else {
+                    println!(
+                        "restart every gateway so it holds the new version, then run \
+                         `coresponse-gateway keys rewrap`"
+                    );
+                }
+            }
+            KeysCommand::Rewrap { .. } => {
+                let keyring = Keyring::open(key_file, &store).await?;
+                let report = keyring.rewrap(&store).await?;
+                println!(
+                    "re-wrapped {} data key(s) under version {}",
+                    report.rewrapped, report.current
+                );
+            }
+            KeysCommand::Retire { version, .. } => {
+                let version = MasterVersion::new(version)
+                    .ok_or_else(|| anyhow::anyhow!("master key versions start at 1"))?;
+                let keyring = Keyring::open(key_file, &store).await?;
+                keyring.retire(&store, version).await?;
+                println!(
+                    "retired master key version {version}: removed from {}; destroy any backup \
+                     copy of it according to the agency's key policy",
+                    key_file.display()
+                );
+            }
+        }
+        anyhow::Ok(ExitCode::SUCCESS)
+    }
+    .await;
+    store.close().await;
+    result
 }
 
 async fn demo(dir: &Path, policies: &Path, listen: &str) -> anyhow::Result<ExitCode> {

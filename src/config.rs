@@ -161,7 +161,8 @@ fn default_pool() -> u32 {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CryptoSettings {
-    /// File holding the 32-byte master key, hex encoded.
+    /// The agency's master key file: one 32-byte key per line as `VERSION:HEX` (a bare `HEX`
+    /// line is version 1); the highest version is current. See [`crate::crypto::MasterKeys`].
     pub master_key_file: PathBuf,
 }
 

@@ -20,6 +20,8 @@
 //! - [`consent`]: consent directives as a decision input.
 //! - [`redaction`]: applies a permit to a record (mask, generalize, pseudonymize, encrypt).
 //! - [`store`]: sqlx over SQLite (default) or PostgreSQL.
+//! - [`crypto`]: encryption at rest (envelope keys, field AEAD bound to its place, blind
+//!   indexes, master-key rotation).
 //!
 //! ## Non-features
 //!
@@ -35,6 +37,7 @@ pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod consent;
+pub mod crypto;
 pub mod devinit;
 pub mod domain;
 pub mod error;

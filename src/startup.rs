@@ -22,6 +22,7 @@ use tokio::net::TcpStream;
 use crate::api;
 use crate::auth::TokenRules;
 use crate::config::Settings;
+use crate::crypto::Keyring;
 use crate::domain::CertFingerprint;
 use crate::policy::PolicySet;
 use crate::security::{SecurityEvent, SecurityEventKind, SecuritySink};
@@ -41,6 +42,8 @@ pub struct AppState {
     pub token_rules: TokenRules,
     /// The database.
     pub store: Store,
+    /// Keys for data at rest (master keys checked against the database at start-up).
+    pub keyring: Arc<Keyring>,
     /// Security event sink.
     pub security: SecuritySink,
 }
@@ -59,6 +62,7 @@ impl Application {
         let policy = PolicySet::load(&settings.policy.dir, &settings.identity.partner_keys_dir)
             .map_err(|e| anyhow::anyhow!("policy: {e}"))?;
         let store = Store::open(&settings.storage).await?;
+        let keyring = Arc::new(Keyring::open(&settings.crypto.master_key_file, &store).await?);
         let security = SecuritySink::spawn(store.clone());
         let verifier = Arc::new(PartnerCertVerifier::new(
             &settings.tls.client_ca,
@@ -85,6 +89,7 @@ impl Application {
             policy: Arc::new(ArcSwap::from_pointee(policy)),
             verifier,
             store,
+            keyring,
             security,
         });
         let server = serve(listener, state.clone(), tls)?;

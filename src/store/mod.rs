@@ -8,6 +8,8 @@
 //! SQLite runs in WAL mode with `synchronous = FULL`: a committed transaction survives a crash,
 //! which the disclosure log's "no answer without a durable entry" rule depends on.
 
+pub mod data_keys;
+pub mod records;
 mod security_events;
 
 use std::str::FromStr;
