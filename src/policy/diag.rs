@@ -269,7 +269,7 @@ fn levenshtein(a: &str, b: &str) -> usize {
 }
 
 /// A hint listing the accepted values, with a suggestion when one is close.
-pub(crate) fn choices_hint<'a>(input: &str, choices: &[&'a str]) -> String {
+pub(crate) fn choices_hint(input: &str, choices: &[&str]) -> String {
     let list = choices
         .iter()
         .map(|c| format!("`{c}`"))
