@@ -17,6 +17,7 @@
 //! - [`api`]: thin actix-web handlers; [`error::ApiError`] maps every failure to a status.
 //! - [`policy`]: partner registry, record kinds and MOUs from `policies/`.
 //! - [`store`]: sqlx over SQLite (default) or PostgreSQL.
+//! - [`audit`]: the hash-chained disclosure log, written before any answer leaves.
 //!
 //! ## Non-features
 //!
@@ -28,6 +29,7 @@
 #![warn(missing_docs, unreachable_pub)]
 
 pub mod api;
+pub mod audit;
 pub mod auth;
 pub mod cli;
 pub mod config;
