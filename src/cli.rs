@@ -1,4 +1,4 @@
-//! The command line: `demo`, `init`, `serve`, `token`, `policy`, `keys`.
+//! The command line: `demo`, `init`, `serve`, `token`, `policy`, `keys`, `audit`.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -84,6 +84,11 @@ enum Command {
     Keys {
         #[command(subcommand)]
         command: KeysCommand,
+    },
+    /// Verify, export checkpoints of, or purge the disclosure log (offline, on the database).
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
     },
 }
 
@@ -228,6 +233,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             println!("{token}");
             Ok(ExitCode::SUCCESS)
         }
+        Command::Audit { command } => audit_command(command).await,
         Command::Policy {
             command: PolicyCommand::Check { dir },
         } => Ok(policy_check(&dir)),
@@ -610,4 +616,115 @@ fn token(
             kid: kid.as_deref(),
         },
     )
+}
+
+#[derive(Debug, Subcommand)]
+enum AuditCommand {
+    /// Verify the whole chain; exits with status 2 naming the first failing entry.
+    Verify {
+        /// Config file.
+        #[arg(long, env = "GATEWAY_CONFIG")]
+        config: PathBuf,
+        /// A partner's copy of the checkpoints (the JSON of `GET /v1/audit/checkpoints`).
+        #[arg(long)]
+        checkpoints: Option<PathBuf>,
+    },
+    /// Print the signed checkpoints and the public key as JSON.
+    Checkpoints {
+        /// Config file.
+        #[arg(long, env = "GATEWAY_CONFIG")]
+        config: PathBuf,
+    },
+    /// Remove entries past retention, up to the newest verified checkpoint that covers them.
+    Purge {
+        /// Config file.
+        #[arg(long, env = "GATEWAY_CONFIG")]
+        config: PathBuf,
+        /// Only report what would be removed.
+        #[arg(long)]
+        dry_run: bool,
+    },
+}
+
+async fn audit_command(command: AuditCommand) -> anyhow::Result<ExitCode> {
+    use crate::audit::{CheckpointExport, CheckpointSigner, retention, stored_checkpoints};
+    let config = match &command {
+        AuditCommand::Verify { config, .. }
+        | AuditCommand::Checkpoints { config }
+        | AuditCommand::Purge { config, .. } => config,
+    };
+    let settings = Settings::load(config)?;
+    crate::telemetry::init(&LogSettings {
+        filter: "warn".into(),
+        ..LogSettings::default()
+    });
+    let store = crate::store::Store::open(&settings.storage).await?;
+    let key = match &settings.audit.checkpoint_key_file {
+        Some(p) => Some(CheckpointSigner::load(p)?.verifying_key()),
+        None => None,
+    };
+    match command {
+        AuditCommand::Verify { checkpoints, .. } => {
+            let partner: Option<CheckpointExport> = match checkpoints {
+                Some(path) => {
+                    let text = std::fs::read_to_string(&path)
+                        .map_err(|e| anyhow::anyhow!("cannot read `{}`: {e}", path.display()))?;
+                    Some(serde_json::from_str(&text).map_err(|e| {
+                        anyhow::anyhow!(
+                            "`{}` is not a checkpoint export (GET /v1/audit/checkpoints): {e}",
+                            path.display()
+                        )
+                    })?)
+                }
+                None => None,
+            };
+            let report = crate::audit::verify_store(&store, key.as_ref(), partner.as_ref()).await?;
+            let s = &report.summary;
+            match &s.failure {
+                None => {
+                    println!(
+                        "ok: {} entries verified{}, last entry {} ({}); {} checkpoints checked{}",
+                        s.entries_checked,
+                        report
+                            .first_seq
+                            .filter(|f| *f > 1)
+                            .map(|f| format!(" from entry {f} (anchored at a signed checkpoint)"))
+                            .unwrap_or_default(),
+                        s.last_seq,
+                        s.last_hash,
+                        report.checkpoints_checked,
+                        if report.signatures_checked {
+                            " with their signatures"
+                        } else {
+                            " (no checkpoint key configured: signatures not checked)"
+                        },
+                    );
+                    Ok(ExitCode::SUCCESS)
+                }
+                Some(f) => {
+                    eprintln!(
+                        "FAILED at entry {}: {}: {}",
+                        f.seq,
+                        f.kind.as_str(),
+                        f.message
+                    );
+                    Ok(ExitCode::from(2))
+                }
+            }
+        }
+        AuditCommand::Checkpoints { .. } => {
+            let key = key.ok_or_else(|| {
+                anyhow::anyhow!("no `audit.checkpoint_key_file` is configured: no checkpoints")
+            })?;
+            let export = CheckpointExport::new(&key, stored_checkpoints(&store).await?);
+            println!("{}", serde_json::to_string_pretty(&export)?);
+            Ok(ExitCode::SUCCESS)
+        }
+        AuditCommand::Purge { dry_run, .. } => {
+            let log = crate::startup::open_log(&settings, store)?;
+            let report = retention::purge(&log, chrono::Utc::now(), dry_run).await?;
+            println!("{}", serde_json::to_string_pretty(&report)?);
+            Ok(ExitCode::SUCCESS)
+        }
+    }
 }

@@ -34,6 +34,9 @@ pub struct Settings {
     /// Diagnostics output.
     #[serde(default)]
     pub log: LogSettings,
+    /// The disclosure log.
+    #[serde(default)]
+    pub audit: AuditSettings,
 }
 
 /// The HTTPS listener and its robustness limits.
@@ -166,6 +169,40 @@ pub struct CryptoSettings {
     pub master_key_file: PathBuf,
 }
 
+/// The disclosure log (`[audit]`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuditSettings {
+    /// File holding the Ed25519 checkpoint signing key (32-byte seed, hex). Without it no
+    /// checkpoints are signed and nothing can ever be purged. Default: none.
+    pub checkpoint_key_file: Option<PathBuf>,
+    /// Sign a checkpoint once this many entries were appended since the last one.
+    /// Default: 1000.
+    pub checkpoint_every_entries: u64,
+    /// Sign a checkpoint this many seconds after the last one if entries were appended.
+    /// Default: 60.
+    pub checkpoint_every_secs: u64,
+    /// Keep entries at least this many days (HIPAA: 6 years). Default: 2192 (6 * 365 + 2).
+    pub retention_days: u32,
+    /// Most entries committed in one group commit. Default: 512.
+    pub max_batch: usize,
+    /// Entries that may wait for the writer before appends wait too. Default: 16384.
+    pub queue_capacity: usize,
+}
+
+impl Default for AuditSettings {
+    fn default() -> Self {
+        Self {
+            checkpoint_key_file: None,
+            checkpoint_every_entries: 1000,
+            checkpoint_every_secs: 60,
+            retention_days: 6 * 365 + 2,
+            max_batch: 512,
+            queue_capacity: 16_384,
+        }
+    }
+}
+
 /// Diagnostics output.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -239,6 +276,9 @@ impl Settings {
         fix(&mut self.identity.partner_keys_dir);
         fix(&mut self.policy.dir);
         fix(&mut self.crypto.master_key_file);
+        if let Some(p) = self.audit.checkpoint_key_file.as_mut() {
+            fix(p);
+        }
         if let Some(p) = self.storage.password_file.as_mut() {
             fix(p);
         }
@@ -256,6 +296,7 @@ impl Settings {
 struct DefaultsOnly {
     server: ServerSettings,
     log: LogSettings,
+    audit: AuditSettings,
 }
 
 #[cfg(test)]
@@ -293,10 +334,23 @@ master_key_file = "master.key"
         assert_eq!(s.identity.audience, "coresponse-gateway");
         assert_eq!(s.tls.client_ca, dir.path().join("ca.pem"));
         assert_eq!(s.policy.dir, PathBuf::from("/srv/policies"));
+        assert_eq!(s.audit, AuditSettings::default());
+        assert_eq!(s.audit.retention_days, 2192);
         assert_eq!(
             s.storage.url,
             format!("sqlite://{}", dir.path().join("data/gateway.db").display())
         );
+    }
+
+    #[test]
+    fn the_audit_section_resolves_its_key_path() {
+        let (dir, path) = write(&format!(
+            "{MINIMAL}\n[audit]\ncheckpoint_key_file = \"ck.key\"\nretention_days = 3000\n"
+        ));
+        let s = Settings::load(&path).unwrap();
+        assert_eq!(s.audit.checkpoint_key_file, Some(dir.path().join("ck.key")));
+        assert_eq!(s.audit.retention_days, 3000);
+        assert_eq!(s.audit.checkpoint_every_entries, 1000);
     }
 
     #[test]

@@ -22,6 +22,7 @@
 //! - [`store`]: sqlx over SQLite (default) or PostgreSQL.
 //! - [`crypto`]: encryption at rest (envelope keys, field AEAD bound to its place, blind
 //!   indexes, master-key rotation).
+//! - [`audit`]: the hash-chained disclosure log, written before any answer leaves.
 //!
 //! ## Non-features
 //!
@@ -33,6 +34,7 @@
 #![warn(missing_docs, unreachable_pub)]
 
 pub mod api;
+pub mod audit;
 pub mod auth;
 pub mod cli;
 pub mod config;

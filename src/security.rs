@@ -1,11 +1,14 @@
 //! Security events (CJIS AU-2: failed authentications, refused connections, policy changes).
 //!
 //! Each event is emitted as a structured `tracing` event on the `security` target and queued
-//! for the database. Events name who (partner, certificate fingerprint), from where (peer
-//! address) and why (a stable code and a reason); they never hold a token, key or personal
-//! data. The queue is bounded: under a flood of refused handshakes, events beyond its capacity
-//! are counted and dropped rather than letting an attacker exhaust memory; the count is
-//! reported with the next event that gets through.
+//! for the database, where it is stored in `security_events` and appended to the hash-chained
+//! disclosure log ([`crate::audit`]) as an entry of its kind. Events name who (partner,
+//! certificate fingerprint), from where (peer address) and why (a stable code and a reason);
+//! they never hold a token, key or personal data. Nothing is disclosed when one of these
+//! events happens, so recording them is best effort and bounded: under a flood of refused
+//! handshakes, events beyond the queue's capacity are counted and dropped rather than letting
+//! an attacker exhaust memory or crowd disclosures out of the log's writer; the count is
+//! reported with the next event that gets through (also in its log entry).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -14,6 +17,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use chrono::{DateTime, Utc};
 use tokio::sync::mpsc;
 
+use crate::audit::{DisclosureLog, EntryKind, NewEntry, Outcome};
 use crate::domain::{CertFingerprint, PartnerId};
 use crate::store::Store;
 
@@ -40,6 +44,16 @@ impl SecurityEventKind {
             Self::PolicyReloadFailed => "policy_reload_failed",
         }
     }
+
+    /// The disclosure-log entry kind of this event.
+    pub fn entry_kind(self) -> EntryKind {
+        match self {
+            Self::HandshakeRefused => EntryKind::HandshakeRefused,
+            Self::AuthenticationFailed => EntryKind::AuthenticationFailed,
+            Self::PolicyReloaded => EntryKind::PolicyReloaded,
+            Self::PolicyReloadFailed => EntryKind::PolicyReloadFailed,
+        }
+    }
 }
 
 /// One security event.
@@ -61,23 +75,67 @@ pub struct SecurityEvent {
     pub detail: String,
 }
 
+impl SecurityEvent {
+    /// The disclosure-log entry recording this event; `dropped_before` events were dropped
+    /// under load just before it.
+    pub fn to_entry(&self, dropped_before: u64) -> NewEntry {
+        let outcome = match self.kind {
+            SecurityEventKind::PolicyReloaded => Outcome::Permit,
+            _ => Outcome::deny(self.code.clone()),
+        };
+        let mut e = NewEntry::new(self.kind.entry_kind(), self.at, outcome);
+        e.recipient_partner = self.partner.as_ref().map(ToString::to_string);
+        e.source_addr = self.peer.map(|p| p.to_string());
+        e.cert_sha256 = self.cert_fingerprint.map(|f| f.to_hex());
+        let mut detail: String = self.detail.chars().take(2048).collect();
+        if dropped_before > 0 {
+            detail.push_str(&format!(
+                " ({dropped_before} earlier security events were dropped under load)"
+            ));
+        }
+        e.detail = Some(detail);
+        e
+    }
+}
+
 /// Where security events go.
 #[derive(Debug, Clone)]
 pub struct SecuritySink {
-    tx: mpsc::Sender<SecurityEvent>,
+    tx: mpsc::Sender<(SecurityEvent, u64)>,
     dropped: Arc<AtomicU64>,
 }
 
 const QUEUE: usize = 4096;
+/// Most events appended to the log at once (they share one group commit).
+const LOG_BATCH: usize = 256;
 
 impl SecuritySink {
-    /// Starts the writer task that stores events. Must be called inside a Tokio runtime.
-    pub fn spawn(store: Store) -> Self {
-        let (tx, mut rx) = mpsc::channel::<SecurityEvent>(QUEUE);
+    /// Starts the writer task that stores events and appends them to the disclosure log.
+    /// Must be called inside a Tokio runtime.
+    pub fn spawn(store: Store, log: DisclosureLog) -> Self {
+        let (tx, mut rx) = mpsc::channel::<(SecurityEvent, u64)>(QUEUE);
         tokio::spawn(async move {
-            while let Some(event) = rx.recv().await {
-                if let Err(e) = store.insert_security_event(&event).await {
-                    tracing::error!(target: "security", error = %e, "cannot store a security event");
+            let mut batch = Vec::with_capacity(LOG_BATCH);
+            while let Some(first) = rx.recv().await {
+                batch.push(first);
+                while batch.len() < LOG_BATCH {
+                    match rx.try_recv() {
+                        Ok(e) => batch.push(e),
+                        Err(_) => break,
+                    }
+                }
+                for (event, _) in &batch {
+                    if let Err(e) = store.insert_security_event(event).await {
+                        tracing::error!(target: "security", error = %e, "cannot store a security event");
+                    }
+                }
+                let appends = batch
+                    .drain(..)
+                    .map(|(event, dropped)| log.append(event.to_entry(dropped)));
+                for r in futures_util::future::join_all(appends).await {
+                    if let Err(e) = r {
+                        tracing::error!(target: "security", error = %e, "cannot log a security event");
+                    }
                 }
             }
         });
@@ -101,7 +159,7 @@ impl SecuritySink {
             "{}",
             event.detail
         );
-        if self.tx.try_send(event).is_err() {
+        if self.tx.try_send((event, dropped)).is_err() {
             self.dropped.fetch_add(dropped + 1, Ordering::Relaxed);
         }
     }

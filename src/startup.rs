@@ -20,6 +20,7 @@ use chrono::Utc;
 use tokio::net::TcpStream;
 
 use crate::api;
+use crate::audit::{CheckpointSigner, DisclosureLog, SubjectKey};
 use crate::auth::TokenRules;
 use crate::config::Settings;
 use crate::crypto::Keyring;
@@ -46,6 +47,8 @@ pub struct AppState {
     pub keyring: Arc<Keyring>,
     /// Security event sink.
     pub security: SecuritySink,
+    /// The disclosure log.
+    pub audit: DisclosureLog,
 }
 
 /// A built, bound, not yet running gateway.
@@ -63,7 +66,8 @@ impl Application {
             .map_err(|e| anyhow::anyhow!("policy: {e}"))?;
         let store = Store::open(&settings.storage).await?;
         let keyring = Arc::new(Keyring::open(&settings.crypto.master_key_file, &store).await?);
-        let security = SecuritySink::spawn(store.clone());
+        let audit = open_log(&settings, store.clone())?;
+        let security = SecuritySink::spawn(store.clone(), audit.clone());
         let verifier = Arc::new(PartnerCertVerifier::new(
             &settings.tls.client_ca,
             &settings.tls.crls,
@@ -91,6 +95,7 @@ impl Application {
             store,
             keyring,
             security,
+            audit,
         });
         let server = serve(listener, state.clone(), tls)?;
         Ok(Self {
@@ -119,6 +124,28 @@ impl Application {
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
         self.server.await
     }
+}
+
+/// Starts the disclosure log writer: the pseudonym key is derived from the master key, the
+/// checkpoint key is read from `audit.checkpoint_key_file` (if set).
+pub fn open_log(settings: &Settings, store: Store) -> anyhow::Result<DisclosureLog> {
+    let subjects = SubjectKey::from_master_key_file(&settings.crypto.master_key_file)?;
+    let signer = match &settings.audit.checkpoint_key_file {
+        Some(path) => Some(CheckpointSigner::load(path)?),
+        None => {
+            tracing::warn!(
+                "no `audit.checkpoint_key_file`: the disclosure log is not checkpointed and \
+                 cannot be purged"
+            );
+            None
+        }
+    };
+    Ok(DisclosureLog::start(
+        store,
+        subjects,
+        signer,
+        settings.audit.clone(),
+    ))
 }
 
 impl AppState {

@@ -3,6 +3,7 @@
 //! Also the request plumbing every route shares: request ids, JSON/path/query error mapping to
 //! [`ApiError`], the JSON 404/405 fallbacks.
 
+mod audit;
 mod health;
 mod json;
 mod middleware;
@@ -11,6 +12,7 @@ mod whoami;
 use actix_web::{HttpRequest, error::JsonPayloadError, web};
 
 pub use json::{BoundedJson, check_depth};
+pub use audit::COMPLIANCE_ROLE;
 pub use middleware::{REQUEST_ID, RequestId, request_id};
 
 use crate::error::ApiError;
@@ -31,6 +33,7 @@ pub fn configure(cfg: &mut web::ServiceConfig, body_limit: usize) {
     }))
     .route("/healthz", web::get().to(health::healthz))
     .route("/v1/whoami", web::get().to(whoami::whoami));
+    audit::routes(cfg);
 }
 
 fn json_error(e: JsonPayloadError, limit: usize) -> ApiError {

@@ -1,6 +1,7 @@
 //! Development set-up: `init` writes a complete, working dev deployment into a directory
 //! (CA, server and partner certificates, partner token-signing keys, partner encryption keys, a
-//! CRL, the at-rest master key, `gateway.toml`), and `token` mints a dev user token for a partner.
+//! CRL, the at-rest master key, the disclosure log's checkpoint signing key, `gateway.toml`), and
+//! `token` mints a dev user token for a partner.
 //!
 //! Everything written here is generated on first run and must never be committed. A real
 //! deployment gets its certificates from the partners' PKI and its tokens from the partners'
@@ -110,6 +111,10 @@ pub fn init(opts: &InitOptions) -> anyhow::Result<InitReport> {
 
     let master: [u8; 32] = rand::random();
     write_secret(&dir.join("master.key"), &hex::encode(master))?;
+    write_secret(
+        &dir.join("audit-checkpoint.key"),
+        &crate::audit::CheckpointSigner::generate_hex(),
+    )?;
 
     let policy_dir = fs::canonicalize(&opts.policy_dir)?;
     let toml = format!(
@@ -140,6 +145,9 @@ url = "sqlite://data/gateway.db"
 
 [crypto]
 master_key_file = "master.key"
+
+[audit]
+checkpoint_key_file = "audit-checkpoint.key"
 "#,
         listen = opts.listen,
         policy_dir = toml::Value::String(policy_dir.display().to_string()),

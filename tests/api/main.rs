@@ -1,6 +1,7 @@
 //! Integration tests: the real gateway on port 0, real TLS handshakes with real certificates,
 //! real signed tokens, a real database (SQLite and a throwaway PostgreSQL cluster).
 
+mod audit;
 mod handshake;
 mod records_store;
 mod robustness;

@@ -1,0 +1,516 @@
+//! The compliance API over the disclosure log:
+//!
+//! - `GET /v1/disclosures`: filtered, paginated listing (newest first);
+//! - `GET /v1/disclosures/{seq}`: one entry;
+//! - `GET /v1/subjects/{system}/{value}/accounting?format=json|csv`: a subject's accounting
+//!   of disclosures (HIPAA 164.528) over the last six years;
+//! - `GET /v1/audit/verify`: verifies the whole chain;
+//! - `GET /v1/audit/checkpoints`: the signed checkpoints and the public key, for partners to
+//!   keep copies.
+//!
+//! Only users with role `compliance` of a partner of kind `compliance` may read the log
+//! (checkpoints are public to every authenticated partner). Every access, allowed or refused,
+//! is itself a `log_read` entry, durably committed before the answer leaves; if it cannot be
+//! written the caller gets an opaque 503 and no data. Subject identifiers given in a request
+//! are turned into pseudonyms at once and never logged.
+
+use std::collections::BTreeMap;
+
+use actix_web::http::header;
+use actix_web::{HttpMessage, HttpRequest, HttpResponse, web};
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use chrono::{DateTime, Utc};
+use serde_json::json;
+
+use super::RequestId;
+use crate::audit::accounting::{self, AccountingLine};
+use crate::audit::query::{self, EntryView, Filter, MAX_LIMIT};
+use crate::audit::{
+    CheckpointExport, EntryKind, NewEntry, Outcome, SubjectPseudonym, stored_checkpoints,
+    verify_store,
+};
+use crate::auth::Authenticated;
+use crate::domain::{PartnerKind, Principal};
+use crate::error::ApiError;
+use crate::startup::AppState;
+
+/// The role a compliance officer holds.
+pub const COMPLIANCE_ROLE: &str = "compliance";
+
+/// The purpose recorded for reads of the log.
+const AUDIT_PURPOSE: &str = "audit";
+
+/// Registers the routes.
+pub(super) fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.route("/v1/disclosures", web::get().to(list))
+        .route("/v1/disclosures/{seq}", web::get().to(one))
+        .route(
+            "/v1/subjects/{system}/{value}/accounting",
+            web::get().to(accounting),
+        )
+        .route("/v1/audit/verify", web::get().to(verify))
+        .route("/v1/audit/checkpoints", web::get().to(checkpoints));
+}
+
+/// A `log_read` entry for this request with `outcome`.
+fn read_entry(req: &HttpRequest, who: &Principal, outcome: Outcome, detail: String) -> NewEntry {
+    let mut e = NewEntry::new(EntryKind::LogRead, Utc::now(), outcome);
+    e.request_id = req.extensions().get::<RequestId>().map(|r| r.0.to_string());
+    e.recipient_partner = Some(who.partner.to_string());
+    e.recipient_user = Some(who.user.to_string());
+    e.recipient_role = Some(if who.has_role(COMPLIANCE_ROLE) {
+        COMPLIANCE_ROLE.to_owned()
+    } else {
+        who.roles
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(" ")
+    });
+    e.purpose = Some(AUDIT_PURPOSE.to_owned());
+    e.source_addr = req.peer_addr().map(|a| a.to_string());
+    e.cert_sha256 = Some(who.cert_fingerprint.to_hex());
+    e.detail = Some(detail);
+    e
+}
+
+/// Refuses (and logs the refusal of) anyone but a compliance officer of a compliance partner.
+async fn authorize(
+    state: &AppState,
+    req: &HttpRequest,
+    who: &Principal,
+    what: &str,
+) -> Result<(), ApiError> {
+    if who.partner_kind == PartnerKind::Compliance && who.has_role(COMPLIANCE_ROLE) {
+        return Ok(());
+    }
+    let entry = read_entry(
+        req,
+        who,
+        Outcome::deny("compliance_role_required"),
+        format!("refused: {what}"),
+    );
+    state.audit.append(entry).await?;
+    Err(ApiError::forbidden(
+        "compliance_role_required",
+        format!(
+            "reading the disclosure log needs role `{COMPLIANCE_ROLE}` of a compliance partner; \
+             `{}` is a {} partner",
+            who.partner, who.partner_kind
+        ),
+    ))
+}
+
+fn bad_param(name: &str, why: impl std::fmt::Display) -> ApiError {
+    ApiError::BadRequest {
+        code: "invalid_parameter",
+        message: format!("query parameter `{name}`: {why}"),
+        details: Some(json!({ "parameter": name })),
+    }
+}
+
+fn parse_time(name: &str, v: &str) -> Result<DateTime<Utc>, ApiError> {
+    DateTime::parse_from_rfc3339(v)
+        .map(|t| t.with_timezone(&Utc))
+        .map_err(|_| bad_param(name, "use an RFC 3339 time such as `2026-01-31T00:00:00Z`"))
+}
+
+fn encode_cursor(seq: u64) -> String {
+    URL_SAFE_NO_PAD.encode(format!("v1:{seq}"))
+}
+
+fn decode_cursor(v: &str) -> Result<u64, ApiError> {
+    URL_SAFE_NO_PAD
+        .decode(v)
+        .ok()
+        .and_then(|b| String::from_utf8(b).ok())
+        .and_then(|s| s.strip_prefix("v1:").and_then(|n| n.parse::<u64>().ok()))
+        .filter(|n| *n > 0)
+        .ok_or_else(|| {
+            bad_param(
+                "cursor",
+                "pass the `next_cursor` of a previous page unchanged",
+            )
+        })
+}
+
+/// Checks a subject identifier system: 1 to 64 characters from `a-z`, `0-9`, `.`, `-`, `_`.
+fn check_system(v: &str) -> bool {
+    !v.is_empty()
+        && v.len() <= 64
+        && v.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-".contains(&b))
+}
+
+/// Checks a subject identifier value: 1 to 256 bytes, no control characters.
+fn check_value(v: &str) -> bool {
+    !v.is_empty() && v.len() <= 256 && !v.chars().any(char::is_control)
+}
+
+fn subject(state: &AppState, system: &str, value: &str) -> Result<SubjectPseudonym, ApiError> {
+    if !check_system(system) {
+        return Err(bad_param(
+            "subject_system",
+            "use 1 to 64 characters from a-z, 0-9, `.`, `-` and `_`",
+        ));
+    }
+    if !check_value(value) {
+        return Err(bad_param(
+            "subject_value",
+            "use 1 to 256 characters without control characters",
+        ));
+    }
+    Ok(state.audit.pseudonym(system, value))
+}
+
+const LIST_PARAMS: [&str; 12] = [
+    "subject_system",
+    "subject_value",
+    "recipient",
+    "user",
+    "purpose",
+    "basis",
+    "outcome",
+    "kind",
+    "since",
+    "until",
+    "cursor",
+    "limit",
+];
+
+/// Parses the listing's query into a filter and a description for the log (no identifier).
+fn parse_filter(
+    state: &AppState,
+    pairs: &[(String, String)],
+) -> Result<(Filter, String), ApiError> {
+    let mut params: BTreeMap<&str, &str> = BTreeMap::new();
+    for (k, v) in pairs {
+        if !LIST_PARAMS.contains(&k.as_str()) {
+            return Err(bad_param(
+                k,
+                "unknown parameter; accepted: subject_system, subject_value, recipient, user, \
+                 purpose, basis, outcome, kind, since, until, cursor, limit",
+            ));
+        }
+        if params.insert(k.as_str(), v.as_str()).is_some() {
+            return Err(bad_param(k, "given more than once"));
+        }
+    }
+    let mut f = Filter {
+        limit: 100,
+        kinds: vec![EntryKind::Disclosure],
+        ..Filter::default()
+    };
+    let mut described: Vec<String> = Vec::new();
+    match (params.get("subject_system"), params.get("subject_value")) {
+        (Some(s), Some(v)) => {
+            let p = subject(state, s, v)?;
+            described.push(format!("subject={p}"));
+            f.subject = Some(p);
+        }
+        (Some(_), None) => {
+            return Err(bad_param("subject_value", "required with `subject_system`"));
+        }
+        (None, Some(_)) => {
+            return Err(bad_param("subject_system", "required with `subject_value`"));
+        }
+        (None, None) => {}
+    }
+    if let Some(v) = params.get("recipient") {
+        let p: crate::domain::PartnerId = v.parse().map_err(|e| bad_param("recipient", e))?;
+        f.recipient = Some(p.to_string());
+    }
+    if let Some(v) = params.get("user") {
+        let u: crate::domain::UserId = v.parse().map_err(|e| bad_param("user", e))?;
+        f.user = Some(u.to_string());
+    }
+    if let Some(v) = params.get("purpose") {
+        let p: crate::domain::Purpose = v.parse().map_err(|e| bad_param("purpose", e))?;
+        f.purpose = Some(p.to_string());
+    }
+    if let Some(v) = params.get("basis") {
+        if !["mou", "consent", "emergency"].contains(v) {
+            return Err(bad_param("basis", "use `mou`, `consent` or `emergency`"));
+        }
+        f.basis = Some((*v).to_owned());
+    }
+    if let Some(v) = params.get("outcome") {
+        if !["permit", "deny"].contains(v) {
+            return Err(bad_param("outcome", "use `permit` or `deny`"));
+        }
+        f.outcome = Some((*v).to_owned());
+    }
+    if let Some(v) = params.get("kind") {
+        f.kinds = if *v == "all" {
+            Vec::new()
+        } else {
+            vec![v.parse().map_err(|_| {
+                bad_param(
+                    "kind",
+                    "use `all` or an entry kind such as `disclosure`, `log_read`, \
+                     `authentication_failed`, `handshake_refused`",
+                )
+            })?]
+        };
+    }
+    if let Some(v) = params.get("since") {
+        f.since_us = Some(parse_time("since", v)?.timestamp_micros());
+    }
+    if let Some(v) = params.get("until") {
+        f.until_us = Some(parse_time("until", v)?.timestamp_micros());
+    }
+    if let (Some(a), Some(b)) = (f.since_us, f.until_us)
+        && a > b
+    {
+        return Err(bad_param("until", "must not be before `since`"));
+    }
+    if let Some(v) = params.get("cursor") {
+        f.before_seq = Some(decode_cursor(v)?);
+    }
+    if let Some(v) = params.get("limit") {
+        f.limit = v
+            .parse::<u32>()
+            .ok()
+            .filter(|n| (1..=MAX_LIMIT).contains(n))
+            .ok_or_else(|| bad_param("limit", format!("use a number from 1 to {MAX_LIMIT}")))?;
+    }
+    for (k, v) in &params {
+        if !k.starts_with("subject_") {
+            described.push(format!("{k}={v}"));
+        }
+    }
+    Ok((f, described.join(" ")))
+}
+
+/// `GET /v1/disclosures`.
+#[tracing::instrument(skip_all)]
+async fn list(
+    who: Authenticated,
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    query: web::Query<Vec<(String, String)>>,
+) -> Result<HttpResponse, ApiError> {
+    let who = who.0;
+    authorize(&state, &req, &who, "list disclosures").await?;
+    let (filter, described) = parse_filter(&state, &query)?;
+    let entries = query::list(state.audit.store(), &filter).await?;
+    let next_cursor = (entries.len() == filter.limit as usize)
+        .then(|| entries.last().map(|e| encode_cursor(e.seq)))
+        .flatten();
+    let mut entry = read_entry(
+        &req,
+        &who,
+        Outcome::Permit,
+        format!(
+            "listed {} entries of the disclosure log; filters: {described}",
+            entries.len()
+        ),
+    );
+    entry.subject = filter.subject;
+    state.audit.append(entry).await?;
+    let views: Vec<EntryView<'_>> = entries.iter().map(EntryView::from).collect();
+    Ok(HttpResponse::Ok()
+        .insert_header((header::CACHE_CONTROL, "no-store"))
+        .json(json!({ "entries": views, "next_cursor": next_cursor })))
+}
+
+/// `GET /v1/disclosures/{seq}`.
+#[tracing::instrument(skip_all)]
+async fn one(
+    who: Authenticated,
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let who = who.0;
+    authorize(&state, &req, &who, "read one entry").await?;
+    let seq: u64 = path.parse().ok().filter(|n| *n > 0).ok_or_else(|| {
+        ApiError::bad_request(
+            "invalid_path",
+            "the entry id is its sequence number, a positive integer",
+        )
+    })?;
+    let found = query::get(state.audit.store(), seq).await?;
+    let mut entry = read_entry(
+        &req,
+        &who,
+        Outcome::Permit,
+        format!(
+            "read entry {seq} of the disclosure log{}",
+            if found.is_some() { "" } else { " (not found)" }
+        ),
+    );
+    entry.subject = found.as_ref().and_then(|e| e.data.subject);
+    state.audit.append(entry).await?;
+    match found {
+        Some(e) => Ok(HttpResponse::Ok()
+            .insert_header((header::CACHE_CONTROL, "no-store"))
+            .json(EntryView::from(&e))),
+        None => Err(ApiError::not_found(
+            "entry_not_found",
+            format!("the disclosure log has no entry {seq} (it may be past retention)"),
+        )),
+    }
+}
+
+/// `GET /v1/subjects/{system}/{value}/accounting`.
+#[tracing::instrument(skip_all)]
+async fn accounting(
+    who: Authenticated,
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    path: web::Path<(String, String)>,
+    query: web::Query<Vec<(String, String)>>,
+) -> Result<HttpResponse, ApiError> {
+    let who = who.0;
+    authorize(&state, &req, &who, "subject accounting").await?;
+    let mut csv = false;
+    for (k, v) in query.iter() {
+        match (k.as_str(), v.as_str()) {
+            ("format", "json") => csv = false,
+            ("format", "csv") => csv = true,
+            ("format", _) => return Err(bad_param("format", "use `json` or `csv`")),
+            (other, _) => return Err(bad_param(other, "unknown parameter; accepted: format")),
+        }
+    }
+    let (system, value) = path.into_inner();
+    let pseudonym = subject(&state, &system, &value)?;
+    let now = Utc::now();
+    let from = accounting::period_start(now);
+    let filter = Filter {
+        kinds: vec![EntryKind::Disclosure],
+        subject: Some(pseudonym),
+        outcome: Some("permit".into()),
+        since_us: Some(from.timestamp_micros()),
+        until_us: Some(now.timestamp_micros()),
+        ..Filter::default()
+    };
+    let entries = query::list_all_ascending(state.audit.store(), &filter).await?;
+    let policy = state.policy.load();
+    let lines: Vec<AccountingLine> = accounting::summarize(&entries, |id| {
+        let id: crate::domain::PartnerId = id.parse().ok()?;
+        policy
+            .partners
+            .get(&id)
+            .map(|p| (p.display_name.clone(), p.postal_address.clone()))
+    });
+    let mut entry = read_entry(
+        &req,
+        &who,
+        Outcome::Permit,
+        format!(
+            "accounting of disclosures ({}): {} disclosures in {} lines",
+            if csv { "csv" } else { "json" },
+            entries.len(),
+            lines.len()
+        ),
+    );
+    entry.subject = Some(pseudonym);
+    state.audit.append(entry).await?;
+    if csv {
+        return Ok(HttpResponse::Ok()
+            .insert_header((header::CACHE_CONTROL, "no-store"))
+            .insert_header((
+                header::CONTENT_DISPOSITION,
+                "attachment; filename=\"accounting-of-disclosures.csv\"",
+            ))
+            .content_type("text/csv; charset=utf-8")
+            .body(accounting::to_csv(&lines)));
+    }
+    Ok(HttpResponse::Ok()
+        .insert_header((header::CACHE_CONTROL, "no-store"))
+        .json(json!({
+            "subject": pseudonym.to_hex(),
+            "period": {
+                "from": query::rfc3339(&from),
+                "to": query::rfc3339(&now),
+            },
+            "disclosures": lines,
+        })))
+}
+
+/// `GET /v1/audit/verify`.
+#[tracing::instrument(skip_all)]
+async fn verify(
+    who: Authenticated,
+    req: HttpRequest,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let who = who.0;
+    authorize(&state, &req, &who, "verify the chain").await?;
+    let key = state.audit.checkpoint_key();
+    let report = verify_store(state.audit.store(), key.as_ref(), None).await?;
+    let outcome = match &report.summary.failure {
+        None => "the chain verifies".to_owned(),
+        Some(f) => format!("the chain FAILS at entry {} ({})", f.seq, f.kind.as_str()),
+    };
+    state
+        .audit
+        .append(read_entry(
+            &req,
+            &who,
+            Outcome::Permit,
+            format!(
+                "verified the disclosure log ({} entries): {outcome}",
+                report.summary.entries_checked
+            ),
+        ))
+        .await?;
+    Ok(HttpResponse::Ok()
+        .insert_header((header::CACHE_CONTROL, "no-store"))
+        .json(json!({ "ok": report.ok(), "report": report })))
+}
+
+/// `GET /v1/audit/checkpoints`: any authenticated partner may keep copies.
+#[tracing::instrument(skip_all)]
+async fn checkpoints(
+    who: Authenticated,
+    req: HttpRequest,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let who = who.0;
+    let Some(key) = state.audit.checkpoint_key() else {
+        return Err(ApiError::not_found(
+            "checkpoints_disabled",
+            "this gateway signs no checkpoints (no `audit.checkpoint_key_file` configured)",
+        ));
+    };
+    let list = stored_checkpoints(state.audit.store()).await?;
+    state
+        .audit
+        .append(read_entry(
+            &req,
+            &who,
+            Outcome::Permit,
+            format!("exported {} signed checkpoints", list.len()),
+        ))
+        .await?;
+    Ok(HttpResponse::Ok()
+        .insert_header((header::CACHE_CONTROL, "no-store"))
+        .json(CheckpointExport::new(&key, list)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cursors_round_trip_and_refuse_forgeries() {
+        assert_eq!(decode_cursor(&encode_cursor(42)).unwrap(), 42);
+        assert!(decode_cursor("42").is_err());
+        assert!(decode_cursor(&URL_SAFE_NO_PAD.encode("v1:0")).is_err());
+        assert!(decode_cursor(&URL_SAFE_NO_PAD.encode("v2:5")).is_err());
+    }
+
+    #[test]
+    fn subject_identifiers_are_checked() {
+        assert!(check_system("mrn"));
+        assert!(check_system("state.id-2"));
+        assert!(!check_system("MRN"));
+        assert!(!check_system(""));
+        assert!(check_value("A-12345"));
+        assert!(!check_value("a\nb"));
+        assert!(!check_value(""));
+    }
+}

@@ -1,0 +1,256 @@
+//! The canonical encoding of an entry and the chain hash (specified in the module
+//! documentation of [`crate::audit`]).
+
+use std::fmt;
+
+use sha2::{Digest, Sha256};
+
+use super::entry::{LegalBasis, NewEntry, Outcome};
+
+/// Domain-separation prefix of an entry's encoding.
+pub const ENTRY_DOMAIN: &[u8] = b"coresponse-gateway/audit-entry/v1";
+
+/// A SHA-256 chain hash.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
+pub struct ChainHash(pub [u8; 32]);
+
+impl ChainHash {
+    /// The previous hash of the first entry: 32 zero bytes.
+    pub const GENESIS: ChainHash = ChainHash([0; 32]);
+
+    /// Lower-case hex, the stored and shown form.
+    pub fn to_hex(&self) -> String {
+        hex::encode(self.0)
+    }
+
+    /// Parses 64 lower-case hex digits.
+    pub fn from_hex(s: &str) -> Option<Self> {
+        let mut out = [0u8; 32];
+        if s.bytes().any(|b| b.is_ascii_uppercase()) {
+            return None;
+        }
+        hex::decode_to_slice(s, &mut out).ok()?;
+        Some(Self(out))
+    }
+}
+
+impl serde::Serialize for ChainHash {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.to_hex())
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for ChainHash {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        Self::from_hex(&s)
+            .ok_or_else(|| serde::de::Error::custom("expected 64 lower-case hex digits"))
+    }
+}
+
+impl fmt::Debug for ChainHash {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "ChainHash({})", self.to_hex())
+    }
+}
+
+impl fmt::Display for ChainHash {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.to_hex())
+    }
+}
+
+fn put_str(buf: &mut Vec<u8>, s: &str) {
+    // Lengths are bounded by validation (MAX_TEXT); saturate rather than wrap regardless.
+    let len = u32::try_from(s.len()).unwrap_or(u32::MAX);
+    buf.extend_from_slice(&len.to_be_bytes());
+    buf.extend_from_slice(s.as_bytes());
+}
+
+fn put_opt(buf: &mut Vec<u8>, s: Option<&str>) {
+    match s {
+        None => buf.push(0),
+        Some(s) => {
+            buf.push(1);
+            put_str(buf, s);
+        }
+    }
+}
+
+/// Writes the canonical encoding of the entry `(seq, prev, data)` into `buf` (cleared first).
+pub fn encode_into(buf: &mut Vec<u8>, seq: u64, prev: &ChainHash, data: &NewEntry) {
+    buf.clear();
+    buf.extend_from_slice(ENTRY_DOMAIN);
+    buf.extend_from_slice(&prev.0);
+    buf.extend_from_slice(&seq.to_be_bytes());
+    buf.extend_from_slice(&data.at_us().to_be_bytes());
+    put_str(buf, data.kind.as_str());
+    put_opt(buf, data.request_id.as_deref());
+    put_opt(buf, data.decision_id.as_deref());
+    put_opt(buf, data.policy_hash.as_deref());
+    put_opt(buf, data.recipient_partner.as_deref());
+    put_opt(buf, data.recipient_user.as_deref());
+    put_opt(buf, data.recipient_role.as_deref());
+    put_opt(buf, data.purpose.as_deref());
+    match &data.basis {
+        None => buf.push(0),
+        Some(LegalBasis::Mou { mou_id, rule }) => {
+            buf.push(1);
+            put_str(buf, mou_id);
+            put_str(buf, rule);
+        }
+        Some(LegalBasis::Consent { consent_id }) => {
+            buf.push(2);
+            put_str(buf, consent_id);
+        }
+        Some(LegalBasis::Emergency { stated_basis }) => {
+            buf.push(3);
+            put_str(buf, stated_basis);
+        }
+    }
+    put_opt(buf, data.justification.as_deref());
+    match &data.subject {
+        None => buf.push(0),
+        Some(s) => {
+            buf.push(1);
+            buf.extend_from_slice(s.as_bytes());
+        }
+    }
+    match &data.record {
+        None => buf.push(0),
+        Some(r) => {
+            buf.push(1);
+            put_str(buf, &r.kind);
+            put_str(buf, &r.id);
+        }
+    }
+    let n = u32::try_from(data.fields_disclosed.len()).unwrap_or(u32::MAX);
+    buf.extend_from_slice(&n.to_be_bytes());
+    for f in &data.fields_disclosed {
+        put_str(buf, &f.field);
+        put_str(buf, &f.transform);
+    }
+    buf.extend_from_slice(&data.fields_withheld.to_be_bytes());
+    match &data.outcome {
+        Outcome::Permit => buf.push(0),
+        Outcome::Deny { reason } => {
+            buf.push(1);
+            put_str(buf, reason);
+        }
+    }
+    put_opt(buf, data.source_addr.as_deref());
+    put_opt(buf, data.cert_sha256.as_deref());
+    put_opt(buf, data.detail.as_deref());
+}
+
+/// The hash of the entry `(seq, prev, data)`, using `buf` as scratch space.
+pub fn entry_hash_with(
+    buf: &mut Vec<u8>,
+    seq: u64,
+    prev: &ChainHash,
+    data: &NewEntry,
+) -> ChainHash {
+    encode_into(buf, seq, prev, data);
+    ChainHash(Sha256::digest(buf.as_slice()).into())
+}
+
+/// The hash of the entry `(seq, prev, data)`.
+pub fn entry_hash(seq: u64, prev: &ChainHash, data: &NewEntry) -> ChainHash {
+    entry_hash_with(&mut Vec::with_capacity(512), seq, prev, data)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::audit::entry::{EntryKind, FieldDisclosure, RecordRef};
+    use chrono::TimeZone;
+
+    fn sample() -> NewEntry {
+        let mut e = NewEntry::new(
+            EntryKind::Disclosure,
+            chrono::Utc.timestamp_micros(1_700_000_000_123_456).unwrap(),
+            Outcome::Permit,
+        );
+        e.recipient_partner = Some("county-mh".into());
+        e.purpose = Some("treatment".into());
+        e.basis = Some(LegalBasis::Mou {
+            mou_id: "mou-1".into(),
+            rule: "r1".into(),
+        });
+        e.record = Some(RecordRef {
+            kind: "crisis-incident".into(),
+            id: "inc-1".into(),
+        });
+        e.fields_disclosed = vec![FieldDisclosure::new("narrative", "reveal")];
+        e
+    }
+
+    #[test]
+    fn the_encoding_is_exactly_as_documented() {
+        let mut e = NewEntry::new(
+            EntryKind::LogRead,
+            chrono::Utc.timestamp_micros(1).unwrap(),
+            Outcome::deny("x"),
+        );
+        e.purpose = Some("ab".into());
+        let mut buf = Vec::new();
+        encode_into(&mut buf, 2, &ChainHash([7; 32]), &e);
+        let mut want = Vec::new();
+        want.extend_from_slice(b"coresponse-gateway/audit-entry/v1");
+        want.extend_from_slice(&[7; 32]);
+        want.extend_from_slice(&[0, 0, 0, 0, 0, 0, 0, 2]);
+        want.extend_from_slice(&[0, 0, 0, 0, 0, 0, 0, 1]);
+        want.extend_from_slice(&[0, 0, 0, 8]);
+        want.extend_from_slice(b"log_read");
+        want.extend_from_slice(&[0, 0, 0, 0, 0, 0]); // request .. recipient_role
+        want.extend_from_slice(&[1, 0, 0, 0, 2, b'a', b'b']); // purpose
+        want.extend_from_slice(&[0, 0, 0, 0]); // basis, justification, subject, record
+        want.extend_from_slice(&[0, 0, 0, 0]); // no fields
+        want.extend_from_slice(&[0, 0, 0, 0]); // withheld
+        want.extend_from_slice(&[1, 0, 0, 0, 1, b'x']); // deny x
+        want.extend_from_slice(&[0, 0, 0]); // source, cert, detail
+        assert_eq!(buf, want);
+    }
+
+    #[test]
+    fn every_field_changes_the_hash() {
+        let base = sample();
+        let h = entry_hash(1, &ChainHash::GENESIS, &base);
+        assert_ne!(h, entry_hash(2, &ChainHash::GENESIS, &base));
+        assert_ne!(h, entry_hash(1, &ChainHash([1; 32]), &base));
+        let mut variants = Vec::new();
+        let mut v = base.clone();
+        v.purpose = Some("treatmenT".into());
+        variants.push(v);
+        let mut v = base.clone();
+        v.fields_withheld = 1;
+        variants.push(v);
+        let mut v = base.clone();
+        v.fields_disclosed[0].transform = "mask".into();
+        variants.push(v);
+        let mut v = base.clone();
+        v.at += chrono::Duration::microseconds(1);
+        variants.push(v);
+        // Moving bytes between adjacent strings changes the hash (length prefixes).
+        let mut v = base.clone();
+        v.record = Some(RecordRef {
+            kind: "crisis-incidentinc".into(),
+            id: "-1".into(),
+        });
+        variants.push(v);
+        let mut v = base.clone();
+        v.detail = Some(String::new());
+        variants.push(v);
+        for v in variants {
+            assert_ne!(h, entry_hash(1, &ChainHash::GENESIS, &v), "{v:?}");
+        }
+    }
+
+    #[test]
+    fn hex_round_trips_and_refuses_upper_case() {
+        let h = ChainHash([0xab; 32]);
+        assert_eq!(ChainHash::from_hex(&h.to_hex()), Some(h));
+        assert_eq!(ChainHash::from_hex(&h.to_hex().to_uppercase()), None);
+        assert_eq!(ChainHash::from_hex("abc"), None);
+    }
+}

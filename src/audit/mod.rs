@@ -1,0 +1,457 @@
+//! The tamper-evident disclosure log.
+//!
+//! Security role: every disclosure and every denial, every security event (refused handshakes
+//! and tokens, policy reloads, key rotations, consent changes) and every read of the log
+//! itself is an entry in one SHA-256 hash chain, durably committed before the answer it
+//! describes leaves the gateway. Compliance officers query it, produce a subject's accounting
+//! of disclosures (HIPAA 164.528) from it, and verify it; partners keep copies of its signed
+//! checkpoints so that even a rewrite by someone able to recompute every hash is caught
+//! (CJIS AU-9). Subjects appear only as keyed pseudonyms: a leaked log names nobody.
+//!
+//! # Entries
+//!
+//! An entry ([`Entry`]) holds its sequence number (from 1, no gaps), the time (UTC,
+//! microseconds), request id, decision id, policy-set hash, recipient partner, user and role,
+//! purpose, legal basis (MOU id and rule, consent id, or emergency with its stated basis),
+//! justification (required for emergency access), the subject as a pseudonym, the record kind
+//! and id, the fields disclosed with their transforms, the count of fields withheld, the outcome
+//! (permit, or deny with a reason code), the source address, the client-certificate
+//! fingerprint, a detail text, the previous entry's hash and its own hash.
+//!
+//! # Canonical encoding (version 1)
+//!
+//! An entry's hash is `SHA-256(E)` where `E` is the concatenation of, in this order:
+//!
+//! | item | encoding |
+//! |---|---|
+//! | domain | the 33 ASCII bytes `coresponse-gateway/audit-entry/v1` |
+//! | previous hash | 32 bytes (32 zero bytes before entry 1) |
+//! | seq | u64, 8 bytes big-endian |
+//! | time | i64 Unix microseconds, 8 bytes big-endian |
+//! | kind | str |
+//! | request_id, decision_id, policy_hash, recipient_partner, recipient_user, recipient_role, purpose | opt-str each |
+//! | basis | `00` none; `01` str mou_id, str rule; `02` str consent_id; `03` str stated_basis |
+//! | justification | opt-str |
+//! | subject | `00`, or `01` and the 32 pseudonym bytes |
+//! | record | `00`, or `01` str kind, str id |
+//! | fields disclosed | u32 count (4 bytes big-endian), then per field: str field, str transform |
+//! | fields withheld | u32, 4 bytes big-endian |
+//! | outcome | `00` permit; `01` str reason |
+//! | source_addr, cert_sha256, detail | opt-str each |
+//!
+//! where `str` is a u32 byte length (4 bytes big-endian) followed by the UTF-8 bytes, and
+//! `opt-str` is `00` for absent or `01` followed by a `str`. Stored hashes and pseudonyms are
+//! lower-case hex. In the database the basis is split into `basis_kind` (`mou`, `consent`,
+//! `emergency`), `basis_ref` (MOU id, consent id or stated basis) and `basis_rule`; the fields
+//! disclosed are a JSON array of `{"field", "transform"}` objects. A verifier reads the row,
+//! rebuilds `E` and compares; entry `n` must carry entry `n - 1`'s hash as its previous hash.
+//!
+//! # Chain, head and checkpoints
+//!
+//! The `audit_head` row holds the last sequence number and hash. Every append runs in one
+//! database transaction that first locks that row (`UPDATE audit_head ... RETURNING`: a row
+//! lock on PostgreSQL, the database write lock on SQLite), reads the head, inserts the entries
+//! chained after it, moves the head and commits. The head is never taken from a process's
+//! memory, so gateway replicas sharing one database never fork the chain.
+//!
+//! Every `checkpoint_every_entries` entries (in the appending transaction) and every
+//! `checkpoint_every_secs` seconds (if the head moved), the gateway signs
+//! `coresponse-gateway/audit-checkpoint/v1 || seq (u64 BE) || head hash || time (i64 BE µs)`
+//! with its Ed25519 checkpoint key ([`checkpoint`]).
+//!
+//! # Verification
+//!
+//! [`verify_store`] (and `coresponse-gateway audit verify`, `GET /v1/audit/verify`) reads the
+//! whole chain in order, recomputes every hash and link, checks every checkpoint's signature
+//! and that the entry at its sequence number carries its hash, compares the end with the head,
+//! and names the first failing entry and how it fails ([`FailureKind`]): altered, deleted
+//! (gap, renumbering or truncated tail), inserted, reordered, a broken link (an earlier entry
+//! rewritten and re-hashed) or a checkpoint mismatch. Partners' copies of checkpoints are
+//! checked the same way. Non-goal: the chain is not keyed, so entries appended after the
+//! last checkpoint by someone who can write to the database and recompute hashes are caught
+//! only by the head row (also in the database); the checkpoint interval bounds that window.
+//!
+//! # Durability and fail-closed
+//!
+//! [`DisclosureLog::append`] returns only after the transaction holding the entry has
+//! committed durably (SQLite: WAL with `synchronous = FULL`; PostgreSQL: synchronous commit).
+//! Concurrent appends are batched by one writer task into one transaction and one flush
+//! (group commit); each caller is woken with its own sequence number once that commit is
+//! done, or with an error for the whole batch. Any error means nothing may be disclosed: the
+//! API maps every [`LogError`] to an opaque 503.
+//!
+//! For a record read, "the entry commits in the same transaction as the read it describes"
+//! holds as follows: the read path reads the record, decides and redacts into the answer
+//! body, then appends the entry describing exactly that answer and awaits its durable commit;
+//! only then is the body handed to the HTTP layer. A read changes no state, so the only thing
+//! that must be atomic with it is that no answer exists without its entry, and a crash at any
+//! instant loses no entry of an answer that was sent. A record change that must commit
+//! atomically with its entry uses [`DisclosureLog::begin`] and
+//! [`DisclosureLog::append_in_tx`] instead.
+//!
+//! # Retention
+//!
+//! [`retention::purge`] removes entries older than the retention period (6 years by default,
+//! HIPAA 164.528 and 164.316), but only up to a checkpoint whose signature verifies and whose
+//! chain prefix verifies: the remaining chain then starts from that signed checkpoint.
+
+pub mod accounting;
+mod canonical;
+pub mod checkpoint;
+mod db;
+mod entry;
+pub mod query;
+pub mod retention;
+mod verify;
+mod writer;
+
+use std::path::Path;
+
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
+
+pub use canonical::{ChainHash, ENTRY_DOMAIN, encode_into, entry_hash, entry_hash_with};
+pub use checkpoint::{Checkpoint, CheckpointExport, CheckpointSigner};
+pub use entry::{
+    AppendedEntry, Entry, EntryKind, FieldDisclosure, LegalBasis, MAX_FIELDS, MAX_TEXT, NewEntry,
+    Outcome, RecordRef, SubjectPseudonym,
+};
+pub use verify::{Anchor, ChainFailure, FailureKind, Verifier, VerifySummary, verify_entries};
+pub use writer::DisclosureLog;
+
+use crate::store::Store;
+
+/// A disclosure-log failure. Whatever the variant, nothing may be disclosed.
+#[derive(Debug, thiserror::Error)]
+pub enum LogError {
+    /// The entry is malformed (a bug in the caller).
+    #[error("invalid log entry: {0}")]
+    Invalid(String),
+    /// The database failed.
+    #[error("disclosure log database error: {0}")]
+    Database(#[from] sqlx::Error),
+    /// The group commit holding the entry failed.
+    #[error("disclosure log write failed: {0}")]
+    WriteFailed(String),
+    /// The writer task is gone.
+    #[error("the disclosure log writer has stopped")]
+    Closed,
+    /// A stored row cannot be read back as an entry.
+    #[error("log entry {seq} is unreadable: {why}")]
+    Corrupt {
+        /// Its sequence number (0 if unknown).
+        seq: u64,
+        /// What is wrong.
+        why: String,
+    },
+    /// A key could not be loaded.
+    #[error("{0}")]
+    Key(String),
+}
+
+impl From<LogError> for crate::error::ApiError {
+    fn from(e: LogError) -> Self {
+        crate::error::ApiError::Unavailable(e.into())
+    }
+}
+
+type HmacSha256 = Hmac<Sha256>;
+
+/// The key that turns subject identifiers into pseudonyms.
+#[derive(Clone)]
+pub struct SubjectKey([u8; 32]);
+
+impl std::fmt::Debug for SubjectKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SubjectKey(..)")
+    }
+}
+
+/// Label of the pseudonym key derivation.
+pub const PSEUDONYM_KEY_LABEL: &[u8] = b"coresponse-gateway/subject-pseudonym/v1";
+
+impl SubjectKey {
+    /// A key from 32 bytes.
+    pub fn new(key: [u8; 32]) -> Self {
+        Self(key)
+    }
+
+    /// Derives the pseudonym key from the master key:
+    /// `HMAC-SHA256(key = master, message = "coresponse-gateway/subject-pseudonym/v1")`.
+    pub fn derive(master: &[u8; 32]) -> Self {
+        Self(hmac32(master, &[PSEUDONYM_KEY_LABEL]))
+    }
+
+    /// Reads the master key file (32 bytes, hex) and derives the pseudonym key from it.
+    pub fn from_master_key_file(path: &Path) -> Result<Self, LogError> {
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            LogError::Key(format!(
+                "cannot read the master key `{}`: {e}",
+                path.display()
+            ))
+        })?;
+        let mut master = [0u8; 32];
+        hex::decode_to_slice(text.trim(), &mut master).map_err(|_| {
+            LogError::Key(format!(
+                "`{}` must hold a 32-byte key as 64 hex digits",
+                path.display()
+            ))
+        })?;
+        Ok(Self::derive(&master))
+    }
+
+    /// The pseudonym of the identifier `value` in the identifier system `system` (e.g. a
+    /// medical record number system): `HMAC-SHA256(key, "coresponse-gateway/subject/v1" ||
+    /// str(system) || str(value))` with `str` a u32 big-endian length and the UTF-8 bytes.
+    /// No normalization is applied: callers pass identifiers in their canonical form.
+    pub fn pseudonym(&self, system: &str, value: &str) -> SubjectPseudonym {
+        let sl = u32::try_from(system.len())
+            .unwrap_or(u32::MAX)
+            .to_be_bytes();
+        let vl = u32::try_from(value.len()).unwrap_or(u32::MAX).to_be_bytes();
+        SubjectPseudonym(hmac32(
+            &self.0,
+            &[
+                b"coresponse-gateway/subject/v1",
+                &sl,
+                system.as_bytes(),
+                &vl,
+                value.as_bytes(),
+            ],
+        ))
+    }
+}
+
+fn hmac32(key: &[u8], parts: &[&[u8]]) -> [u8; 32] {
+    // HMAC accepts keys of any length, so `new_from_slice` cannot fail here.
+    let mut mac = match HmacSha256::new_from_slice(key) {
+        Ok(m) => m,
+        Err(_) => return [0; 32],
+    };
+    for p in parts {
+        mac.update(p);
+    }
+    mac.finalize().into_bytes().into()
+}
+
+/// The result of verifying a stored log.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct StoreVerification {
+    /// The chain result.
+    #[serde(flatten)]
+    pub summary: VerifySummary,
+    /// The first stored sequence number (greater than 1 after a purge).
+    pub first_seq: Option<u64>,
+    /// Checkpoints whose signature and hash were checked (the log's and a partner's).
+    pub checkpoints_checked: usize,
+    /// Whether checkpoint signatures could be checked (a public key was known).
+    pub signatures_checked: bool,
+}
+
+impl StoreVerification {
+    /// Whether the whole log verified.
+    pub fn ok(&self) -> bool {
+        self.summary.failure.is_none()
+    }
+}
+
+/// Rows per page when streaming the log.
+const PAGE: i64 = 5_000;
+
+/// Verifies the whole stored log: every hash and link, the head, every stored checkpoint and
+/// each of `partner_checkpoints` (a partner's copies). `key` checks checkpoint signatures;
+/// without it only their hashes are compared, and a purged log cannot be anchored.
+pub async fn verify_store(
+    store: &Store,
+    key: Option<&ed25519_dalek::VerifyingKey>,
+    partner_checkpoints: Option<&CheckpointExport>,
+) -> Result<StoreVerification, LogError> {
+    let pool = store.pool();
+    let stored = db::checkpoints(pool).await?;
+    let sig_fail = |c: &Checkpoint, source: &str| StoreVerification {
+        summary: VerifySummary {
+            entries_checked: 0,
+            last_seq: 0,
+            last_hash: String::new(),
+            failure: Some(ChainFailure {
+                seq: c.seq,
+                kind: FailureKind::CheckpointSignature,
+                message: format!(
+                    "the {source} checkpoint at entry {} does not carry a valid signature",
+                    c.seq
+                ),
+            }),
+        },
+        first_seq: None,
+        checkpoints_checked: 0,
+        signatures_checked: key.is_some(),
+    };
+    if let Some(k) = key {
+        for c in &stored {
+            if !checkpoint::verify_checkpoint(k, c) {
+                return Ok(sig_fail(c, "stored"));
+            }
+        }
+    }
+    let mut partner: Vec<Checkpoint> = Vec::new();
+    if let Some(p) = partner_checkpoints {
+        let pk = p.verifying_key()?;
+        if let Some(k) = key
+            && pk != *k
+        {
+            return Err(LogError::Key(
+                "the partner's checkpoints are signed by another key than the configured \
+                 checkpoint key"
+                    .into(),
+            ));
+        }
+        for c in &p.checkpoints {
+            if !checkpoint::verify_checkpoint(&pk, c) {
+                return Ok(sig_fail(c, "partner's"));
+            }
+        }
+        partner = p.checkpoints.clone();
+    }
+
+    let first = db::first_seq(pool).await?;
+    let anchor = match first {
+        None | Some(1) => Anchor::GENESIS,
+        Some(f) => {
+            // After a purge the chain starts from a signed checkpoint at `f - 1`.
+            let at = f - 1;
+            let cp = key
+                .and_then(|_| stored.iter().find(|c| c.seq == at))
+                .or_else(|| partner.iter().find(|c| c.seq == at));
+            match cp {
+                Some(c) => Anchor {
+                    seq: c.seq,
+                    hash: c.head_hash,
+                },
+                None => Anchor::GENESIS,
+            }
+        }
+    };
+    let mut v = Verifier::new(anchor);
+    v.expect_checkpoints("log", stored.iter().filter(|c| c.seq > anchor.seq));
+    v.expect_checkpoints(
+        "partner copy",
+        partner.iter().filter(|c| c.seq > anchor.seq),
+    );
+    // Checkpoints at or before the anchor must agree with each other.
+    for p in partner.iter().filter(|c| c.seq <= anchor.seq) {
+        if let Some(s) = stored.iter().find(|s| s.seq == p.seq)
+            && s.head_hash != p.head_hash
+        {
+            let mut out = sig_fail(p, "partner's");
+            if let Some(f) = out.summary.failure.as_mut() {
+                f.kind = FailureKind::CheckpointMismatch;
+                f.message = format!(
+                    "the partner's checkpoint at entry {} names another hash than the log's \
+                     checkpoint: the log was rewritten",
+                    p.seq
+                );
+            }
+            return Ok(out);
+        }
+    }
+
+    let mut after = anchor.seq;
+    loop {
+        let rows = db::page_after(pool, after, PAGE).await?;
+        if rows.is_empty() {
+            // Entries appended while we read are covered by a fresh head read.
+            let head = db::read_head(pool).await?;
+            if head.0 > v.last_seq() && !v.failed() {
+                let more = db::page_after(pool, after, PAGE).await?;
+                if !more.is_empty() {
+                    continue;
+                }
+            }
+            let summary = v.finish(Some(head));
+            return Ok(StoreVerification {
+                summary,
+                first_seq: first,
+                checkpoints_checked: stored.len() + partner.len(),
+                signatures_checked: key.is_some(),
+            });
+        }
+        for row in &rows {
+            match db::row_to_entry(row) {
+                Ok(e) => {
+                    after = e.seq;
+                    v.push(&e);
+                }
+                Err(e) => {
+                    let seq = match e {
+                        LogError::Corrupt { seq, .. } => seq,
+                        other => return Err(other),
+                    };
+                    let summary = VerifySummary {
+                        entries_checked: 0,
+                        last_seq: v.last_seq(),
+                        last_hash: String::new(),
+                        failure: Some(v.failure().cloned().unwrap_or(ChainFailure {
+                            seq,
+                            kind: FailureKind::Altered,
+                            message: format!("entry {seq} holds values no entry can have: {e}"),
+                        })),
+                    };
+                    return Ok(StoreVerification {
+                        summary,
+                        first_seq: first,
+                        checkpoints_checked: stored.len() + partner.len(),
+                        signatures_checked: key.is_some(),
+                    });
+                }
+            }
+            if v.failed() {
+                break;
+            }
+        }
+        if v.failed() {
+            let head = db::read_head(pool).await?;
+            return Ok(StoreVerification {
+                summary: v.finish(Some(head)),
+                first_seq: first,
+                checkpoints_checked: stored.len() + partner.len(),
+                signatures_checked: key.is_some(),
+            });
+        }
+    }
+}
+
+/// The stored checkpoints, ascending.
+pub async fn stored_checkpoints(store: &Store) -> Result<Vec<Checkpoint>, LogError> {
+    db::checkpoints(store.pool()).await
+}
+
+/// The current head (sequence number and hash).
+pub async fn head(store: &Store) -> Result<(u64, ChainHash), LogError> {
+    db::read_head(store.pool()).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pseudonyms_are_keyed_and_unambiguous() {
+        let k = SubjectKey::derive(&[1; 32]);
+        let a = k.pseudonym("mrn", "12345");
+        assert_eq!(a, k.pseudonym("mrn", "12345"));
+        assert_ne!(a, k.pseudonym("mrn", "12346"));
+        assert_ne!(k.pseudonym("mr", "n12345"), a);
+        assert_ne!(SubjectKey::derive(&[2; 32]).pseudonym("mrn", "12345"), a);
+        assert!(!a.to_hex().contains("12345"));
+        assert_eq!(SubjectPseudonym::from_hex(&a.to_hex()), Some(a));
+    }
+
+    #[test]
+    fn the_key_derivation_is_the_documented_hmac() {
+        let master = [0x11; 32];
+        let mut mac = HmacSha256::new_from_slice(&master).unwrap();
+        mac.update(b"coresponse-gateway/subject-pseudonym/v1");
+        let want: [u8; 32] = mac.finalize().into_bytes().into();
+        assert_eq!(SubjectKey::derive(&master).0, want);
+    }
+}
