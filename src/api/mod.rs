@@ -11,8 +11,8 @@ mod whoami;
 
 use actix_web::{HttpRequest, error::JsonPayloadError, web};
 
-pub use json::{BoundedJson, check_depth};
 pub use audit::COMPLIANCE_ROLE;
+pub use json::{BoundedJson, check_depth};
 pub use middleware::{REQUEST_ID, RequestId, request_id};
 
 use crate::error::ApiError;
