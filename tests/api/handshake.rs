@@ -3,7 +3,6 @@
 
 use std::sync::Arc;
 
-use rustls::pki_types::ServerName;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::support::{Db, PARTNERS, TestApp, client_config, pki, spawn_app};
@@ -177,11 +176,7 @@ async fn raw_handshake(
     app: &TestApp,
     config: Arc<rustls::ClientConfig>,
 ) -> Result<Option<rustls::HandshakeKind>, std::io::Error> {
-    let tcp = tokio::net::TcpStream::connect(app.addr).await?;
-    let connector = tokio_rustls::TlsConnector::from(config);
-    let mut tls = connector
-        .connect(ServerName::try_from("localhost").unwrap(), tcp)
-        .await?;
+    let mut tls = crate::support::tls_connect(app, config).await?;
     tls.write_all(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
         .await?;
     let mut buf = Vec::new();
@@ -224,9 +219,7 @@ async fn tls12_and_tls13_negotiate_forward_secret_aead_suites_only() {
             rustls::pki_types::pem::PemObject::from_pem_slice(identity.1.as_bytes()).unwrap(),
         )
         .unwrap();
-        let tcp = tokio::net::TcpStream::connect(app.addr).await.unwrap();
-        let mut tls = tokio_rustls::TlsConnector::from(Arc::new(config))
-            .connect(ServerName::try_from("localhost").unwrap(), tcp)
+        let mut tls = crate::support::tls_connect(&app, Arc::new(config))
             .await
             .unwrap();
         tls.write_all(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")

@@ -2,19 +2,12 @@
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::support::{Db, TestApp, client_config, pki, spawn_app};
+use crate::support::{Db, TestApp, client_config, pki, spawn_app, tls_connect};
 
 async fn raw(app: &TestApp, request: &[u8]) -> String {
     let identity = pki().partner_cert("oversight");
     let config = std::sync::Arc::new(client_config(Some(&identity)));
-    let tcp = tokio::net::TcpStream::connect(app.addr).await.unwrap();
-    let mut tls = tokio_rustls::TlsConnector::from(config)
-        .connect(
-            rustls::pki_types::ServerName::try_from("localhost").unwrap(),
-            tcp,
-        )
-        .await
-        .unwrap();
+    let mut tls = tls_connect(app, config).await.unwrap();
     tls.write_all(request).await.unwrap();
     let mut buf = Vec::new();
     let _ = tls.read_to_end(&mut buf).await;
@@ -91,14 +84,7 @@ async fn an_idle_client_after_the_handshake_is_timed_out() {
     let app = crate::support::spawn_with(Db::Sqlite, |s| s.server.request_timeout_ms = 300).await;
     let identity = pki().partner_cert("oversight");
     let config = std::sync::Arc::new(client_config(Some(&identity)));
-    let tcp = tokio::net::TcpStream::connect(app.addr).await.unwrap();
-    let mut tls = tokio_rustls::TlsConnector::from(config)
-        .connect(
-            rustls::pki_types::ServerName::try_from("localhost").unwrap(),
-            tcp,
-        )
-        .await
-        .unwrap();
+    let mut tls = tls_connect(&app, config).await.unwrap();
     // Send nothing: the gateway answers 408 or closes; either way the read ends.
     let mut buf = Vec::new();
     let read = tokio::time::timeout(

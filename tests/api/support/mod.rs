@@ -291,3 +291,16 @@ impl TestApp {
         self.handle.stop(false).await;
     }
 }
+
+/// A raw TLS connection to the gateway (for tests that speak bytes, not HTTP-client calls).
+pub async fn tls_connect(
+    app: &TestApp,
+    config: Arc<rustls::ClientConfig>,
+) -> std::io::Result<tokio_rustls::client::TlsStream<tokio::net::TcpStream>> {
+    let tcp = tokio::net::TcpStream::connect(app.addr).await?;
+    let name =
+        rustls::pki_types::ServerName::try_from("localhost").map_err(std::io::Error::other)?;
+    tokio_rustls::TlsConnector::from(config)
+        .connect(name, tcp)
+        .await
+}
