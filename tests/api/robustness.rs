@@ -8,7 +8,9 @@ async fn raw(app: &TestApp, request: &[u8]) -> String {
     let identity = pki().partner_cert("oversight");
     let config = std::sync::Arc::new(client_config(Some(&identity)));
     let mut tls = tls_connect(app, config).await.unwrap();
-    tls.write_all(request).await.unwrap();
+    // The gateway may answer and close before an oversized request is fully written: a reset
+    // write is an acceptable outcome, what was answered is still read and checked.
+    let _ = tls.write_all(request).await;
     let mut buf = Vec::new();
     let _ = tls.read_to_end(&mut buf).await;
     String::from_utf8_lossy(&buf).to_string()
