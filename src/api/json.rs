@@ -119,4 +119,33 @@ mod tests {
         let deep = "[".repeat(10_000);
         assert!(check_depth(deep.as_bytes(), 16).is_err());
     }
+
+    async fn extract(content_type: &str, body: Vec<u8>) -> Result<serde_json::Value, ApiError> {
+        let (req, mut payload) = actix_web::test::TestRequest::post()
+            .insert_header((header::CONTENT_TYPE, content_type))
+            .set_payload(body)
+            .to_http_parts();
+        BoundedJson::<serde_json::Value>::from_request(&req, &mut payload)
+            .await
+            .map(|j| j.0)
+    }
+
+    #[actix_web::test]
+    async fn the_extractor_enforces_type_size_depth_and_syntax() {
+        let ok = extract("application/json; charset=utf-8", br#"{"a":[1]}"#.to_vec()).await;
+        assert_eq!(ok.unwrap(), serde_json::json!({"a": [1]}));
+        let status = |r: Result<serde_json::Value, ApiError>| {
+            use actix_web::ResponseError as _;
+            r.unwrap_err().status_code().as_u16()
+        };
+        // Without application state the defaults apply: 64 KiB and depth 16.
+        let big = format!("\"{}\"", "a".repeat(70 * 1024)).into_bytes();
+        assert_eq!(status(extract("application/json", big).await), 413);
+        assert_eq!(status(extract("text/plain", b"{}".to_vec()).await), 415);
+        let deep = format!("{}{}", "[".repeat(17), "]".repeat(17)).into_bytes();
+        let err = extract("application/json", deep).await.unwrap_err();
+        assert_eq!(err.code(), "json_too_deep");
+        let err = extract("application/json", b"{\"a\":".to_vec()).await.unwrap_err();
+        assert_eq!(err.code(), "invalid_json");
+    }
 }
