@@ -1,7 +1,8 @@
 -- The tamper-evident disclosure log: entries, the chain head and signed checkpoints.
 -- Hashes and pseudonyms are lower-case hex. The encoding is documented in src/audit/mod.rs.
+-- On SQLite `seq` is the rowid (INTEGER PRIMARY KEY), so appends maintain one B-tree less.
 CREATE TABLE audit_log (
-    seq               BIGINT  PRIMARY KEY NOT NULL,
+    seq               INTEGER PRIMARY KEY NOT NULL,
     at_us             BIGINT  NOT NULL,
     kind              TEXT    NOT NULL,
     request_id        TEXT,

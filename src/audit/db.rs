@@ -22,8 +22,9 @@ pub(super) const COLUMNS: &str = "seq, at_us, kind, request_id, decision_id, pol
      basis_rule, justification, subject, record_kind, record_id, fields_disclosed, \
      fields_withheld, outcome, reason, source_addr, cert_sha256, detail, prev_hash, entry_hash";
 const NCOLS: usize = 26;
-/// Rows per multi-row INSERT.
-const CHUNK: usize = 32;
+/// Rows per multi-row INSERT. Small: the SQLite driver resolves `$N` placeholders with a scan
+/// per bound value, so a statement costs quadratically in its number of placeholders.
+const CHUNK: usize = 8;
 
 /// The chain head as locked inside a transaction.
 #[derive(Debug, Clone, Copy)]

@@ -116,8 +116,11 @@ pub use entry::{
     AppendedEntry, Entry, EntryKind, FieldDisclosure, LegalBasis, MAX_FIELDS, MAX_TEXT, NewEntry,
     Outcome, RecordRef, SubjectPseudonym,
 };
-pub use verify::{Anchor, ChainFailure, FailureKind, Verifier, VerifySummary, verify_entries};
-pub use writer::DisclosureLog;
+pub use verify::{
+    Anchor, ChainFailure, FailureKind, Verifier, VerifySummary, verify_entries,
+    verify_entries_parallel,
+};
+pub use writer::{DisclosureLog, LogStats};
 
 use crate::store::Store;
 

@@ -365,14 +365,74 @@ pub fn verify_entries(
     entries: &[Entry],
     head: Option<(u64, ChainHash)>,
 ) -> VerifySummary {
-    let mut v = Verifier::new(anchor);
-    for e in entries {
+    verify_entries_parallel(anchor, entries, head, 1)
+}
+
+/// The index of the first entry of `chunk` (starting at global index `start`) that fails the
+/// per-entry checks: sequence number, own hash, and link to the entry before it.
+fn first_bad(anchor: Anchor, entries: &[Entry], start: usize, chunk: &[Entry]) -> Option<usize> {
+    let mut buf = Vec::with_capacity(1024);
+    let mut prev = match start.checked_sub(1) {
+        None => anchor.hash,
+        Some(i) => entries.get(i).map_or(anchor.hash, |e| e.hash),
+    };
+    for (i, e) in chunk.iter().enumerate() {
+        let expected = anchor.seq + 1 + (start + i) as u64;
+        if e.seq != expected
+            || e.prev_hash != prev
+            || entry_hash_with(&mut buf, e.seq, &e.prev_hash, &e.data) != e.hash
+        {
+            return Some(start + i);
+        }
+        prev = e.hash;
+    }
+    None
+}
+
+/// Like [`verify_entries`], hashing on `threads` threads. Entries are checked independently
+/// (own hash and link to the previous entry); the first failure, if any, is then classified
+/// sequentially, so the result is the same as a sequential verification.
+pub fn verify_entries_parallel(
+    anchor: Anchor,
+    entries: &[Entry],
+    head: Option<(u64, ChainHash)>,
+    threads: usize,
+) -> VerifySummary {
+    let threads = threads.clamp(1, 64);
+    let size = entries.len().div_ceil(threads).max(1);
+    let bad = if threads == 1 {
+        first_bad(anchor, entries, 0, entries)
+    } else {
+        std::thread::scope(|scope| {
+            let handles: Vec<_> = entries
+                .chunks(size)
+                .enumerate()
+                .map(|(n, chunk)| scope.spawn(move || first_bad(anchor, entries, n * size, chunk)))
+                .collect();
+            handles
+                .into_iter()
+                .filter_map(|h| h.join().ok().flatten())
+                .min()
+        })
+    };
+    let good = bad.unwrap_or(entries.len());
+    let start = match good.checked_sub(1).and_then(|i| entries.get(i)) {
+        None => anchor,
+        Some(e) => Anchor {
+            seq: e.seq,
+            hash: e.hash,
+        },
+    };
+    let mut v = Verifier::new(start);
+    for e in entries.get(good..).unwrap_or_default() {
         v.push(e);
         if v.failed() {
             break;
         }
     }
-    v.finish(head)
+    let mut summary = v.finish(head);
+    summary.entries_checked += good as u64;
+    summary
 }
 
 #[cfg(test)]
@@ -416,6 +476,16 @@ mod tests {
         let f = verify_entries(Anchor::GENESIS, c, h)
             .failure
             .expect("tampering must be detected");
+        for threads in [2, 3, 7] {
+            let p = verify_entries_parallel(Anchor::GENESIS, c, h, threads);
+            assert_eq!(p.failure.as_ref(), Some(&f), "{threads} threads");
+        }
+        // The sequential verifier streaming entry by entry agrees.
+        let mut v = Verifier::new(Anchor::GENESIS);
+        for e in c {
+            v.push(e);
+        }
+        assert_eq!(v.finish(h).failure.as_ref(), Some(&f));
         (f.seq, f.kind)
     }
 
@@ -426,6 +496,7 @@ mod tests {
         assert_eq!(s.failure, None);
         assert_eq!(s.entries_checked, 50);
         assert_eq!(s.last_seq, 50);
+        assert_eq!(verify_entries_parallel(Anchor::GENESIS, &c, head(&c), 4), s);
         assert_eq!(
             verify_entries(Anchor::GENESIS, &[], Some((0, ChainHash::GENESIS))).failure,
             None

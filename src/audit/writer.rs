@@ -1,6 +1,7 @@
 //! The append path: a group-commit writer task and the [`DisclosureLog`] handle.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use chrono::Utc;
@@ -20,7 +21,27 @@ struct Job {
     done: oneshot::Sender<Result<AppendedEntry, LogError>>,
 }
 
+/// Counters of the group-commit writer since start.
+#[derive(Debug, Default)]
+struct Counters {
+    commits: AtomicU64,
+    entries: AtomicU64,
+    failed_commits: AtomicU64,
+}
+
+/// What the group-commit writer has done since start.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LogStats {
+    /// Transactions committed by the writer.
+    pub commits: u64,
+    /// Entries committed by the writer.
+    pub entries: u64,
+    /// Transactions that failed (their callers got an error).
+    pub failed_commits: u64,
+}
+
 struct Inner {
+    counters: Arc<Counters>,
     queue: mpsc::Sender<Job>,
     store: Store,
     subjects: SubjectKey,
@@ -54,14 +75,17 @@ impl DisclosureLog {
     ) -> Self {
         let (queue, rx) = mpsc::channel(settings.queue_capacity.max(1));
         let signer = signer.map(Arc::new);
+        let counters = Arc::new(Counters::default());
         tokio::spawn(run_writer(
             rx,
             store.clone(),
             signer.clone(),
             settings.clone(),
+            counters.clone(),
         ));
         Self {
             inner: Arc::new(Inner {
+                counters,
                 queue,
                 store,
                 subjects,
@@ -83,18 +107,6 @@ impl DisclosureLog {
             .await
             .map_err(|_| LogError::Closed)?;
         wait.await.map_err(|_| LogError::Closed)?
-    }
-
-    /// Queues an entry without waiting for it: for security events about which nothing is
-    /// disclosed (refused handshakes and tokens). Returns false if the queue is full.
-    pub fn try_append_detached(&self, entry: NewEntry) -> bool {
-        let entry = normalize(entry);
-        if let Err(e) = entry.validate() {
-            tracing::error!(target: "security", error = %e, "refused an invalid log entry");
-            return false;
-        }
-        let (done, _wait) = oneshot::channel();
-        self.inner.queue.try_send(Job { entry, done }).is_ok()
     }
 
     /// Begins a transaction that holds the chain lock from its first statement, for a record
@@ -133,6 +145,16 @@ impl DisclosureLog {
         self.inner.signer.as_ref().map(|s| s.verifying_key())
     }
 
+    /// What the group-commit writer has done since start.
+    pub fn stats(&self) -> LogStats {
+        let c = &self.inner.counters;
+        LogStats {
+            commits: c.commits.load(Ordering::Relaxed),
+            entries: c.entries.load(Ordering::Relaxed),
+            failed_commits: c.failed_commits.load(Ordering::Relaxed),
+        }
+    }
+
     /// The database.
     pub fn store(&self) -> &Store {
         &self.inner.store
@@ -166,6 +188,7 @@ async fn run_writer(
     store: Store,
     signer: Option<Arc<CheckpointSigner>>,
     settings: AuditSettings,
+    counters: Arc<Counters>,
 ) {
     let every = Duration::from_secs(settings.checkpoint_every_secs.max(1));
     let mut tick = tokio::time::interval(every);
@@ -183,7 +206,7 @@ async fn run_writer(
                         Err(_) => break,
                     }
                 }
-                commit_batch(&store, signer.as_deref(), &settings, &mut batch).await;
+                commit_batch(&store, signer.as_deref(), &settings, &counters, &mut batch).await;
             }
             _ = tick.tick() => {
                 if let Some(s) = &signer
@@ -200,16 +223,22 @@ async fn commit_batch(
     store: &Store,
     signer: Option<&CheckpointSigner>,
     settings: &AuditSettings,
+    counters: &Counters,
     batch: &mut Vec<Job>,
 ) {
     let result = write_batch(store, signer, settings, batch).await;
     match result {
         Ok(appended) => {
+            counters.commits.fetch_add(1, Ordering::Relaxed);
+            counters
+                .entries
+                .fetch_add(appended.len() as u64, Ordering::Relaxed);
             for (job, a) in batch.drain(..).zip(appended) {
                 let _ = job.done.send(Ok(a));
             }
         }
         Err(e) => {
+            counters.failed_commits.fetch_add(1, Ordering::Relaxed);
             tracing::error!(error = %e, entries = batch.len(), "disclosure log write failed");
             let msg = e.to_string();
             for job in batch.drain(..) {

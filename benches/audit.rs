@@ -1,0 +1,178 @@
+//! Disclosure-log benchmarks (`cargo bench --bench audit`):
+//!
+//! 1. durable append throughput through the group-commit path, on a SQLite file (WAL,
+//!    `synchronous = FULL`) with many concurrent appenders;
+//! 2. verification of that stored log (streamed from the database);
+//! 3. verification speed over a large chain held in memory.
+//!
+//! Sizes can be set with `AUDIT_BENCH_APPENDS`, `AUDIT_BENCH_APPENDERS`,
+//! `AUDIT_BENCH_MAX_BATCH` (the writer's `max_batch`) and `AUDIT_BENCH_VERIFY`;
+//! `AUDIT_BENCH_DROP_INDEXES=1` drops the secondary indexes first (to measure their cost).
+
+use std::time::Instant;
+
+use chrono::Utc;
+use coresponse_gateway::audit::{
+    self, Anchor, ChainHash, CheckpointSigner, DisclosureLog, Entry, EntryKind, FieldDisclosure,
+    LegalBasis, NewEntry, Outcome, RecordRef, SubjectKey,
+};
+use coresponse_gateway::config::{AuditSettings, StorageSettings};
+use coresponse_gateway::store::Store;
+
+fn env(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn entry(key: &SubjectKey, i: u64) -> NewEntry {
+    let mut e = NewEntry::new(EntryKind::Disclosure, Utc::now(), Outcome::Permit);
+    e.request_id = Some("0190f3a2-7b1c-7d4e-9a2b-3c4d5e6f7a8b".into());
+    e.decision_id = Some(format!("dec-{i}"));
+    e.policy_hash = Some("3f".repeat(32));
+    e.recipient_partner = Some("county-mh".into());
+    e.recipient_user = Some("clin-7".into());
+    e.recipient_role = Some("clinician".into());
+    e.purpose = Some("crisis-response".into());
+    e.basis = Some(LegalBasis::Mou {
+        mou_id: "mou-metro-county-2026".into(),
+        rule: "mh-crisis-incident".into(),
+    });
+    e.subject = Some(key.pseudonym("mrn", &format!("S-{}", i % 5000)));
+    e.record = Some(RecordRef {
+        kind: "crisis-incident".into(),
+        id: format!("inc-{i}"),
+    });
+    e.fields_disclosed = vec![
+        FieldDisclosure::new("time", "reveal"),
+        FieldDisclosure::new("location", "generalize"),
+        FieldDisclosure::new("narrative", "reveal"),
+        FieldDisclosure::new("safety_flags", "reveal"),
+        FieldDisclosure::new("callback_number", "mask"),
+    ];
+    e.fields_withheld = 4;
+    e.source_addr = Some("10.0.0.17:51234".into());
+    e.cert_sha256 = Some("ab".repeat(32));
+    e
+}
+
+fn main() {
+    let appends = env("AUDIT_BENCH_APPENDS", 100_000);
+    let appenders = env("AUDIT_BENCH_APPENDERS", 512);
+    let verify_n = env("AUDIT_BENCH_VERIFY", 1_000_000);
+    let key = SubjectKey::derive(&[7; 32]);
+
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(async {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(&StorageSettings {
+            url: format!("sqlite://{}", dir.path().join("bench.db").display()),
+            password_file: None,
+            max_connections: 4,
+        })
+        .await
+        .expect("store");
+        if std::env::var("AUDIT_BENCH_DROP_INDEXES").is_ok() {
+            // Diagnosis only: how much of the append cost is secondary-index maintenance.
+            sqlx::raw_sql(
+                "DROP INDEX audit_log_subject; DROP INDEX audit_log_recipient; \
+                 DROP INDEX audit_log_time; DROP INDEX audit_log_kind;",
+            )
+            .execute(store.pool())
+            .await
+            .expect("drop indexes");
+        }
+        let log = DisclosureLog::start(
+            store.clone(),
+            key.clone(),
+            Some(CheckpointSigner::from_seed(&[9; 32])),
+            AuditSettings {
+                max_batch: env("AUDIT_BENCH_MAX_BATCH", 512) as usize,
+                ..AuditSettings::default()
+            },
+        );
+        // Warm up (creates pages, prepares statements).
+        for i in 0..1000 {
+            log.append(entry(&key, i)).await.expect("append");
+        }
+        let per_task = appends / appenders;
+        let before = log.stats();
+        let started = Instant::now();
+        let tasks: Vec<_> = (0..appenders)
+            .map(|t| {
+                let log = log.clone();
+                let key = key.clone();
+                tokio::spawn(async move {
+                    for i in 0..per_task {
+                        log.append(entry(&key, t * per_task + i))
+                            .await
+                            .expect("append");
+                    }
+                })
+            })
+            .collect();
+        for t in tasks {
+            t.await.expect("task");
+        }
+        let secs = started.elapsed().as_secs_f64();
+        let n = per_task * appenders;
+        let after = log.stats();
+        let commits = after.commits - before.commits;
+        println!(
+            "durable append (SQLite WAL, synchronous=FULL, group commit, {appenders} concurrent \
+             appenders): {n} entries in {secs:.2} s = {:.0} entries/s ({commits} commits, \
+             {:.0} entries per commit)",
+            n as f64 / secs,
+            n as f64 / commits.max(1) as f64
+        );
+
+        let started = Instant::now();
+        let report = audit::verify_store(&store, log.checkpoint_key().as_ref(), None)
+            .await
+            .expect("verify");
+        let secs = started.elapsed().as_secs_f64();
+        assert!(report.ok(), "{report:?}");
+        println!(
+            "verify stored log (SQLite, streamed): {} entries in {secs:.2} s = {:.0} entries/s",
+            report.summary.entries_checked,
+            report.summary.entries_checked as f64 / secs
+        );
+    });
+
+    // An in-memory chain of realistic entries.
+    let mut chain: Vec<Entry> = Vec::with_capacity(verify_n as usize);
+    let mut prev = ChainHash::GENESIS;
+    for seq in 1..=verify_n {
+        let data = entry(&key, seq);
+        let hash = audit::entry_hash(seq, &prev, &data);
+        chain.push(Entry {
+            seq,
+            data,
+            prev_hash: prev,
+            hash,
+        });
+        prev = hash;
+    }
+    let mut buf = Vec::new();
+    let last = chain.last().map(|e| e.seq).unwrap_or(0);
+    audit::encode_into(&mut buf, last, &prev, &chain[chain.len() - 1].data);
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    for t in [1, threads] {
+        let started = Instant::now();
+        let summary =
+            audit::verify_entries_parallel(Anchor::GENESIS, &chain, Some((last, prev)), t);
+        let secs = started.elapsed().as_secs_f64();
+        assert!(summary.failure.is_none());
+        println!(
+            "verify in memory ({t} threads): {} entries ({} bytes encoded each) in {secs:.3} s \
+             = {:.0} entries/s",
+            summary.entries_checked,
+            buf.len(),
+            summary.entries_checked as f64 / secs
+        );
+    }
+}
