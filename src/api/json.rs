@@ -145,7 +145,9 @@ mod tests {
         let deep = format!("{}{}", "[".repeat(17), "]".repeat(17)).into_bytes();
         let err = extract("application/json", deep).await.unwrap_err();
         assert_eq!(err.code(), "json_too_deep");
-        let err = extract("application/json", b"{\"a\":".to_vec()).await.unwrap_err();
+        let err = extract("application/json", b"{\"a\":".to_vec())
+            .await
+            .unwrap_err();
         assert_eq!(err.code(), "invalid_json");
     }
 }
