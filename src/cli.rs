@@ -721,7 +721,9 @@ async fn audit_command(command: AuditCommand) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         AuditCommand::Purge { dry_run, .. } => {
-            let log = crate::startup::open_log(&settings, store)?;
+            let keyring =
+                crate::crypto::Keyring::open(&settings.crypto.master_key_file, &store).await?;
+            let log = crate::startup::open_log(&settings, store, &keyring)?;
             let report = retention::purge(&log, chrono::Utc::now(), dry_run).await?;
             println!("{}", serde_json::to_string_pretty(&report)?);
             Ok(ExitCode::SUCCESS)

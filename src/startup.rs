@@ -66,7 +66,7 @@ impl Application {
             .map_err(|e| anyhow::anyhow!("policy: {e}"))?;
         let store = Store::open(&settings.storage).await?;
         let keyring = Arc::new(Keyring::open(&settings.crypto.master_key_file, &store).await?);
-        let audit = open_log(&settings, store.clone())?;
+        let audit = open_log(&settings, store.clone(), &keyring)?;
         let security = SecuritySink::spawn(store.clone(), audit.clone());
         let verifier = Arc::new(PartnerCertVerifier::new(
             &settings.tls.client_ca,
@@ -128,8 +128,12 @@ impl Application {
 
 /// Starts the disclosure log writer: the pseudonym key is derived from the master key, the
 /// checkpoint key is read from `audit.checkpoint_key_file` (if set).
-pub fn open_log(settings: &Settings, store: Store) -> anyhow::Result<DisclosureLog> {
-    let subjects = SubjectKey::from_master_key_file(&settings.crypto.master_key_file)?;
+pub fn open_log(
+    settings: &Settings,
+    store: Store,
+    keyring: &Keyring,
+) -> anyhow::Result<DisclosureLog> {
+    let subjects = SubjectKey::new(keyring.subject_pseudonym_key());
     let signer = match &settings.audit.checkpoint_key_file {
         Some(path) => Some(CheckpointSigner::load(path)?),
         None => {

@@ -105,8 +105,6 @@ pub mod retention;
 mod verify;
 mod writer;
 
-use std::path::Path;
-
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
@@ -179,28 +177,12 @@ impl SubjectKey {
         Self(key)
     }
 
-    /// Derives the pseudonym key from the master key:
-    /// `HMAC-SHA256(key = master, message = "coresponse-gateway/subject-pseudonym/v1")`.
+    /// Derives a pseudonym key from 32 bytes of key material:
+    /// `HMAC-SHA256(key = material, message = "coresponse-gateway/subject-pseudonym/v1")`.
+    /// The gateway itself uses the keyring's stable subject-pseudonym key
+    /// ([`crate::crypto::Keyring::subject_pseudonym_key`]), which survives master-key rotation.
     pub fn derive(master: &[u8; 32]) -> Self {
         Self(hmac32(master, &[PSEUDONYM_KEY_LABEL]))
-    }
-
-    /// Reads the master key file (32 bytes, hex) and derives the pseudonym key from it.
-    pub fn from_master_key_file(path: &Path) -> Result<Self, LogError> {
-        let text = std::fs::read_to_string(path).map_err(|e| {
-            LogError::Key(format!(
-                "cannot read the master key `{}`: {e}",
-                path.display()
-            ))
-        })?;
-        let mut master = [0u8; 32];
-        hex::decode_to_slice(text.trim(), &mut master).map_err(|_| {
-            LogError::Key(format!(
-                "`{}` must hold a 32-byte key as 64 hex digits",
-                path.display()
-            ))
-        })?;
-        Ok(Self::derive(&master))
     }
 
     /// The pseudonym of the identifier `value` in the identifier system `system` (e.g. a

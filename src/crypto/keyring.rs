@@ -4,15 +4,18 @@
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-use secrecy::SecretBox;
+use secrecy::{ExposeSecret as _, SecretBox};
 
 use super::CryptoError;
-use super::envelope::{BlindIndex, DataKey, DataKeyId, KEY_PURPOSE_BLIND_INDEX};
+use super::envelope::{
+    BlindIndex, DataKey, DataKeyId, KEY_PURPOSE_BLIND_INDEX, KEY_PURPOSE_SUBJECT_PSEUDONYM,
+};
 use super::master::{KeyFileError, MasterKeys, MasterVersion};
 use crate::store::data_keys::{self, WrappedKeyRow};
 use crate::store::{Store, StoreError};
 
 const META_INDEX_KEY: &str = "blind_index_key_id";
+const META_PSEUDONYM_KEY: &str = "subject_pseudonym_key_id";
 const META_CHECK_PREFIX: &str = "master_key_check.v";
 const REWRAP_BATCH: i64 = 500;
 
@@ -100,10 +103,12 @@ pub struct RewrapReport {
     pub rewrapped: u64,
 }
 
-/// Master keys plus the blind-index key. Cheap to share behind an `Arc`.
+/// Master keys plus the stable keys (blind index, subject pseudonyms). Cheap to share behind
+/// an `Arc`.
 pub struct Keyring {
     master: MasterKeys,
     index_key: SecretBox<[u8; 32]>,
+    pseudonym_key: SecretBox<[u8; 32]>,
 }
 
 impl fmt::Debug for Keyring {
@@ -157,63 +162,89 @@ impl Keyring {
                 path: master_key_file.to_owned(),
             });
         }
-        let index_key = Self::load_or_create_index_key(&master, store).await?;
-        Ok(Self { master, index_key })
+        let index_key = Self::load_or_create_stable_key(
+            &master,
+            store,
+            META_INDEX_KEY,
+            KEY_PURPOSE_BLIND_INDEX,
+        )
+        .await?;
+        let pseudonym_key = Self::load_or_create_stable_key(
+            &master,
+            store,
+            META_PSEUDONYM_KEY,
+            KEY_PURPOSE_SUBJECT_PSEUDONYM,
+        )
+        .await?;
+        Ok(Self {
+            master,
+            index_key,
+            pseudonym_key,
+        })
     }
 
-    async fn load_or_create_index_key(
+    /// Loads a stable key (one that never changes, only its wrapping does) named by the
+    /// metadata entry `meta_key`, creating it on first start.
+    async fn load_or_create_stable_key(
         master: &MasterKeys,
         store: &Store,
+        meta_key: &str,
+        purpose: &str,
     ) -> Result<SecretBox<[u8; 32]>, KeyringError> {
-        if let Some(id) = store.meta_get(META_INDEX_KEY).await? {
-            return Self::load_index_key(master, store, &id).await;
+        if let Some(id) = store.meta_get(meta_key).await? {
+            return Self::load_stable_key(master, store, &id, purpose).await;
         }
         let (key, raw) = DataKey::generate().map_err(crypto_err("-"))?;
         let id = key.id();
-        let (version, wrapped) = master
-            .wrap(id, KEY_PURPOSE_BLIND_INDEX, &raw)
-            .map_err(crypto_err(id))?;
+        let (version, wrapped) = master.wrap(id, purpose, &raw).map_err(crypto_err(id))?;
         store
             .insert_data_key(
                 &WrappedKeyRow {
                     id: id.to_string(),
-                    purpose: KEY_PURPOSE_BLIND_INDEX.to_owned(),
+                    purpose: purpose.to_owned(),
                     master_version: version.to_db(),
                     wrapped,
                 },
                 chrono::Utc::now().timestamp_micros(),
             )
             .await?;
-        let winner = store.meta_init(META_INDEX_KEY, &id.to_string()).await?;
+        let winner = store.meta_init(meta_key, &id.to_string()).await?;
         if winner == id.to_string() {
             Ok(raw)
         } else {
             // Another gateway started at the same moment and its key won.
             store.delete_unused_data_key(&id.to_string()).await?;
-            Self::load_index_key(master, store, &winner).await
+            Self::load_stable_key(master, store, &winner, purpose).await
         }
     }
 
-    async fn load_index_key(
+    async fn load_stable_key(
         master: &MasterKeys,
         store: &Store,
         id: &str,
+        purpose: &str,
     ) -> Result<SecretBox<[u8; 32]>, KeyringError> {
         let missing = || KeyringError::Crypto {
             key: id.to_owned(),
-            source: CryptoError::Malformed("the blind-index key is missing from `data_keys`"),
+            source: CryptoError::Malformed("a stable key is missing from `data_keys`"),
         };
         let row = store.data_key(id).await?.ok_or_else(missing)?;
         let key_id = DataKeyId::parse(&row.id).ok_or_else(missing)?;
-        if row.purpose != KEY_PURPOSE_BLIND_INDEX {
+        if row.purpose != purpose {
             return Err(missing());
         }
         let version = MasterVersion::from_db(row.master_version)
             .ok_or(CryptoError::Malformed("master version"))
             .map_err(crypto_err(id))?;
         master
-            .unwrap(key_id, KEY_PURPOSE_BLIND_INDEX, version, &row.wrapped)
+            .unwrap(key_id, purpose, version, &row.wrapped)
             .map_err(crypto_err(id))
+    }
+
+    /// The disclosure log's subject-pseudonym key: random, stored wrapped, never rotated, so a
+    /// subject's pseudonym (and accounting) survives master-key rotation and retirement.
+    pub fn subject_pseudonym_key(&self) -> [u8; 32] {
+        *self.pseudonym_key.expose_secret()
     }
 
     /// The master keys.

@@ -10,6 +10,7 @@ use coresponse_gateway::audit::{
     self, CheckpointExport, DisclosureLog, EntryKind, FailureKind, FieldDisclosure, LegalBasis,
     NewEntry, Outcome, RecordRef, query, retention,
 };
+use coresponse_gateway::crypto::Keyring;
 use coresponse_gateway::startup::open_log;
 use coresponse_gateway::store::Store;
 use serde_json::Value;
@@ -30,7 +31,10 @@ async fn fresh(db: Db) -> Fresh {
     let dir = tempfile::tempdir().unwrap();
     let s = support::settings(db, dir.path()).await;
     let store = Store::open(&s.storage).await.unwrap();
-    let log = open_log(&s, store.clone()).unwrap();
+    let keyring = Keyring::open(&s.crypto.master_key_file, &store)
+        .await
+        .unwrap();
+    let log = open_log(&s, store.clone(), &keyring).unwrap();
     Fresh {
         log,
         store,
@@ -133,7 +137,10 @@ async fn two_gateways_on_one_database_never_fork_the_chain() {
         let mut s = support::settings(db, dir.path()).await;
         s.storage.url = a.url.clone();
         let store_b = Store::open(&s.storage).await.unwrap();
-        let log_b = open_log(&s, store_b.clone()).unwrap();
+        let keyring_b = Keyring::open(&s.crypto.master_key_file, &store_b)
+            .await
+            .unwrap();
+        let log_b = open_log(&s, store_b.clone(), &keyring_b).unwrap();
         let mut tasks = Vec::new();
         for i in 0..400 {
             let log = if i % 2 == 0 {

@@ -713,12 +713,20 @@ async fn rotate_and_rewrap_keep_every_record_readable() {
             written.push(rec);
         }
         let original_key_file = std::fs::read_to_string(&env.key_file).unwrap();
+        let pseudonym_key_before = Keyring::open(&env.key_file, &env.store)
+            .await
+            .unwrap()
+            .subject_pseudonym_key();
         let keys_before: Vec<(String, i64, Vec<u8>)> =
             sqlx::query_as("SELECT id, master_version, wrapped FROM data_keys ORDER BY id")
                 .fetch_all(env.store.pool())
                 .await
                 .unwrap();
-        assert_eq!(keys_before.len(), 6, "five records and the blind-index key");
+        assert_eq!(
+            keys_before.len(),
+            7,
+            "five records, the blind-index key and the subject-pseudonym key"
+        );
         let fields_before: Vec<(String, String, Vec<u8>)> =
             sqlx::query_as("SELECT id, field, ciphertext FROM record_fields ORDER BY id, field")
                 .fetch_all(env.store.pool())
@@ -751,10 +759,10 @@ async fn rotate_and_rewrap_keep_every_record_readable() {
             .retire(&env.store, MasterVersion::new(1).unwrap())
             .await
             .unwrap_err();
-        assert!(matches!(err, RetireError::InUse { count: 6, .. }), "{err}");
+        assert!(matches!(err, RetireError::InUse { count: 7, .. }), "{err}");
 
         let report = keyring.rewrap(&env.store).await.unwrap();
-        assert_eq!((report.current, report.rewrapped), (v2, 6));
+        assert_eq!((report.current, report.rewrapped), (v2, 7));
         assert_eq!(
             keyring.rewrap(&env.store).await.unwrap().rewrapped,
             0,
@@ -790,6 +798,8 @@ async fn rotate_and_rewrap_keep_every_record_readable() {
             .unwrap();
         let keyring = Keyring::open(&env.key_file, &env.store).await.unwrap();
         assert_eq!(keyring.master().versions().count(), 1);
+        // The disclosure log's subject pseudonyms survive rotation and retirement.
+        assert_eq!(keyring.subject_pseudonym_key(), pseudonym_key_before);
         for rec in &written {
             let got = env
                 .store
