@@ -64,6 +64,7 @@ impl Application {
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
         let policy = PolicySet::load(&settings.policy.dir, &settings.identity.partner_keys_dir)
             .map_err(|e| anyhow::anyhow!("policy: {e}"))?;
+        log_policy_warnings(&policy);
         let store = Store::open(&settings.storage).await?;
         let keyring = Arc::new(Keyring::open(&settings.crypto.master_key_file, &store).await?);
         let audit = open_log(&settings, store.clone(), &keyring)?;
@@ -159,6 +160,7 @@ impl AppState {
         let result = (|| -> anyhow::Result<String> {
             let s = &self.settings;
             let policy = PolicySet::load(&s.policy.dir, &s.identity.partner_keys_dir)?;
+            log_policy_warnings(&policy);
             self.verifier.reload(
                 &s.tls.crls,
                 &s.identity.trust_domain,
@@ -322,4 +324,20 @@ fn report_refused_handshake(
         cert_fingerprint: fingerprint,
         detail: reason,
     });
+}
+
+/// Reports what validation found worth a warning but not a refusal (e.g. an expired MOU,
+/// whose rules no longer apply), so an operator sees it at start-up and on reload.
+fn log_policy_warnings(policy: &PolicySet) {
+    for w in &policy.warnings {
+        tracing::warn!(
+            target: "policy",
+            code = w.code,
+            file = %w.file,
+            line = w.line,
+            column = w.column,
+            "{}",
+            w.message
+        );
+    }
 }
