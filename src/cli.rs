@@ -138,45 +138,7 @@ enum PolicyCommand {
         dir: PathBuf,
     },
     /// Print the decision for a request, field by field, with the reasons.
-    Explain {
-        /// Policy directory.
-        #[arg(long, default_value = "policies")]
-        dir: PathBuf,
-        /// The requesting partner, e.g. `county-mh`.
-        #[arg(long)]
-        partner: String,
-        /// A role of the requesting user; repeat for several.
-        #[arg(long = "role", required = true)]
-        roles: Vec<String>,
-        /// Purpose of use, e.g. `treatment`.
-        #[arg(long)]
-        purpose: String,
-        /// Record kind, e.g. `crisis-incident`.
-        #[arg(long)]
-        kind: String,
-        /// The partner holding the record (default: the only registered partner of the kind's
-        /// owner kind).
-        #[arg(long)]
-        holder: Option<String>,
-        /// A consent file (TOML, one consent); repeat for several.
-        #[arg(long = "consent")]
-        consents: Vec<PathBuf>,
-        /// The record's subject (default: the subject of the first consent).
-        #[arg(long)]
-        subject: Option<String>,
-        /// Decision time, RFC 3339 (default: now).
-        #[arg(long)]
-        at: Option<String>,
-        /// Emergency: the good-faith basis (with `--threat`, for purpose `emergency`).
-        #[arg(long)]
-        emergency_basis: Option<String>,
-        /// Emergency: the threat.
-        #[arg(long)]
-        threat: Option<String>,
-        /// Print the decision as JSON.
-        #[arg(long)]
-        json: bool,
-    },
+    Explain(Box<ExplainArgs>),
 }
 
 /// Parses the command line and runs it.
@@ -238,35 +200,8 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             command: PolicyCommand::Check { dir },
         } => Ok(policy_check(&dir)),
         Command::Policy {
-            command:
-                PolicyCommand::Explain {
-                    dir,
-                    partner,
-                    roles,
-                    purpose,
-                    kind,
-                    holder,
-                    consents,
-                    subject,
-                    at,
-                    emergency_basis,
-                    threat,
-                    json,
-                },
-        } => policy_explain(&ExplainArgs {
-            dir,
-            partner,
-            roles,
-            purpose,
-            kind,
-            holder,
-            consents,
-            subject,
-            at,
-            emergency_basis,
-            threat,
-            json,
-        }),
+            command: PolicyCommand::Explain(args),
+        } => policy_explain(&args),
         Command::Keys { command } => keys(command).await,
     }
 }
@@ -286,18 +221,45 @@ fn policy_check(dir: &Path) -> ExitCode {
     }
 }
 
+/// The request `policy explain` decides.
+#[derive(Debug, clap::Args)]
 struct ExplainArgs {
+    /// Policy directory.
+    #[arg(long, default_value = "policies")]
     dir: PathBuf,
+    /// The requesting partner, e.g. `county-mh`.
+    #[arg(long)]
     partner: String,
+    /// A role of the requesting user; repeat for several.
+    #[arg(long = "role", required = true)]
     roles: Vec<String>,
+    /// Purpose of use, e.g. `treatment`.
+    #[arg(long)]
     purpose: String,
+    /// Record kind, e.g. `crisis-incident`.
+    #[arg(long)]
     kind: String,
+    /// The partner holding the record (default: the only registered partner of the kind's
+    /// owner kind).
+    #[arg(long)]
     holder: Option<String>,
+    /// A consent file (TOML, one consent); repeat for several.
+    #[arg(long = "consent")]
     consents: Vec<PathBuf>,
+    /// The record's subject (default: the subject of the first consent).
+    #[arg(long)]
     subject: Option<String>,
+    /// Decision time, RFC 3339 (default: now).
+    #[arg(long)]
     at: Option<String>,
+    /// Emergency: the good-faith basis (with `--threat`, for purpose `emergency`).
+    #[arg(long)]
     emergency_basis: Option<String>,
+    /// Emergency: the threat.
+    #[arg(long)]
     threat: Option<String>,
+    /// Print the decision as JSON.
+    #[arg(long)]
     json: bool,
 }
 
