@@ -231,14 +231,15 @@ fn serve(
         .listen("gateway", listener, move || {
             let state = state.clone();
             let sink = state.security.clone();
+            let trust_domain = state.settings.identity.trust_domain.clone();
             let s = &state.settings.server;
             let http = HttpService::build()
                 .client_request_timeout(s.request_timeout())
                 .client_disconnect_timeout(s.disconnect_timeout())
                 .keep_alive(s.keep_alive())
-                .on_connect_ext(|io: &TlsStream<TcpStream>, ext| {
+                .on_connect_ext(move |io: &TlsStream<TcpStream>, ext| {
                     if let Some(leaf) = io.get_ref().1.peer_certificates().and_then(|c| c.first())
-                        && let Some(peer) = PeerCertificate::from_der(leaf)
+                        && let Some(peer) = PeerCertificate::from_der(leaf, &trust_domain)
                     {
                         ext.insert(peer);
                     }

@@ -9,17 +9,16 @@ use x509_parser::revocation_list::CertificateRevocationList;
 use super::CertIdentityError;
 use crate::domain::{CertFingerprint, PartnerId};
 
-/// The verified client certificate of a connection, as handlers see it.
+/// The verified client certificate of a connection, as handlers see it. Parsed once when the
+/// connection opens, so the per-request re-checks do no X.509 work.
 #[derive(Debug, Clone)]
 pub struct PeerCertificate {
-    /// DER of the leaf certificate.
-    pub der: Vec<u8>,
-    /// SHA-256 of `der`.
+    /// SHA-256 of the DER certificate.
     pub fingerprint: CertFingerprint,
-    /// Raw issuer distinguished name.
-    pub issuer_dn: Vec<u8>,
-    /// Raw serial number.
-    pub serial: Vec<u8>,
+    /// The partner named by the URI SAN, or why none is.
+    pub san_partner: Result<PartnerId, CertIdentityError>,
+    /// Issuer and serial number, in the form CRL entries are looked up by.
+    pub revocation_key: RevocationKey,
     /// Validity start, Unix seconds.
     pub not_before: i64,
     /// Validity end, Unix seconds.
@@ -27,14 +26,14 @@ pub struct PeerCertificate {
 }
 
 impl PeerCertificate {
-    /// Parses the fields the gateway needs from a DER certificate.
-    pub fn from_der(der: &[u8]) -> Option<Self> {
+    /// Parses the fields the gateway needs from a DER certificate; `trust_domain` is the one
+    /// partner SANs must use.
+    pub fn from_der(der: &[u8], trust_domain: &str) -> Option<Self> {
         let (_, cert) = X509Certificate::from_der(der).ok()?;
         Some(Self {
-            der: der.to_vec(),
             fingerprint: CertFingerprint::of_der(der),
-            issuer_dn: cert.issuer().as_raw().to_vec(),
-            serial: cert.raw_serial().to_vec(),
+            san_partner: partner_from_san(der, trust_domain),
+            revocation_key: revocation_key(cert.issuer().as_raw(), cert.raw_serial()),
             not_before: cert.validity().not_before.timestamp(),
             not_after: cert.validity().not_after.timestamp(),
         })
@@ -64,20 +63,30 @@ pub fn partner_from_san(der: &[u8], trust_domain: &str) -> Result<PartnerId, Cer
         .map_err(|_| CertIdentityError::Unregistered(id.chars().take(64).collect()))
 }
 
-/// (issuer DN, serial number) identifying one revoked certificate.
-pub(super) type RevokedSerial = (Vec<u8>, Vec<u8>);
+/// Identifies a certificate for revocation: the issuer DN's length (u32, big-endian), the raw
+/// issuer DN, then the raw serial number.
+pub type RevocationKey = Vec<u8>;
 
-/// (issuer DN, serial) of every certificate revoked by `crls`.
+fn revocation_key(issuer: &[u8], serial: &[u8]) -> RevocationKey {
+    let len = u32::try_from(issuer.len()).unwrap_or(u32::MAX);
+    let mut key = Vec::with_capacity(4 + issuer.len() + serial.len());
+    key.extend_from_slice(&len.to_be_bytes());
+    key.extend_from_slice(issuer);
+    key.extend_from_slice(serial);
+    key
+}
+
+/// The revocation key of every certificate revoked by `crls`.
 pub(super) fn revoked_serials(
     crls: &[CertificateRevocationListDer<'_>],
-) -> Result<HashSet<RevokedSerial>, String> {
+) -> Result<HashSet<RevocationKey>, String> {
     let mut out = HashSet::new();
     for crl in crls {
         let (_, parsed) =
             CertificateRevocationList::from_der(crl.as_ref()).map_err(|e| e.to_string())?;
-        let issuer = parsed.issuer().as_raw().to_vec();
+        let issuer = parsed.issuer().as_raw();
         for revoked in parsed.iter_revoked_certificates() {
-            out.insert((issuer.clone(), revoked.raw_serial().to_vec()));
+            out.insert(revocation_key(issuer, revoked.raw_serial()));
         }
     }
     Ok(out)

@@ -32,7 +32,7 @@ use rustls::{
     DigitallySignedStruct, DistinguishedName, RootCertStore, ServerConfig, SignatureScheme,
 };
 
-pub use identity::{PeerCertificate, partner_from_san};
+pub use identity::{PeerCertificate, RevocationKey, partner_from_san};
 
 use crate::domain::{CertFingerprint, PartnerId};
 
@@ -115,7 +115,7 @@ struct VerifierState {
     trust_domain: String,
     registered: HashSet<PartnerId>,
     /// (issuer DN, serial) of every revoked certificate, for the per-request re-check.
-    revoked: HashSet<identity::RevokedSerial>,
+    revoked: HashSet<identity::RevocationKey>,
 }
 
 /// Verifies partner client certificates: the chain and CRLs (rustls webpki), then the partner
@@ -222,12 +222,12 @@ impl PartnerCertVerifier {
         peer: &PeerCertificate,
         now_unix: i64,
     ) -> Result<PartnerId, CertIdentityError> {
-        let id = self.partner_of(&peer.der)?;
         let state = self.state.load();
-        if state
-            .revoked
-            .contains(&(peer.issuer_dn.clone(), peer.serial.clone()))
-        {
+        let id = peer.san_partner.clone()?;
+        if !state.registered.contains(&id) {
+            return Err(CertIdentityError::Unregistered(id.to_string()));
+        }
+        if state.revoked.contains(&peer.revocation_key) {
             return Err(CertIdentityError::Revoked);
         }
         if now_unix < peer.not_before || now_unix > peer.not_after {
