@@ -4,6 +4,7 @@
 mod audit;
 mod handshake;
 mod records_store;
+mod reload;
 mod robustness;
 mod storage;
 mod support;
