@@ -34,6 +34,7 @@ use crate::auth::Authenticated;
 use crate::domain::{PartnerKind, Principal};
 use crate::error::ApiError;
 use crate::startup::AppState;
+use crate::store::records::SubjectIdentifier;
 
 /// The role a compliance officer holds.
 pub const COMPLIANCE_ROLE: &str = "compliance";
@@ -161,7 +162,9 @@ fn subject(state: &AppState, system: &str, value: &str) -> Result<SubjectPseudon
             "use 1 to 256 characters without control characters",
         ));
     }
-    Ok(state.audit.pseudonym(system, value))
+    let id =
+        SubjectIdentifier::new(system, value).map_err(|e| bad_param("subject_value", e.rule))?;
+    Ok(state.audit.pseudonym(&id))
 }
 
 const LIST_PARAMS: [&str; 12] = [

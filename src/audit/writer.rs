@@ -15,6 +15,7 @@ use super::entry::{AppendedEntry, NewEntry};
 use super::{LogError, SubjectKey, SubjectPseudonym};
 use crate::config::AuditSettings;
 use crate::store::Store;
+use crate::store::records::SubjectIdentifier;
 
 struct Job {
     entry: NewEntry,
@@ -135,9 +136,11 @@ impl DisclosureLog {
             .ok_or_else(|| LogError::Invalid("nothing was appended".into()))
     }
 
-    /// The subject's pseudonym under the log's key.
-    pub fn pseudonym(&self, system: &str, value: &str) -> SubjectPseudonym {
-        self.inner.subjects.pseudonym(system, value)
+    /// The subject's pseudonym under the log's key, from the identifier's canonical form.
+    pub fn pseudonym(&self, subject: &SubjectIdentifier) -> SubjectPseudonym {
+        self.inner
+            .subjects
+            .pseudonym(subject.system(), subject.value())
     }
 
     /// The checkpoint public key, if checkpoints are signed.

@@ -131,8 +131,13 @@ string_type!(
 );
 
 /// An identifier of a record's subject in some partner's system, e.g.
-/// `{"system": "metro-pd", "value": "P-2231"}`. Compared and indexed byte for byte: the caller
-/// normalises (case, spacing) before storing or looking up. `Debug` hides the value.
+/// `{"system": "metro-pd", "value": "P-2231"}`. `Debug` hides the value.
+///
+/// Canonical form (the one every blind index, pseudonym and consent match uses): the value is
+/// trimmed and every run of white space inside it becomes one space; case is kept, because
+/// identifier systems differ on whether `p-2231` and `P-2231` are one person, and merging two
+/// people would disclose one person's records as another's. After that, identifiers are
+/// compared byte for byte.
 #[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(try_from = "RawSubject", deny_unknown_fields)]
 pub struct SubjectIdentifier {
@@ -158,7 +163,14 @@ impl SubjectIdentifier {
     /// `system`: 1 to 64 characters from `a-z`, `0-9`, `-`, `_`, `.`, `:`; `value`: 1 to 256
     /// characters, no control characters.
     pub fn new(system: impl Into<String>, value: impl Into<String>) -> Result<Self, InvalidInput> {
-        let (system, value) = (system.into(), value.into());
+        let (system, raw) = (system.into(), value.into());
+        if raw.chars().any(char::is_control) {
+            return Err(invalid(
+                "subject identifier value",
+                "use 1 to 256 characters without control characters",
+            ));
+        }
+        let value = canonical_value(&raw);
         let system_ok = !system.is_empty()
             && system.len() <= 64
             && system
@@ -188,6 +200,11 @@ impl SubjectIdentifier {
     pub fn value(&self) -> &str {
         &self.value
     }
+}
+
+/// Trims and collapses white space (see [`SubjectIdentifier`]).
+fn canonical_value(raw: &str) -> String {
+    raw.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
 /// A validated record to write. `Debug` shows field names, never values.
@@ -1109,6 +1126,17 @@ mod tests {
         assert!("".parse::<RecordId>().is_err());
         assert!(SubjectIdentifier::new("Metro PD", "x").is_err());
         assert!(SubjectIdentifier::new("metro-pd", "a\nb").is_err());
+        assert!(SubjectIdentifier::new("metro-pd", "   ").is_err());
+        assert_eq!(
+            SubjectIdentifier::new("metro-pd", "  P  2231 ").unwrap(),
+            SubjectIdentifier::new("metro-pd", "P 2231").unwrap(),
+            "white space is canonical"
+        );
+        assert_ne!(
+            SubjectIdentifier::new("metro-pd", "p-2231").unwrap(),
+            SubjectIdentifier::new("metro-pd", "P-2231").unwrap(),
+            "case is kept"
+        );
         let s: Result<SubjectIdentifier, _> =
             serde_json::from_str(r#"{"system":"metro-pd","value":"P-1","extra":1}"#);
         assert!(s.is_err());

@@ -13,6 +13,7 @@ use coresponse_gateway::audit::{
 use coresponse_gateway::crypto::Keyring;
 use coresponse_gateway::startup::open_log;
 use coresponse_gateway::store::Store;
+use coresponse_gateway::store::records::SubjectIdentifier;
 use serde_json::Value;
 
 use crate::support::{self, Db, TestApp, pki, spawn_app};
@@ -63,7 +64,7 @@ fn disclosure(
     e.recipient_user = Some("officer-17".into());
     e.recipient_role = Some("officer".into());
     e.purpose = Some(purpose.into());
-    e.subject = Some(log.pseudonym("mrn", subject));
+    e.subject = Some(log.pseudonym(&SubjectIdentifier::new("mrn", subject).unwrap()));
     e.record = Some(RecordRef {
         kind: "safety-plan".into(),
         id: "sp-1".into(),
@@ -633,7 +634,9 @@ async fn compliance_queries_filter_paginate_validate_and_are_logged() {
 
         // Every read was logged, with the subject as a pseudonym only.
         let reads = log_reads(&app).await;
-        let pseudonym = log.pseudonym("mrn", secret).to_hex();
+        let pseudonym = log
+            .pseudonym(&SubjectIdentifier::new("mrn", secret).unwrap())
+            .to_hex();
         assert!(
             reads
                 .iter()
@@ -720,7 +723,11 @@ async fn a_subjects_accounting_summarises_repeats_and_leaves_out_denials() {
         );
         assert_eq!(lines[1]["emergency"], true);
         assert!(lines[1]["purpose"].as_str().unwrap().contains("164.512(j)"));
-        assert_eq!(body["subject"], log.pseudonym("mrn", "S-9").to_hex());
+        assert_eq!(
+            body["subject"],
+            log.pseudonym(&SubjectIdentifier::new("mrn", "S-9").unwrap())
+                .to_hex()
+        );
 
         let res = get(&app, &who, "/v1/subjects/mrn/S-9/accounting?format=csv").await;
         assert_eq!(res.status(), 200);
