@@ -52,6 +52,20 @@ pub enum ApiError {
         /// Why, without revealing what is withheld.
         message: String,
     },
+    /// 403: a disclosure was decided and denied; the denial is in the disclosure log under
+    /// `disclosure_id` (sent as the `Disclosure-Id` header). The details name the reasons
+    /// (rules, consent, limits), never which fields exist.
+    #[error("{message}")]
+    Denied {
+        /// Stable code.
+        code: &'static str,
+        /// Why.
+        message: String,
+        /// The reasons and the decision id.
+        details: serde_json::Value,
+        /// The log entry recording the denial.
+        disclosure_id: u64,
+    },
     /// 404: no such resource or route.
     #[error("{message}")]
     NotFound {
@@ -131,6 +145,7 @@ impl ApiError {
             Self::BadRequest { code, .. }
             | Self::Unauthenticated { code, .. }
             | Self::Forbidden { code, .. }
+            | Self::Denied { code, .. }
             | Self::NotFound { code, .. }
             | Self::Conflict { code, .. } => code,
             Self::MethodNotAllowed => "method_not_allowed",
@@ -157,6 +172,7 @@ impl ApiError {
             Self::BadRequest { details, .. } | Self::Conflict { details, .. } => {
                 (self.to_string(), details.clone())
             }
+            Self::Denied { details, .. } => (self.to_string(), Some(details.clone())),
             _ => (self.to_string(), None),
         };
         ErrorBody {
@@ -172,7 +188,7 @@ impl ResponseError for ApiError {
         match self {
             Self::BadRequest { .. } => StatusCode::BAD_REQUEST,
             Self::Unauthenticated { .. } => StatusCode::UNAUTHORIZED,
-            Self::Forbidden { .. } => StatusCode::FORBIDDEN,
+            Self::Forbidden { .. } | Self::Denied { .. } => StatusCode::FORBIDDEN,
             Self::NotFound { .. } => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Self::Conflict { .. } => StatusCode::CONFLICT,
@@ -198,10 +214,16 @@ impl ResponseError for ApiError {
                 res.insert_header((header::WWW_AUTHENTICATE, v));
             }
         }
+        if let Self::Denied { disclosure_id, .. } = self {
+            res.insert_header((DISCLOSURE_ID, disclosure_id.to_string()));
+        }
         res.insert_header((header::CACHE_CONTROL, "no-store"));
         res.json(self.body())
     }
 }
+
+/// The response header naming the disclosure-log entries of an answer (or of a denial).
+pub const DISCLOSURE_ID: &str = "Disclosure-Id";
 
 impl From<sqlx::Error> for ApiError {
     fn from(e: sqlx::Error) -> Self {
@@ -219,6 +241,15 @@ mod tests {
             (ApiError::bad_request("x", "m"), 400),
             (ApiError::unauthenticated("x", "m"), 401),
             (ApiError::forbidden("x", "m"), 403),
+            (
+                ApiError::Denied {
+                    code: "x",
+                    message: "m".into(),
+                    details: serde_json::json!({}),
+                    disclosure_id: 7,
+                },
+                403,
+            ),
             (ApiError::not_found("x", "m"), 404),
             (ApiError::MethodNotAllowed, 405),
             (

@@ -41,6 +41,7 @@ pub mod config;
 pub mod consent;
 pub mod crypto;
 pub mod devinit;
+pub mod disclosure;
 pub mod domain;
 pub mod error;
 pub mod policy;

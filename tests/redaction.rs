@@ -154,7 +154,7 @@ fn pseudonyms_differ_across_recipients_and_a_kind_mismatch_fails_closed() {
     let mut seen = Vec::new();
     for (partner, role, purpose) in [
         ("county-mh", "intake-coordinator", "referral-followup"),
-        ("oversight", "compliance-officer", "audit"),
+        ("oversight", "compliance", "audit"),
     ] {
         let p = principal(&env.set, partner, role);
         let purpose: Purpose = purpose.parse().unwrap();

@@ -7,6 +7,8 @@ mod audit;
 mod health;
 mod json;
 mod middleware;
+mod purpose;
+mod records;
 mod whoami;
 
 use actix_web::{HttpRequest, error::JsonPayloadError, web};
@@ -14,8 +16,12 @@ use actix_web::{HttpRequest, error::JsonPayloadError, web};
 pub use audit::COMPLIANCE_ROLE;
 pub use json::{BoundedJson, check_depth};
 pub use middleware::{REQUEST_ID, RequestId, request_id};
+pub use purpose::{
+    EMERGENCY_BASIS, EMERGENCY_DESCRIPTION, EMERGENCY_SOURCE, PURPOSE_OF_USE, PurposeOfUse,
+};
 
 use crate::error::ApiError;
+use crate::store::records::SubjectIdentifier;
 
 /// Registers every route.
 pub fn configure(cfg: &mut web::ServiceConfig, body_limit: usize) {
@@ -34,6 +40,16 @@ pub fn configure(cfg: &mut web::ServiceConfig, body_limit: usize) {
     .route("/healthz", web::get().to(health::healthz))
     .route("/v1/whoami", web::get().to(whoami::whoami));
     audit::routes(cfg);
+    records::routes(cfg);
+}
+
+/// A subject identifier from the path `/v1/subjects/{system}/{value}/...`, in canonical form.
+pub(crate) fn subject_param(system: &str, value: &str) -> Result<SubjectIdentifier, ApiError> {
+    SubjectIdentifier::new(system, value).map_err(|e| ApiError::BadRequest {
+        code: "invalid_path",
+        message: format!("{e}"),
+        details: Some(serde_json::json!({ "parameter": e.what })),
+    })
 }
 
 fn json_error(e: JsonPayloadError, limit: usize) -> ApiError {

@@ -182,6 +182,20 @@ impl Cx<'_> {
         Some(out)
     }
 
+    fn boolean(&mut self, t: &dyn TableLike, key: &str, what: &str) -> Option<bool> {
+        let (item, span) = self.value(t, key, false, what, &None)?;
+        let b = item.as_bool();
+        if b.is_none() {
+            self.error(
+                "wrong-type",
+                span,
+                format!("`{key}` in {what} must be `true` or `false`"),
+                Some(format!("write `{key} = true`")),
+            );
+        }
+        b
+    }
+
     fn date(
         &mut self,
         t: &dyn TableLike,
@@ -462,12 +476,13 @@ fn check_partners(
 
 const KIND_FILE_KEYS: [&str; 2] = ["kind", "field"];
 const KIND_KEYS: [&str; 3] = ["id", "owner", "description"];
-const FIELD_KEYS: [&str; 6] = [
+const FIELD_KEYS: [&str; 7] = [
     "name",
     "type",
     "values",
     "labels",
     "writable_by",
+    "required",
     "description",
 ];
 const PARTNER_KINDS: [&str; 3] = ["police", "mental-health", "compliance"];
@@ -533,6 +548,7 @@ fn check_kind(f: &SourceFile, report: &mut Report) -> Option<Sp<RecordKind>> {
             .unwrap_or_default();
         let writable = cx.strings(t, "writable_by", false, "`[[field]]`", &span);
         let desc = cx.string(t, "description", false, "`[[field]]`", &span);
+        let required = cx.boolean(t, "required", "`[[field]]`").unwrap_or(false);
         let (Some(name), Some(ty)) = (name, ty) else {
             continue;
         };
@@ -634,6 +650,7 @@ fn check_kind(f: &SourceFile, report: &mut Report) -> Option<Sp<RecordKind>> {
                 ty,
                 labels: label_set,
                 writable_by,
+                required,
                 description: desc.map(|d| d.v).unwrap_or_default(),
             });
         }

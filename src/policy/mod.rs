@@ -15,6 +15,7 @@ pub mod limits;
 mod load;
 pub mod model;
 pub mod partners;
+pub mod schema;
 
 use std::collections::BTreeMap;
 use std::path::Path;

@@ -144,6 +144,8 @@ pub struct FieldDef {
     pub labels: BTreeSet<Label>,
     /// Partner kinds that may write the field (the owner by default).
     pub writable_by: BTreeSet<PartnerKind>,
+    /// Whether every record of the kind must hold the field.
+    pub required: bool,
     /// What the field holds, for people reading the policy.
     pub description: String,
 }

@@ -41,7 +41,10 @@ use sqlx::{Any, AnyConnection, Transaction};
 use super::data_keys::{self, WrappedKeyRow};
 use super::{Store, StoreError};
 use crate::crypto::{Binding, CryptoError, DataKey, KEY_PURPOSE_RECORD, Keyring};
+use crate::disclosure::Logged;
 use crate::domain::{PartnerId, UserId};
+use crate::policy::Permit;
+use crate::redaction::Record as RedactionInput;
 
 /// A record kind, e.g. `crisis-incident`: 1 to 64 characters from `a-z`, `0-9`, `-`, `_`,
 /// starting with a letter. Which kinds exist is policy.
@@ -281,6 +284,11 @@ pub struct PutOutcome {
 }
 
 /// A record read back and decrypted. `Debug` shows field names, never values.
+///
+/// The field values are private: they leave this type only through
+/// [`DecryptedRecord::open`], which takes the decision's [`Permit`] and the receipt of the
+/// disclosure's durable log entry ([`Logged`], which only [`crate::disclosure`] can make).
+/// So no code path can send a stored value anywhere without a permit and a log entry.
 #[derive(Clone, PartialEq)]
 pub struct DecryptedRecord {
     /// Kind.
@@ -299,8 +307,64 @@ pub struct DecryptedRecord {
     pub updated_at: DateTime<Utc>,
     /// The subject's identifiers (current ones).
     pub subjects: Vec<SubjectIdentifier>,
-    /// Field values.
-    pub fields: BTreeMap<String, Value>,
+    fields: BTreeMap<String, Value>,
+}
+
+/// A permit and a log receipt were presented for another record or decision.
+#[derive(Debug, thiserror::Error)]
+#[error("the permit or log receipt does not belong to record `{kind}/{id}`")]
+pub struct OpenRefused {
+    /// Kind.
+    pub kind: RecordKind,
+    /// Id.
+    pub id: RecordId,
+}
+
+impl DecryptedRecord {
+    /// The names of the fields this version holds (never their values).
+    pub fn field_names(&self) -> impl Iterator<Item = &str> {
+        self.fields.keys().map(String::as_str)
+    }
+
+    /// The values, as input for [`crate::redaction::apply`]: only for the permit of a decision
+    /// about this record's kind and holder, and only once that decision's log entry is durable.
+    pub fn open(self, permit: &Permit, logged: &Logged) -> Result<RedactionInput, OpenRefused> {
+        let ok = permit.kind() == self.kind.as_str()
+            && permit.holder() == &self.owner
+            && logged.decision_id() == permit.decision_id()
+            && logged.record() == (self.kind.as_str(), self.id.as_str());
+        if !ok {
+            return Err(OpenRefused {
+                kind: self.kind,
+                id: self.id,
+            });
+        }
+        Ok(RedactionInput {
+            kind: self.kind.into(),
+            id: self.id.into(),
+            fields: self.fields,
+        })
+    }
+
+    /// The values without a permit or log entry, for tests of the storage layer only (the
+    /// `test-support` feature; never in a gateway build).
+    #[cfg(feature = "test-support")]
+    pub fn into_fields_unaudited(self) -> BTreeMap<String, Value> {
+        self.fields
+    }
+}
+
+/// The record as the write path sees it inside [`edit_record`].
+#[derive(Debug)]
+pub struct CurrentRecord<'a> {
+    /// The owner.
+    pub owner: &'a PartnerId,
+    /// The current version.
+    pub version: i64,
+    /// The subject identifiers.
+    pub subjects: &'a [SubjectIdentifier],
+    /// The current field values (they stay inside the write transaction).
+    pub fields: &'a BTreeMap<String, Value>,
 }
 
 /// One entry of a record's history.
@@ -916,6 +980,46 @@ pub async fn put_record(
     })
 }
 
+/// Creates or changes a record inside `tx` from its current state: takes the record's write
+/// lock, reads the current version (`None` for a new record), lets `edit` compute the new
+/// record, and writes it with [`put_record`]. Concurrent edits of one record queue, so an
+/// edit never works from a stale version (e.g. two status transitions of one referral).
+pub async fn edit_record<E, F>(
+    tx: &mut Transaction<'_, Any>,
+    keyring: &Keyring,
+    kind: &RecordKind,
+    id: &RecordId,
+    author: &Author,
+    at: DateTime<Utc>,
+    edit: F,
+) -> Result<PutOutcome, E>
+where
+    E: From<RecordError>,
+    F: FnOnce(Option<CurrentRecord<'_>>) -> Result<NewRecord, E>,
+{
+    sqlx::query("UPDATE records SET updated_at_us = updated_at_us WHERE kind = $1 AND id = $2")
+        .bind(kind.as_str())
+        .bind(id.as_str())
+        .execute(&mut **tx)
+        .await
+        .map_err(RecordError::from)?;
+    let current = get_record(tx, keyring, kind, id, None).await?;
+    let next = edit(current.as_ref().map(|c| CurrentRecord {
+        owner: &c.owner,
+        version: c.version,
+        subjects: &c.subjects,
+        fields: &c.fields,
+    }))?;
+    if &next.kind != kind || &next.id != id {
+        return Err(RecordError::Invalid(invalid(
+            "record edit",
+            "an edit keeps the record's kind and id",
+        ))
+        .into());
+    }
+    Ok(put_record(tx, keyring, &next, author, at).await?)
+}
+
 /// Records whose subject has `subject` among its identifiers, optionally of one kind, found
 /// through the blind index. Each hit is confirmed by decrypting the stored identifier; a hit
 /// that does not authenticate or does not match fails the lookup with
@@ -1027,7 +1131,43 @@ pub async fn record_history(
     Ok(out)
 }
 
+/// Commits a record write; a concurrent write of the same record that won is
+/// [`RecordError::Conflict`].
+pub async fn commit_write(
+    tx: Transaction<'_, Any>,
+    kind: &RecordKind,
+    id: &RecordId,
+) -> Result<(), RecordError> {
+    tx.commit().await.map_err(|e| {
+        let e = StoreError::from(e);
+        if is_unique_violation(&e) {
+            RecordError::Conflict {
+                kind: kind.clone(),
+                id: id.clone(),
+            }
+        } else {
+            RecordError::Store(e)
+        }
+    })
+}
+
 impl Store {
+    /// The owner of a record, if it exists (no decryption).
+    pub async fn record_owner(
+        &self,
+        kind: &RecordKind,
+        id: &RecordId,
+    ) -> Result<Option<PartnerId>, RecordError> {
+        let mut conn = self.pool().acquire().await?;
+        let Some(row) = fetch_record_row(&mut conn, kind.as_str(), id.as_str()).await? else {
+            return Ok(None);
+        };
+        row.owner
+            .parse()
+            .map(Some)
+            .map_err(|_| integrity(&row.kind, &row.id, "owner"))
+    }
+
     /// [`put_record`] in its own transaction.
     pub async fn put_record(
         &self,
@@ -1038,17 +1178,7 @@ impl Store {
     ) -> Result<PutOutcome, RecordError> {
         let mut tx = self.pool().begin().await?;
         let outcome = put_record(&mut tx, keyring, rec, author, at).await?;
-        tx.commit().await.map_err(|e| {
-            let e = StoreError::from(e);
-            if is_unique_violation(&e) {
-                RecordError::Conflict {
-                    kind: rec.kind.clone(),
-                    id: rec.id.clone(),
-                }
-            } else {
-                RecordError::Store(e)
-            }
-        })?;
+        commit_write(tx, &rec.kind, &rec.id).await?;
         Ok(outcome)
     }
 
