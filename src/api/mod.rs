@@ -9,6 +9,7 @@ mod json;
 mod middleware;
 mod purpose;
 mod records;
+mod referrals;
 mod whoami;
 
 use actix_web::{HttpRequest, error::JsonPayloadError, web};
@@ -41,6 +42,7 @@ pub fn configure(cfg: &mut web::ServiceConfig, body_limit: usize) {
     .route("/v1/whoami", web::get().to(whoami::whoami));
     audit::routes(cfg);
     records::routes(cfg);
+    referrals::routes(cfg);
 }
 
 /// A subject identifier from the path `/v1/subjects/{system}/{value}/...`, in canonical form.

@@ -235,9 +235,21 @@ async fn get(
     path: web::Path<(String, String)>,
 ) -> Result<HttpResponse, ApiError> {
     let (kind, id) = path_record(&path.0, &path.1)?;
-    let (request_id, peer) = request_meta(&req);
-    let asker = asker(&who, &purpose, &request_id, &peer);
-    match disclosure::read_record(&state, &asker, &kind, &id).await? {
+    read_one(&state, &req, &who, &purpose, &kind, &id).await
+}
+
+/// Answers a read of one record through the disclosure path.
+pub(super) async fn read_one(
+    state: &AppState,
+    req: &HttpRequest,
+    who: &Principal,
+    purpose: &PurposeOfUse,
+    kind: &RecordKind,
+    id: &RecordId,
+) -> Result<HttpResponse, ApiError> {
+    let (request_id, peer) = request_meta(req);
+    let asker = asker(who, purpose, &request_id, &peer);
+    match disclosure::read_record(state, &asker, kind, id).await? {
         RecordAnswer::Disclosed(d) => Ok(HttpResponse::Ok()
             .insert_header((DISCLOSURE_ID, d.disclosure_id.to_string()))
             .insert_header((header::CACHE_CONTROL, "no-store"))

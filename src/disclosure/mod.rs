@@ -155,7 +155,7 @@ pub async fn read_record(
         let mut conn = state.store.pool().acquire().await?;
         records::get_record(&mut conn, &state.keyring, kind, id, None)
             .await
-            .map_err(|e| record_error(e))?
+            .map_err(record_error)?
     };
     match found {
         Some(rec) => disclose_one(state, &policy, asker, rec, now).await,
@@ -193,7 +193,7 @@ pub async fn read_subject(
         let mut conn = state.store.pool().acquire().await?;
         records::find_by_subject(&mut conn, &state.keyring, subject, kind)
             .await
-            .map_err(|e| record_error(e))?
+            .map_err(record_error)?
     };
     let mut out = SubjectAnswer {
         records: Vec::new(),
@@ -211,7 +211,7 @@ pub async fn read_subject(
             let mut conn = state.store.pool().acquire().await?;
             records::get_record(&mut conn, &state.keyring, &r.kind, &r.id, None)
                 .await
-                .map_err(|e| record_error(e))?
+                .map_err(record_error)?
         };
         // Deleted between the lookup and the read: nothing to disclose.
         let Some(rec) = rec else { continue };

@@ -32,6 +32,11 @@ pub struct FieldProblem {
 }
 
 impl FieldProblem {
+    /// A value that does not fit its field's type.
+    pub fn wrong_type(field: &str, message: impl Into<String>) -> Self {
+        Self::new(field, "wrong_type", message)
+    }
+
     fn new(field: &str, code: &'static str, message: impl Into<String>) -> Self {
         Self {
             field: field.to_owned(),
