@@ -158,9 +158,7 @@ fn parse(req: &HttpRequest) -> Result<PurposeOfUse, ApiError> {
         other => {
             return Err(bad_header(
                 EMERGENCY_BASIS,
-                format!(
-                    "must be `actual-knowledge` or `credible-representation`, not `{other}`"
-                ),
+                format!("must be `actual-knowledge` or `credible-representation`, not `{other}`"),
             ));
         }
     };

@@ -134,9 +134,12 @@ async fn create(
         })?;
     let incident_kind = RecordKind::try_from(INCIDENT_KIND.to_owned())
         .unwrap_or_else(|_| unreachable!("a valid kind name"));
-    let incident: RecordId = body.incident_id.parse().map_err(|e: records::InvalidInput| {
-        ApiError::bad_request("unknown_incident", format!("`incident_id`: {e}"))
-    })?;
+    let incident: RecordId = body
+        .incident_id
+        .parse()
+        .map_err(|e: records::InvalidInput| {
+            ApiError::bad_request("unknown_incident", format!("`incident_id`: {e}"))
+        })?;
     let owner = state
         .store
         .record_owner(&incident_kind, &incident)

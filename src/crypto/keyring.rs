@@ -253,8 +253,9 @@ impl Keyring {
     /// and separate from the log's subject pseudonyms.
     pub fn redaction_secret(&self) -> secrecy::SecretBox<[u8; 32]> {
         use hmac::{Hmac, Mac};
-        let mut mac = <Hmac<sha2::Sha256> as Mac>::new_from_slice(self.pseudonym_key.expose_secret())
-            .unwrap_or_else(|_| unreachable!("HMAC accepts keys of any length"));
+        let mut mac =
+            <Hmac<sha2::Sha256> as Mac>::new_from_slice(self.pseudonym_key.expose_secret())
+                .unwrap_or_else(|_| unreachable!("HMAC accepts keys of any length"));
         mac.update(b"coresponse-gateway/redaction-pseudonym/v1");
         secrecy::SecretBox::new(Box::new(mac.finalize().into_bytes().into()))
     }

@@ -286,7 +286,10 @@ async fn disclose_one(
             .collect();
         entry.fields_withheld = count(present.len().saturating_sub(disclosed.len()));
         entry.fields_disclosed = disclosed;
-        if permit.fields().iter().any(|p| p.transform == Transform::Encrypt)
+        if permit
+            .fields()
+            .iter()
+            .any(|p| p.transform == Transform::Encrypt)
             && recipient_key(policy, permit).is_none()
         {
             return Err(ApiError::Internal(anyhow::anyhow!(
@@ -323,8 +326,9 @@ async fn disclose_one(
         pseudonym_secret: secret.expose_secret(),
         recipient_key: recipient_key(policy, &permit),
     };
-    let mut out = redaction::apply(&permit, &input, &keys)
-        .map_err(|e| ApiError::Internal(anyhow::anyhow!("redaction of a logged disclosure: {e}")))?;
+    let mut out = redaction::apply(&permit, &input, &keys).map_err(|e| {
+        ApiError::Internal(anyhow::anyhow!("redaction of a logged disclosure: {e}"))
+    })?;
     view.apply(&mut out.fields);
     let mut body = json!({
         "kind": out.kind,

@@ -355,7 +355,8 @@ mod tests {
         assert!(check_value(&d(FieldType::Text), &json!("a\nb")).is_ok());
         assert!(check_value(&d(FieldType::List), &json!(["a", 1])).is_err());
         assert!(check_value(&d(FieldType::String), &Value::Null).is_err());
-        let addr = json!({"street": "1 Main St", "city": "Metro City", "state": "ST", "zip": "00001"});
+        let addr =
+            json!({"street": "1 Main St", "city": "Metro City", "state": "ST", "zip": "00001"});
         assert!(check_value(&d(FieldType::Address), &addr).is_ok());
         let bad = json!({"city": "Metro City", "state": "ST", "zip": "x", "county": "y"});
         assert!(check_value(&d(FieldType::Address), &bad).is_err());

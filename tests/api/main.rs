@@ -3,6 +3,7 @@
 
 mod audit;
 mod handshake;
+mod records_api;
 mod records_store;
 mod reload;
 mod robustness;
