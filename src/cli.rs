@@ -491,14 +491,29 @@ async fn demo(dir: &Path, policies: &Path, listen: &str) -> anyhow::Result<ExitC
          --partner county-mh --user clin-7 --role clinician)\" \\\n    \
          https://localhost:{port}/v1/whoami\n"
     );
-    serve(settings).await
+    serve_with(settings, true).await
 }
 
 async fn serve(settings: Settings) -> anyhow::Result<ExitCode> {
+    serve_with(settings, false).await
+}
+
+/// Runs the gateway; with `seed`, first writes the demo data into an empty database.
+async fn serve_with(settings: Settings, seed: bool) -> anyhow::Result<ExitCode> {
     crate::telemetry::init(&settings.log);
     let app = Application::build(settings).await?;
-    tracing::info!(addr = %app.addr(), "gateway listening");
     let state = app.state();
+    if seed {
+        let report = devinit::seed::seed(&state).await?;
+        if report.records > 0 {
+            tracing::info!(
+                records = report.records,
+                consents = report.consents,
+                "demo data written"
+            );
+        }
+    }
+    tracing::info!(addr = %app.addr(), "gateway listening");
     let handle = app.handle();
     #[cfg(unix)]
     {

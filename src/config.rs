@@ -37,6 +37,25 @@ pub struct Settings {
     /// The disclosure log.
     #[serde(default)]
     pub audit: AuditSettings,
+    /// Emergency access.
+    #[serde(default)]
+    pub emergency: EmergencySettings,
+}
+
+/// Emergency access, HIPAA 164.512(j) (`[emergency]`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EmergencySettings {
+    /// How long one emergency assertion lasts, per subject and user, in seconds: reads within
+    /// it share one review; after it, a new assertion opens a new window and a new review.
+    /// Default: 3600.
+    pub window_secs: u64,
+}
+
+impl Default for EmergencySettings {
+    fn default() -> Self {
+        Self { window_secs: 3600 }
+    }
 }
 
 /// The HTTPS listener and its robustness limits.

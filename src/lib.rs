@@ -43,6 +43,7 @@ pub mod crypto;
 pub mod devinit;
 pub mod disclosure;
 pub mod domain;
+pub mod emergency;
 pub mod error;
 pub mod policy;
 pub mod redaction;

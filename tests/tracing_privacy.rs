@@ -27,7 +27,9 @@ impl Write for Capture {
     }
 }
 
-fn who(partner: &str, user: &str, roles: &[&str]) -> ((String, String), String) {
+type Who = ((String, String), String);
+
+fn who(partner: &str, user: &str, roles: &[&str]) -> Who {
     let id = pki().partner_cert(partner);
     let token = pki().token(partner, user, roles, &id.0);
     (id, token)
@@ -49,7 +51,7 @@ async fn tracing_output_holds_no_personal_data() {
     let app = spawn_app(Db::Sqlite).await;
     let officer = who("metro-pd", "officer-17", &["officer"]);
     let clinician = who("county-mh", "clin-3", &["clinician"]);
-    let send = |w: &((String, String), String), method: reqwest::Method, path: &str| {
+    let send = |w: &Who, method: reqwest::Method, path: &str| {
         client(Some(&w.0))
             .request(method, app.url(path))
             .bearer_auth(&w.1)
@@ -81,7 +83,8 @@ async fn tracing_output_holds_no_personal_data() {
             .unwrap();
         assert!(res.status().is_success(), "{}", res.text().await.unwrap());
     }
-    let reads: [(&((String, String), String), &str, &str, Vec<(&str, &str)>); 5] = [
+    type Read<'a> = (&'a Who, &'a str, &'a str, Vec<(&'a str, &'a str)>);
+    let reads: [Read<'_>; 5] = [
         (
             &clinician,
             "/v1/records/crisis-incident/INC-T1",
@@ -127,7 +130,11 @@ async fn tracing_output_holds_no_personal_data() {
         seen.push(res.status().as_u16());
         let _: Value = res.json().await.unwrap();
     }
-    assert_eq!(seen, [200, 200, 403, 200, 403], "the round exercised each path");
+    assert_eq!(
+        seen,
+        [200, 200, 403, 200, 403],
+        "the round exercised each path"
+    );
     app.stop().await;
 
     let out = String::from_utf8(capture.0.lock().unwrap().clone()).unwrap();

@@ -55,7 +55,12 @@ pub(super) fn routes(cfg: &mut web::ServiceConfig) {
 }
 
 /// A `log_read` entry for this request with `outcome`.
-fn read_entry(req: &HttpRequest, who: &Principal, outcome: Outcome, detail: String) -> NewEntry {
+pub(super) fn read_entry(
+    req: &HttpRequest,
+    who: &Principal,
+    outcome: Outcome,
+    detail: String,
+) -> NewEntry {
     let mut e = NewEntry::new(EntryKind::LogRead, Utc::now(), outcome);
     e.request_id = req.extensions().get::<RequestId>().map(|r| r.0.to_string());
     e.recipient_partner = Some(who.partner.to_string());
@@ -77,7 +82,7 @@ fn read_entry(req: &HttpRequest, who: &Principal, outcome: Outcome, detail: Stri
 }
 
 /// Refuses (and logs the refusal of) anyone but a compliance officer of a compliance partner.
-async fn authorize(
+pub(super) async fn authorize(
     state: &AppState,
     req: &HttpRequest,
     who: &Principal,

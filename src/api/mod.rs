@@ -10,6 +10,7 @@ mod middleware;
 mod purpose;
 mod records;
 mod referrals;
+mod reviews;
 mod whoami;
 
 use actix_web::{HttpRequest, error::JsonPayloadError, web};
@@ -43,6 +44,7 @@ pub fn configure(cfg: &mut web::ServiceConfig, body_limit: usize) {
     audit::routes(cfg);
     records::routes(cfg);
     referrals::routes(cfg);
+    reviews::routes(cfg);
 }
 
 /// A subject identifier from the path `/v1/subjects/{system}/{value}/...`, in canonical form.

@@ -43,11 +43,13 @@ pub enum EntryKind {
     ConsentChanged,
     /// Entries past retention were purged (covered by a verified checkpoint).
     LogPurged,
+    /// A compliance officer closed the review of an emergency access.
+    EmergencyReviewed,
 }
 
 impl EntryKind {
     /// Every kind, in a stable order.
-    pub const ALL: [EntryKind; 9] = [
+    pub const ALL: [EntryKind; 10] = [
         Self::Disclosure,
         Self::LogRead,
         Self::HandshakeRefused,
@@ -57,6 +59,7 @@ impl EntryKind {
         Self::KeyRotated,
         Self::ConsentChanged,
         Self::LogPurged,
+        Self::EmergencyReviewed,
     ];
 
     /// The stable name stored, hashed and shown.
@@ -71,6 +74,7 @@ impl EntryKind {
             Self::KeyRotated => "key_rotated",
             Self::ConsentChanged => "consent_changed",
             Self::LogPurged => "log_purged",
+            Self::EmergencyReviewed => "emergency_reviewed",
         }
     }
 }

@@ -8,6 +8,7 @@
 //! identity providers (see `certs/README.md`).
 
 pub mod pki;
+pub mod seed;
 
 use std::fs;
 use std::io::Write as _;

@@ -26,7 +26,7 @@ mod views;
 
 use std::collections::BTreeSet;
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, Duration, Utc};
 use secrecy::ExposeSecret as _;
 use serde_json::{Value, json};
 use tracing::instrument;
@@ -35,6 +35,7 @@ use uuid::Uuid;
 use crate::audit::{self, EntryKind, FieldDisclosure, LegalBasis, NewEntry};
 use crate::consent::{Consent, SubjectRef};
 use crate::domain::{Principal, Purpose};
+use crate::emergency;
 use crate::error::ApiError;
 use crate::policy::{
     self, Decision, EmergencyAssertion, Outcome, Permit, PolicySet, Reason, Request, Transform,
@@ -300,7 +301,42 @@ async fn disclose_one(
     } else {
         entry.fields_withheld = count(present.len());
     }
-    let appended = state.audit.append(entry).await.map_err(log_error)?;
+    let emergency = decision.is_permit() && asker.emergency.is_some();
+    let (appended, review) = if emergency {
+        let subject_key = entry
+            .subject
+            .map(|s| s.to_hex())
+            .unwrap_or_else(|| format!("record:{}/{}", rec.kind, rec.id));
+        let window = Duration::seconds(
+            i64::try_from(state.settings.emergency.window_secs).unwrap_or(i64::MAX / 1_000_000),
+        );
+        let mut tx = state.audit.begin().await.map_err(log_error)?;
+        let appended = state
+            .audit
+            .append_in_tx(&mut tx, entry)
+            .await
+            .map_err(log_error)?;
+        let p = asker.principal;
+        let review = emergency::record_access(
+            &mut tx,
+            emergency::Access {
+                partner: p.partner.as_str(),
+                user: p.user.as_str(),
+                subject: &subject_key,
+            },
+            appended.seq,
+            window,
+            now,
+        )
+        .await
+        .map_err(|e| ApiError::Unavailable(e.into()))?;
+        tx.commit()
+            .await
+            .map_err(|e| ApiError::Unavailable(e.into()))?;
+        (appended, Some(review))
+    } else {
+        (state.audit.append(entry).await.map_err(log_error)?, None)
+    };
     let logged = Logged {
         decision_id: decision.id,
         seq: appended.seq,
@@ -339,8 +375,8 @@ async fn disclose_one(
         "purpose": asker.purpose,
         "fields": out.fields,
     });
-    if asker.emergency.is_some() {
-        body["emergency"] = Value::Bool(true);
+    if let Some(r) = review {
+        body["emergency"] = json!({ "review_id": r.id, "review_opened": r.opened });
     }
     if !out.notices.is_empty() {
         body["notices"] = json!(out.notices);
