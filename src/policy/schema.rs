@@ -121,6 +121,7 @@ pub fn check_write(
             ));
         }
     }
+    problems.sort_by(|a, b| a.field.cmp(&b.field));
     if problems.is_empty() {
         Ok(out)
     } else {
