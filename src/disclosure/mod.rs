@@ -169,7 +169,9 @@ pub async fn read_record(
 pub struct SubjectAnswer {
     /// The records disclosed.
     pub records: Vec<DisclosedRecord>,
-    /// Log entries of every decision taken (disclosures and denials).
+    /// The log entries to quote to the caller: one per record disclosed, or, when nothing was
+    /// disclosed, the one entry recording that (never one per record denied, which would tell
+    /// the caller how many records it may not see).
     pub disclosure_ids: Vec<u64>,
 }
 
@@ -200,13 +202,8 @@ pub async fn read_subject(
         records: Vec::new(),
         disclosure_ids: Vec::new(),
     };
-    if refs.is_empty() {
-        let mut e = base_entry(asker, now, audit::Outcome::deny("no-records-found"));
-        e.subject = Some(state.audit.pseudonym(subject));
-        let appended = state.audit.append(e).await.map_err(log_error)?;
-        out.disclosure_ids.push(appended.seq);
-        return Ok(out);
-    }
+    let mut denied = 0_usize;
+    let found = refs.len();
     for r in refs {
         let rec = {
             let mut conn = state.store.pool().acquire().await?;
@@ -221,8 +218,19 @@ pub async fn read_subject(
                 out.disclosure_ids.push(d.disclosure_id);
                 out.records.push(d);
             }
-            RecordAnswer::Denied(d) => out.disclosure_ids.push(d.disclosure_id),
+            RecordAnswer::Denied(_) => denied += 1,
         }
+    }
+    if out.records.is_empty() {
+        // One entry whether nothing was found or everything was denied: the caller learns
+        // neither; the log (and the per-record denials in it) does.
+        let mut e = base_entry(asker, now, audit::Outcome::deny("nothing-disclosed"));
+        e.subject = Some(state.audit.pseudonym(subject));
+        e.detail = Some(format!(
+            "subject lookup: {found} record(s) found, {denied} denied"
+        ));
+        let appended = state.audit.append(e).await.map_err(log_error)?;
+        out.disclosure_ids.push(appended.seq);
     }
     Ok(out)
 }

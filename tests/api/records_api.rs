@@ -563,8 +563,8 @@ async fn subject_lookup_returns_only_what_the_caller_may_see() {
     assert_eq!(kinds, ["crisis-incident"]);
     assert_eq!(
         ids.unwrap().split(',').count(),
-        2,
-        "one decision per record, each logged"
+        1,
+        "the entry of the record disclosed, not of the one denied"
     );
     // White space in the identifier is canonical.
     let (s, _, b2) = read(
@@ -579,7 +579,7 @@ async fn subject_lookup_returns_only_what_the_caller_may_see() {
     assert_eq!(b2["records"].as_array().unwrap().len(), 1);
     // The police see nothing of the safety plan for crisis response without consent, and the
     // answer does not say that it exists.
-    let (s, _, b) = read(
+    let (s, ids_denied, b) = read(
         &app,
         &officer(),
         "/v1/subjects/county-mh/MRN-88/records",
@@ -588,7 +588,7 @@ async fn subject_lookup_returns_only_what_the_caller_may_see() {
     )
     .await;
     assert_eq!((s, b["records"].as_array().unwrap().len()), (200, 0), "{b}");
-    let (s, _, b_none) = read(
+    let (s, ids_none, b_none) = read(
         &app,
         &officer(),
         "/v1/subjects/county-mh/MRN-00/records",
@@ -597,6 +597,14 @@ async fn subject_lookup_returns_only_what_the_caller_may_see() {
     )
     .await;
     assert_eq!((s, &b_none), (200, &b));
+    assert_eq!(
+        (
+            ids_denied.unwrap().split(',').count(),
+            ids_none.unwrap().split(',').count()
+        ),
+        (1, 1),
+        "the header does not count the records withheld"
+    );
     let (s, _, b) = read(
         &app,
         &officer(),
