@@ -630,6 +630,9 @@ pub fn validate(
     // Completeness.
     let s = &d.scope;
     let scope_empty = s.kinds.is_empty() && s.categories.is_empty() && s.fields.is_empty();
+    // Part 2 information "described specifically": the sud category must come with the record
+    // kinds it is taken from (or the fields be named).
+    let sud_anywhere = part2 && s.categories.contains(&Label::Sud) && s.kinds.is_empty();
     let mut missing = Vec::new();
     if d.subjects.is_empty() {
         missing.push(Element::Subjects);
@@ -638,11 +641,7 @@ pub fn validate(
         Element::Subjects => !d.subjects.is_empty(),
         Element::PatientName => d.patient_name.is_some(),
         Element::Disclosers => !d.disclosers.is_empty(),
-        // Part 2 information "described specifically": the sud category must come with the
-        // record kinds it is taken from (or the fields be named).
-        Element::Scope => {
-            !scope_empty && !(part2 && s.categories.contains(&Label::Sud) && s.kinds.is_empty())
-        }
+        Element::Scope => !(scope_empty || sud_anywhere),
         Element::Recipients => !d.recipients.is_empty(),
         Element::Purposes => !d.purposes.is_empty(),
         Element::RevocationStatement => d.revocation_statement.is_some(),
