@@ -941,3 +941,59 @@ async fn the_cli_prints_coverage_offline() {
     assert!(String::from_utf8_lossy(&bad.stderr).contains("not a role of partner"));
     app.stop().await;
 }
+
+#[tokio::test]
+async fn consents_stay_readable_across_master_key_rotation_rewrap_and_retirement() {
+    use coresponse_gateway::consent::directive::{self, ConsentDirective};
+    use coresponse_gateway::crypto::{Keyring, MasterVersion};
+    use coresponse_gateway::policy::PolicySet;
+    use coresponse_gateway::store::Store;
+    use coresponse_gateway::store::records::Author;
+
+    for db in BOTH {
+        let dir = tempfile::tempdir().unwrap();
+        let key_file = dir.path().join("master.key");
+        std::fs::write(&key_file, hex::encode(rand::random::<[u8; 32]>())).unwrap();
+        let settings = support::settings(db, dir.path()).await;
+        let store = Store::open(&settings.storage).await.unwrap();
+        let keyring = Keyring::open(&key_file, &store).await.unwrap();
+        let (policy, _) =
+            PolicySet::load_unkeyed(&support::repo_root().join("policies"), Utc::now()).unwrap();
+        let submitted: ConsentDirective = serde_json::from_value(part2_consent()).unwrap();
+        let valid = directive::validate(&submitted, &policy, Utc::now()).unwrap();
+        let author = Author {
+            partner: "county-mh".parse().unwrap(),
+            user: "clin-7".parse().unwrap(),
+        };
+        let mut tx = store.pool().begin().await.unwrap();
+        registry::create(
+            &mut tx,
+            &keyring,
+            "consent-rotation-1",
+            &valid,
+            &author,
+            Utc::now(),
+        )
+        .await
+        .unwrap();
+        tx.commit().await.unwrap();
+
+        Keyring::rotate(&key_file, &store).await.unwrap();
+        let keyring = Keyring::open(&key_file, &store).await.unwrap();
+        assert!(keyring.rewrap(&store).await.unwrap().rewrapped >= 1);
+        keyring
+            .retire(&store, MasterVersion::new(1).unwrap())
+            .await
+            .unwrap();
+        let keyring = Keyring::open(&key_file, &store).await.unwrap();
+        let as_subject: SubjectRef = "s-1".parse().unwrap();
+        let mut conn = store.pool().acquire().await.unwrap();
+        let found = registry::for_subjects(&mut conn, &keyring, &[mrn()], &as_subject)
+            .await
+            .unwrap();
+        assert_eq!(found.len(), 1, "{db:?}");
+        assert_eq!(found[0].id, "consent-rotation-1");
+        drop(conn);
+        store.close().await;
+    }
+}
