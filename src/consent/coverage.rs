@@ -1,7 +1,7 @@
 //! Consent coverage: which fields of each record kind would flow to a recipient for a purpose,
 //! given a subject's consents and the MOUs, and why (or why not).
 //!
-//! The answer is computed by the pure [`decide`] itself, once per record kind, holder and role,
+//! The answer is computed by the pure [`decide()`] itself, once per record kind, holder and role,
 //! with a synthetic principal of the recipient partner, so it is exactly what a request made now
 //! would get. Used by `GET /v1/subjects/{system}/{value}/coverage` and by
 //! `coresponse-gateway consent coverage` (offline, on the database).
