@@ -21,7 +21,7 @@ use chrono::{DateTime, Duration, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use super::{COMPLIANCE_ROLE, RequestId};
+use super::{BoundedJson, COMPLIANCE_ROLE, RequestId};
 use crate::audit::{EntryKind, LegalBasis, NewEntry, Outcome, SubjectPseudonym};
 use crate::auth::Authenticated;
 use crate::consent::SubjectRef;
@@ -35,8 +35,6 @@ use crate::error::ApiError;
 use crate::policy::PolicySet;
 use crate::startup::AppState;
 use crate::store::records::{Author, SubjectIdentifier};
-
-use super::BoundedJson;
 
 /// How far in the future a revocation's `received_at` may be (clock skew).
 const RECEIVED_AT_SKEW_SECS: i64 = 300;

@@ -278,7 +278,7 @@ impl CoverageReport {
             self.subject,
             self.recipient,
             self.purpose,
-            self.at.to_rfc3339(),
+            self.at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
             self.policy_set.get(..12).unwrap_or(&self.policy_set)
         );
         if self.consents.is_empty() {
