@@ -1,4 +1,4 @@
-//! The command line: `demo`, `init`, `serve`, `token`, `policy`, `keys`, `audit`.
+//! The command line: `demo`, `init`, `serve`, `token`, `policy`, `keys`, `audit`, `consent`.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -90,6 +90,18 @@ enum Command {
         #[command(subcommand)]
         command: AuditCommand,
     },
+    /// Inspect the consent registry (offline, on the database).
+    Consent {
+        #[command(subcommand)]
+        command: ConsentCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum ConsentCommand {
+    /// Which fields of each record kind would flow to a recipient for a purpose, given the
+    /// subject's consents and the MOUs, and why.
+    Coverage(Box<crate::consent::coverage::CoverageArgs>),
 }
 
 #[derive(Debug, Subcommand)]
@@ -196,6 +208,9 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Audit { command } => audit_command(command).await,
+        Command::Consent {
+            command: ConsentCommand::Coverage(args),
+        } => crate::consent::coverage::run_cli(&args).await,
         Command::Policy {
             command: PolicyCommand::Check { dir },
         } => Ok(policy_check(&dir)),

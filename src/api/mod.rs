@@ -4,6 +4,7 @@
 //! [`ApiError`], the JSON 404/405 fallbacks.
 
 mod audit;
+mod consents;
 mod health;
 mod json;
 mod middleware;
@@ -42,6 +43,7 @@ pub fn configure(cfg: &mut web::ServiceConfig, body_limit: usize) {
     .route("/healthz", web::get().to(health::healthz))
     .route("/v1/whoami", web::get().to(whoami::whoami));
     audit::routes(cfg);
+    consents::routes(cfg);
     records::routes(cfg);
     referrals::routes(cfg);
     reviews::routes(cfg);

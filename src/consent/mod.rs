@@ -1,14 +1,24 @@
-//! Consent directives as an input to the decision.
+//! Consent directives: the decision input, the registry that keeps them, and coverage.
 //!
 //! A [`Consent`] is the person's authorization for one flow: who may disclose, to whom, for which
 //! purposes, what information (whole record kinds, sensitivity categories or named fields), from
-//! when until when, and whether it has been revoked. It is a plain data type with pure queries;
-//! the consent registry (storage, revocation workflow, 42 CFR 2.31 element checks) builds on it.
+//! when until when (a date, or an event), and whether it has been revoked. It is a plain data
+//! type with pure queries. Around it:
+//!
+//! - [`directive`]: the directive as a partner submits it, validated against the policy set and
+//!   the elements of 42 CFR 2.31;
+//! - [`registry`]: directives sealed at rest with their history (creation, revocation), and
+//!   [`registry::for_subjects`], the decision inputs for a record's subject;
+//! - [`coverage`]: which fields would flow to a recipient for a purpose, and why.
 //!
 //! Security role: `decide` only counts a consent that [`Consent::is_active`] at the decision time
 //! and that [`Consent::covers`] the exact flow; a revoked consent stops the very next decision.
 //! Psychotherapy notes are covered only when a consent names the field itself
 //! ([`Consent::names_field`]), never by a category or a whole record kind.
+
+pub mod coverage;
+pub mod directive;
+pub mod registry;
 
 use std::collections::BTreeSet;
 use std::fmt;
@@ -96,8 +106,15 @@ pub struct Consent {
     pub scope: ConsentScope,
     /// From when it is valid.
     pub valid_from: DateTime<Utc>,
-    /// When it expires (exclusive). A consent must state an expiration.
-    pub expires: DateTime<Utc>,
+    /// When it expires (exclusive). `None` when the consent ends on an event instead
+    /// ([`Consent::expiry_event`], e.g. "end of the treatment episode"): the gateway cannot
+    /// observe such an event, so the consent stays in force until it is revoked, which is how
+    /// the event is recorded. The registry refuses a consent that states neither.
+    #[serde(default)]
+    pub expires: Option<DateTime<Utc>>,
+    /// The event on which the consent expires, as written in the signed form.
+    #[serde(default)]
+    pub expiry_event: Option<String>,
     /// When it was revoked, if it was.
     #[serde(default)]
     pub revoked_at: Option<DateTime<Utc>>,
@@ -119,10 +136,11 @@ pub struct ConsentQuery<'a> {
 }
 
 impl Consent {
-    /// Whether the consent is in force at `now`: started, not expired, not revoked.
+    /// Whether the consent is in force at `now`: started, not expired (a consent with an
+    /// expiration event and no date has no end date), not revoked.
     pub fn is_active(&self, now: DateTime<Utc>) -> bool {
         self.valid_from <= now
-            && now < self.expires
+            && self.expires.is_none_or(|expires| now < expires)
             && self.revoked_at.is_none_or(|revoked| now < revoked)
     }
 
@@ -194,7 +212,8 @@ mod tests {
                 fields: ["safety-plan.crisis_contacts".into()].into(),
             },
             valid_from: at("2026-01-01T00:00:00Z"),
-            expires: at("2027-01-01T00:00:00Z"),
+            expires: Some(at("2027-01-01T00:00:00Z")),
+            expiry_event: None,
             revoked_at: None,
         }
     }
@@ -208,6 +227,39 @@ mod tests {
         c.revoked_at = Some(at("2026-03-01T00:00:00Z"));
         assert!(c.is_active(at("2026-02-28T00:00:00Z")));
         assert!(!c.is_active(at("2026-03-01T00:00:00Z")));
+    }
+
+    #[test]
+    fn an_event_expiry_is_in_force_until_revoked() {
+        let mut c = consent();
+        c.expires = None;
+        c.expiry_event = Some("end of the treatment episode".into());
+        assert!(!c.is_active(at("2025-12-31T23:59:59Z")));
+        assert!(c.is_active(at("2026-06-01T00:00:00Z")));
+        assert!(c.is_active(at("2040-01-01T00:00:00Z")));
+        c.revoked_at = Some(at("2030-01-01T00:00:00Z"));
+        assert!(c.is_active(at("2029-12-31T23:59:59Z")));
+        assert!(!c.is_active(at("2030-01-01T00:00:00Z")));
+    }
+
+    #[test]
+    fn consent_files_may_state_an_event_instead_of_a_date() {
+        let c: Consent = toml::from_str(
+            r#"
+            id = "c-9"
+            subject = "subj-1"
+            disclosers = ["county-mh"]
+            recipients = ["metro-pd"]
+            purposes = ["crisis-response"]
+            valid_from = "2026-01-01T00:00:00Z"
+            expiry_event = "end of the treatment episode"
+            [scope]
+            kinds = ["safety-plan"]
+            "#,
+        )
+        .unwrap();
+        assert_eq!(c.expires, None);
+        assert!(c.is_active(at("2030-01-01T00:00:00Z")));
     }
 
     #[test]

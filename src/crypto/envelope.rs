@@ -13,6 +13,8 @@ use super::CryptoError;
 
 /// `purpose` of a record's data key in the `data_keys` table.
 pub const KEY_PURPOSE_RECORD: &str = "record";
+/// `purpose` of a consent directive's data key in the `data_keys` table.
+pub const KEY_PURPOSE_CONSENT: &str = "consent";
 /// `purpose` of the blind-index key in the `data_keys` table.
 pub const KEY_PURPOSE_BLIND_INDEX: &str = "blind-index";
 /// Purpose of the disclosure log's subject-pseudonym key (a stable key, like the blind-index key).
@@ -25,6 +27,9 @@ const FIELD_LABEL: &[u8] = b"coresponse-gateway/field/v1";
 const SUBJECT_LABEL: &[u8] = b"coresponse-gateway/subject-identifier/v1";
 const MANIFEST_LABEL: &[u8] = b"coresponse-gateway/version-manifest/v1";
 const INDEX_LABEL: &[u8] = b"coresponse-gateway/blind-index/v1";
+const CONSENT_DIRECTIVE_LABEL: &[u8] = b"coresponse-gateway/consent-directive/v1";
+const CONSENT_EVENT_LABEL: &[u8] = b"coresponse-gateway/consent-event/v1";
+const CONSENT_SUBJECT_LABEL: &[u8] = b"coresponse-gateway/consent-subject/v1";
 
 /// Appends `bytes` with a 4-byte big-endian length prefix (canonical, unambiguous encoding).
 pub(crate) fn lp(out: &mut Vec<u8>, bytes: &[u8]) {
@@ -114,6 +119,29 @@ pub enum Binding<'a> {
         /// Position in the list.
         position: i64,
     },
+    /// The body of a consent directive (what the person agreed to), at one version.
+    ConsentDirective {
+        /// Consent id.
+        consent_id: &'a str,
+        /// The partner that collected the consent.
+        collected_by: &'a str,
+        /// Directive version (1 for the directive as given).
+        version: i64,
+    },
+    /// One event of a consent's history (creation, revocation), at its place in the history.
+    ConsentEvent {
+        /// Consent id.
+        consent_id: &'a str,
+        /// Event number, from 1.
+        seq: i64,
+    },
+    /// A subject identifier named by a consent, at its position in the consent's list.
+    ConsentSubject {
+        /// Consent id.
+        consent_id: &'a str,
+        /// Position in the list.
+        position: i64,
+    },
 }
 
 impl Binding<'_> {
@@ -156,6 +184,29 @@ impl Binding<'_> {
                 lp(&mut aad, kind.as_bytes());
                 lp(&mut aad, id.as_bytes());
                 lp(&mut aad, owner.as_bytes());
+                lp(&mut aad, &position.to_be_bytes());
+            }
+            Binding::ConsentDirective {
+                consent_id,
+                collected_by,
+                version,
+            } => {
+                lp(&mut aad, CONSENT_DIRECTIVE_LABEL);
+                lp(&mut aad, consent_id.as_bytes());
+                lp(&mut aad, collected_by.as_bytes());
+                lp(&mut aad, &version.to_be_bytes());
+            }
+            Binding::ConsentEvent { consent_id, seq } => {
+                lp(&mut aad, CONSENT_EVENT_LABEL);
+                lp(&mut aad, consent_id.as_bytes());
+                lp(&mut aad, &seq.to_be_bytes());
+            }
+            Binding::ConsentSubject {
+                consent_id,
+                position,
+            } => {
+                lp(&mut aad, CONSENT_SUBJECT_LABEL);
+                lp(&mut aad, consent_id.as_bytes());
                 lp(&mut aad, &position.to_be_bytes());
             }
         }
@@ -360,6 +411,74 @@ mod tests {
             other_key.open(&b, &ct),
             Err(CryptoError::WrongDataKey { .. })
         ));
+    }
+
+    #[test]
+    fn consent_ciphertexts_open_only_in_their_place() {
+        let (key, _) = DataKey::generate().unwrap();
+        let body = Binding::ConsentDirective {
+            consent_id: "c-1",
+            collected_by: "county-mh",
+            version: 1,
+        };
+        let ct = key.seal(&body, b"{}").unwrap();
+        assert!(key.open(&body, &ct).is_ok());
+        let elsewhere = [
+            Binding::ConsentDirective {
+                consent_id: "c-2",
+                collected_by: "county-mh",
+                version: 1,
+            },
+            Binding::ConsentDirective {
+                consent_id: "c-1",
+                collected_by: "metro-pd",
+                version: 1,
+            },
+            Binding::ConsentDirective {
+                consent_id: "c-1",
+                collected_by: "county-mh",
+                version: 2,
+            },
+            Binding::ConsentEvent {
+                consent_id: "c-1",
+                seq: 1,
+            },
+            Binding::ConsentSubject {
+                consent_id: "c-1",
+                position: 1,
+            },
+        ];
+        for other in elsewhere {
+            assert!(
+                matches!(key.open(&other, &ct), Err(CryptoError::Authentication)),
+                "{other:?}"
+            );
+        }
+        let event = Binding::ConsentEvent {
+            consent_id: "c-1",
+            seq: 2,
+        };
+        let ct = key.seal(&event, b"{}").unwrap();
+        assert!(key.open(&event, &ct).is_ok());
+        let earlier = Binding::ConsentEvent {
+            consent_id: "c-1",
+            seq: 1,
+        };
+        assert!(key.open(&earlier, &ct).is_err());
+        // The same numbers in a consent subject binding give another associated data.
+        let k = key.id();
+        assert_ne!(
+            Binding::ConsentEvent {
+                consent_id: "c-1",
+                seq: 0
+            }
+            .aad(k),
+            Binding::ConsentSubject {
+                consent_id: "c-1",
+                position: 0
+            }
+            .aad(k)
+        );
     }
 
     #[test]

@@ -6,9 +6,9 @@
 //!   ([`MasterKeys`]); the database never holds them. Each has a version; the highest version
 //!   in the file is current. The database records a key check value of each version (an HMAC
 //!   of a fixed label under the key), so start-up can refuse a key file that does not match.
-//! - **Data keys** (DEKs): random 256-bit AES keys, one per stored record, kept in the
-//!   `data_keys` table wrapped (AES-256-GCM) under a master-key version. Rotation re-wraps
-//!   them; the field ciphertexts they protect are never touched.
+//! - **Data keys** (DEKs): random 256-bit AES keys, one per stored record and one per consent
+//!   directive, kept in the `data_keys` table wrapped (AES-256-GCM) under a master-key
+//!   version. Rotation re-wraps them; the field ciphertexts they protect are never touched.
 //! - **The blind-index key**: one random 256-bit HMAC key, stored wrapped like a data key. Its
 //!   value never changes, so lookups by subject identifier keep working across master-key
 //!   rotations; only its wrapping changes.
@@ -34,7 +34,8 @@ mod keyring;
 mod master;
 
 pub use envelope::{
-    Binding, BlindIndex, DataKey, DataKeyId, KEY_PURPOSE_BLIND_INDEX, KEY_PURPOSE_RECORD,
+    Binding, BlindIndex, DataKey, DataKeyId, KEY_PURPOSE_BLIND_INDEX, KEY_PURPOSE_CONSENT,
+    KEY_PURPOSE_RECORD,
 };
 pub use keyring::{Keyring, KeyringError, RetireError, RewrapReport};
 pub use master::{KeyFileError, MasterKeys, MasterVersion};
