@@ -117,7 +117,14 @@ async fn main() {
     let token = pki().token("county-mh", "clin-7", &["clinician"], &clinician.0);
     println!("{connections} connections, {secs} s each, HTTP/1.1 keep-alive, mutual TLS");
 
-    let health = load(app.url("/healthz"), clinician.clone(), vec![], connections, secs).await;
+    let health = load(
+        app.url("/healthz"),
+        clinician.clone(),
+        vec![],
+        connections,
+        secs,
+    )
+    .await;
     report("GET /healthz", &health);
 
     let read = load(

@@ -33,7 +33,7 @@ use tracing::instrument;
 use uuid::Uuid;
 
 use crate::audit::{self, EntryKind, FieldDisclosure, LegalBasis, NewEntry};
-use crate::consent::{Consent, SubjectRef};
+use crate::consent::{Consent, SubjectRef, registry};
 use crate::domain::{Principal, Purpose};
 use crate::emergency;
 use crate::error::ApiError;
@@ -246,13 +246,16 @@ fn subject_ref(state: &AppState, rec: &DecryptedRecord) -> Result<SubjectRef, Ap
         .map_err(|e| ApiError::Internal(anyhow::anyhow!("subject reference: {e}")))
 }
 
-/// The subject's consents, as decision input.
+/// The subject's consents (matched by any of the record's identifiers), read live for every
+/// decision, as decision input. A consent whose stored data does not authenticate fails the
+/// read: a decision is never taken on a partial view of the person's consents.
 async fn consents_for(
-    _state: &AppState,
-    _subjects: &[SubjectIdentifier],
-    _as_subject: &SubjectRef,
+    state: &AppState,
+    subjects: &[SubjectIdentifier],
+    as_subject: &SubjectRef,
 ) -> Result<Vec<Consent>, ApiError> {
-    Ok(Vec::new())
+    let mut conn = state.store.pool().acquire().await?;
+    Ok(registry::for_subjects(&mut conn, &state.keyring, subjects, as_subject).await?)
 }
 
 /// The single disclosure function: decide, log durably, open, redact, answer.
