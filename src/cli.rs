@@ -500,11 +500,13 @@ async fn demo(dir: &Path, policies: &Path, listen: &str) -> anyhow::Result<ExitC
     let d = dir.display();
     let cfg = config.display();
     println!(
-        "\nThe gateway is starting on https://localhost:{port}. Try (from another terminal):\n\n  \
+        "\nThe gateway is starting on https://localhost:{port} with demo data. Try (from another \
+         terminal; more journeys in the README, \"Try it\"):\n\n  \
          curl --cacert {d}/ca.pem --cert {d}/county-mh.pem --key {d}/county-mh-key.pem \\\n    \
          -H \"Authorization: Bearer $(cargo run -q --release -- token --config {cfg} \
          --partner county-mh --user clin-7 --role clinician)\" \\\n    \
-         https://localhost:{port}/v1/whoami\n"
+         -H \"Purpose-Of-Use: treatment\" \\\n    \
+         https://localhost:{port}/v1/records/crisis-incident/INC-2026-0042\n"
     );
     serve_with(settings, true).await
 }

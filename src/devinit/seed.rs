@@ -9,6 +9,9 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, Duration, SecondsFormat, Utc};
 use serde_json::{Value, json};
 
+use crate::audit::{EntryKind, LegalBasis, NewEntry, Outcome};
+use crate::consent::directive::{self, ConsentDirective};
+use crate::consent::registry;
 use crate::startup::AppState;
 use crate::store::records::{Author, NewRecord, SubjectIdentifier};
 
@@ -288,6 +291,59 @@ pub async fn seed(state: &AppState) -> anyhow::Result<SeedReport> {
         ),
     )
     .await?;
+    // Jordan consented (a complete 42 CFR 2.31 form) to responding officers seeing the crisis
+    // extract of the safety plan, and to the police seeing how the referral progresses.
+    let consent = json!({
+        "subjects": [{"system": "county-mh", "value": "MRN-1001"}, {"system": "metro-pd", "value": "P-2231"}],
+        "patient_name": "Jordan Example",
+        "disclosers": ["county-mh"],
+        "recipients": ["metro-pd"],
+        "purposes": ["crisis-response", "referral-followup"],
+        "scope": {
+            "kinds": ["referral"],
+            "fields": ["safety-plan.updated_on", "safety-plan.deescalation_preferences",
+                       "safety-plan.crisis_contacts"]
+        },
+        "valid_from": ts(now - Duration::days(10)),
+        "expires": ts(now + Duration::days(365)),
+        "signature_reference": "DMS-DEMO-0001 (signed consent form)",
+        "signed_on": (now - Duration::days(10)).date_naive().to_string(),
+        "revocation_statement": "You may revoke this consent at any time by telling County \
+            Behavioral Health Services in writing; disclosures already made stand."
+    });
+    d.consent("CONSENT-DEMO-1", consent).await?;
     let report = d.report;
     Ok(report)
+}
+
+impl Demo<'_> {
+    /// Records a consent as the county clinician who collected it, with its log entry.
+    async fn consent(&mut self, id: &str, body: Value) -> anyhow::Result<()> {
+        let directive: ConsentDirective = serde_json::from_value(body)?;
+        let policy = self.state.policy.load_full();
+        let valid = directive::validate(&directive, &policy, self.now)
+            .map_err(|e| anyhow::anyhow!("demo consent {id}: {e:?}"))?;
+        let author = Author {
+            partner: "county-mh".parse()?,
+            user: "clin-7".parse()?,
+        };
+        let mut tx = self.state.audit.begin().await?;
+        registry::create(&mut tx, &self.state.keyring, id, &valid, &author, self.now).await?;
+        let mut e = NewEntry::new(EntryKind::ConsentChanged, self.now, Outcome::Permit);
+        e.recipient_partner = Some(author.partner.to_string());
+        e.recipient_user = Some(author.user.to_string());
+        e.basis = Some(LegalBasis::Consent {
+            consent_id: id.to_owned(),
+        });
+        e.subject = valid
+            .directive
+            .subjects
+            .first()
+            .map(|s| self.state.audit.pseudonym(s));
+        e.detail = Some(format!("consent {id} recorded (demo data)"));
+        self.state.audit.append_in_tx(&mut tx, e).await?;
+        tx.commit().await?;
+        self.report.consents += 1;
+        Ok(())
+    }
 }

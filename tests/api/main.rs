@@ -4,6 +4,7 @@
 mod audit;
 mod consent_live;
 mod consents;
+mod demo;
 mod emergency;
 mod handshake;
 mod records_api;
