@@ -239,7 +239,10 @@ pub async fn read_subject(
 /// first identifier. Consents are matched to the record by any of its identifiers.
 fn subject_ref(state: &AppState, rec: &DecryptedRecord) -> Result<SubjectRef, ApiError> {
     let text = match rec.subjects.first() {
-        Some(s) => format!("subj-{}", &state.audit.pseudonym(s).to_hex()[..32]),
+        Some(s) => {
+            let hex = state.audit.pseudonym(s).to_hex();
+            format!("subj-{}", hex.get(..32).unwrap_or(&hex))
+        }
         None => format!("record-{}-{}", rec.kind, rec.id),
     };
     text.parse()
@@ -318,9 +321,9 @@ async fn disclose_one(
             .subject
             .map(|s| s.to_hex())
             .unwrap_or_else(|| format!("record:{}/{}", rec.kind, rec.id));
-        let window = Duration::seconds(
-            i64::try_from(state.settings.emergency.window_secs).unwrap_or(i64::MAX / 1_000_000),
-        );
+        // At most a year, whatever the configuration says.
+        let secs = state.settings.emergency.window_secs.min(366 * 24 * 3600);
+        let window = Duration::seconds(i64::try_from(secs).unwrap_or(3600));
         let mut tx = state.audit.begin().await.map_err(log_error)?;
         let appended = state
             .audit
