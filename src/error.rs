@@ -1,6 +1,6 @@
 //! The one error type of the HTTP API.
 //!
-//! Every handler and extractor fails with an [`ApiError`]; [`ApiError::status`] maps each
+//! Every handler and extractor fails with an [`ApiError`]; its `status_code` maps each
 //! variant to its status code with an exhaustive match, so a new variant cannot ship without a
 //! status. Client errors (4xx) carry a stable machine-readable `code` and a message saying
 //! what to fix. Server errors (5xx) are opaque to the client: the detail is logged under the

@@ -4,7 +4,7 @@
 //! [`read_subject`], and both go through one function, `disclose_one`:
 //!
 //! 1. read and decrypt the record (a [`DecryptedRecord`], whose values are private);
-//! 2. load the subject's consents and decide ([`crate::policy::decide`], pure);
+//! 2. load the subject's consents and decide ([`crate::policy::decide()`], pure);
 //! 3. append the disclosure-log entry describing exactly what will leave (or the denial) and
 //!    wait until it is durable;
 //! 4. only then open the values ([`DecryptedRecord::open`] takes the decision's permit and

@@ -4,7 +4,7 @@
 //! format is documented in `policies/README.md`). Parsing, validation and decision are separate
 //! modules: [`PolicySet::check`] validates a directory and reports every problem with file,
 //! line, column and hint; [`PolicySet::load`] also loads key material and refuses a set with
-//! errors; [`decide`] is pure.
+//! errors; [`decide()`] is pure.
 //!
 //! A [`PolicySet`] is immutable once loaded; the running gateway swaps a whole new set in on
 //! reload (SIGHUP) only if it validates, so a bad edit never replaces a good set.
