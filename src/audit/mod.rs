@@ -40,11 +40,14 @@
 //! | source_addr, cert_sha256, detail | opt-str each |
 //!
 //! where `str` is a u32 byte length (4 bytes big-endian) followed by the UTF-8 bytes, and
-//! `opt-str` is `00` for absent or `01` followed by a `str`. Stored hashes and pseudonyms are
-//! lower-case hex. In the database the basis is split into `basis_kind` (`mou`, `consent`,
-//! `emergency`), `basis_ref` (MOU id, consent id or stated basis) and `basis_rule`; the fields
-//! disclosed are a JSON array of `{"field", "transform"}` objects. A verifier reads the row,
-//! rebuilds `E` and compares; entry `n` must carry entry `n - 1`'s hash as its previous hash.
+//! `opt-str` is `00` for absent or `01` followed by a `str`. In the `audit_log` table the
+//! previous hash, the entry hash and the subject pseudonym are stored as their 32 raw bytes
+//! (BLOB on SQLite, BYTEA on PostgreSQL); the head row and the checkpoints keep hashes as
+//! lower-case hex, and the API, reports and CLI show every hash and pseudonym as lower-case
+//! hex. In the database the basis is split into `basis_kind` (`mou`, `consent`, `emergency`),
+//! `basis_ref` (MOU id, consent id or stated basis) and `basis_rule`; the fields disclosed are
+//! a JSON array of `{"field", "transform"}` objects. A verifier reads the row, rebuilds `E`
+//! and compares; entry `n` must carry entry `n - 1`'s hash as its previous hash.
 //!
 //! # Chain, head and checkpoints
 //!
@@ -78,7 +81,9 @@
 //! Concurrent appends are batched by one writer task into one transaction and one flush
 //! (group commit); each caller is woken with its own sequence number once that commit is
 //! done, or with an error for the whole batch. Any error means nothing may be disclosed: the
-//! API maps every [`LogError`] to an opaque 503.
+//! API maps every [`LogError`] to an opaque 503. On SQLite the writer task keeps a native
+//! connection of its own (same WAL and `synchronous = FULL` settings as the pool) and inserts
+//! each batch with a few multi-row INSERTs; on PostgreSQL it uses a pooled connection.
 //!
 //! For a record read, "the entry commits in the same transaction as the read it describes"
 //! holds as follows: the read path reads the record, decides and redacts into the answer
