@@ -399,26 +399,39 @@ async fn keys(command: KeysCommand) -> anyhow::Result<ExitCode> {
     };
     let settings = Settings::load(config)?;
     let key_file = &settings.crypto.master_key_file;
+    if let KeysCommand::Status { .. } = command {
+        let store = Store::open_read_only(&settings.storage).await?;
+        let result = async {
+            let (master, unrecorded) = Keyring::inspect(key_file, &store).await?;
+            let counts = store.data_key_versions().await?;
+            let current = master.current();
+            for v in master.versions() {
+                let n = counts
+                    .iter()
+                    .find(|(cv, _)| *cv == v.to_db())
+                    .map_or(0, |(_, n)| *n);
+                let fp = master.fingerprint(v).unwrap_or_default();
+                let mark = if v == current { " (current)" } else { "" };
+                let note = if unrecorded.contains(&v) {
+                    "; not yet recorded in the database (no gateway has opened it)"
+                } else {
+                    ""
+                };
+                println!(
+                    "master key v{v}{mark}: check value {}..., wraps {n} data key(s){note}",
+                    fp.get(..12).unwrap_or_default()
+                );
+            }
+            anyhow::Ok(ExitCode::SUCCESS)
+        }
+        .await;
+        store.close().await;
+        return result;
+    }
     let store = Store::open(&settings.storage).await?;
     let result = async {
         match command {
-            KeysCommand::Status { .. } => {
-                let keyring = Keyring::open(key_file, &store).await?;
-                let counts = store.data_key_versions().await?;
-                let current = keyring.master().current();
-                for v in keyring.master().versions() {
-                    let n = counts
-                        .iter()
-                        .find(|(cv, _)| *cv == v.to_db())
-                        .map_or(0, |(_, n)| *n);
-                    let fp = keyring.master().fingerprint(v).unwrap_or_default();
-                    let mark = if v == current { " (current)" } else { "" };
-                    println!(
-                        "master key v{v}{mark}: check value {}..., wraps {n} data key(s)",
-                        fp.get(..12).unwrap_or_default()
-                    );
-                }
-            }
+            KeysCommand::Status { .. } => {}
             KeysCommand::Rotate { rewrap, .. } => {
                 Keyring::open(key_file, &store).await?;
                 let version = Keyring::rotate(key_file, &store).await?;
@@ -620,7 +633,14 @@ async fn audit_command(command: AuditCommand) -> anyhow::Result<ExitCode> {
         filter: "warn".into(),
         ..LogSettings::default()
     });
-    let store = crate::store::Store::open(&settings.storage).await?;
+    // Verifying and exporting change nothing: the database is opened read-only (and not
+    // migrated). A purge writes.
+    let store = match command {
+        AuditCommand::Purge { .. } => crate::store::Store::open(&settings.storage).await?,
+        AuditCommand::Verify { .. } | AuditCommand::Checkpoints { .. } => {
+            crate::store::Store::open_read_only(&settings.storage).await?
+        }
+    };
     let key = match &settings.audit.checkpoint_key_file {
         Some(p) => Some(CheckpointSigner::load(p)?.verifying_key()),
         None => None,

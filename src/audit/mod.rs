@@ -70,7 +70,8 @@
 //! and names the first failing entry and how it fails ([`FailureKind`]): altered, deleted
 //! (gap, renumbering or truncated tail), inserted, reordered, a broken link (an earlier entry
 //! rewritten and re-hashed) or a checkpoint mismatch. Partners' copies of checkpoints are
-//! checked the same way. Non-goal: the chain is not keyed, so entries appended after the
+//! checked the same way. The offline command opens the database read-only
+//! ([`Store::open_read_only`]): it creates, migrates and writes nothing. Non-goal: the chain is not keyed, so entries appended after the
 //! last checkpoint by someone who can write to the database and recompute hashes are caught
 //! only by the head row (also in the database); the checkpoint interval bounds that window.
 //!
