@@ -433,15 +433,28 @@ async fn keys(command: KeysCommand) -> anyhow::Result<ExitCode> {
         match command {
             KeysCommand::Status { .. } => {}
             KeysCommand::Rotate { rewrap, .. } => {
-                Keyring::open(key_file, &store).await?;
+                let previous = Keyring::open(key_file, &store).await?.master().current();
                 let version = Keyring::rotate(key_file, &store).await?;
                 let keyring = Keyring::open(key_file, &store).await?;
+                let log = crate::startup::open_log(&settings, store.clone(), &keyring)?;
+                let counts = data_key_counts(&store).await?;
+                record_key_event(
+                    &log,
+                    format!(
+                        "keys rotate: master key version {version} added to the key file and \
+                         made current (previous current version {previous}); data keys per \
+                         master-key version: {counts}"
+                    ),
+                    &format!("master key version {version} was added to the key file"),
+                )
+                .await?;
                 println!(
                     "added master key version {version} to {} (now current)",
                     key_file.display()
                 );
                 if rewrap {
                     let report = keyring.rewrap(&store).await?;
+                    record_rewrap(&log, &store, report).await?;
                     println!(
                         "re-wrapped {} data key(s) under version {}",
                         report.rewrapped, report.current
@@ -455,7 +468,9 @@ async fn keys(command: KeysCommand) -> anyhow::Result<ExitCode> {
             }
             KeysCommand::Rewrap { .. } => {
                 let keyring = Keyring::open(key_file, &store).await?;
+                let log = crate::startup::open_log(&settings, store.clone(), &keyring)?;
                 let report = keyring.rewrap(&store).await?;
+                record_rewrap(&log, &store, report).await?;
                 println!(
                     "re-wrapped {} data key(s) under version {}",
                     report.rewrapped, report.current
@@ -465,7 +480,25 @@ async fn keys(command: KeysCommand) -> anyhow::Result<ExitCode> {
                 let version = MasterVersion::new(version)
                     .ok_or_else(|| anyhow::anyhow!("master key versions start at 1"))?;
                 let keyring = Keyring::open(key_file, &store).await?;
+                let log = crate::startup::open_log(&settings, store.clone(), &keyring)?;
                 keyring.retire(&store, version).await?;
+                let remaining: Vec<String> = keyring
+                    .master()
+                    .versions()
+                    .filter(|v| *v != version)
+                    .map(|v| v.to_string())
+                    .collect();
+                record_key_event(
+                    &log,
+                    format!(
+                        "keys retire: master key version {version} removed from the key file \
+                         (no data key was wrapped under it); versions left: {} (current {})",
+                        remaining.join(", "),
+                        keyring.master().current()
+                    ),
+                    &format!("master key version {version} was removed from the key file"),
+                )
+                .await?;
                 println!(
                     "retired master key version {version}: removed from {}; destroy any backup \
                      copy of it according to the agency's key policy",
@@ -478,6 +511,61 @@ async fn keys(command: KeysCommand) -> anyhow::Result<ExitCode> {
     .await;
     store.close().await;
     result
+}
+
+/// Data keys per master-key version, for a log entry: `v1: 3, v2: 12` (or `none`).
+async fn data_key_counts(store: &crate::store::Store) -> anyhow::Result<String> {
+    let counts = store.data_key_versions().await?;
+    if counts.is_empty() {
+        return Ok("none".into());
+    }
+    Ok(counts
+        .iter()
+        .map(|(v, n)| format!("v{v}: {n}"))
+        .collect::<Vec<_>>()
+        .join(", "))
+}
+
+/// Appends the `key_rotated` entry of a rewrap and waits for its durable commit.
+async fn record_rewrap(
+    log: &crate::audit::DisclosureLog,
+    store: &crate::store::Store,
+    report: crate::crypto::RewrapReport,
+) -> anyhow::Result<()> {
+    let counts = data_key_counts(store).await?;
+    record_key_event(
+        log,
+        format!(
+            "keys rewrap: {} data key(s) re-wrapped under master key version {}; data keys per \
+             master-key version now: {counts}",
+            report.rewrapped, report.current
+        ),
+        &format!(
+            "{} data key(s) were re-wrapped under master key version {}",
+            report.rewrapped, report.current
+        ),
+    )
+    .await
+}
+
+/// Appends a `key_rotated` entry describing a key operation that has taken place and waits
+/// for its durable commit. `done` says what already changed, for the error if the entry
+/// cannot be written.
+async fn record_key_event(
+    log: &crate::audit::DisclosureLog,
+    detail: String,
+    done: &str,
+) -> anyhow::Result<()> {
+    use crate::audit::{EntryKind, NewEntry, Outcome};
+    let mut entry = NewEntry::new(EntryKind::KeyRotated, chrono::Utc::now(), Outcome::Permit);
+    entry.detail = Some(detail);
+    log.append(entry).await.map_err(|e| {
+        anyhow::anyhow!(
+            "{done}, but its disclosure-log entry could not be written ({e}); record the \
+             operation by other means and check the database"
+        )
+    })?;
+    Ok(())
 }
 
 async fn demo(dir: &Path, policies: &Path, listen: &str) -> anyhow::Result<ExitCode> {

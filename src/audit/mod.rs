@@ -86,6 +86,13 @@
 //! connection of its own (same WAL and `synchronous = FULL` settings as the pool) and inserts
 //! each batch with a few multi-row INSERTs; on PostgreSQL it uses a pooled connection.
 //!
+//! # Key operations
+//!
+//! `coresponse-gateway keys rotate`, `keys rewrap` and `keys retire` each append a
+//! `key_rotated` entry whose detail says what was done (versions and data-key counts, never
+//! key material) and wait for its durable commit before reporting success. If the entry
+//! cannot be written the command fails and says what had already changed.
+//!
 //! For a record read, "the entry commits in the same transaction as the read it describes"
 //! holds as follows: the read path reads the record, decides and redacts into the answer
 //! body, then appends the entry describing exactly that answer and awaits its durable commit;

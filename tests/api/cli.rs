@@ -1,15 +1,18 @@
-//! The command line against a freshly generated dev directory (`init`): the read-only
-//! commands (`audit verify`, `audit checkpoints`, `keys status`) create, migrate and change
-//! nothing, on both backends.
+//! The command line against a freshly generated dev directory (`init`), on both backends:
+//! `keys rotate`, `rewrap` and `retire` each record a `key_rotated` entry before reporting
+//! success and keep every record readable; `keys status` changes nothing.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
 use chrono::Utc;
-use coresponse_gateway::audit::{self, EntryKind, Outcome};
+use coresponse_gateway::audit::{self, EntryKind, Outcome, query};
 use coresponse_gateway::config::Settings;
 use coresponse_gateway::crypto::Keyring;
 use coresponse_gateway::store::Store;
+use coresponse_gateway::store::records::{Author, NewRecord, SubjectIdentifier};
+use serde_json::{Value, json};
 
 use crate::support::pg::PgCluster;
 use crate::support::{Db, repo_root};
@@ -66,6 +69,10 @@ impl Dev {
     async fn store(&self) -> Store {
         Store::open(&self.settings().storage).await.unwrap()
     }
+
+    fn key_file(&self) -> PathBuf {
+        self.settings().crypto.master_key_file
+    }
 }
 
 fn text(b: &[u8]) -> String {
@@ -81,6 +88,173 @@ fn ok(out: &Output) -> String {
         text(&out.stderr)
     );
     text(&out.stdout)
+}
+
+fn incident(id: &str, narrative: &str) -> NewRecord {
+    let fields: BTreeMap<String, Value> =
+        serde_json::from_value(json!({ "narrative": narrative })).unwrap();
+    NewRecord {
+        kind: "crisis-incident".parse().unwrap(),
+        id: id.parse().unwrap(),
+        owner: "metro-pd".parse().unwrap(),
+        subjects: vec![SubjectIdentifier::new("metro-pd", "P-4410").unwrap()],
+        fields,
+    }
+}
+
+/// Every record readable with the key file as it now is.
+async fn assert_readable(dev: &Dev, records: &[NewRecord]) {
+    let store = dev.store().await;
+    let keyring = Keyring::open(&dev.key_file(), &store).await.unwrap();
+    for rec in records {
+        let got = store
+            .get_record(&keyring, &rec.kind, &rec.id)
+            .await
+            .unwrap()
+            .unwrap_or_else(|| panic!("{} is gone", rec.id.as_str()));
+        assert_eq!(got.fields, rec.fields);
+    }
+    store.close().await;
+}
+
+/// The `key_rotated` entries, oldest first.
+async fn key_entries(dev: &Dev) -> Vec<audit::Entry> {
+    let store = dev.store().await;
+    let mut entries = query::list(
+        &store,
+        &query::Filter {
+            kinds: vec![EntryKind::KeyRotated],
+            limit: 100,
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    store.close().await;
+    entries.reverse();
+    entries
+}
+
+fn detail(e: &audit::Entry) -> &str {
+    e.data.detail.as_deref().unwrap_or_default()
+}
+
+async fn data_keys_per_version(dev: &Dev) -> Vec<(i64, i64)> {
+    let store = dev.store().await;
+    let v = store.data_key_versions().await.unwrap();
+    store.close().await;
+    v
+}
+
+#[tokio::test]
+async fn key_commands_record_their_entries_and_keep_records_readable() {
+    for db in [Db::Sqlite, Db::Postgres] {
+        let dev = Dev::new(db).await;
+        let records: Vec<NewRecord> = (0..3)
+            .map(|n| incident(&format!("INC-K{n}"), &format!("narrative {n}")))
+            .collect();
+        {
+            let store = dev.store().await;
+            let keyring = Keyring::open(&dev.key_file(), &store).await.unwrap();
+            let author = Author {
+                partner: "metro-pd".parse().unwrap(),
+                user: "off-17".parse().unwrap(),
+            };
+            for rec in &records {
+                store
+                    .put_record(&keyring, rec, &author, Utc::now())
+                    .await
+                    .unwrap();
+            }
+            store.close().await;
+        }
+        // Three records' data keys, the blind-index key and the subject-pseudonym key.
+        assert_eq!(data_keys_per_version(&dev).await, vec![(1, 5)], "{db:?}");
+        let key_file_before = std::fs::read_to_string(dev.key_file()).unwrap();
+
+        let out = ok(&dev.run(&["keys", "rotate"]));
+        assert!(out.contains("added master key version 2"), "{out}");
+        let entries = key_entries(&dev).await;
+        assert_eq!(entries.len(), 1, "{db:?}");
+        let rotated = &entries[0];
+        assert_eq!(rotated.data.outcome, Outcome::Permit);
+        assert_eq!(
+            detail(rotated),
+            "keys rotate: master key version 2 added to the key file and made current \
+             (previous current version 1); data keys per master-key version: v1: 5"
+        );
+        assert_readable(&dev, &records).await;
+
+        // Version 1 still wraps data keys: retiring it is refused and records nothing.
+        let refused = dev.run(&["keys", "retire", "1"]);
+        assert!(!refused.status.success());
+        assert!(text(&refused.stderr).contains("still wrapped"));
+        assert_eq!(key_entries(&dev).await.len(), 1, "{db:?}");
+
+        let out = ok(&dev.run(&["keys", "rewrap"]));
+        assert!(
+            out.contains("re-wrapped 5 data key(s) under version 2"),
+            "{out}"
+        );
+        let entries = key_entries(&dev).await;
+        assert_eq!(entries.len(), 2, "{db:?}");
+        assert_eq!(
+            detail(&entries[1]),
+            "keys rewrap: 5 data key(s) re-wrapped under master key version 2; data keys per \
+             master-key version now: v2: 5"
+        );
+        assert_eq!(data_keys_per_version(&dev).await, vec![(2, 5)]);
+        assert_readable(&dev, &records).await;
+
+        let out = ok(&dev.run(&["keys", "retire", "1"]));
+        assert!(out.contains("retired master key version 1"), "{out}");
+        let entries = key_entries(&dev).await;
+        assert_eq!(entries.len(), 3, "{db:?}");
+        assert_eq!(
+            detail(&entries[2]),
+            "keys retire: master key version 1 removed from the key file (no data key was \
+             wrapped under it); versions left: 2 (current 2)"
+        );
+        assert_readable(&dev, &records).await;
+
+        // Rotation with an immediate rewrap records both steps, in order.
+        let out = ok(&dev.run(&["keys", "rotate", "--rewrap"]));
+        assert!(
+            out.contains("re-wrapped 5 data key(s) under version 3"),
+            "{out}"
+        );
+        let entries = key_entries(&dev).await;
+        assert_eq!(entries.len(), 5, "{db:?}");
+        assert!(detail(&entries[3]).starts_with("keys rotate: master key version 3 added"));
+        assert!(detail(&entries[4]).starts_with("keys rewrap: 5 data key(s)"));
+        assert!(entries.windows(2).all(|w| w[0].seq < w[1].seq));
+        assert_readable(&dev, &records).await;
+
+        // No entry carries key material: neither key file's contents appear anywhere.
+        let key_file_after = std::fs::read_to_string(dev.key_file()).unwrap();
+        let secrets: Vec<String> = key_file_before
+            .lines()
+            .chain(key_file_after.lines())
+            .filter_map(|l| l.rsplit(':').next())
+            .map(|h| h.trim().to_owned())
+            .filter(|h| h.len() >= 32)
+            .collect();
+        assert!(!secrets.is_empty());
+        for e in &entries {
+            for s in &secrets {
+                assert!(!detail(e).contains(s.as_str()));
+            }
+        }
+
+        // `keys status` reads only; the chain verifies.
+        let out = ok(&dev.run(&["keys", "status"]));
+        assert!(out.contains("master key v3 (current)"), "{out}");
+        assert!(out.contains("wraps 5 data key(s)"), "{out}");
+        let store = dev.store().await;
+        let v = audit::verify_store(&store, None, None).await.unwrap();
+        assert!(v.ok(), "{db:?}: {v:?}");
+        store.close().await;
+    }
 }
 
 /// The dev directory's SQLite database file and its schema.
