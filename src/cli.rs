@@ -11,6 +11,42 @@ use crate::domain::PartnerId;
 use crate::policy::PartnerRegistry;
 use crate::startup::Application;
 
+/// Standard output was closed by its reader (`... | head`): the command stops quietly.
+#[derive(Debug, thiserror::Error)]
+#[error("standard output was closed")]
+struct StdoutClosed;
+
+/// Writes one line to standard output. A closed pipe ends the command quietly through the
+/// [`StdoutClosed`] error; any other write error is an error.
+macro_rules! outln {
+    ($($arg:tt)*) => {
+        crate::cli::write_out(format_args!($($arg)*))?
+    };
+}
+
+/// Writes one line to standard error, ignoring a closed stream.
+macro_rules! errln {
+    ($($arg:tt)*) => {
+        crate::cli::write_err(format_args!($($arg)*))
+    };
+}
+
+fn write_out(line: std::fmt::Arguments<'_>) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    let mut out = std::io::stdout().lock();
+    match out.write_fmt(line).and_then(|()| out.write_all(b"\n")) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Err(StdoutClosed.into()),
+        Err(e) => Err(anyhow::anyhow!("cannot write to standard output: {e}")),
+    }
+}
+
+fn write_err(line: std::fmt::Arguments<'_>) {
+    use std::io::Write as _;
+    let mut err = std::io::stderr().lock();
+    let _ = err.write_fmt(line).and_then(|()| err.write_all(b"\n"));
+}
+
 /// Privacy-preserving data-sharing gateway between police and mental-health agencies.
 #[derive(Debug, Parser)]
 #[command(name = "coresponse-gateway", version, about, long_about = None)]
@@ -146,8 +182,10 @@ pub async fn run() -> ExitCode {
     let cli = Cli::parse();
     match dispatch(cli).await {
         Ok(code) => code,
+        // The reader of our output went away (`... | head`): nothing is wrong.
+        Err(e) if e.is::<StdoutClosed>() => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            errln!("error: {e:#}");
             ExitCode::FAILURE
         }
     }
@@ -172,7 +210,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                 listen,
                 force,
             })?;
-            println!(
+            outln!(
                 "wrote dev material for {} partners and {}",
                 report.partners.len(),
                 report.config.display()
@@ -192,13 +230,13 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             cert,
         } => {
             let token = token(&config, &partner, &user, &roles, ttl_secs, cert.as_deref())?;
-            println!("{token}");
+            outln!("{token}");
             Ok(ExitCode::SUCCESS)
         }
         Command::Audit { command } => audit_command(command).await,
         Command::Policy {
             command: PolicyCommand::Check { dir },
-        } => Ok(policy_check(&dir)),
+        } => policy_check(&dir),
         Command::Policy {
             command: PolicyCommand::Explain(args),
         } => policy_explain(&args),
@@ -206,19 +244,19 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
     }
 }
 
-fn policy_check(dir: &Path) -> ExitCode {
+fn policy_check(dir: &Path) -> anyhow::Result<ExitCode> {
     let report = crate::policy::PolicySet::check(dir, chrono::Utc::now());
     if report.diagnostics.is_empty() {
-        println!("{}: no problems found", dir.display());
-        return ExitCode::SUCCESS;
+        outln!("{}: no problems found", dir.display());
+        return Ok(ExitCode::SUCCESS);
     }
-    eprint!("{}", report.render());
-    eprintln!("{report}");
-    if report.has_errors() {
+    errln!("{}", report.render().trim_end_matches('\n'));
+    errln!("{report}");
+    Ok(if report.has_errors() {
         ExitCode::FAILURE
     } else {
         ExitCode::SUCCESS
-    }
+    })
 }
 
 /// The request `policy explain` decides.
@@ -277,7 +315,7 @@ fn policy_explain(a: &ExplainArgs) -> anyhow::Result<ExitCode> {
     let set = match PolicySet::load_unkeyed(&a.dir, now) {
         Ok((set, _)) => set,
         Err(crate::policy::PolicyError::Invalid(report)) => {
-            eprint!("{}", report.render());
+            errln!("{}", report.render().trim_end_matches('\n'));
             anyhow::bail!("the policy set has errors; run `policy check` for details");
         }
         Err(e) => return Err(e.into()),
@@ -349,22 +387,23 @@ fn policy_explain(a: &ExplainArgs) -> anyhow::Result<ExitCode> {
     };
     let decision = decide(&req, &consents, &set, now);
     if a.json {
-        println!("{}", serde_json::to_string_pretty(&decision)?);
+        outln!("{}", serde_json::to_string_pretty(&decision)?);
         return Ok(ExitCode::SUCCESS);
     }
-    println!(
+    outln!(
         "decision {} (policy set {})",
-        decision.id, decision.policy_hash
+        decision.id,
+        decision.policy_hash
     );
     match &decision.outcome {
         Outcome::Deny { reasons } => {
-            println!("DENY");
+            outln!("DENY");
             for r in reasons {
-                println!("  because {}", r.describe());
+                outln!("  because {}", r.describe());
             }
         }
         Outcome::Permit(permit) => {
-            println!(
+            outln!(
                 "PERMIT `{}` from `{}` to `{}`",
                 permit.kind(),
                 permit.holder(),
@@ -377,9 +416,9 @@ fn policy_explain(a: &ExplainArgs) -> anyhow::Result<ExitCode> {
                 .max()
                 .unwrap_or(0);
             for f in permit.fields() {
-                println!("  {:width$}  {}", f.field, f.transform.describe());
+                outln!("  {:width$}  {}", f.field, f.transform.describe());
                 for r in &f.reasons {
-                    println!("  {:width$}    because {}", "", r.describe());
+                    outln!("  {:width$}    because {}", "", r.describe());
                 }
             }
         }
@@ -417,7 +456,7 @@ async fn keys(command: KeysCommand) -> anyhow::Result<ExitCode> {
                 } else {
                     ""
                 };
-                println!(
+                outln!(
                     "master key v{v}{mark}: check value {}..., wraps {n} data key(s){note}",
                     fp.get(..12).unwrap_or_default()
                 );
@@ -448,19 +487,20 @@ async fn keys(command: KeysCommand) -> anyhow::Result<ExitCode> {
                     &format!("master key version {version} was added to the key file"),
                 )
                 .await?;
-                println!(
+                outln!(
                     "added master key version {version} to {} (now current)",
                     key_file.display()
                 );
                 if rewrap {
                     let report = keyring.rewrap(&store).await?;
                     record_rewrap(&log, &store, report).await?;
-                    println!(
+                    outln!(
                         "re-wrapped {} data key(s) under version {}",
-                        report.rewrapped, report.current
+                        report.rewrapped,
+                        report.current
                     );
                 } else {
-                    println!(
+                    outln!(
                         "restart every gateway so it holds the new version, then run \
                          `coresponse-gateway keys rewrap`"
                     );
@@ -471,9 +511,10 @@ async fn keys(command: KeysCommand) -> anyhow::Result<ExitCode> {
                 let log = crate::startup::open_log(&settings, store.clone(), &keyring)?;
                 let report = keyring.rewrap(&store).await?;
                 record_rewrap(&log, &store, report).await?;
-                println!(
+                outln!(
                     "re-wrapped {} data key(s) under version {}",
-                    report.rewrapped, report.current
+                    report.rewrapped,
+                    report.current
                 );
             }
             KeysCommand::Retire { version, .. } => {
@@ -499,7 +540,7 @@ async fn keys(command: KeysCommand) -> anyhow::Result<ExitCode> {
                     &format!("master key version {version} was removed from the key file"),
                 )
                 .await?;
-                println!(
+                outln!(
                     "retired master key version {version}: removed from {}; destroy any backup \
                      copy of it according to the agency's key policy",
                     key_file.display()
@@ -571,7 +612,7 @@ async fn record_key_event(
 async fn demo(dir: &Path, policies: &Path, listen: &str) -> anyhow::Result<ExitCode> {
     let config = dir.join(CONFIG_FILE);
     if config.exists() {
-        eprintln!("reusing dev material in {}", dir.display());
+        errln!("reusing dev material in {}", dir.display());
     } else {
         devinit::init(&InitOptions {
             dir: dir.to_owned(),
@@ -579,19 +620,19 @@ async fn demo(dir: &Path, policies: &Path, listen: &str) -> anyhow::Result<ExitC
             listen: listen.to_owned(),
             force: false,
         })?;
-        eprintln!("generated dev material in {}", dir.display());
+        errln!("generated dev material in {}", dir.display());
     }
     let settings = Settings::load(&config)?;
     let port = settings.server.listen.port();
     let d = dir.display();
     let cfg = config.display();
-    println!(
+    let _ = write_out(format_args!(
         "\nThe gateway is starting on https://localhost:{port}. Try (from another terminal):\n\n  \
          curl --cacert {d}/ca.pem --cert {d}/county-mh.pem --key {d}/county-mh-key.pem \\\n    \
          -H \"Authorization: Bearer $(cargo run -q --release -- token --config {cfg} \
          --partner county-mh --user clin-7 --role clinician)\" \\\n    \
          https://localhost:{port}/v1/whoami\n"
-    );
+    ));
     serve(settings).await
 }
 
@@ -752,7 +793,7 @@ async fn audit_command(command: AuditCommand) -> anyhow::Result<ExitCode> {
             let s = &report.summary;
             match &s.failure {
                 None => {
-                    println!(
+                    outln!(
                         "ok: {} entries verified{}, last entry {} ({}); {} checkpoints checked{}",
                         s.entries_checked,
                         report
@@ -772,7 +813,7 @@ async fn audit_command(command: AuditCommand) -> anyhow::Result<ExitCode> {
                     Ok(ExitCode::SUCCESS)
                 }
                 Some(f) => {
-                    eprintln!(
+                    errln!(
                         "FAILED at entry {}: {}: {}",
                         f.seq,
                         f.kind.as_str(),
@@ -787,7 +828,7 @@ async fn audit_command(command: AuditCommand) -> anyhow::Result<ExitCode> {
                 anyhow::anyhow!("no `audit.checkpoint_key_file` is configured: no checkpoints")
             })?;
             let export = CheckpointExport::new(&key, stored_checkpoints(&store).await?);
-            println!("{}", serde_json::to_string_pretty(&export)?);
+            outln!("{}", serde_json::to_string_pretty(&export)?);
             Ok(ExitCode::SUCCESS)
         }
         AuditCommand::Purge { dry_run, .. } => {
@@ -795,7 +836,7 @@ async fn audit_command(command: AuditCommand) -> anyhow::Result<ExitCode> {
                 crate::crypto::Keyring::open(&settings.crypto.master_key_file, &store).await?;
             let log = crate::startup::open_log(&settings, store, &keyring)?;
             let report = retention::purge(&log, chrono::Utc::now(), dry_run).await?;
-            println!("{}", serde_json::to_string_pretty(&report)?);
+            outln!("{}", serde_json::to_string_pretty(&report)?);
             Ok(ExitCode::SUCCESS)
         }
     }

@@ -1,6 +1,7 @@
 //! The command line against a freshly generated dev directory (`init`), on both backends:
 //! `keys rotate`, `rewrap` and `retire` each record a `key_rotated` entry before reporting
-//! success and keep every record readable; `keys status` changes nothing.
+//! success and keep every record readable; `keys status` changes nothing; output into a
+//! closed pipe ends a command quietly.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -376,5 +377,41 @@ async fn read_only_store_refuses_writes_on_both_backends() {
             .await;
         assert!(res.is_err(), "{db:?}: a read-only store wrote");
         ro.close().await;
+    }
+}
+
+#[test]
+fn output_into_a_closed_pipe_ends_quietly() {
+    let policies = repo_root().join("policies");
+    for json in [false, true] {
+        let mut cmd = Command::new(BIN);
+        cmd.args([
+            "policy",
+            "explain",
+            "--partner",
+            "county-mh",
+            "--role",
+            "clinician",
+            "--purpose",
+            "treatment",
+            "--kind",
+            "crisis-incident",
+        ])
+        .arg("--dir")
+        .arg(&policies);
+        if json {
+            cmd.arg("--json");
+        }
+        let mut child = cmd
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        // Close the reading end before the command writes anything (as `| head -0` would).
+        drop(child.stdout.take());
+        let out = child.wait_with_output().unwrap();
+        let err = text(&out.stderr);
+        assert!(!err.contains("panicked"), "{err}");
+        assert!(out.status.success(), "{:?}: {err}", out.status);
     }
 }
