@@ -11,6 +11,42 @@ use crate::domain::PartnerId;
 use crate::policy::PartnerRegistry;
 use crate::startup::Application;
 
+/// Standard output was closed by its reader (`... | head`): the command stops quietly.
+#[derive(Debug, thiserror::Error)]
+#[error("standard output was closed")]
+struct StdoutClosed;
+
+/// Writes one line to standard output. A closed pipe ends the command quietly through the
+/// [`StdoutClosed`] error; any other write error is an error.
+macro_rules! outln {
+    ($($arg:tt)*) => {
+        crate::cli::write_out(format_args!($($arg)*))?
+    };
+}
+
+/// Writes one line to standard error, ignoring a closed stream.
+macro_rules! errln {
+    ($($arg:tt)*) => {
+        crate::cli::write_err(format_args!($($arg)*))
+    };
+}
+
+pub(crate) fn write_out(line: std::fmt::Arguments<'_>) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    let mut out = std::io::stdout().lock();
+    match out.write_fmt(line).and_then(|()| out.write_all(b"\n")) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Err(StdoutClosed.into()),
+        Err(e) => Err(anyhow::anyhow!("cannot write to standard output: {e}")),
+    }
+}
+
+fn write_err(line: std::fmt::Arguments<'_>) {
+    use std::io::Write as _;
+    let mut err = std::io::stderr().lock();
+    let _ = err.write_fmt(line).and_then(|()| err.write_all(b"\n"));
+}
+
 /// Privacy-preserving data-sharing gateway between police and mental-health agencies.
 #[derive(Debug, Parser)]
 #[command(name = "coresponse-gateway", version, about, long_about = None)]
@@ -158,8 +194,10 @@ pub async fn run() -> ExitCode {
     let cli = Cli::parse();
     match dispatch(cli).await {
         Ok(code) => code,
+        // The reader of our output went away (`... | head`): nothing is wrong.
+        Err(e) if e.is::<StdoutClosed>() => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            errln!("error: {e:#}");
             ExitCode::FAILURE
         }
     }
@@ -184,7 +222,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                 listen,
                 force,
             })?;
-            println!(
+            outln!(
                 "wrote dev material for {} partners and {}",
                 report.partners.len(),
                 report.config.display()
@@ -204,7 +242,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             cert,
         } => {
             let token = token(&config, &partner, &user, &roles, ttl_secs, cert.as_deref())?;
-            println!("{token}");
+            outln!("{token}");
             Ok(ExitCode::SUCCESS)
         }
         Command::Audit { command } => audit_command(command).await,
@@ -213,7 +251,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         } => crate::consent::coverage::run_cli(&args).await,
         Command::Policy {
             command: PolicyCommand::Check { dir },
-        } => Ok(policy_check(&dir)),
+        } => policy_check(&dir),
         Command::Policy {
             command: PolicyCommand::Explain(args),
         } => policy_explain(&args),
@@ -221,19 +259,19 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
     }
 }
 
-fn policy_check(dir: &Path) -> ExitCode {
+fn policy_check(dir: &Path) -> anyhow::Result<ExitCode> {
     let report = crate::policy::PolicySet::check(dir, chrono::Utc::now());
     if report.diagnostics.is_empty() {
-        println!("{}: no problems found", dir.display());
-        return ExitCode::SUCCESS;
+        outln!("{}: no problems found", dir.display());
+        return Ok(ExitCode::SUCCESS);
     }
-    eprint!("{}", report.render());
-    eprintln!("{report}");
-    if report.has_errors() {
+    errln!("{}", report.render().trim_end_matches('\n'));
+    errln!("{report}");
+    Ok(if report.has_errors() {
         ExitCode::FAILURE
     } else {
         ExitCode::SUCCESS
-    }
+    })
 }
 
 /// The request `policy explain` decides.
@@ -292,7 +330,7 @@ fn policy_explain(a: &ExplainArgs) -> anyhow::Result<ExitCode> {
     let set = match PolicySet::load_unkeyed(&a.dir, now) {
         Ok((set, _)) => set,
         Err(crate::policy::PolicyError::Invalid(report)) => {
-            eprint!("{}", report.render());
+            errln!("{}", report.render().trim_end_matches('\n'));
             anyhow::bail!("the policy set has errors; run `policy check` for details");
         }
         Err(e) => return Err(e.into()),
@@ -364,22 +402,23 @@ fn policy_explain(a: &ExplainArgs) -> anyhow::Result<ExitCode> {
     };
     let decision = decide(&req, &consents, &set, now);
     if a.json {
-        println!("{}", serde_json::to_string_pretty(&decision)?);
+        outln!("{}", serde_json::to_string_pretty(&decision)?);
         return Ok(ExitCode::SUCCESS);
     }
-    println!(
+    outln!(
         "decision {} (policy set {})",
-        decision.id, decision.policy_hash
+        decision.id,
+        decision.policy_hash
     );
     match &decision.outcome {
         Outcome::Deny { reasons } => {
-            println!("DENY");
+            outln!("DENY");
             for r in reasons {
-                println!("  because {}", r.describe());
+                outln!("  because {}", r.describe());
             }
         }
         Outcome::Permit(permit) => {
-            println!(
+            outln!(
                 "PERMIT `{}` from `{}` to `{}`",
                 permit.kind(),
                 permit.holder(),
@@ -392,9 +431,9 @@ fn policy_explain(a: &ExplainArgs) -> anyhow::Result<ExitCode> {
                 .max()
                 .unwrap_or(0);
             for f in permit.fields() {
-                println!("  {:width$}  {}", f.field, f.transform.describe());
+                outln!("  {:width$}  {}", f.field, f.transform.describe());
                 for r in &f.reasons {
-                    println!("  {:width$}    because {}", "", r.describe());
+                    outln!("  {:width$}    because {}", "", r.describe());
                 }
             }
         }
@@ -414,42 +453,69 @@ async fn keys(command: KeysCommand) -> anyhow::Result<ExitCode> {
     };
     let settings = Settings::load(config)?;
     let key_file = &settings.crypto.master_key_file;
+    if let KeysCommand::Status { .. } = command {
+        let store = Store::open_read_only(&settings.storage).await?;
+        let result = async {
+            let (master, unrecorded) = Keyring::inspect(key_file, &store).await?;
+            let counts = store.data_key_versions().await?;
+            let current = master.current();
+            for v in master.versions() {
+                let n = counts
+                    .iter()
+                    .find(|(cv, _)| *cv == v.to_db())
+                    .map_or(0, |(_, n)| *n);
+                let fp = master.fingerprint(v).unwrap_or_default();
+                let mark = if v == current { " (current)" } else { "" };
+                let note = if unrecorded.contains(&v) {
+                    "; not yet recorded in the database (no gateway has opened it)"
+                } else {
+                    ""
+                };
+                outln!(
+                    "master key v{v}{mark}: check value {}..., wraps {n} data key(s){note}",
+                    fp.get(..12).unwrap_or_default()
+                );
+            }
+            anyhow::Ok(ExitCode::SUCCESS)
+        }
+        .await;
+        store.close().await;
+        return result;
+    }
     let store = Store::open(&settings.storage).await?;
     let result = async {
         match command {
-            KeysCommand::Status { .. } => {
-                let keyring = Keyring::open(key_file, &store).await?;
-                let counts = store.data_key_versions().await?;
-                let current = keyring.master().current();
-                for v in keyring.master().versions() {
-                    let n = counts
-                        .iter()
-                        .find(|(cv, _)| *cv == v.to_db())
-                        .map_or(0, |(_, n)| *n);
-                    let fp = keyring.master().fingerprint(v).unwrap_or_default();
-                    let mark = if v == current { " (current)" } else { "" };
-                    println!(
-                        "master key v{v}{mark}: check value {}..., wraps {n} data key(s)",
-                        fp.get(..12).unwrap_or_default()
-                    );
-                }
-            }
+            KeysCommand::Status { .. } => {}
             KeysCommand::Rotate { rewrap, .. } => {
-                Keyring::open(key_file, &store).await?;
+                let previous = Keyring::open(key_file, &store).await?.master().current();
                 let version = Keyring::rotate(key_file, &store).await?;
                 let keyring = Keyring::open(key_file, &store).await?;
-                println!(
+                let log = crate::startup::open_log(&settings, store.clone(), &keyring)?;
+                let counts = data_key_counts(&store).await?;
+                record_key_event(
+                    &log,
+                    format!(
+                        "keys rotate: master key version {version} added to the key file and \
+                         made current (previous current version {previous}); data keys per \
+                         master-key version: {counts}"
+                    ),
+                    &format!("master key version {version} was added to the key file"),
+                )
+                .await?;
+                outln!(
                     "added master key version {version} to {} (now current)",
                     key_file.display()
                 );
                 if rewrap {
                     let report = keyring.rewrap(&store).await?;
-                    println!(
+                    record_rewrap(&log, &store, report).await?;
+                    outln!(
                         "re-wrapped {} data key(s) under version {}",
-                        report.rewrapped, report.current
+                        report.rewrapped,
+                        report.current
                     );
                 } else {
-                    println!(
+                    outln!(
                         "restart every gateway so it holds the new version, then run \
                          `coresponse-gateway keys rewrap`"
                     );
@@ -457,18 +523,39 @@ async fn keys(command: KeysCommand) -> anyhow::Result<ExitCode> {
             }
             KeysCommand::Rewrap { .. } => {
                 let keyring = Keyring::open(key_file, &store).await?;
+                let log = crate::startup::open_log(&settings, store.clone(), &keyring)?;
                 let report = keyring.rewrap(&store).await?;
-                println!(
+                record_rewrap(&log, &store, report).await?;
+                outln!(
                     "re-wrapped {} data key(s) under version {}",
-                    report.rewrapped, report.current
+                    report.rewrapped,
+                    report.current
                 );
             }
             KeysCommand::Retire { version, .. } => {
                 let version = MasterVersion::new(version)
                     .ok_or_else(|| anyhow::anyhow!("master key versions start at 1"))?;
                 let keyring = Keyring::open(key_file, &store).await?;
+                let log = crate::startup::open_log(&settings, store.clone(), &keyring)?;
                 keyring.retire(&store, version).await?;
-                println!(
+                let remaining: Vec<String> = keyring
+                    .master()
+                    .versions()
+                    .filter(|v| *v != version)
+                    .map(|v| v.to_string())
+                    .collect();
+                record_key_event(
+                    &log,
+                    format!(
+                        "keys retire: master key version {version} removed from the key file \
+                         (no data key was wrapped under it); versions left: {} (current {})",
+                        remaining.join(", "),
+                        keyring.master().current()
+                    ),
+                    &format!("master key version {version} was removed from the key file"),
+                )
+                .await?;
+                outln!(
                     "retired master key version {version}: removed from {}; destroy any backup \
                      copy of it according to the agency's key policy",
                     key_file.display()
@@ -482,10 +569,65 @@ async fn keys(command: KeysCommand) -> anyhow::Result<ExitCode> {
     result
 }
 
+/// Data keys per master-key version, for a log entry: `v1: 3, v2: 12` (or `none`).
+async fn data_key_counts(store: &crate::store::Store) -> anyhow::Result<String> {
+    let counts = store.data_key_versions().await?;
+    if counts.is_empty() {
+        return Ok("none".into());
+    }
+    Ok(counts
+        .iter()
+        .map(|(v, n)| format!("v{v}: {n}"))
+        .collect::<Vec<_>>()
+        .join(", "))
+}
+
+/// Appends the `key_rotated` entry of a rewrap and waits for its durable commit.
+async fn record_rewrap(
+    log: &crate::audit::DisclosureLog,
+    store: &crate::store::Store,
+    report: crate::crypto::RewrapReport,
+) -> anyhow::Result<()> {
+    let counts = data_key_counts(store).await?;
+    record_key_event(
+        log,
+        format!(
+            "keys rewrap: {} data key(s) re-wrapped under master key version {}; data keys per \
+             master-key version now: {counts}",
+            report.rewrapped, report.current
+        ),
+        &format!(
+            "{} data key(s) were re-wrapped under master key version {}",
+            report.rewrapped, report.current
+        ),
+    )
+    .await
+}
+
+/// Appends a `key_rotated` entry describing a key operation that has taken place and waits
+/// for its durable commit. `done` says what already changed, for the error if the entry
+/// cannot be written.
+async fn record_key_event(
+    log: &crate::audit::DisclosureLog,
+    detail: String,
+    done: &str,
+) -> anyhow::Result<()> {
+    use crate::audit::{EntryKind, NewEntry, Outcome};
+    let mut entry = NewEntry::new(EntryKind::KeyRotated, chrono::Utc::now(), Outcome::Permit);
+    entry.detail = Some(detail);
+    log.append(entry).await.map_err(|e| {
+        anyhow::anyhow!(
+            "{done}, but its disclosure-log entry could not be written ({e}); record the \
+             operation by other means and check the database"
+        )
+    })?;
+    Ok(())
+}
+
 async fn demo(dir: &Path, policies: &Path, listen: &str) -> anyhow::Result<ExitCode> {
     let config = dir.join(CONFIG_FILE);
     if config.exists() {
-        eprintln!("reusing dev material in {}", dir.display());
+        errln!("reusing dev material in {}", dir.display());
     } else {
         devinit::init(&InitOptions {
             dir: dir.to_owned(),
@@ -493,13 +635,13 @@ async fn demo(dir: &Path, policies: &Path, listen: &str) -> anyhow::Result<ExitC
             listen: listen.to_owned(),
             force: false,
         })?;
-        eprintln!("generated dev material in {}", dir.display());
+        errln!("generated dev material in {}", dir.display());
     }
     let settings = Settings::load(&config)?;
     let port = settings.server.listen.port();
     let d = dir.display();
     let cfg = config.display();
-    println!(
+    let _ = write_out(format_args!(
         "\nThe gateway is starting on https://localhost:{port} with demo data. Try (from another \
          terminal; more journeys in the README, \"Try it\"):\n\n  \
          curl --cacert {d}/ca.pem --cert {d}/county-mh.pem --key {d}/county-mh-key.pem \\\n    \
@@ -507,7 +649,7 @@ async fn demo(dir: &Path, policies: &Path, listen: &str) -> anyhow::Result<ExitC
          --partner county-mh --user clin-7 --role clinician)\" \\\n    \
          -H \"Purpose-Of-Use: treatment\" \\\n    \
          https://localhost:{port}/v1/records/crisis-incident/INC-2026-0042\n"
-    );
+    ));
     serve_with(settings, true).await
 }
 
@@ -652,7 +794,14 @@ async fn audit_command(command: AuditCommand) -> anyhow::Result<ExitCode> {
         filter: "warn".into(),
         ..LogSettings::default()
     });
-    let store = crate::store::Store::open(&settings.storage).await?;
+    // Verifying and exporting change nothing: the database is opened read-only (and not
+    // migrated). A purge writes.
+    let store = match command {
+        AuditCommand::Purge { .. } => crate::store::Store::open(&settings.storage).await?,
+        AuditCommand::Verify { .. } | AuditCommand::Checkpoints { .. } => {
+            crate::store::Store::open_read_only(&settings.storage).await?
+        }
+    };
     let key = match &settings.audit.checkpoint_key_file {
         Some(p) => Some(CheckpointSigner::load(p)?.verifying_key()),
         None => None,
@@ -676,7 +825,7 @@ async fn audit_command(command: AuditCommand) -> anyhow::Result<ExitCode> {
             let s = &report.summary;
             match &s.failure {
                 None => {
-                    println!(
+                    outln!(
                         "ok: {} entries verified{}, last entry {} ({}); {} checkpoints checked{}",
                         s.entries_checked,
                         report
@@ -696,7 +845,7 @@ async fn audit_command(command: AuditCommand) -> anyhow::Result<ExitCode> {
                     Ok(ExitCode::SUCCESS)
                 }
                 Some(f) => {
-                    eprintln!(
+                    errln!(
                         "FAILED at entry {}: {}: {}",
                         f.seq,
                         f.kind.as_str(),
@@ -711,7 +860,7 @@ async fn audit_command(command: AuditCommand) -> anyhow::Result<ExitCode> {
                 anyhow::anyhow!("no `audit.checkpoint_key_file` is configured: no checkpoints")
             })?;
             let export = CheckpointExport::new(&key, stored_checkpoints(&store).await?);
-            println!("{}", serde_json::to_string_pretty(&export)?);
+            outln!("{}", serde_json::to_string_pretty(&export)?);
             Ok(ExitCode::SUCCESS)
         }
         AuditCommand::Purge { dry_run, .. } => {
@@ -719,7 +868,7 @@ async fn audit_command(command: AuditCommand) -> anyhow::Result<ExitCode> {
                 crate::crypto::Keyring::open(&settings.crypto.master_key_file, &store).await?;
             let log = crate::startup::open_log(&settings, store, &keyring)?;
             let report = retention::purge(&log, chrono::Utc::now(), dry_run).await?;
-            println!("{}", serde_json::to_string_pretty(&report)?);
+            outln!("{}", serde_json::to_string_pretty(&report)?);
             Ok(ExitCode::SUCCESS)
         }
     }

@@ -6,7 +6,8 @@
 
 use chrono::DateTime;
 use sqlx::any::AnyRow;
-use sqlx::{AnyConnection, Row};
+use sqlx::sqlite::SqliteConnection;
+use sqlx::{AnyConnection, Row as _};
 
 use super::LogError;
 use super::canonical::{ChainHash, entry_hash_with};
@@ -22,9 +23,6 @@ pub(super) const COLUMNS: &str = "seq, at_us, kind, request_id, decision_id, pol
      basis_rule, justification, subject, record_kind, record_id, fields_disclosed, \
      fields_withheld, outcome, reason, source_addr, cert_sha256, detail, prev_hash, entry_hash";
 const NCOLS: usize = 26;
-/// Rows per multi-row INSERT. Small: the SQLite driver resolves `$N` placeholders with a scan
-/// per bound value, so a statement costs quadratically in its number of placeholders.
-const CHUNK: usize = 8;
 
 /// The chain head as locked inside a transaction.
 #[derive(Debug, Clone, Copy)]
@@ -37,20 +35,13 @@ fn seq_i64(seq: u64) -> Result<i64, LogError> {
     i64::try_from(seq).map_err(|_| LogError::Invalid("sequence number overflow".into()))
 }
 
-/// Locks the head row for this transaction and reads it. On PostgreSQL the UPDATE takes the
-/// row lock (other writers wait until commit); on SQLite it takes the database write lock
-/// as the transaction's first write, so the head read is the latest committed one.
-pub(super) async fn lock_head(conn: &mut AnyConnection) -> Result<Head, LogError> {
-    let row: (i64, String) =
-        sqlx::query_as("UPDATE audit_head SET seq = seq WHERE id = 1 RETURNING seq, head_hash")
-            .fetch_one(&mut *conn)
-            .await?;
-    let hash = ChainHash::from_hex(&row.1).ok_or(LogError::Corrupt {
+fn parse_head(seq: i64, hash: &str) -> Result<Head, LogError> {
+    let hash = ChainHash::from_hex(hash).ok_or(LogError::Corrupt {
         seq: 0,
         why: "the head hash is malformed".into(),
     })?;
     Ok(Head {
-        seq: u64::try_from(row.0).map_err(|_| LogError::Corrupt {
+        seq: u64::try_from(seq).map_err(|_| LogError::Corrupt {
             seq: 0,
             why: "negative head".into(),
         })?,
@@ -58,22 +49,265 @@ pub(super) async fn lock_head(conn: &mut AnyConnection) -> Result<Head, LogError
     })
 }
 
+/// One entry ready to be inserted: chained, with its column values.
+pub(super) struct Row<'a> {
+    seq: i64,
+    data: &'a NewEntry,
+    basis_kind: Option<&'static str>,
+    basis_ref: Option<&'a str>,
+    basis_rule: Option<&'a str>,
+    fields: String,
+    reason: Option<&'a str>,
+    prev: ChainHash,
+    hash: ChainHash,
+}
+
+impl<'a> Row<'a> {
+    fn new(
+        seq: u64,
+        data: &'a NewEntry,
+        prev: &ChainHash,
+        hash: &ChainHash,
+    ) -> Result<Self, LogError> {
+        let (basis_kind, basis_ref, basis_rule) = match &data.basis {
+            None => (None, None, None),
+            Some(LegalBasis::Mou { mou_id, rule }) => {
+                (Some("mou"), Some(mou_id.as_str()), Some(rule.as_str()))
+            }
+            Some(LegalBasis::Consent { consent_id }) => {
+                (Some("consent"), Some(consent_id.as_str()), None)
+            }
+            Some(LegalBasis::Emergency { stated_basis }) => {
+                (Some("emergency"), Some(stated_basis.as_str()), None)
+            }
+        };
+        let reason = match &data.outcome {
+            Outcome::Permit => None,
+            Outcome::Deny { reason } => Some(reason.as_str()),
+        };
+        Ok(Self {
+            seq: seq_i64(seq)?,
+            data,
+            basis_kind,
+            basis_ref,
+            basis_rule,
+            fields: serde_json::to_string(&data.fields_disclosed)
+                .map_err(|e| LogError::Invalid(e.to_string()))?,
+            reason,
+            prev: *prev,
+            hash: *hash,
+        })
+    }
+}
+
+/// Binds one row's columns, in [`COLUMNS`] order, to a query of any backend.
+macro_rules! bind_row {
+    ($q:expr, $r:expr) => {{
+        let r: &Row<'_> = $r;
+        let d = r.data;
+        $q.bind(r.seq)
+            .bind(d.at_us())
+            .bind(d.kind.as_str())
+            .bind(d.request_id.as_deref())
+            .bind(d.decision_id.as_deref())
+            .bind(d.policy_hash.as_deref())
+            .bind(d.recipient_partner.as_deref())
+            .bind(d.recipient_user.as_deref())
+            .bind(d.recipient_role.as_deref())
+            .bind(d.purpose.as_deref())
+            .bind(r.basis_kind)
+            .bind(r.basis_ref)
+            .bind(r.basis_rule)
+            .bind(d.justification.as_deref())
+            .bind(d.subject.as_ref().map(|s| &s.as_bytes()[..]))
+            .bind(d.record.as_ref().map(|x| x.kind.as_str()))
+            .bind(d.record.as_ref().map(|x| x.id.as_str()))
+            .bind(r.fields.as_str())
+            .bind(i64::from(d.fields_withheld))
+            .bind(d.outcome.as_str())
+            .bind(r.reason)
+            .bind(d.source_addr.as_deref())
+            .bind(d.cert_sha256.as_deref())
+            .bind(d.detail.as_deref())
+            .bind(&r.prev.0[..])
+            .bind(&r.hash.0[..])
+    }};
+}
+
+/// Largest number of rows in one multi-row INSERT (a power of two). Batches are split into
+/// power-of-two chunks so that a connection caches at most `log2(MAX_ROWS) + 1` statements.
+const MAX_ROWS: usize = 256;
+
+/// Placeholder style of a backend's INSERT statements.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Placeholders {
+    /// `$1, $2, ...`: accepted by both backends (the `Any` path).
+    Numbered,
+    /// `?`: native SQLite. The SQLite driver resolves a numbered placeholder by a scan over
+    /// all of a statement's parameter names, which is quadratic in a large statement;
+    /// anonymous ones are bound in order.
+    Anonymous,
+}
+
+/// The INSERT statement for `rows` rows (a power of two up to [`MAX_ROWS`]), built once.
+fn insert_sql(rows: usize, style: Placeholders) -> &'static str {
+    use std::sync::OnceLock;
+    const SIZES: usize = MAX_ROWS.trailing_zeros() as usize + 1;
+    static NUMBERED: [OnceLock<String>; SIZES] = [const { OnceLock::new() }; SIZES];
+    static ANONYMOUS: [OnceLock<String>; SIZES] = [const { OnceLock::new() }; SIZES];
+    let i = rows.trailing_zeros() as usize;
+    let cache = match style {
+        Placeholders::Numbered => &NUMBERED[i],
+        Placeholders::Anonymous => &ANONYMOUS[i],
+    };
+    cache.get_or_init(|| {
+        let mut sql = format!("INSERT INTO audit_log ({COLUMNS}) VALUES ");
+        for r in 0..rows {
+            if r > 0 {
+                sql.push_str(", ");
+            }
+            sql.push('(');
+            for c in 0..NCOLS {
+                if c > 0 {
+                    sql.push_str(", ");
+                }
+                match style {
+                    Placeholders::Numbered => {
+                        sql.push('$');
+                        sql.push_str(&(r * NCOLS + c + 1).to_string());
+                    }
+                    Placeholders::Anonymous => sql.push('?'),
+                }
+            }
+            sql.push(')');
+        }
+        sql
+    })
+}
+
+/// Splits `n` rows into power-of-two chunk sizes, largest first.
+fn chunk_sizes(mut n: usize) -> impl Iterator<Item = usize> {
+    std::iter::from_fn(move || {
+        if n == 0 {
+            return None;
+        }
+        let size = if n >= MAX_ROWS {
+            MAX_ROWS
+        } else {
+            1 << (usize::BITS - 1 - n.leading_zeros())
+        };
+        n -= size;
+        Some(size)
+    })
+}
+
+/// What the append path needs from a connection that is inside a transaction. Implemented
+/// for the generic `Any` connection (on both backends: [`DisclosureLog::append_in_tx`] and
+/// the group commit on PostgreSQL) and for a native SQLite connection (the group commit on
+/// SQLite, which avoids the generic driver's per-value conversions).
+///
+/// [`DisclosureLog::append_in_tx`]: super::DisclosureLog::append_in_tx
+pub(super) trait ChainConn: Send {
+    /// Locks the head row for this transaction and reads it. On PostgreSQL the UPDATE takes
+    /// the row lock (other writers wait until commit); on SQLite it takes the database write
+    /// lock as the transaction's first write, so the head read is the latest committed one.
+    fn lock_head(&mut self) -> impl Future<Output = Result<Head, LogError>> + Send;
+    /// Inserts rows with one multi-row INSERT per chunk.
+    fn insert_rows(
+        &mut self,
+        rows: &[Row<'_>],
+    ) -> impl Future<Output = Result<(), LogError>> + Send;
+    /// Moves the head.
+    fn set_head(&mut self, head: Head) -> impl Future<Output = Result<(), LogError>> + Send;
+    /// The last checkpoint's sequence number and time.
+    fn last_checkpoint(
+        &mut self,
+    ) -> impl Future<Output = Result<Option<(u64, i64)>, LogError>> + Send;
+    /// Stores a checkpoint (a concurrent gateway may have stored the same one).
+    fn insert_checkpoint(
+        &mut self,
+        c: &Checkpoint,
+    ) -> impl Future<Output = Result<(), LogError>> + Send;
+}
+
+macro_rules! chain_conn {
+    ($conn:ty, $style:expr) => {
+        impl ChainConn for $conn {
+            async fn lock_head(&mut self) -> Result<Head, LogError> {
+                let row: (i64, String) = sqlx::query_as(
+                    "UPDATE audit_head SET seq = seq WHERE id = 1 RETURNING seq, head_hash",
+                )
+                .fetch_one(&mut *self)
+                .await?;
+                parse_head(row.0, &row.1)
+            }
+
+            async fn insert_rows(&mut self, rows: &[Row<'_>]) -> Result<(), LogError> {
+                let mut rest = rows;
+                for size in chunk_sizes(rows.len()) {
+                    let (chunk, tail) = rest.split_at(size);
+                    rest = tail;
+                    let mut q = sqlx::query(insert_sql(size, $style));
+                    for r in chunk {
+                        q = bind_row!(q, r);
+                    }
+                    q.execute(&mut *self).await?;
+                }
+                Ok(())
+            }
+
+            async fn set_head(&mut self, head: Head) -> Result<(), LogError> {
+                sqlx::query("UPDATE audit_head SET seq = $1, head_hash = $2 WHERE id = 1")
+                    .bind(seq_i64(head.seq)?)
+                    .bind(head.hash.to_hex())
+                    .execute(&mut *self)
+                    .await?;
+                Ok(())
+            }
+
+            async fn last_checkpoint(&mut self) -> Result<Option<(u64, i64)>, LogError> {
+                let row: Option<(i64, i64)> = sqlx::query_as(
+                    "SELECT seq, at_us FROM audit_checkpoints ORDER BY seq DESC LIMIT 1",
+                )
+                .fetch_optional(&mut *self)
+                .await?;
+                Ok(row.map(|(s, t)| (u64::try_from(s).unwrap_or(0), t)))
+            }
+
+            async fn insert_checkpoint(&mut self, c: &Checkpoint) -> Result<(), LogError> {
+                sqlx::query(
+                    "INSERT INTO audit_checkpoints (seq, head_hash, at_us, key_id, signature) \
+                     VALUES ($1, $2, $3, $4, $5) ON CONFLICT (seq) DO NOTHING",
+                )
+                .bind(seq_i64(c.seq)?)
+                .bind(c.head_hash.to_hex())
+                .bind(c.at_us)
+                .bind(c.key_id.as_str())
+                .bind(c.signature.as_str())
+                .execute(&mut *self)
+                .await?;
+                Ok(())
+            }
+        }
+    };
+}
+
+chain_conn!(AnyConnection, Placeholders::Numbered);
+chain_conn!(SqliteConnection, Placeholders::Anonymous);
+
 /// Reads the head without locking it.
 pub(super) async fn read_head(pool: &sqlx::AnyPool) -> Result<(u64, ChainHash), LogError> {
     let row: (i64, String) = sqlx::query_as("SELECT seq, head_hash FROM audit_head WHERE id = 1")
         .fetch_one(pool)
         .await?;
-    let hash = ChainHash::from_hex(&row.1).ok_or(LogError::Corrupt {
-        seq: 0,
-        why: "the head hash is malformed".into(),
-    })?;
-    Ok((u64::try_from(row.0).unwrap_or(0), hash))
+    let head = parse_head(row.0, &row.1)?;
+    Ok((head.seq, head.hash))
 }
 
 /// Chains `entries` after the locked `head`, inserts them and moves the head. The caller
 /// holds the head lock (same transaction) and commits.
-pub(super) async fn append_locked(
-    conn: &mut AnyConnection,
+pub(super) async fn append_locked<C: ChainConn>(
+    conn: &mut C,
     head: Head,
     entries: &[&NewEntry],
 ) -> Result<(Head, Vec<AppendedEntry>), LogError> {
@@ -85,83 +319,14 @@ pub(super) async fn append_locked(
     for data in entries {
         seq += 1;
         let hash = entry_hash_with(&mut buf, seq, &prev, data);
-        rows.push((seq, *data, prev, hash));
+        rows.push(Row::new(seq, data, &prev, &hash)?);
         out.push(AppendedEntry { seq, hash });
         prev = hash;
     }
-    for chunk in rows.chunks(CHUNK) {
-        let mut sql = format!("INSERT INTO audit_log ({COLUMNS}) VALUES ");
-        for i in 0..chunk.len() {
-            if i > 0 {
-                sql.push_str(", ");
-            }
-            sql.push('(');
-            for c in 0..NCOLS {
-                if c > 0 {
-                    sql.push_str(", ");
-                }
-                sql.push_str(&format!("${}", i * NCOLS + c + 1));
-            }
-            sql.push(')');
-        }
-        // The statement is built from constant text and numbered placeholders only.
-        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
-        for (seq, d, prev, hash) in chunk {
-            let (basis_kind, basis_ref, basis_rule) = match &d.basis {
-                None => (None, None, None),
-                Some(LegalBasis::Mou { mou_id, rule }) => {
-                    (Some("mou"), Some(mou_id.clone()), Some(rule.clone()))
-                }
-                Some(LegalBasis::Consent { consent_id }) => {
-                    (Some("consent"), Some(consent_id.clone()), None)
-                }
-                Some(LegalBasis::Emergency { stated_basis }) => {
-                    (Some("emergency"), Some(stated_basis.clone()), None)
-                }
-            };
-            let reason = match &d.outcome {
-                Outcome::Permit => None,
-                Outcome::Deny { reason } => Some(reason.clone()),
-            };
-            let fields = serde_json::to_string(&d.fields_disclosed)
-                .map_err(|e| LogError::Invalid(e.to_string()))?;
-            q = q
-                .bind(seq_i64(*seq)?)
-                .bind(d.at_us())
-                .bind(d.kind.as_str())
-                .bind(d.request_id.clone())
-                .bind(d.decision_id.clone())
-                .bind(d.policy_hash.clone())
-                .bind(d.recipient_partner.clone())
-                .bind(d.recipient_user.clone())
-                .bind(d.recipient_role.clone())
-                .bind(d.purpose.clone())
-                .bind(basis_kind)
-                .bind(basis_ref)
-                .bind(basis_rule)
-                .bind(d.justification.clone())
-                .bind(d.subject.map(|s| s.to_hex()))
-                .bind(d.record.as_ref().map(|r| r.kind.clone()))
-                .bind(d.record.as_ref().map(|r| r.id.clone()))
-                .bind(fields)
-                .bind(i64::from(d.fields_withheld))
-                .bind(d.outcome.as_str())
-                .bind(reason)
-                .bind(d.source_addr.clone())
-                .bind(d.cert_sha256.clone())
-                .bind(d.detail.clone())
-                .bind(prev.to_hex())
-                .bind(hash.to_hex());
-        }
-        q.execute(&mut *conn).await?;
-    }
+    conn.insert_rows(&rows).await?;
     let new_head = Head { seq, hash: prev };
     if seq != head.seq {
-        sqlx::query("UPDATE audit_head SET seq = $1, head_hash = $2 WHERE id = 1")
-            .bind(seq_i64(seq)?)
-            .bind(prev.to_hex())
-            .execute(&mut *conn)
-            .await?;
+        conn.set_head(new_head).await?;
     }
     Ok((new_head, out))
 }
@@ -193,10 +358,12 @@ pub(super) fn row_to_entry(row: &AnyRow) -> Result<Entry, LogError> {
         (Some(k), Some(m), Some(rule)) if k == "mou" => Some(LegalBasis::Mou { mou_id: m, rule }),
         _ => return Err(c("inconsistent legal basis columns")),
     };
-    let subject = match s("subject")? {
-        None => None,
-        Some(h) => Some(SubjectPseudonym::from_hex(&h).ok_or_else(|| c("malformed subject"))?),
+    let bytes32 = |name: &str| -> Result<Option<[u8; 32]>, LogError> {
+        let v: Option<Vec<u8>> = row.try_get(name)?;
+        v.map(|v| <[u8; 32]>::try_from(v.as_slice()).map_err(|_| c("malformed 32-byte value")))
+            .transpose()
     };
+    let subject = bytes32("subject")?.map(SubjectPseudonym);
     let record = match (s("record_kind")?, s("record_id")?) {
         (None, None) => None,
         (Some(kind), Some(id)) => Some(RecordRef { kind, id }),
@@ -213,8 +380,8 @@ pub(super) fn row_to_entry(row: &AnyRow) -> Result<Entry, LogError> {
         ("deny", Some(reason)) => Outcome::Deny { reason },
         _ => return Err(c("inconsistent outcome columns")),
     };
-    let prev: String = row.try_get("prev_hash")?;
-    let hash: String = row.try_get("entry_hash")?;
+    let prev = bytes32("prev_hash")?.ok_or_else(|| c("no previous hash"))?;
+    let hash = bytes32("entry_hash")?.ok_or_else(|| c("no hash"))?;
     let data = NewEntry {
         at,
         kind,
@@ -239,8 +406,8 @@ pub(super) fn row_to_entry(row: &AnyRow) -> Result<Entry, LogError> {
     Ok(Entry {
         seq,
         data,
-        prev_hash: ChainHash::from_hex(&prev).ok_or_else(|| c("malformed previous hash"))?,
-        hash: ChainHash::from_hex(&hash).ok_or_else(|| c("malformed hash"))?,
+        prev_hash: ChainHash(prev),
+        hash: ChainHash(hash),
     })
 }
 
@@ -266,36 +433,6 @@ pub(super) async fn first_seq(pool: &sqlx::AnyPool) -> Result<Option<u64>, LogEr
     Ok(row.0.and_then(|s| u64::try_from(s).ok()))
 }
 
-/// Stores a checkpoint (a concurrent gateway may have stored the same one).
-pub(super) async fn insert_checkpoint(
-    conn: &mut AnyConnection,
-    c: &Checkpoint,
-) -> Result<(), LogError> {
-    sqlx::query(
-        "INSERT INTO audit_checkpoints (seq, head_hash, at_us, key_id, signature) \
-         VALUES ($1, $2, $3, $4, $5) ON CONFLICT (seq) DO NOTHING",
-    )
-    .bind(seq_i64(c.seq)?)
-    .bind(c.head_hash.to_hex())
-    .bind(c.at_us)
-    .bind(c.key_id.as_str())
-    .bind(c.signature.as_str())
-    .execute(&mut *conn)
-    .await?;
-    Ok(())
-}
-
-/// The last checkpoint's sequence number and time.
-pub(super) async fn last_checkpoint(
-    conn: &mut AnyConnection,
-) -> Result<Option<(u64, i64)>, LogError> {
-    let row: Option<(i64, i64)> =
-        sqlx::query_as("SELECT seq, at_us FROM audit_checkpoints ORDER BY seq DESC LIMIT 1")
-            .fetch_optional(&mut *conn)
-            .await?;
-    Ok(row.map(|(s, t)| (u64::try_from(s).unwrap_or(0), t)))
-}
-
 /// Every checkpoint, ascending.
 pub(super) async fn checkpoints(pool: &sqlx::AnyPool) -> Result<Vec<Checkpoint>, LogError> {
     let rows: Vec<(i64, String, i64, String, String)> = sqlx::query_as(
@@ -316,4 +453,36 @@ pub(super) async fn checkpoints(pool: &sqlx::AnyPool) -> Result<Vec<Checkpoint>,
             })
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn batches_split_into_few_statement_shapes() {
+        let sizes = |n| chunk_sizes(n).collect::<Vec<_>>();
+        assert!(sizes(0).is_empty());
+        assert_eq!(sizes(1), vec![1]);
+        assert_eq!(sizes(3), vec![2, 1]);
+        assert_eq!(sizes(300), vec![256, 32, 8, 4]);
+        assert_eq!(sizes(600), vec![256, 256, 64, 16, 8]);
+        for n in 0..2000 {
+            let s = sizes(n);
+            assert_eq!(s.iter().sum::<usize>(), n);
+            assert!(s.iter().all(|k| k.is_power_of_two() && *k <= MAX_ROWS));
+        }
+    }
+
+    #[test]
+    fn insert_statements_have_one_placeholder_per_value() {
+        for rows in [1, 2, 4, 256] {
+            let anonymous = insert_sql(rows, Placeholders::Anonymous);
+            assert_eq!(anonymous.matches('?').count(), rows * NCOLS);
+            let numbered = insert_sql(rows, Placeholders::Numbered);
+            assert_eq!(numbered.matches('$').count(), rows * NCOLS);
+            assert!(numbered.ends_with(&format!("${})", rows * NCOLS)));
+            assert_eq!(COLUMNS.split(',').count(), NCOLS);
+        }
+    }
 }

@@ -40,11 +40,14 @@
 //! | source_addr, cert_sha256, detail | opt-str each |
 //!
 //! where `str` is a u32 byte length (4 bytes big-endian) followed by the UTF-8 bytes, and
-//! `opt-str` is `00` for absent or `01` followed by a `str`. Stored hashes and pseudonyms are
-//! lower-case hex. In the database the basis is split into `basis_kind` (`mou`, `consent`,
-//! `emergency`), `basis_ref` (MOU id, consent id or stated basis) and `basis_rule`; the fields
-//! disclosed are a JSON array of `{"field", "transform"}` objects. A verifier reads the row,
-//! rebuilds `E` and compares; entry `n` must carry entry `n - 1`'s hash as its previous hash.
+//! `opt-str` is `00` for absent or `01` followed by a `str`. In the `audit_log` table the
+//! previous hash, the entry hash and the subject pseudonym are stored as their 32 raw bytes
+//! (BLOB on SQLite, BYTEA on PostgreSQL); the head row and the checkpoints keep hashes as
+//! lower-case hex, and the API, reports and CLI show every hash and pseudonym as lower-case
+//! hex. In the database the basis is split into `basis_kind` (`mou`, `consent`, `emergency`),
+//! `basis_ref` (MOU id, consent id or stated basis) and `basis_rule`; the fields disclosed are
+//! a JSON array of `{"field", "transform"}` objects. A verifier reads the row, rebuilds `E`
+//! and compares; entry `n` must carry entry `n - 1`'s hash as its previous hash.
 //!
 //! # Chain, head and checkpoints
 //!
@@ -67,7 +70,8 @@
 //! and names the first failing entry and how it fails ([`FailureKind`]): altered, deleted
 //! (gap, renumbering or truncated tail), inserted, reordered, a broken link (an earlier entry
 //! rewritten and re-hashed) or a checkpoint mismatch. Partners' copies of checkpoints are
-//! checked the same way. Non-goal: the chain is not keyed, so entries appended after the
+//! checked the same way. The offline command opens the database read-only
+//! ([`Store::open_read_only`]): it creates, migrates and writes nothing. Non-goal: the chain is not keyed, so entries appended after the
 //! last checkpoint by someone who can write to the database and recompute hashes are caught
 //! only by the head row (also in the database); the checkpoint interval bounds that window.
 //!
@@ -78,7 +82,16 @@
 //! Concurrent appends are batched by one writer task into one transaction and one flush
 //! (group commit); each caller is woken with its own sequence number once that commit is
 //! done, or with an error for the whole batch. Any error means nothing may be disclosed: the
-//! API maps every [`LogError`] to an opaque 503.
+//! API maps every [`LogError`] to an opaque 503. On SQLite the writer task keeps a native
+//! connection of its own (same WAL and `synchronous = FULL` settings as the pool) and inserts
+//! each batch with a few multi-row INSERTs; on PostgreSQL it uses a pooled connection.
+//!
+//! # Key operations
+//!
+//! `coresponse-gateway keys rotate`, `keys rewrap` and `keys retire` each append a
+//! `key_rotated` entry whose detail says what was done (versions and data-key counts, never
+//! key material) and wait for its durable commit before reporting success. If the entry
+//! cannot be written the command fails and says what had already changed.
 //!
 //! For a record read, "the entry commits in the same transaction as the read it describes"
 //! holds as follows: the read path reads the record, decides and redacts into the answer

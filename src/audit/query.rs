@@ -42,6 +42,7 @@ pub struct Filter {
 enum Bind {
     I(i64),
     S(String),
+    B(Vec<u8>),
 }
 
 /// Entries matching `filter`, newest first, at most `filter.limit`.
@@ -61,7 +62,7 @@ pub async fn list(store: &Store, filter: &Filter) -> Result<Vec<Entry>, LogError
         clauses.push(clause.replace('?', &format!("${}", binds.len())));
     };
     if let Some(s) = &filter.subject {
-        add("subject = ?", Bind::S(s.to_hex()));
+        add("subject = ?", Bind::B(s.as_bytes().to_vec()));
     }
     if let Some(r) = &filter.recipient {
         add("recipient_partner = ?", Bind::S(r.clone()));
@@ -100,6 +101,7 @@ pub async fn list(store: &Store, filter: &Filter) -> Result<Vec<Entry>, LogError
         q = match b {
             Bind::I(i) => q.bind(i),
             Bind::S(s) => q.bind(s),
+            Bind::B(b) => q.bind(b),
         };
     }
     let rows = q.fetch_all(store.pool()).await?;

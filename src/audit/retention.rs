@@ -88,11 +88,11 @@ pub async fn purge(
     }
     let mut tx = log.begin().await?;
     // The checkpoint must still name the stored entry (checked under the chain lock).
-    let at: Option<(String,)> = sqlx::query_as("SELECT entry_hash FROM audit_log WHERE seq = $1")
+    let at: Option<(Vec<u8>,)> = sqlx::query_as("SELECT entry_hash FROM audit_log WHERE seq = $1")
         .bind(i64::try_from(anchor.seq).unwrap_or(i64::MAX))
         .fetch_optional(&mut *tx)
         .await?;
-    if at.map(|r| r.0) != Some(anchor.head_hash.to_hex()) {
+    if at.map(|r| r.0).as_deref() != Some(&anchor.head_hash.0[..]) {
         return Err(LogError::Corrupt {
             seq: anchor.seq,
             why: "purge refused: the checkpoint no longer matches its entry".into(),

@@ -428,10 +428,11 @@ pub async fn run_cli(a: &CoverageArgs) -> anyhow::Result<ExitCode> {
                 at,
             },
         )?;
+        // Through the CLI's writer: a reader that stops early ends the command quietly.
         if a.json {
-            println!("{}", serde_json::to_string_pretty(&report)?);
+            crate::cli::write_out(format_args!("{}", serde_json::to_string_pretty(&report)?))?;
         } else {
-            print!("{}", report.render());
+            crate::cli::write_out(format_args!("{}", report.render().trim_end()))?;
         }
         anyhow::Ok(ExitCode::SUCCESS)
     }

@@ -135,33 +135,7 @@ impl Keyring {
     /// blind-index key, creating it on first start.
     pub async fn open(master_key_file: &Path, store: &Store) -> Result<Self, KeyringError> {
         let master = MasterKeys::load(master_key_file)?;
-        for version in master.versions() {
-            let Some(fp) = master.fingerprint(version) else {
-                continue;
-            };
-            let stored = store.meta_init(&check_key(version), &fp).await?;
-            if stored != fp {
-                return Err(KeyringError::FingerprintMismatch {
-                    version,
-                    path: master_key_file.to_owned(),
-                    stored: stored.chars().take(12).collect(),
-                    found: fp.chars().take(12).collect(),
-                });
-            }
-        }
-        let missing: Vec<String> = store
-            .data_key_versions()
-            .await?
-            .into_iter()
-            .filter(|(v, _)| !MasterVersion::from_db(*v).is_some_and(|v| master.contains(v)))
-            .map(|(v, _)| v.to_string())
-            .collect();
-        if !missing.is_empty() {
-            return Err(KeyringError::MissingVersions {
-                versions: missing.join(", "),
-                path: master_key_file.to_owned(),
-            });
-        }
+        Self::check_master(&master, master_key_file, store, true).await?;
         let index_key = Self::load_or_create_stable_key(
             &master,
             store,
@@ -181,6 +155,67 @@ impl Keyring {
             index_key,
             pseudonym_key,
         })
+    }
+
+    /// Loads the master key file and checks it against the database as [`Keyring::open`]
+    /// does, but writes nothing (works on a read-only store): returns the keys and the
+    /// versions whose check value the database has not recorded yet (added by `keys rotate`
+    /// and not yet opened by a gateway).
+    pub async fn inspect(
+        master_key_file: &Path,
+        store: &Store,
+    ) -> Result<(MasterKeys, Vec<MasterVersion>), KeyringError> {
+        let master = MasterKeys::load(master_key_file)?;
+        let unrecorded = Self::check_master(&master, master_key_file, store, false).await?;
+        Ok((master, unrecorded))
+    }
+
+    /// Each version's key check value must match the one recorded on first use (with
+    /// `record`, recorded now if new), and every master-key version a data key is wrapped
+    /// under must be in the file. Returns the versions without a recorded check value.
+    async fn check_master(
+        master: &MasterKeys,
+        master_key_file: &Path,
+        store: &Store,
+        record: bool,
+    ) -> Result<Vec<MasterVersion>, KeyringError> {
+        let mut unrecorded = Vec::new();
+        for version in master.versions() {
+            let Some(fp) = master.fingerprint(version) else {
+                continue;
+            };
+            let stored = if record {
+                Some(store.meta_init(&check_key(version), &fp).await?)
+            } else {
+                store.meta_get(&check_key(version)).await?
+            };
+            match stored {
+                None => unrecorded.push(version),
+                Some(stored) if stored != fp => {
+                    return Err(KeyringError::FingerprintMismatch {
+                        version,
+                        path: master_key_file.to_owned(),
+                        stored: stored.chars().take(12).collect(),
+                        found: fp.chars().take(12).collect(),
+                    });
+                }
+                Some(_) => {}
+            }
+        }
+        let missing: Vec<String> = store
+            .data_key_versions()
+            .await?
+            .into_iter()
+            .filter(|(v, _)| !MasterVersion::from_db(*v).is_some_and(|v| master.contains(v)))
+            .map(|(v, _)| v.to_string())
+            .collect();
+        if !missing.is_empty() {
+            return Err(KeyringError::MissingVersions {
+                versions: missing.join(", "),
+                path: master_key_file.to_owned(),
+            });
+        }
+        Ok(unrecorded)
     }
 
     /// Loads a stable key (one that never changes, only its wrapping does) named by the

@@ -16,7 +16,8 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
-use sqlx::{AnyPool, Executor};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqliteSynchronous};
+use sqlx::{AnyPool, ConnectOptions as _, Executor};
 
 pub use security_events::StoredSecurityEvent;
 
@@ -49,6 +50,9 @@ pub enum StoreError {
     /// The password file could not be read.
     #[error("cannot read the database password file: {0}")]
     PasswordFile(std::io::Error),
+    /// A read-only open found a schema other than this build's.
+    #[error("{0}")]
+    Schema(String),
     /// Preparing the database directory failed.
     #[error("cannot create the database directory `{0}`: {1}")]
     Directory(String, std::io::Error),
@@ -59,24 +63,49 @@ pub enum StoreError {
 pub struct Store {
     pool: AnyPool,
     backend: Backend,
+    /// SQLite only: how to open a dedicated connection ([`Store::sqlite_connection`]).
+    sqlite: Option<SqliteConnectOptions>,
+    read_only: bool,
 }
 
 static MIGRATE_SQLITE: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 static MIGRATE_POSTGRES: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
 
+/// The pragmas every read-write SQLite connection runs first.
+const SQLITE_PRAGMAS: &str = "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; \
+     PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 10000;";
+
+/// The pragmas every read-only SQLite connection runs first.
+const SQLITE_READ_ONLY_PRAGMAS: &str = "PRAGMA query_only = ON; PRAGMA busy_timeout = 10000;";
+
 impl Store {
     /// Opens (and for SQLite, creates) the database and applies pending migrations.
     pub async fn open(settings: &StorageSettings) -> Result<Self, StoreError> {
+        Self::connect(settings, false).await
+    }
+
+    /// Opens an existing database for reading only, changing nothing: no file or directory
+    /// is created, no migration is applied (a schema older or newer than this build is
+    /// refused instead), and every connection refuses writes (SQLite: `mode=ro` and
+    /// `query_only`; PostgreSQL: `default_transaction_read_only`). For offline inspection
+    /// such as `audit verify`.
+    pub async fn open_read_only(settings: &StorageSettings) -> Result<Self, StoreError> {
+        Self::connect(settings, true).await
+    }
+
+    async fn connect(settings: &StorageSettings, read_only: bool) -> Result<Self, StoreError> {
         sqlx::any::install_default_drivers();
         let (backend, url) = if let Some(path) = settings.url.strip_prefix("sqlite://") {
-            if let Some(parent) = std::path::Path::new(path).parent()
+            if !read_only
+                && let Some(parent) = std::path::Path::new(path).parent()
                 && !parent.as_os_str().is_empty()
             {
                 std::fs::create_dir_all(parent)
                     .map_err(|e| StoreError::Directory(parent.display().to_string(), e))?;
             }
             let sep = if settings.url.contains('?') { '&' } else { '?' };
-            (Backend::Sqlite, format!("{}{sep}mode=rwc", settings.url))
+            let mode = if read_only { "ro" } else { "rwc" };
+            (Backend::Sqlite, format!("{}{sep}mode={mode}", settings.url))
         } else if settings.url.starts_with("postgres://")
             || settings.url.starts_with("postgresql://")
         {
@@ -90,6 +119,17 @@ impl Store {
             return Err(StoreError::UnsupportedUrl(redact_url(&settings.url)));
         };
         let options = AnyConnectOptions::from_str(&url).map_err(StoreError::Connect)?;
+        let sqlite = match backend {
+            Backend::Sqlite if !read_only => Some(
+                SqliteConnectOptions::from_str(&url)
+                    .map_err(StoreError::Connect)?
+                    .journal_mode(SqliteJournalMode::Wal)
+                    .synchronous(SqliteSynchronous::Full)
+                    .foreign_keys(true)
+                    .busy_timeout(Duration::from_secs(10)),
+            ),
+            _ => None,
+        };
         let pool = AnyPoolOptions::new()
             .max_connections(match backend {
                 Backend::Sqlite => settings.max_connections.max(2),
@@ -98,12 +138,18 @@ impl Store {
             .acquire_timeout(Duration::from_secs(10))
             .after_connect(move |conn, _meta| {
                 Box::pin(async move {
-                    if backend == Backend::Sqlite {
-                        conn.execute(
-                            "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; \
-                             PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 10000;",
-                        )
-                        .await?;
+                    match (backend, read_only) {
+                        (Backend::Sqlite, false) => {
+                            conn.execute(SQLITE_PRAGMAS).await?;
+                        }
+                        (Backend::Sqlite, true) => {
+                            conn.execute(SQLITE_READ_ONLY_PRAGMAS).await?;
+                        }
+                        (Backend::Postgres, true) => {
+                            conn.execute("SET SESSION default_transaction_read_only = on")
+                                .await?;
+                        }
+                        (Backend::Postgres, false) => {}
                     }
                     Ok(())
                 })
@@ -111,17 +157,83 @@ impl Store {
             .connect_with(options)
             .await
             .map_err(StoreError::Connect)?;
-        let store = Self { pool, backend };
-        store.migrate().await?;
+        let store = Self {
+            pool,
+            backend,
+            sqlite,
+            read_only,
+        };
+        if read_only {
+            store.check_schema().await?;
+        } else {
+            store.migrate().await?;
+        }
         Ok(store)
     }
 
-    async fn migrate(&self) -> Result<(), StoreError> {
+    fn migrator(&self) -> &'static sqlx::migrate::Migrator {
         match self.backend {
-            Backend::Sqlite => MIGRATE_SQLITE.run(&self.pool).await?,
-            Backend::Postgres => MIGRATE_POSTGRES.run(&self.pool).await?,
+            Backend::Sqlite => &MIGRATE_SQLITE,
+            Backend::Postgres => &MIGRATE_POSTGRES,
+        }
+    }
+
+    async fn migrate(&self) -> Result<(), StoreError> {
+        self.migrator().run(&self.pool).await?;
+        Ok(())
+    }
+
+    /// Read-only: the applied migrations must be exactly this build's.
+    async fn check_schema(&self) -> Result<(), StoreError> {
+        let applied: Vec<(i64,)> =
+            sqlx::query_as("SELECT version FROM _sqlx_migrations WHERE success ORDER BY version")
+                .fetch_all(&self.pool)
+                .await
+                .map_err(|_| {
+                    StoreError::Schema("the database has not been set up by a gateway".into())
+                })?;
+        let applied: Vec<i64> = applied.into_iter().map(|r| r.0).collect();
+        let known: Vec<i64> = self
+            .migrator()
+            .iter()
+            .filter(|m| m.migration_type.is_up_migration())
+            .map(|m| m.version)
+            .collect();
+        if let Some(v) = applied.iter().find(|v| !known.contains(v)) {
+            return Err(StoreError::Schema(format!(
+                "the database has migration {v}, which this build does not know: use a newer \
+                 build"
+            )));
+        }
+        if let Some(v) = known.iter().find(|v| !applied.contains(v)) {
+            return Err(StoreError::Schema(format!(
+                "the database lacks migration {v}: start a gateway of this build on it once \
+                 (it migrates on start), then retry"
+            )));
         }
         Ok(())
+    }
+
+    /// Whether the store was opened with [`Store::open_read_only`].
+    pub fn is_read_only(&self) -> bool {
+        self.read_only
+    }
+
+    /// A new SQLite connection outside the pool, with the pool's pragmas and `extra_pragmas`
+    /// (e.g. a larger page cache for a long-lived writer). `None` on PostgreSQL and on a
+    /// read-only store.
+    pub async fn sqlite_connection(
+        &self,
+        extra_pragmas: &[(&str, String)],
+    ) -> Result<Option<SqliteConnection>, StoreError> {
+        let Some(options) = &self.sqlite else {
+            return Ok(None);
+        };
+        let mut options = options.clone();
+        for (k, v) in extra_pragmas {
+            options = options.pragma((*k).to_owned(), v.clone());
+        }
+        Ok(Some(options.connect().await.map_err(StoreError::Connect)?))
     }
 
     /// The connection pool.

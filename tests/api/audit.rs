@@ -309,8 +309,8 @@ async fn a_partner_copy_of_the_checkpoints_catches_a_rewrite_with_recomputed_has
                 "UPDATE audit_log SET purpose = $1, prev_hash = $2, entry_hash = $3 WHERE seq = $4",
             )
             .bind("treatment")
-            .bind(prev.to_hex())
-            .bind(hash.to_hex())
+            .bind(prev.0.to_vec())
+            .bind(hash.0.to_vec())
             .bind(seq as i64)
             .execute(f.store.pool())
             .await
@@ -397,6 +397,113 @@ async fn retention_purges_only_entries_covered_by_a_verified_checkpoint() {
         // Nothing more to purge until a new checkpoint covers 6..=8.
         let again = retention::purge(&f.log, Utc::now(), false).await.unwrap();
         assert_eq!(again.removed, None);
+    }
+}
+
+#[tokio::test]
+async fn a_log_stored_as_hex_is_converted_by_the_migration_and_still_verifies() {
+    for db in BOTH {
+        let dir = tempfile::tempdir().unwrap();
+        let s = support::settings(db, dir.path()).await;
+        // The schema as it was before hashes and pseudonyms were stored as raw bytes.
+        let backend = match db {
+            Db::Sqlite => "sqlite",
+            Db::Postgres => "postgres",
+        };
+        let old = dir.path().join("migrations-before-binary");
+        std::fs::create_dir(&old).unwrap();
+        for f in std::fs::read_dir(support::repo_root().join("migrations").join(backend)).unwrap() {
+            let f = f.unwrap();
+            if f.file_name().to_string_lossy().as_ref() < "20261123000050" {
+                std::fs::copy(f.path(), old.join(f.file_name())).unwrap();
+            }
+        }
+        sqlx::any::install_default_drivers();
+        let url = match db {
+            Db::Sqlite => format!("{}?mode=rwc", s.storage.url),
+            Db::Postgres => s.storage.url.clone(),
+        };
+        let pool = sqlx::AnyPool::connect(&url).await.unwrap();
+        sqlx::migrate::Migrator::new(old.as_path())
+            .await
+            .unwrap()
+            .run(&pool)
+            .await
+            .unwrap();
+
+        // Six chained entries written as the old code wrote them; the sixth hash is then
+        // given in upper case, which no entry can have.
+        let key = audit::SubjectKey::derive(&[3; 32]);
+        let mut prev = audit::ChainHash::GENESIS;
+        let mut written = Vec::new();
+        for seq in 1..=6u64 {
+            let at = chrono::DateTime::from_timestamp_micros(1_790_000_000_000_000 + seq as i64)
+                .unwrap();
+            let mut e = NewEntry::new(EntryKind::LogRead, at, Outcome::Permit);
+            e.subject = Some(key.pseudonym("mrn", &format!("S-{seq}")));
+            e.detail = Some(format!("read {seq}"));
+            let hash = audit::entry_hash(seq, &prev, &e);
+            let stored_hash = if seq == 6 {
+                hash.to_hex().to_uppercase()
+            } else {
+                hash.to_hex()
+            };
+            sqlx::query(
+                "INSERT INTO audit_log (seq, at_us, kind, subject, fields_disclosed, \
+                 fields_withheld, outcome, detail, prev_hash, entry_hash) \
+                 VALUES ($1, $2, 'log_read', $3, '[]', 0, 'permit', $4, $5, $6)",
+            )
+            .bind(seq as i64)
+            .bind(at.timestamp_micros())
+            .bind(e.subject.unwrap().to_hex())
+            .bind(e.detail.clone().unwrap())
+            .bind(prev.to_hex())
+            .bind(stored_hash)
+            .execute(&pool)
+            .await
+            .unwrap();
+            written.push((e, hash));
+            prev = hash;
+        }
+        sqlx::query("UPDATE audit_head SET seq = 6, head_hash = $1")
+            .bind(prev.to_hex())
+            .execute(&pool)
+            .await
+            .unwrap();
+        pool.close().await;
+
+        let store = Store::open(&s.storage).await.unwrap();
+        for (seq, (e, hash)) in (1..).zip(&written) {
+            let got = query::get(&store, seq).await;
+            if seq == 6 {
+                assert!(got.is_err(), "{db:?}: the malformed hash was made valid");
+                continue;
+            }
+            let got = got.unwrap().unwrap();
+            assert_eq!((&got.data, got.hash), (e, *hash), "{db:?}");
+        }
+        let v = audit::verify_store(&store, None, None).await.unwrap();
+        let failure = v.summary.failure.expect("the malformed entry is reported");
+        assert_eq!(
+            (failure.seq, failure.kind),
+            (6, FailureKind::Altered),
+            "{db:?}: {}",
+            failure.message
+        );
+        assert_eq!(v.summary.last_seq, 5);
+        // A subject's entries are still found by its pseudonym.
+        let found = query::list(
+            &store,
+            &query::Filter {
+                subject: Some(key.pseudonym("mrn", "S-2")),
+                limit: 10,
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+        assert_eq!(found.iter().map(|e| e.seq).collect::<Vec<_>>(), vec![2]);
+        store.close().await;
     }
 }
 
@@ -649,14 +756,18 @@ async fn compliance_queries_filter_paginate_validate_and_are_logged() {
         );
         assert!(reads.iter().all(|e| e.data.request_id.is_some()));
         // No clear-text identifier anywhere in the log.
-        let rows: Vec<(String,)> = sqlx::query_as(
-            "SELECT COALESCE(detail, '') || COALESCE(subject, '') || COALESCE(request_id, '') \
-             FROM audit_log",
+        let rows: Vec<(String, Option<Vec<u8>>)> = sqlx::query_as(
+            "SELECT COALESCE(detail, '') || COALESCE(request_id, ''), subject FROM audit_log",
         )
         .fetch_all(app.state.store.pool())
         .await
         .unwrap();
         assert!(rows.iter().all(|r| !r.0.contains(secret)));
+        assert!(rows.iter().all(|r| {
+            r.1.as_ref().is_none_or(|s| {
+                s.len() == 32 && !s.windows(secret.len()).any(|w| w == secret.as_bytes())
+            })
+        }));
         let v = verify(&app.state.store, log).await;
         assert!(v.ok(), "{v:?}");
         app.stop().await;

@@ -236,12 +236,17 @@ async fn a_consent_is_recorded_shown_to_its_disclosers_and_sealed_at_rest() {
         for (a, b) in rows {
             stored.extend([a, b]);
         }
-        let rows: Vec<(String,)> =
-            sqlx::query_as("SELECT COALESCE(detail, '') || COALESCE(subject, '') FROM audit_log")
+        let rows: Vec<(Option<String>, Option<Vec<u8>>)> =
+            sqlx::query_as("SELECT detail, subject FROM audit_log")
                 .fetch_all(pool)
                 .await
                 .unwrap();
-        stored.extend(rows.into_iter().map(|r| r.0.into_bytes()));
+        for (detail, subject) in rows {
+            stored.extend([
+                detail.unwrap_or_default().into_bytes(),
+                subject.unwrap_or_default(),
+            ]);
+        }
         for s in &stored {
             for secret in secrets {
                 assert!(!contains(s, secret), "{db:?}: clear text stored");

@@ -2,6 +2,7 @@
 //! real signed tokens, a real database (SQLite and a throwaway PostgreSQL cluster).
 
 mod audit;
+mod cli;
 mod consent_live;
 mod consents;
 mod demo;

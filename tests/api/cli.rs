@@ -1,0 +1,417 @@
+//! The command line against a freshly generated dev directory (`init`), on both backends:
+//! `keys rotate`, `rewrap` and `retire` each record a `key_rotated` entry before reporting
+//! success and keep every record readable; `keys status` changes nothing; output into a
+//! closed pipe ends a command quietly.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+use chrono::Utc;
+use coresponse_gateway::audit::{self, EntryKind, Outcome, query};
+use coresponse_gateway::config::Settings;
+use coresponse_gateway::crypto::Keyring;
+use coresponse_gateway::store::Store;
+use coresponse_gateway::store::records::{Author, NewRecord, SubjectIdentifier};
+use serde_json::{Value, json};
+
+use crate::support::pg::PgCluster;
+use crate::support::{Db, repo_root};
+
+const BIN: &str = env!("CARGO_BIN_EXE_coresponse-gateway");
+
+/// A dev directory written by `init`, with its own database.
+struct Dev {
+    dir: tempfile::TempDir,
+    url: String,
+}
+
+impl Dev {
+    async fn new(db: Db) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let policies = repo_root().join("policies");
+        let out = Command::new(BIN)
+            .args(["init", "--listen", "127.0.0.1:0", "--dir"])
+            .arg(dir.path())
+            .arg("--policies")
+            .arg(&policies)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        let url = match db {
+            Db::Sqlite => format!("sqlite://{}", dir.path().join("gateway.db").display()),
+            Db::Postgres => PgCluster::get().fresh_database().await,
+        };
+        Self { dir, url }
+    }
+
+    fn config(&self) -> PathBuf {
+        self.dir.path().join("gateway.toml")
+    }
+
+    fn settings(&self) -> Settings {
+        let mut s = Settings::load(&self.config()).unwrap();
+        s.storage.url = self.url.clone();
+        s
+    }
+
+    /// Runs the gateway binary with `args` and this directory's config and database.
+    fn run(&self, args: &[&str]) -> Output {
+        Command::new(BIN)
+            .args(args)
+            .arg("--config")
+            .arg(self.config())
+            .env("GATEWAY__STORAGE__URL", &self.url)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    }
+
+    async fn store(&self) -> Store {
+        Store::open(&self.settings().storage).await.unwrap()
+    }
+
+    fn key_file(&self) -> PathBuf {
+        self.settings().crypto.master_key_file
+    }
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+fn ok(out: &Output) -> String {
+    assert!(
+        out.status.success(),
+        "status {:?}\nstdout: {}\nstderr: {}",
+        out.status,
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    text(&out.stdout)
+}
+
+fn incident(id: &str, narrative: &str) -> NewRecord {
+    let fields: BTreeMap<String, Value> =
+        serde_json::from_value(json!({ "narrative": narrative })).unwrap();
+    NewRecord {
+        kind: "crisis-incident".parse().unwrap(),
+        id: id.parse().unwrap(),
+        owner: "metro-pd".parse().unwrap(),
+        subjects: vec![SubjectIdentifier::new("metro-pd", "P-4410").unwrap()],
+        fields,
+    }
+}
+
+/// Every record readable with the key file as it now is.
+async fn assert_readable(dev: &Dev, records: &[NewRecord]) {
+    let store = dev.store().await;
+    let keyring = Keyring::open(&dev.key_file(), &store).await.unwrap();
+    for rec in records {
+        let got = store
+            .get_record(&keyring, &rec.kind, &rec.id)
+            .await
+            .unwrap()
+            .unwrap_or_else(|| panic!("{} is gone", rec.id.as_str()));
+        assert_eq!(got.into_fields_unaudited(), rec.fields);
+    }
+    store.close().await;
+}
+
+/// The `key_rotated` entries, oldest first.
+async fn key_entries(dev: &Dev) -> Vec<audit::Entry> {
+    let store = dev.store().await;
+    let mut entries = query::list(
+        &store,
+        &query::Filter {
+            kinds: vec![EntryKind::KeyRotated],
+            limit: 100,
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    store.close().await;
+    entries.reverse();
+    entries
+}
+
+fn detail(e: &audit::Entry) -> &str {
+    e.data.detail.as_deref().unwrap_or_default()
+}
+
+async fn data_keys_per_version(dev: &Dev) -> Vec<(i64, i64)> {
+    let store = dev.store().await;
+    let v = store.data_key_versions().await.unwrap();
+    store.close().await;
+    v
+}
+
+#[tokio::test]
+async fn key_commands_record_their_entries_and_keep_records_readable() {
+    for db in [Db::Sqlite, Db::Postgres] {
+        let dev = Dev::new(db).await;
+        let records: Vec<NewRecord> = (0..3)
+            .map(|n| incident(&format!("INC-K{n}"), &format!("narrative {n}")))
+            .collect();
+        {
+            let store = dev.store().await;
+            let keyring = Keyring::open(&dev.key_file(), &store).await.unwrap();
+            let author = Author {
+                partner: "metro-pd".parse().unwrap(),
+                user: "off-17".parse().unwrap(),
+            };
+            for rec in &records {
+                store
+                    .put_record(&keyring, rec, &author, Utc::now())
+                    .await
+                    .unwrap();
+            }
+            store.close().await;
+        }
+        // Three records' data keys, the blind-index key and the subject-pseudonym key.
+        assert_eq!(data_keys_per_version(&dev).await, vec![(1, 5)], "{db:?}");
+        let key_file_before = std::fs::read_to_string(dev.key_file()).unwrap();
+
+        let out = ok(&dev.run(&["keys", "rotate"]));
+        assert!(out.contains("added master key version 2"), "{out}");
+        let entries = key_entries(&dev).await;
+        assert_eq!(entries.len(), 1, "{db:?}");
+        let rotated = &entries[0];
+        assert_eq!(rotated.data.outcome, Outcome::Permit);
+        assert_eq!(
+            detail(rotated),
+            "keys rotate: master key version 2 added to the key file and made current \
+             (previous current version 1); data keys per master-key version: v1: 5"
+        );
+        assert_readable(&dev, &records).await;
+
+        // Version 1 still wraps data keys: retiring it is refused and records nothing.
+        let refused = dev.run(&["keys", "retire", "1"]);
+        assert!(!refused.status.success());
+        assert!(text(&refused.stderr).contains("still wrapped"));
+        assert_eq!(key_entries(&dev).await.len(), 1, "{db:?}");
+
+        let out = ok(&dev.run(&["keys", "rewrap"]));
+        assert!(
+            out.contains("re-wrapped 5 data key(s) under version 2"),
+            "{out}"
+        );
+        let entries = key_entries(&dev).await;
+        assert_eq!(entries.len(), 2, "{db:?}");
+        assert_eq!(
+            detail(&entries[1]),
+            "keys rewrap: 5 data key(s) re-wrapped under master key version 2; data keys per \
+             master-key version now: v2: 5"
+        );
+        assert_eq!(data_keys_per_version(&dev).await, vec![(2, 5)]);
+        assert_readable(&dev, &records).await;
+
+        let out = ok(&dev.run(&["keys", "retire", "1"]));
+        assert!(out.contains("retired master key version 1"), "{out}");
+        let entries = key_entries(&dev).await;
+        assert_eq!(entries.len(), 3, "{db:?}");
+        assert_eq!(
+            detail(&entries[2]),
+            "keys retire: master key version 1 removed from the key file (no data key was \
+             wrapped under it); versions left: 2 (current 2)"
+        );
+        assert_readable(&dev, &records).await;
+
+        // Rotation with an immediate rewrap records both steps, in order.
+        let out = ok(&dev.run(&["keys", "rotate", "--rewrap"]));
+        assert!(
+            out.contains("re-wrapped 5 data key(s) under version 3"),
+            "{out}"
+        );
+        let entries = key_entries(&dev).await;
+        assert_eq!(entries.len(), 5, "{db:?}");
+        assert!(detail(&entries[3]).starts_with("keys rotate: master key version 3 added"));
+        assert!(detail(&entries[4]).starts_with("keys rewrap: 5 data key(s)"));
+        assert!(entries.windows(2).all(|w| w[0].seq < w[1].seq));
+        assert_readable(&dev, &records).await;
+
+        // No entry carries key material: neither key file's contents appear anywhere.
+        let key_file_after = std::fs::read_to_string(dev.key_file()).unwrap();
+        let secrets: Vec<String> = key_file_before
+            .lines()
+            .chain(key_file_after.lines())
+            .filter_map(|l| l.rsplit(':').next())
+            .map(|h| h.trim().to_owned())
+            .filter(|h| h.len() >= 32)
+            .collect();
+        assert!(!secrets.is_empty());
+        for e in &entries {
+            for s in &secrets {
+                assert!(!detail(e).contains(s.as_str()));
+            }
+        }
+
+        // `keys status` reads only; the chain verifies.
+        let out = ok(&dev.run(&["keys", "status"]));
+        assert!(out.contains("master key v3 (current)"), "{out}");
+        assert!(out.contains("wraps 5 data key(s)"), "{out}");
+        let store = dev.store().await;
+        let v = audit::verify_store(&store, None, None).await.unwrap();
+        assert!(v.ok(), "{db:?}: {v:?}");
+        store.close().await;
+    }
+}
+
+/// The dev directory's SQLite database file and its schema.
+async fn sqlite_schema(path: &Path) -> Vec<(String, String)> {
+    let store = Store::open_read_only(&coresponse_gateway::config::StorageSettings {
+        url: format!("sqlite://{}", path.display()),
+        password_file: None,
+        max_connections: 2,
+    })
+    .await
+    .unwrap();
+    let rows: Vec<(String, String)> =
+        sqlx::query_as("SELECT name, COALESCE(sql, '') FROM sqlite_master ORDER BY type, name")
+            .fetch_all(store.pool())
+            .await
+            .unwrap();
+    store.close().await;
+    rows
+}
+
+#[tokio::test]
+async fn read_only_commands_leave_the_database_as_it_was() {
+    let dev = Dev::new(Db::Sqlite).await;
+    let db_file = dev.dir.path().join("gateway.db");
+
+    // Nothing there yet: verification refuses rather than creating a database.
+    let out = dev.run(&["audit", "verify"]);
+    assert!(!out.status.success());
+    assert!(!db_file.exists(), "audit verify created the database");
+
+    {
+        let s = dev.settings();
+        let store = Store::open(&s.storage).await.unwrap();
+        let keyring = Keyring::open(&s.crypto.master_key_file, &store)
+            .await
+            .unwrap();
+        let log = coresponse_gateway::startup::open_log(&s, store.clone(), &keyring).unwrap();
+        for i in 0..5 {
+            let mut e = audit::NewEntry::new(EntryKind::LogRead, Utc::now(), Outcome::Permit);
+            e.detail = Some(format!("read {i}"));
+            log.append(e).await.unwrap();
+        }
+        log.checkpoint_now().await.unwrap();
+        // Fold the write-ahead log into the database file, so that its bytes are final.
+        sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
+            .execute(store.pool())
+            .await
+            .unwrap();
+        store.close().await;
+    }
+    let bytes_before = std::fs::read(&db_file).unwrap();
+    let schema_before = sqlite_schema(&db_file).await;
+    assert_eq!(std::fs::read(&db_file).unwrap(), bytes_before);
+
+    let out = ok(&dev.run(&["audit", "verify"]));
+    assert!(out.starts_with("ok: 5 entries verified"), "{out}");
+    ok(&dev.run(&["audit", "checkpoints"]));
+    let status = ok(&dev.run(&["keys", "status"]));
+    assert!(status.contains("master key v1 (current)"), "{status}");
+
+    assert_eq!(sqlite_schema(&db_file).await, schema_before);
+    assert!(
+        std::fs::read(&db_file).unwrap() == bytes_before,
+        "a read-only command changed the database file"
+    );
+    let wal = db_file.with_extension("db-wal");
+    assert!(
+        std::fs::metadata(&wal).map_or(0, |m| m.len()) == 0,
+        "a read-only command wrote to the write-ahead log"
+    );
+}
+
+#[tokio::test]
+async fn read_only_verification_refuses_an_older_schema_and_changes_nothing() {
+    for db in [Db::Sqlite, Db::Postgres] {
+        let dev = Dev::new(db).await;
+        let store = dev.store().await;
+        // As if the database predated the newest migration.
+        let newest: (i64,) = sqlx::query_as("SELECT MAX(version) FROM _sqlx_migrations")
+            .fetch_one(store.pool())
+            .await
+            .unwrap();
+        sqlx::query("DELETE FROM _sqlx_migrations WHERE version = $1")
+            .bind(newest.0)
+            .execute(store.pool())
+            .await
+            .unwrap();
+        let count = || async {
+            let n: (i64,) = sqlx::query_as("SELECT COUNT(*) FROM _sqlx_migrations")
+                .fetch_one(store.pool())
+                .await
+                .unwrap();
+            n.0
+        };
+        let before = count().await;
+        let out = dev.run(&["audit", "verify"]);
+        assert!(!out.status.success(), "{db:?}");
+        let err = text(&out.stderr);
+        assert!(
+            err.contains(&format!("lacks migration {}", newest.0)),
+            "{err}"
+        );
+        assert_eq!(count().await, before, "{db:?}: audit verify migrated");
+        store.close().await;
+    }
+}
+
+#[tokio::test]
+async fn read_only_store_refuses_writes_on_both_backends() {
+    for db in [Db::Sqlite, Db::Postgres] {
+        let dev = Dev::new(db).await;
+        dev.store().await.close().await;
+        let ro = Store::open_read_only(&dev.settings().storage)
+            .await
+            .unwrap();
+        assert!(ro.is_read_only());
+        let res = sqlx::query("INSERT INTO gateway_meta (key, value) VALUES ('x', 'y')")
+            .execute(ro.pool())
+            .await;
+        assert!(res.is_err(), "{db:?}: a read-only store wrote");
+        ro.close().await;
+    }
+}
+
+#[test]
+fn output_into_a_closed_pipe_ends_quietly() {
+    let policies = repo_root().join("policies");
+    for json in [false, true] {
+        let mut cmd = Command::new(BIN);
+        cmd.args([
+            "policy",
+            "explain",
+            "--partner",
+            "county-mh",
+            "--role",
+            "clinician",
+            "--purpose",
+            "treatment",
+            "--kind",
+            "crisis-incident",
+        ])
+        .arg("--dir")
+        .arg(&policies);
+        if json {
+            cmd.arg("--json");
+        }
+        let mut child = cmd
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        // Close the reading end before the command writes anything (as `| head -0` would).
+        drop(child.stdout.take());
+        let out = child.wait_with_output().unwrap();
+        let err = text(&out.stderr);
+        assert!(!err.contains("panicked"), "{err}");
+        assert!(out.status.success(), "{:?}: {err}", out.status);
+    }
+}
