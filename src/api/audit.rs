@@ -384,17 +384,27 @@ async fn accounting(
     }
     let (system, value) = path.into_inner();
     let pseudonym = subject(&state, &system, &value)?;
+    let id = SubjectIdentifier::new(system.as_str(), value.as_str())
+        .map_err(|e| bad_param("subject_value", e.rule))?;
     let now = Utc::now();
     let from = accounting::period_start(now);
-    let filter = Filter {
-        kinds: vec![EntryKind::Disclosure],
-        subject: Some(pseudonym),
-        outcome: Some("permit".into()),
-        since_us: Some(from.timestamp_micros()),
-        until_us: Some(now.timestamp_micros()),
-        ..Filter::default()
-    };
-    let entries = query::list_all_ascending(state.audit.store(), &filter).await?;
+    // A disclosure is logged under its record's first identifier: gather the person's other
+    // identifiers (from their records and consents) so the accounting misses none.
+    let linked = crate::disclosure::linked_identifiers(&state, &id).await?;
+    let mut entries = Vec::new();
+    for other in &linked {
+        let filter = Filter {
+            kinds: vec![EntryKind::Disclosure],
+            subject: Some(state.audit.pseudonym(other)),
+            outcome: Some("permit".into()),
+            since_us: Some(from.timestamp_micros()),
+            until_us: Some(now.timestamp_micros()),
+            ..Filter::default()
+        };
+        entries.extend(query::list_all_ascending(state.audit.store(), &filter).await?);
+    }
+    entries.sort_by_key(|e| e.seq);
+    entries.dedup_by_key(|e| e.seq);
     let policy = state.policy.load();
     let lines: Vec<AccountingLine> = accounting::summarize(&entries, |id| {
         let id: crate::domain::PartnerId = id.parse().ok()?;

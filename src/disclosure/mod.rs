@@ -235,6 +235,35 @@ pub async fn read_subject(
     Ok(out)
 }
 
+/// Every identifier known for the same person as `subject`: the identifiers of the records and
+/// consents that name it (one hop), `subject` first. Used to make a subject's accounting of
+/// disclosures complete, since a disclosure is logged under the pseudonym of its record's first
+/// identifier. Reads identifiers only, never field values.
+pub async fn linked_identifiers(
+    state: &AppState,
+    subject: &SubjectIdentifier,
+) -> Result<Vec<SubjectIdentifier>, ApiError> {
+    let mut out = vec![subject.clone()];
+    let mut conn = state.store.pool().acquire().await?;
+    let refs = records::find_by_subject(&mut conn, &state.keyring, subject, None)
+        .await
+        .map_err(record_error)?;
+    for r in refs {
+        if let Some(rec) = records::get_record(&mut conn, &state.keyring, &r.kind, &r.id, None)
+            .await
+            .map_err(record_error)?
+        {
+            out.extend(rec.subjects.iter().cloned());
+        }
+    }
+    for c in registry::find(&mut conn, &state.keyring, std::slice::from_ref(subject)).await? {
+        out.extend(c.directive.subjects.iter().cloned());
+    }
+    let mut seen = BTreeSet::new();
+    out.retain(|s| seen.insert(s.clone()));
+    Ok(out)
+}
+
 /// The decision subject of a record: a stable reference derived from the pseudonym of its
 /// first identifier. Consents are matched to the record by any of its identifiers.
 fn subject_ref(state: &AppState, rec: &DecryptedRecord) -> Result<SubjectRef, ApiError> {

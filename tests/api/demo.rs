@@ -110,6 +110,23 @@ async fn the_readme_journeys_work_on_the_demo_data() {
         )
         .await;
         assert_eq!(s, 200, "{acct}");
+        let lines = acct["disclosures"].as_array().unwrap();
+        assert!(
+            lines.len() >= 3,
+            "the referral, incident and plan reads: {acct}"
+        );
+        // The same person by the mental-health record number: the accounting is complete
+        // although the referral and the incident are logged under the police identifier.
+        let (s, _, by_mrn) = read(
+            &app,
+            &auditor,
+            "/v1/subjects/county-mh/MRN-1001/accounting",
+            None,
+            &[],
+        )
+        .await;
+        assert_eq!(s, 200, "{by_mrn}");
+        assert_eq!(by_mrn["disclosures"], acct["disclosures"]);
         app.stop().await;
     }
 }
