@@ -154,6 +154,20 @@ fn check_value(v: &str) -> bool {
     !v.is_empty() && v.len() <= 256 && !v.chars().any(char::is_control)
 }
 
+/// The pseudonyms of every identifier linked to `id` by the person's records and consents: a
+/// disclosure is logged under its record's first identifier, so a query by any one of the
+/// person's identifiers must look under all of them.
+async fn linked_pseudonyms(
+    state: &AppState,
+    id: &SubjectIdentifier,
+) -> Result<Vec<SubjectPseudonym>, ApiError> {
+    Ok(crate::disclosure::linked_identifiers(state, id)
+        .await?
+        .iter()
+        .map(|s| state.audit.pseudonym(s))
+        .collect())
+}
+
 fn subject(state: &AppState, system: &str, value: &str) -> Result<SubjectPseudonym, ApiError> {
     if !check_system(system) {
         return Err(bad_param(
@@ -301,7 +315,19 @@ async fn list(
 ) -> Result<HttpResponse, ApiError> {
     let who = who.0;
     authorize(&state, &req, &who, "list disclosures").await?;
-    let (filter, described) = parse_filter(&state, &query)?;
+    let (mut filter, described) = parse_filter(&state, &query)?;
+    let param = |name: &str| {
+        query
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    };
+    if filter.subject.is_some()
+        && let (Some(system), Some(value)) = (param("subject_system"), param("subject_value"))
+        && let Ok(id) = SubjectIdentifier::new(system, value)
+    {
+        filter.also_subjects = linked_pseudonyms(&state, &id).await?;
+    }
     let entries = query::list(state.audit.store(), &filter).await?;
     let next_cursor = (entries.len() == filter.limit as usize)
         .then(|| entries.last().map(|e| encode_cursor(e.seq)))
@@ -390,21 +416,16 @@ async fn accounting(
     let from = accounting::period_start(now);
     // A disclosure is logged under its record's first identifier: gather the person's other
     // identifiers (from their records and consents) so the accounting misses none.
-    let linked = crate::disclosure::linked_identifiers(&state, &id).await?;
-    let mut entries = Vec::new();
-    for other in &linked {
-        let filter = Filter {
-            kinds: vec![EntryKind::Disclosure],
-            subject: Some(state.audit.pseudonym(other)),
-            outcome: Some("permit".into()),
-            since_us: Some(from.timestamp_micros()),
-            until_us: Some(now.timestamp_micros()),
-            ..Filter::default()
-        };
-        entries.extend(query::list_all_ascending(state.audit.store(), &filter).await?);
-    }
-    entries.sort_by_key(|e| e.seq);
-    entries.dedup_by_key(|e| e.seq);
+    let filter = Filter {
+        kinds: vec![EntryKind::Disclosure],
+        subject: Some(pseudonym),
+        also_subjects: linked_pseudonyms(&state, &id).await?,
+        outcome: Some("permit".into()),
+        since_us: Some(from.timestamp_micros()),
+        until_us: Some(now.timestamp_micros()),
+        ..Filter::default()
+    };
+    let entries = query::list_all_ascending(state.audit.store(), &filter).await?;
     let policy = state.policy.load();
     let lines: Vec<AccountingLine> = accounting::summarize(&entries, |id| {
         let id: crate::domain::PartnerId = id.parse().ok()?;

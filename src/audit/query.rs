@@ -19,6 +19,9 @@ pub struct Filter {
     pub kinds: Vec<EntryKind>,
     /// The subject.
     pub subject: Option<SubjectPseudonym>,
+    /// Further pseudonyms of the same person (other identifiers): with `subject`, an entry
+    /// matches if its subject is any of them.
+    pub also_subjects: Vec<SubjectPseudonym>,
     /// Recipient partner id.
     pub recipient: Option<String>,
     /// Recipient user id.
@@ -57,13 +60,18 @@ pub async fn list(store: &Store, filter: &Filter) -> Result<Vec<Entry>, LogError
         }
         clauses.push(format!("({})", parts.join(" OR ")));
     }
+    if let Some(s) = &filter.subject {
+        let mut parts = Vec::new();
+        for p in std::iter::once(s).chain(filter.also_subjects.iter().filter(|p| *p != s)) {
+            binds.push(Bind::B(p.as_bytes().to_vec()));
+            parts.push(format!("subject = ${}", binds.len()));
+        }
+        clauses.push(format!("({})", parts.join(" OR ")));
+    }
     let mut add = |clause: &str, b: Bind| {
         binds.push(b);
         clauses.push(clause.replace('?', &format!("${}", binds.len())));
     };
-    if let Some(s) = &filter.subject {
-        add("subject = ?", Bind::B(s.as_bytes().to_vec()));
-    }
     if let Some(r) = &filter.recipient {
         add("recipient_partner = ?", Bind::S(r.clone()));
     }

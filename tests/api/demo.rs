@@ -127,6 +127,25 @@ async fn the_readme_journeys_work_on_the_demo_data() {
         .await;
         assert_eq!(s, 200, "{by_mrn}");
         assert_eq!(by_mrn["disclosures"], acct["disclosures"]);
+        let (s, _, listed) = read(
+            &app,
+            &auditor,
+            "/v1/disclosures?subject_system=county-mh&subject_value=MRN-1001&outcome=permit",
+            None,
+            &[],
+        )
+        .await;
+        assert_eq!(s, 200, "{listed}");
+        let kinds: Vec<&str> = listed["entries"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|e| e["record"]["kind"].as_str())
+            .collect();
+        assert!(
+            kinds.contains(&"referral") && kinds.contains(&"safety-plan"),
+            "{listed}"
+        );
         app.stop().await;
     }
 }
