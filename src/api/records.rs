@@ -19,8 +19,9 @@ use tracing::instrument;
 use super::json::BoundedJson;
 use super::purpose::PurposeOfUse;
 use super::{RequestId, subject_param};
+use crate::audit::{self, EntryKind, NewEntry, Outcome, SubjectPseudonym};
 use crate::auth::Authenticated;
-use crate::disclosure::{self, Asker, REFERRAL_KIND, RecordAnswer, record_error};
+use crate::disclosure::{self, Asker, REFERRAL_KIND, RecordAnswer, log_error, record_error};
 use crate::domain::Principal;
 use crate::error::{ApiError, DISCLOSURE_ID};
 use crate::policy::schema;
@@ -112,6 +113,81 @@ pub(super) fn problems_error(problems: Vec<schema::FieldProblem>) -> ApiError {
     }
 }
 
+/// A `record_changed` log entry for a write by `who` (the actor is logged as the entry's
+/// recipient partner and user, as for every entry that records an act).
+pub(super) fn change_entry(
+    req: &HttpRequest,
+    who: &Principal,
+    outcome: Outcome,
+    record: (&RecordKind, &RecordId),
+    subject: Option<SubjectPseudonym>,
+    detail: String,
+) -> NewEntry {
+    let mut e = NewEntry::new(EntryKind::RecordChanged, Utc::now(), outcome);
+    e.request_id = req.extensions().get::<RequestId>().map(|r| r.0.to_string());
+    e.recipient_partner = Some(who.partner.to_string());
+    e.recipient_user = Some(who.user.to_string());
+    e.recipient_role = Some(
+        who.roles
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(","),
+    );
+    e.record = Some(audit::RecordRef {
+        kind: record.0.to_string(),
+        id: record.1.to_string(),
+    });
+    e.subject = subject;
+    e.source_addr = req.peer_addr().map(|a| a.to_string());
+    e.cert_sha256 = Some(who.cert_fingerprint.to_hex());
+    e.detail = Some(detail);
+    e
+}
+
+/// Logs a refused write (403 or 404 to a partner without authority) durably, then returns the
+/// answer: refusals of privileged acts are audit events (CJIS AU-2) like denied disclosures.
+pub(super) async fn refuse_write(
+    state: &AppState,
+    req: &HttpRequest,
+    who: &Principal,
+    record: (&RecordKind, &RecordId),
+    answer: ApiError,
+) -> ApiError {
+    let entry = change_entry(
+        req,
+        who,
+        Outcome::deny(answer.code()),
+        record,
+        None,
+        format!("write refused: {}", answer.code()),
+    );
+    match state.audit.append(entry).await {
+        Ok(_) => answer,
+        Err(e) => log_error(e),
+    }
+}
+
+/// Describes a successful write for the log (field names only).
+pub(super) fn write_detail(what: &str, outcome: &records::PutOutcome) -> String {
+    let mut d = format!(
+        "{what}: version {}{}",
+        outcome.version,
+        if outcome.created { " (created)" } else { "" }
+    );
+    if outcome.changed_fields.is_empty() && !outcome.subjects_changed {
+        d.push_str("; nothing changed");
+    } else {
+        if !outcome.changed_fields.is_empty() {
+            d.push_str(&format!("; fields: {}", outcome.changed_fields.join(", ")));
+        }
+        if outcome.subjects_changed {
+            d.push_str("; subject identifiers changed");
+        }
+    }
+    d
+}
+
 /// A write could not be applied: schema problems or a storage error.
 pub(super) enum WriteError {
     Api(ApiError),
@@ -136,6 +212,7 @@ impl From<WriteError> for ApiError {
 #[instrument(skip_all)]
 async fn put(
     state: web::Data<AppState>,
+    req: HttpRequest,
     Authenticated(who): Authenticated,
     path: web::Path<(String, String)>,
     body: BoundedJson<RecordBody>,
@@ -158,21 +235,23 @@ async fn put(
         ));
     }
     if who.partner_kind != schema_kind.owner {
-        return Err(ApiError::forbidden(
+        let answer = ApiError::forbidden(
             "not_owner_kind",
             format!(
                 "`{kind}` records are held by {} partners; `{}` is a {} partner",
                 schema_kind.owner, who.partner, who.partner_kind
             ),
-        ));
+        );
+        return Err(refuse_write(&state, &req, &who, (&kind, &id), answer).await);
     }
     let author = Author {
         partner: who.partner.clone(),
         user: who.user.clone(),
     };
     let now = Utc::now();
-    let mut tx = state.store.pool().begin().await?;
-    let outcome = records::edit_record(
+    // The record change and its log entry commit together.
+    let mut tx = state.audit.begin().await.map_err(log_error)?;
+    let edited = records::edit_record(
         &mut tx,
         &state.keyring,
         &kind,
@@ -205,7 +284,30 @@ async fn put(
             })
         },
     )
-    .await?;
+    .await;
+    let outcome = match edited {
+        Ok(o) => o,
+        Err(WriteError::Record(e @ RecordError::OwnerMismatch { .. })) => {
+            drop(tx);
+            let answer = record_error(e);
+            return Err(refuse_write(&state, &req, &who, (&kind, &id), answer).await);
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let subject = body.subjects.first().map(|s| state.audit.pseudonym(s));
+    let entry = change_entry(
+        &req,
+        &who,
+        Outcome::Permit,
+        (&kind, &id),
+        subject,
+        write_detail("record written", &outcome),
+    );
+    state
+        .audit
+        .append_in_tx(&mut tx, entry)
+        .await
+        .map_err(log_error)?;
     records::commit_write(tx, &kind, &id)
         .await
         .map_err(record_error)?;

@@ -20,9 +20,12 @@ use uuid::Uuid;
 
 use super::json::BoundedJson;
 use super::purpose::PurposeOfUse;
-use super::records::{WriteError, check_subjects, problems_error, read_one};
+use super::records::{
+    WriteError, change_entry, check_subjects, problems_error, read_one, refuse_write, write_detail,
+};
+use crate::audit::Outcome;
 use crate::auth::Authenticated;
-use crate::disclosure::{REFERRAL_KIND, record_error};
+use crate::disclosure::{REFERRAL_KIND, log_error, record_error};
 use crate::domain::{PartnerId, PartnerKind};
 use crate::error::ApiError;
 use crate::policy::schema;
@@ -91,6 +94,7 @@ fn now_text(now: chrono::DateTime<Utc>) -> String {
 #[instrument(skip_all)]
 async fn create(
     state: web::Data<AppState>,
+    req: HttpRequest,
     Authenticated(who): Authenticated,
     body: BoundedJson<NewReferral>,
 ) -> Result<HttpResponse, ApiError> {
@@ -101,14 +105,19 @@ async fn create(
             "the policy set declares no `referral` kind"
         )));
     };
+    let id: RecordId = format!("REF-{}", Uuid::now_v7().simple())
+        .parse()
+        .map_err(|e: records::InvalidInput| ApiError::Internal(e.into()))?;
+    let kind = referral_kind();
     if who.partner_kind != schema_kind.owner {
-        return Err(ApiError::forbidden(
+        let answer = ApiError::forbidden(
             "not_owner_kind",
             format!(
                 "referrals are made by {} partners; `{}` is a {} partner",
                 schema_kind.owner, who.partner, who.partner_kind
             ),
-        ));
+        );
+        return Err(refuse_write(&state, &req, &who, (&kind, &id), answer).await);
     }
     check_subjects(&body.subjects)?;
     let receiving: PartnerId = body
@@ -157,9 +166,6 @@ async fn create(
         });
     }
 
-    let id: RecordId = format!("REF-{}", Uuid::now_v7().simple())
-        .parse()
-        .map_err(|e: records::InvalidInput| ApiError::Internal(e.into()))?;
     let now = Utc::now();
     let mut fields = serde_json::Map::new();
     let mut set = |k: &str, v: Value| {
@@ -185,12 +191,11 @@ async fn create(
     }
     let fields = schema::check_write(schema_kind, who.partner_kind, &fields, None)
         .map_err(problems_error)?;
-    let kind = referral_kind();
     let author = Author {
         partner: who.partner.clone(),
         user: who.user.clone(),
     };
-    let mut tx = state.store.pool().begin().await?;
+    let mut tx = state.audit.begin().await.map_err(log_error)?;
     let outcome = records::edit_record(
         &mut tx,
         &state.keyring,
@@ -216,6 +221,19 @@ async fn create(
         },
     )
     .await?;
+    let entry = change_entry(
+        &req,
+        &who,
+        Outcome::Permit,
+        (&kind, &id),
+        body.subjects.first().map(|s| state.audit.pseudonym(s)),
+        write_detail("referral submitted", &outcome),
+    );
+    state
+        .audit
+        .append_in_tx(&mut tx, entry)
+        .await
+        .map_err(log_error)?;
     records::commit_write(tx, &kind, &id)
         .await
         .map_err(record_error)?;
@@ -234,6 +252,7 @@ async fn create(
 #[instrument(skip_all)]
 async fn move_to(
     state: web::Data<AppState>,
+    req: HttpRequest,
     Authenticated(who): Authenticated,
     path: web::Path<String>,
     body: BoundedJson<Transition>,
@@ -261,8 +280,10 @@ async fn move_to(
     };
     let now = Utc::now();
     let mut allowed_after = Vec::new();
-    let mut tx = state.store.pool().begin().await?;
-    let outcome = records::edit_record(
+    let mut moved_from = None;
+    let mut subject = None;
+    let mut tx = state.audit.begin().await.map_err(log_error)?;
+    let edited = records::edit_record(
         &mut tx,
         &state.keyring,
         &kind,
@@ -311,6 +332,8 @@ async fn move_to(
                 }));
             }
             allowed_after = referral::allowed_next(to, actor);
+            moved_from = Some(from);
+            subject = current.subjects.first().map(|s| state.audit.pseudonym(s));
             let mut fields = current.fields.clone();
             fields.insert("status".into(), json!(to));
             fields.insert("status_updated_at".into(), json!(now_text(now)));
@@ -342,7 +365,36 @@ async fn move_to(
             })
         },
     )
-    .await?;
+    .await;
+    let outcome = match edited {
+        Ok(o) => o,
+        // A partner that is no party to the referral, or a move the life cycle does not allow:
+        // refused acts, logged before the answer.
+        Err(WriteError::Api(answer))
+            if matches!(answer.code(), "referral_not_found" | "invalid_transition") =>
+        {
+            drop(tx);
+            return Err(refuse_write(&state, &req, &who, (&kind, &id), answer).await);
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let what = format!(
+        "referral moved {} -> {to}",
+        moved_from.map_or("?", ReferralState::as_str)
+    );
+    let entry = change_entry(
+        &req,
+        &who,
+        Outcome::Permit,
+        (&kind, &id),
+        subject,
+        write_detail(&what, &outcome),
+    );
+    state
+        .audit
+        .append_in_tx(&mut tx, entry)
+        .await
+        .map_err(log_error)?;
     records::commit_write(tx, &kind, &id)
         .await
         .map_err(record_error)?;

@@ -45,11 +45,14 @@ pub enum EntryKind {
     LogPurged,
     /// A compliance officer closed the review of an emergency access.
     EmergencyReviewed,
+    /// A shared record was written (created, updated, a referral moved), or a write was refused
+    /// for lack of authority.
+    RecordChanged,
 }
 
 impl EntryKind {
     /// Every kind, in a stable order.
-    pub const ALL: [EntryKind; 10] = [
+    pub const ALL: [EntryKind; 11] = [
         Self::Disclosure,
         Self::LogRead,
         Self::HandshakeRefused,
@@ -60,6 +63,7 @@ impl EntryKind {
         Self::ConsentChanged,
         Self::LogPurged,
         Self::EmergencyReviewed,
+        Self::RecordChanged,
     ];
 
     /// The stable name stored, hashed and shown.
@@ -75,6 +79,7 @@ impl EntryKind {
             Self::ConsentChanged => "consent_changed",
             Self::LogPurged => "log_purged",
             Self::EmergencyReviewed => "emergency_reviewed",
+            Self::RecordChanged => "record_changed",
         }
     }
 }

@@ -882,3 +882,86 @@ async fn the_same_record_read_twice_gives_two_entries_and_a_verifying_chain() {
     assert!(v.ok(), "{v:?}");
     app.stop().await;
 }
+
+#[tokio::test]
+async fn writes_and_refused_writes_are_logged_with_the_change() {
+    for db in [Db::Sqlite, Db::Postgres] {
+        let app = spawn_app(db).await;
+        seed(&app).await;
+        let (s, _) = put(
+            &app,
+            &clinician(),
+            "/v1/records/crisis-incident/INC-9",
+            &incident_body("P-1"),
+        )
+        .await;
+        assert_eq!(s, 403);
+        let id = new_referral(&app).await;
+        let mh = who("county-mh", "intake-1", &["intake-coordinator"]);
+        let (s, _) = transition(&app, &mh, &id, json!({"to": "RECEIVED"})).await;
+        assert_eq!(s, 200);
+        let (s, _) = transition(&app, &mh, &id, json!({"to": "CLOSED"})).await;
+        assert_eq!(s, 409);
+        let auditor = who("oversight", "aud-1", &["compliance"]);
+        let (s, _) = transition(&app, &auditor, &id, json!({"to": "RECEIVED"})).await;
+        assert_eq!(s, 404);
+
+        let entries = query::list(
+            &app.state.store,
+            &query::Filter {
+                kinds: vec![EntryKind::RecordChanged],
+                limit: 50,
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+        let seen: Vec<(String, String, String)> = entries
+            .iter()
+            .rev()
+            .map(|e| {
+                (
+                    e.data.recipient_partner.clone().unwrap_or_default(),
+                    e.data
+                        .record
+                        .as_ref()
+                        .map(|r| r.kind.clone())
+                        .unwrap_or_default(),
+                    match &e.data.outcome {
+                        Outcome::Permit => "permit".to_owned(),
+                        Outcome::Deny { reason } => reason.clone(),
+                    },
+                )
+            })
+            .collect();
+        let expect = |p: &str, k: &str, o: &str| (p.to_owned(), k.to_owned(), o.to_owned());
+        assert_eq!(
+            seen,
+            [
+                expect("metro-pd", "crisis-incident", "permit"),
+                expect("county-mh", "safety-plan", "permit"),
+                expect("county-mh", "crisis-incident", "not_owner_kind"),
+                expect("metro-pd", "referral", "permit"),
+                expect("county-mh", "referral", "permit"),
+                expect("county-mh", "referral", "invalid_transition"),
+                expect("oversight", "referral", "referral_not_found"),
+            ],
+            "{db:?}"
+        );
+        let moved = &entries[entries.len() - 5];
+        assert!(
+            moved
+                .data
+                .detail
+                .as_deref()
+                .unwrap()
+                .contains("SUBMITTED -> RECEIVED"),
+            "{moved:?}"
+        );
+        assert!(
+            !format!("{entries:?}").contains("Jordan"),
+            "names never logged"
+        );
+        app.stop().await;
+    }
+}
