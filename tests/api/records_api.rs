@@ -965,3 +965,58 @@ async fn writes_and_refused_writes_are_logged_with_the_change() {
         app.stop().await;
     }
 }
+
+#[tokio::test]
+async fn a_thousand_concurrent_reads_give_a_thousand_entries_and_a_verifying_chain() {
+    use futures_util::StreamExt as _;
+    for db in [Db::Sqlite, Db::Postgres] {
+        let app = spawn_app(db).await;
+        seed(&app).await;
+        let w = clinician();
+        let c = client(Some(&w.0));
+        let url = app.url("/v1/records/crisis-incident/INC-1");
+        let ids: Vec<u64> = futures_util::stream::iter(0..1000)
+            .map(|_| {
+                let req = c
+                    .get(&url)
+                    .bearer_auth(&w.1)
+                    .header("Purpose-Of-Use", "treatment");
+                async move {
+                    let res = req.send().await.unwrap();
+                    assert_eq!(res.status(), 200);
+                    res.headers()["disclosure-id"]
+                        .to_str()
+                        .unwrap()
+                        .parse::<u64>()
+                        .unwrap()
+                }
+            })
+            .buffer_unordered(64)
+            .collect()
+            .await;
+        let unique: std::collections::BTreeSet<u64> = ids.iter().copied().collect();
+        assert_eq!(unique.len(), 1000, "{db:?}: one entry per answer");
+        let entries = query::list_all_ascending(
+            &app.state.store,
+            &query::Filter {
+                kinds: vec![EntryKind::Disclosure],
+                outcome: Some("permit".into()),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+        assert_eq!(entries.len(), 1000, "{db:?}");
+        let logged: std::collections::BTreeSet<u64> = entries.iter().map(|e| e.seq).collect();
+        assert_eq!(logged, unique, "{db:?}: every answer names its own entry");
+        let v = coresponse_gateway::audit::verify_store(
+            &app.state.store,
+            app.state.audit.checkpoint_key().as_ref(),
+            None,
+        )
+        .await
+        .unwrap();
+        assert!(v.ok(), "{db:?}: {v:?}");
+        app.stop().await;
+    }
+}
