@@ -300,6 +300,7 @@ async fn create(
 #[tracing::instrument(skip_all)]
 async fn one(
     who: Authenticated,
+    req: HttpRequest,
     state: web::Data<AppState>,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
@@ -311,6 +312,8 @@ async fn one(
     drop(conn);
     match found {
         Some(c) if may_see(&who, &c) => {
+            let subjects = pseudonyms(&state, &c.directive.subjects);
+            log_read(&state, &req, &who, Some(&id), &subjects, "read a consent").await?;
             let policy = state.policy.load();
             Ok(HttpResponse::Ok()
                 .insert_header((header::CACHE_CONTROL, "no-store"))
@@ -481,6 +484,7 @@ async fn visible_consents(
 #[tracing::instrument(skip_all)]
 async fn list(
     who: Authenticated,
+    req: HttpRequest,
     state: web::Data<AppState>,
     path: web::Path<(String, String)>,
     query: web::Query<Vec<(String, String)>>,
@@ -492,6 +496,8 @@ async fn list(
     let (system, value) = path.into_inner();
     let subject = subject_from_path(&system, &value)?;
     let (consents, pseudonym) = visible_consents(&state, &who, &subject).await?;
+    let what = format!("listed {} consent(s) of a subject", consents.len());
+    log_read(&state, &req, &who, None, &[pseudonym], &what).await?;
     let policy = state.policy.load();
     let now = Utc::now();
     let views: Vec<ConsentView<'_>> = consents
@@ -507,6 +513,7 @@ async fn list(
 #[tracing::instrument(skip_all)]
 async fn coverage(
     who: Authenticated,
+    req: HttpRequest,
     state: web::Data<AppState>,
     path: web::Path<(String, String)>,
     query: web::Query<Vec<(String, String)>>,
@@ -564,9 +571,30 @@ async fn coverage(
         },
     )
     .map_err(|e| bad_param(e.parameter, e.message))?;
+    let what = format!(
+        "coverage for `{recipient}` and purpose `{purpose}` ({} consent(s) considered)",
+        consents.len()
+    );
+    log_read(&state, &req, &who, None, &[pseudonym], &what).await?;
     Ok(HttpResponse::Ok()
         .insert_header((header::CACHE_CONTROL, "no-store"))
         .json(report))
+}
+
+/// Logs a read of consent directives (`consent_read`) durably before the answer leaves:
+/// a consent reveals, for one, that a person is in treatment.
+async fn log_read(
+    state: &AppState,
+    req: &HttpRequest,
+    who: &Principal,
+    consent_id: Option<&str>,
+    subjects: &[SubjectPseudonym],
+    what: &str,
+) -> Result<(), ApiError> {
+    let mut e = change_entry(req, who, Outcome::Permit, consent_id, subjects, what);
+    e.kind = EntryKind::ConsentRead;
+    state.audit.append(e).await?;
+    Ok(())
 }
 
 #[cfg(test)]

@@ -45,6 +45,8 @@ pub enum EntryKind {
     LogPurged,
     /// A compliance officer closed the review of an emergency access.
     EmergencyReviewed,
+    /// Consent directives were read (one consent, a subject's list, or a coverage report).
+    ConsentRead,
     /// A shared record was written (created, updated, a referral moved), or a write was refused
     /// for lack of authority.
     RecordChanged,
@@ -52,7 +54,7 @@ pub enum EntryKind {
 
 impl EntryKind {
     /// Every kind, in a stable order.
-    pub const ALL: [EntryKind; 11] = [
+    pub const ALL: [EntryKind; 12] = [
         Self::Disclosure,
         Self::LogRead,
         Self::HandshakeRefused,
@@ -64,6 +66,7 @@ impl EntryKind {
         Self::LogPurged,
         Self::EmergencyReviewed,
         Self::RecordChanged,
+        Self::ConsentRead,
     ];
 
     /// The stable name stored, hashed and shown.
@@ -80,6 +83,7 @@ impl EntryKind {
             Self::LogPurged => "log_purged",
             Self::EmergencyReviewed => "emergency_reviewed",
             Self::RecordChanged => "record_changed",
+            Self::ConsentRead => "consent_read",
         }
     }
 }

@@ -119,6 +119,34 @@ async fn grant_and_revocation_each_change_the_next_answer() {
         let (s, _, _) = read(&app, &officer(), PLAN, Some("referral-followup"), &[]).await;
         assert_eq!(s, 403);
 
+        // Reading consents is itself logged.
+        let auditor = who("oversight", "aud-1", &["compliance"]);
+        let (s, _, b) = read(
+            &app,
+            &auditor,
+            "/v1/subjects/county-mh/MRN-88/consents",
+            None,
+            &[],
+        )
+        .await;
+        assert_eq!(
+            (s, b["consents"].as_array().unwrap().len()),
+            (200, 1),
+            "{b}"
+        );
+        let reads = query::list(
+            &app.state.store,
+            &query::Filter {
+                kinds: vec![coresponse_gateway::audit::EntryKind::ConsentRead],
+                limit: 10,
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+        assert_eq!(reads.len(), 1);
+        assert_eq!(reads[0].data.recipient_user.as_deref(), Some("aud-1"));
+
         revoke(&app, &id).await;
         let (s, _, b) = officer_reads_plan(&app).await;
         assert_eq!(s, 403, "revocation stops the very next disclosure: {b}");
