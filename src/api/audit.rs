@@ -17,13 +17,12 @@
 use std::collections::BTreeMap;
 
 use actix_web::http::header;
-use actix_web::{HttpMessage, HttpRequest, HttpResponse, web};
+use actix_web::{HttpRequest, HttpResponse, web};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use chrono::{DateTime, Utc};
 use serde_json::json;
 
-use super::RequestId;
 use crate::audit::accounting::{self, AccountingLine};
 use crate::audit::query::{self, EntryView, Filter, MAX_LIMIT};
 use crate::audit::{
@@ -61,22 +60,11 @@ pub(super) fn read_entry(
     outcome: Outcome,
     detail: String,
 ) -> NewEntry {
-    let mut e = NewEntry::new(EntryKind::LogRead, Utc::now(), outcome);
-    e.request_id = req.extensions().get::<RequestId>().map(|r| r.0.to_string());
-    e.recipient_partner = Some(who.partner.to_string());
-    e.recipient_user = Some(who.user.to_string());
-    e.recipient_role = Some(if who.has_role(COMPLIANCE_ROLE) {
-        COMPLIANCE_ROLE.to_owned()
-    } else {
-        who.roles
-            .iter()
-            .map(ToString::to_string)
-            .collect::<Vec<_>>()
-            .join(" ")
-    });
+    let mut e = super::actor_entry(req, who, EntryKind::LogRead, outcome);
+    if who.has_role(COMPLIANCE_ROLE) {
+        e.recipient_role = Some(COMPLIANCE_ROLE.to_owned());
+    }
     e.purpose = Some(AUDIT_PURPOSE.to_owned());
-    e.source_addr = req.peer_addr().map(|a| a.to_string());
-    e.cert_sha256 = Some(who.cert_fingerprint.to_hex());
     e.detail = Some(detail);
     e
 }

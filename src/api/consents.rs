@@ -16,12 +16,12 @@
 //! caller gets 503. Handlers log consent ids only, never identifiers, names or content.
 
 use actix_web::http::header;
-use actix_web::{HttpMessage, HttpRequest, HttpResponse, web};
+use actix_web::{HttpRequest, HttpResponse, web};
 use chrono::{DateTime, Duration, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use super::{BoundedJson, COMPLIANCE_ROLE, RequestId};
+use super::{BoundedJson, COMPLIANCE_ROLE};
 use crate::audit::{EntryKind, LegalBasis, NewEntry, Outcome, SubjectPseudonym};
 use crate::auth::Authenticated;
 use crate::consent::SubjectRef;
@@ -144,23 +144,11 @@ fn change_entry(
     subjects: &[SubjectPseudonym],
     what: &str,
 ) -> NewEntry {
-    let mut e = NewEntry::new(EntryKind::ConsentChanged, Utc::now(), outcome);
-    e.request_id = req.extensions().get::<RequestId>().map(|r| r.0.to_string());
-    e.recipient_partner = Some(who.partner.to_string());
-    e.recipient_user = Some(who.user.to_string());
-    e.recipient_role = Some(
-        who.roles
-            .iter()
-            .map(ToString::to_string)
-            .collect::<Vec<_>>()
-            .join(" "),
-    );
+    let mut e = super::actor_entry(req, who, EntryKind::ConsentChanged, outcome);
     e.basis = consent_id.map(|id| LegalBasis::Consent {
         consent_id: id.to_owned(),
     });
     e.subject = subjects.first().copied();
-    e.source_addr = req.peer_addr().map(|a| a.to_string());
-    e.cert_sha256 = Some(who.cert_fingerprint.to_hex());
     let mut detail = what.to_owned();
     if subjects.len() > 1 {
         let all: Vec<String> = subjects.iter().map(SubjectPseudonym::to_hex).collect();

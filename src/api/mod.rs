@@ -14,7 +14,7 @@ mod referrals;
 mod reviews;
 mod whoami;
 
-use actix_web::{HttpRequest, error::JsonPayloadError, web};
+use actix_web::{HttpMessage, HttpRequest, error::JsonPayloadError, web};
 
 pub use audit::COMPLIANCE_ROLE;
 pub use json::{BoundedJson, check_depth};
@@ -23,6 +23,8 @@ pub use purpose::{
     EMERGENCY_BASIS, EMERGENCY_DESCRIPTION, EMERGENCY_SOURCE, PURPOSE_OF_USE, PurposeOfUse,
 };
 
+use crate::audit::{EntryKind, NewEntry, Outcome};
+use crate::domain::Principal;
 use crate::error::ApiError;
 use crate::store::records::SubjectIdentifier;
 
@@ -47,6 +49,30 @@ pub fn configure(cfg: &mut web::ServiceConfig, body_limit: usize) {
     records::routes(cfg);
     referrals::routes(cfg);
     reviews::routes(cfg);
+}
+
+/// A log entry of `kind` recording an act by the authenticated caller: request id, the caller's
+/// partner, user and roles (as the entry's recipient), source address and certificate.
+pub(crate) fn actor_entry(
+    req: &HttpRequest,
+    who: &Principal,
+    kind: EntryKind,
+    outcome: Outcome,
+) -> NewEntry {
+    let mut e = NewEntry::new(kind, chrono::Utc::now(), outcome);
+    e.request_id = req.extensions().get::<RequestId>().map(|r| r.0.to_string());
+    e.recipient_partner = Some(who.partner.to_string());
+    e.recipient_user = Some(who.user.to_string());
+    e.recipient_role = Some(
+        who.roles
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(","),
+    );
+    e.source_addr = req.peer_addr().map(|a| a.to_string());
+    e.cert_sha256 = Some(who.cert_fingerprint.to_hex());
+    e
 }
 
 /// A subject identifier from the path `/v1/subjects/{system}/{value}/...`, in canonical form.

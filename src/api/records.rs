@@ -123,24 +123,12 @@ pub(super) fn change_entry(
     subject: Option<SubjectPseudonym>,
     detail: String,
 ) -> NewEntry {
-    let mut e = NewEntry::new(EntryKind::RecordChanged, Utc::now(), outcome);
-    e.request_id = req.extensions().get::<RequestId>().map(|r| r.0.to_string());
-    e.recipient_partner = Some(who.partner.to_string());
-    e.recipient_user = Some(who.user.to_string());
-    e.recipient_role = Some(
-        who.roles
-            .iter()
-            .map(ToString::to_string)
-            .collect::<Vec<_>>()
-            .join(","),
-    );
+    let mut e = super::actor_entry(req, who, EntryKind::RecordChanged, outcome);
     e.record = Some(audit::RecordRef {
         kind: record.0.to_string(),
         id: record.1.to_string(),
     });
     e.subject = subject;
-    e.source_addr = req.peer_addr().map(|a| a.to_string());
-    e.cert_sha256 = Some(who.cert_fingerprint.to_hex());
     e.detail = Some(detail);
     e
 }
