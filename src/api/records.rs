@@ -156,6 +156,23 @@ pub(super) async fn refuse_write(
     }
 }
 
+/// Appends the write's log entry in the write's transaction and commits both.
+pub(super) async fn commit_with_entry(
+    state: &AppState,
+    mut tx: sqlx::Transaction<'static, sqlx::Any>,
+    entry: NewEntry,
+    record: (&RecordKind, &RecordId),
+) -> Result<(), ApiError> {
+    state
+        .audit
+        .append_in_tx(&mut tx, entry)
+        .await
+        .map_err(log_error)?;
+    records::commit_write(tx, record.0, record.1)
+        .await
+        .map_err(record_error)
+}
+
 /// Describes a successful write for the log (field names only).
 pub(super) fn write_detail(what: &str, outcome: &records::PutOutcome) -> String {
     let mut d = format!(
@@ -291,14 +308,7 @@ async fn put(
         subject,
         write_detail("record written", &outcome),
     );
-    state
-        .audit
-        .append_in_tx(&mut tx, entry)
-        .await
-        .map_err(log_error)?;
-    records::commit_write(tx, &kind, &id)
-        .await
-        .map_err(record_error)?;
+    commit_with_entry(&state, tx, entry, (&kind, &id)).await?;
     let status = if outcome.created {
         actix_web::http::StatusCode::CREATED
     } else {

@@ -21,7 +21,8 @@ use uuid::Uuid;
 use super::json::BoundedJson;
 use super::purpose::PurposeOfUse;
 use super::records::{
-    WriteError, change_entry, check_subjects, problems_error, read_one, refuse_write, write_detail,
+    WriteError, change_entry, check_subjects, commit_with_entry, problems_error, read_one,
+    refuse_write, write_detail,
 };
 use crate::audit::Outcome;
 use crate::auth::Authenticated;
@@ -229,14 +230,7 @@ async fn create(
         body.subjects.first().map(|s| state.audit.pseudonym(s)),
         write_detail("referral submitted", &outcome),
     );
-    state
-        .audit
-        .append_in_tx(&mut tx, entry)
-        .await
-        .map_err(log_error)?;
-    records::commit_write(tx, &kind, &id)
-        .await
-        .map_err(record_error)?;
+    commit_with_entry(&state, tx, entry, (&kind, &id)).await?;
     Ok(HttpResponse::Created()
         .insert_header((header::LOCATION, format!("/v1/referrals/{id}")))
         .insert_header((header::CACHE_CONTROL, "no-store"))
@@ -390,14 +384,7 @@ async fn move_to(
         subject,
         write_detail(&what, &outcome),
     );
-    state
-        .audit
-        .append_in_tx(&mut tx, entry)
-        .await
-        .map_err(log_error)?;
-    records::commit_write(tx, &kind, &id)
-        .await
-        .map_err(record_error)?;
+    commit_with_entry(&state, tx, entry, (&kind, &id)).await?;
     Ok(HttpResponse::Ok()
         .insert_header((header::CACHE_CONTROL, "no-store"))
         .json(json!({
