@@ -25,6 +25,7 @@ use serde_json::json;
 
 use crate::audit::accounting::{self, AccountingLine};
 use crate::audit::query::{self, EntryView, Filter, MAX_LIMIT};
+use crate::audit::suspension;
 use crate::audit::{
     CheckpointExport, EntryKind, NewEntry, Outcome, SubjectPseudonym, stored_checkpoints,
     verify_store,
@@ -49,6 +50,8 @@ pub(super) fn routes(cfg: &mut web::ServiceConfig) {
             "/v1/subjects/{system}/{value}/accounting",
             web::get().to(accounting),
         )
+        .route("/v1/accounting-suspensions", web::post().to(suspend))
+        .route("/v1/accounting-suspensions", web::get().to(suspensions))
         .route("/v1/audit/verify", web::get().to(verify))
         .route("/v1/audit/checkpoints", web::get().to(checkpoints));
 }
@@ -413,7 +416,23 @@ async fn accounting(
         until_us: Some(now.timestamp_micros()),
         ..Filter::default()
     };
-    let entries = query::list_all_ascending(state.audit.store(), &filter).await?;
+    let mut subjects = vec![pseudonym];
+    subjects.extend(filter.also_subjects.iter().copied());
+    let mut entries = query::list_all_ascending(state.audit.store(), &filter).await?;
+    // HIPAA 164.528(a)(2): disclosures to an agency whose suspension is in force are left out
+    // until it ends (they stay in the log).
+    let suspended: Vec<suspension::Suspension> = suspension::list(state.audit.store(), Some(now))
+        .await?
+        .into_iter()
+        .filter(|s| s.applies(&subjects, now))
+        .collect();
+    let before = entries.len();
+    entries.retain(|e| {
+        !suspended
+            .iter()
+            .any(|s| e.data.recipient_partner.as_deref() == Some(s.recipient.as_str()))
+    });
+    let withheld_by_suspension = before - entries.len();
     let policy = state.policy.load();
     let lines: Vec<AccountingLine> = accounting::summarize(&entries, |id| {
         let id: crate::domain::PartnerId = id.parse().ok()?;
@@ -454,6 +473,8 @@ async fn accounting(
                 "to": query::rfc3339(&now),
             },
             "disclosures": lines,
+            // For the compliance officer; the CSV given to the individual does not say it.
+            "suspended_disclosures": withheld_by_suspension,
         })))
 }
 
@@ -540,4 +561,149 @@ mod tests {
         assert!(!check_value("a\nb"));
         assert!(!check_value(""));
     }
+}
+
+/// The body of `POST /v1/accounting-suspensions`.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SuspensionBody {
+    recipient: String,
+    #[serde(default)]
+    subject_system: Option<String>,
+    #[serde(default)]
+    subject_value: Option<String>,
+    statement: String,
+    until: String,
+}
+
+fn bad_field(field: &'static str, why: impl std::fmt::Display) -> ApiError {
+    ApiError::BadRequest {
+        code: "invalid_suspension",
+        message: format!("`{field}`: {why}"),
+        details: Some(json!({ "field": field })),
+    }
+}
+
+/// `POST /v1/accounting-suspensions`: records an agency's suspension of the accounting
+/// (HIPAA 164.528(a)(2)), with its log entry in the same transaction.
+#[tracing::instrument(skip_all)]
+async fn suspend(
+    who: Authenticated,
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    body: super::BoundedJson<SuspensionBody>,
+) -> Result<HttpResponse, ApiError> {
+    let who = who.0;
+    authorize(&state, &req, &who, "suspend an accounting").await?;
+    let body = body.0;
+    let now = Utc::now();
+    let policy = state.policy.load();
+    let recipient: crate::domain::PartnerId = body
+        .recipient
+        .parse()
+        .map_err(|e| bad_field("recipient", e))?;
+    match policy.partner_kind(&recipient) {
+        Some(PartnerKind::Police | PartnerKind::Compliance) => {}
+        _ => {
+            return Err(bad_field(
+                "recipient",
+                "a suspension is requested by a registered law-enforcement or health-oversight \
+                 partner",
+            ));
+        }
+    }
+    let subject = match (
+        body.subject_system.as_deref(),
+        body.subject_value.as_deref(),
+    ) {
+        (Some(sys), Some(val)) => Some(
+            SubjectIdentifier::new(sys, val)
+                .map(|id| state.audit.pseudonym(&id))
+                .map_err(|e| bad_field("subject_value", e))?,
+        ),
+        (None, None) => None,
+        _ => {
+            return Err(bad_field(
+                "subject_system",
+                "give `subject_system` and `subject_value` together, or neither (every subject)",
+            ));
+        }
+    };
+    let statement = body.statement.trim();
+    if statement.is_empty() || statement.chars().count() > 4000 {
+        return Err(bad_field(
+            "statement",
+            "quote the agency's statement (or its reference) in 1 to 4000 characters",
+        ));
+    }
+    let ends_at = parse_time("until", &body.until).map_err(|_| {
+        bad_field(
+            "until",
+            "use an RFC 3339 time such as `2027-01-31T00:00:00Z`",
+        )
+    })?;
+    if ends_at <= now {
+        return Err(bad_field("until", "the suspension must end in the future"));
+    }
+    let s = suspension::Suspension {
+        id: format!("susp-{}", uuid::Uuid::now_v7()),
+        recipient: recipient.to_string(),
+        subject,
+        statement: statement.to_owned(),
+        ends_at,
+        recorded_by_partner: who.partner.to_string(),
+        recorded_by_user: who.user.to_string(),
+        recorded_at: now,
+    };
+    let mut entry = super::actor_entry(&req, &who, EntryKind::AccountingSuspended, Outcome::Permit);
+    entry.subject = subject;
+    entry.justification = Some(s.statement.clone());
+    entry.detail = Some(format!(
+        "suspension {} of the accounting of disclosures to `{recipient}` until {}",
+        s.id,
+        query::rfc3339(&ends_at)
+    ));
+    let mut tx = state.audit.begin().await?;
+    suspension::insert(&mut tx, &s).await?;
+    state.audit.append_in_tx(&mut tx, entry).await?;
+    tx.commit()
+        .await
+        .map_err(|e| ApiError::Unavailable(e.into()))?;
+    Ok(HttpResponse::Created()
+        .insert_header((header::CACHE_CONTROL, "no-store"))
+        .json(&s))
+}
+
+/// `GET /v1/accounting-suspensions[?all=true]`: those in force (or all).
+#[tracing::instrument(skip_all)]
+async fn suspensions(
+    who: Authenticated,
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    query: web::Query<Vec<(String, String)>>,
+) -> Result<HttpResponse, ApiError> {
+    let who = who.0;
+    authorize(&state, &req, &who, "list accounting suspensions").await?;
+    let mut all = false;
+    for (k, v) in query.iter() {
+        match (k.as_str(), v.as_str()) {
+            ("all", "true") => all = true,
+            ("all", "false") => all = false,
+            ("all", _) => return Err(bad_param("all", "use `true` or `false`")),
+            (other, _) => return Err(bad_param(other, "unknown parameter; accepted: all")),
+        }
+    }
+    let list = suspension::list(state.audit.store(), (!all).then(Utc::now)).await?;
+    state
+        .audit
+        .append(read_entry(
+            &req,
+            &who,
+            Outcome::Permit,
+            format!("listed {} accounting suspension(s)", list.len()),
+        ))
+        .await?;
+    Ok(HttpResponse::Ok()
+        .insert_header((header::CACHE_CONTROL, "no-store"))
+        .json(json!({ "suspensions": list })))
 }

@@ -45,6 +45,8 @@ pub enum EntryKind {
     LogPurged,
     /// A compliance officer closed the review of an emergency access.
     EmergencyReviewed,
+    /// An accounting of disclosures was suspended for an agency (HIPAA 164.528(a)(2)).
+    AccountingSuspended,
     /// Consent directives were read (one consent, a subject's list, or a coverage report).
     ConsentRead,
     /// A shared record was written (created, updated, a referral moved), or a write was refused
@@ -54,7 +56,7 @@ pub enum EntryKind {
 
 impl EntryKind {
     /// Every kind, in a stable order.
-    pub const ALL: [EntryKind; 12] = [
+    pub const ALL: [EntryKind; 13] = [
         Self::Disclosure,
         Self::LogRead,
         Self::HandshakeRefused,
@@ -67,6 +69,7 @@ impl EntryKind {
         Self::EmergencyReviewed,
         Self::RecordChanged,
         Self::ConsentRead,
+        Self::AccountingSuspended,
     ];
 
     /// The stable name stored, hashed and shown.
@@ -84,6 +87,7 @@ impl EntryKind {
             Self::EmergencyReviewed => "emergency_reviewed",
             Self::RecordChanged => "record_changed",
             Self::ConsentRead => "consent_read",
+            Self::AccountingSuspended => "accounting_suspended",
         }
     }
 }

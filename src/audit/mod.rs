@@ -115,6 +115,7 @@ mod db;
 mod entry;
 pub mod query;
 pub mod retention;
+pub mod suspension;
 mod verify;
 mod writer;
 

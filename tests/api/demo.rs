@@ -5,7 +5,7 @@
 use coresponse_gateway::devinit::seed;
 use serde_json::Value;
 
-use crate::records_api::{read, who};
+use crate::records_api::{post, read, who};
 use crate::support::{Db, spawn_app};
 
 #[tokio::test]
@@ -146,6 +146,104 @@ async fn the_readme_journeys_work_on_the_demo_data() {
             kinds.contains(&"referral") && kinds.contains(&"safety-plan"),
             "{listed}"
         );
+        app.stop().await;
+    }
+}
+
+#[tokio::test]
+async fn an_agency_suspension_hides_its_disclosures_from_the_accounting_until_it_ends() {
+    for db in [Db::Sqlite, Db::Postgres] {
+        let app = spawn_app(db).await;
+        seed::seed(&app.state).await.unwrap();
+        let officer = who("metro-pd", "officer-17", &["officer"]);
+        let clin = who("county-mh", "clin-7", &["clinician"]);
+        let (s, _, _) = read(
+            &app,
+            &officer,
+            "/v1/referrals/REF-DEMO-1",
+            Some("referral-followup"),
+            &[],
+        )
+        .await;
+        assert_eq!(s, 200);
+        let (s, _, _) = read(
+            &app,
+            &clin,
+            "/v1/records/crisis-incident/INC-2026-0042",
+            Some("treatment"),
+            &[],
+        )
+        .await;
+        assert_eq!(s, 200);
+        let auditor = who("oversight", "aud-1", &["compliance"]);
+        let path = "/v1/subjects/metro-pd/P-2231/accounting";
+        let recipients = |v: &Value| -> Vec<String> {
+            v["disclosures"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|l| l["recipient"]["id"].as_str().unwrap_or_default().to_owned())
+                .collect()
+        };
+        let (_, _, before) = read(&app, &auditor, path, None, &[]).await;
+        assert!(
+            recipients(&before).contains(&"metro-pd".to_owned()),
+            "{before}"
+        );
+
+        let until = (chrono::Utc::now() + chrono::Duration::hours(1)).to_rfc3339();
+        let body = serde_json::json!({
+            "recipient": "metro-pd", "subject_system": "metro-pd", "subject_value": "P-2231",
+            "statement": "Written statement of Lt. Reyes, Metro PD, 2026-11-20: an accounting would impede an active investigation; 60 days.",
+            "until": until,
+        });
+        let (s, b) = post(&app, &officer, "/v1/accounting-suspensions", &body).await;
+        assert_eq!(
+            (s, b["code"].as_str()),
+            (403, Some("compliance_role_required"))
+        );
+        let mut bad = body.clone();
+        bad["recipient"] = "county-mh".into();
+        let (s, b) = post(&app, &auditor, "/v1/accounting-suspensions", &bad).await;
+        assert_eq!(
+            (s, b["details"]["field"].as_str()),
+            (400, Some("recipient")),
+            "{b}"
+        );
+        let mut bad = body.clone();
+        bad["until"] = "2020-01-01T00:00:00Z".into();
+        let (s, b) = post(&app, &auditor, "/v1/accounting-suspensions", &bad).await;
+        assert_eq!(
+            (s, b["details"]["field"].as_str()),
+            (400, Some("until")),
+            "{b}"
+        );
+        let (s, b) = post(&app, &auditor, "/v1/accounting-suspensions", &body).await;
+        assert_eq!(s, 201, "{b}");
+
+        let (_, _, during) = read(&app, &auditor, path, None, &[]).await;
+        assert!(
+            !recipients(&during).contains(&"metro-pd".to_owned()),
+            "{during}"
+        );
+        assert!(
+            recipients(&during).contains(&"county-mh".to_owned()),
+            "{during}"
+        );
+        assert!(during["suspended_disclosures"].as_u64().unwrap() >= 1);
+        let (s, _, list) = read(&app, &auditor, "/v1/accounting-suspensions", None, &[]).await;
+        assert_eq!((s, list["suspensions"].as_array().unwrap().len()), (200, 1));
+        let logged = coresponse_gateway::audit::query::list(
+            &app.state.store,
+            &coresponse_gateway::audit::query::Filter {
+                kinds: vec![coresponse_gateway::audit::EntryKind::AccountingSuspended],
+                limit: 5,
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+        assert_eq!(logged.len(), 1);
         app.stop().await;
     }
 }
