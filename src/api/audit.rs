@@ -132,19 +132,6 @@ fn decode_cursor(v: &str) -> Result<u64, ApiError> {
         })
 }
 
-/// Checks a subject identifier system: 1 to 64 characters from `a-z`, `0-9`, `.`, `-`, `_`.
-fn check_system(v: &str) -> bool {
-    !v.is_empty()
-        && v.len() <= 64
-        && v.bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-".contains(&b))
-}
-
-/// Checks a subject identifier value: 1 to 256 bytes, no control characters.
-fn check_value(v: &str) -> bool {
-    !v.is_empty() && v.len() <= 256 && !v.chars().any(char::is_control)
-}
-
 /// The pseudonyms of every identifier linked to `id` by the person's records and consents: a
 /// disclosure is logged under its record's first identifier, so a query by any one of the
 /// person's identifiers must look under all of them.
@@ -159,22 +146,17 @@ async fn linked_pseudonyms(
         .collect())
 }
 
-fn subject(state: &AppState, system: &str, value: &str) -> Result<SubjectPseudonym, ApiError> {
-    if !check_system(system) {
-        return Err(bad_param(
-            "subject_system",
-            "use 1 to 64 characters from a-z, 0-9, `.`, `-` and `_`",
-        ));
-    }
-    if !check_value(value) {
-        return Err(bad_param(
-            "subject_value",
-            "use 1 to 256 characters without control characters",
-        ));
-    }
-    let id =
-        SubjectIdentifier::new(system, value).map_err(|e| bad_param("subject_value", e.rule))?;
-    Ok(state.audit.pseudonym(&id))
+/// A subject identifier given as query or path parameters, in canonical form (the rules of
+/// [`SubjectIdentifier::new`]); an error names the parameter at fault.
+fn query_subject(system: &str, value: &str) -> Result<SubjectIdentifier, ApiError> {
+    SubjectIdentifier::new(system, value).map_err(|e| {
+        let param = if e.what.ends_with("system") {
+            "subject_system"
+        } else {
+            "subject_value"
+        };
+        bad_param(param, e.rule)
+    })
 }
 
 const LIST_PARAMS: [&str; 12] = [
@@ -192,11 +174,12 @@ const LIST_PARAMS: [&str; 12] = [
     "limit",
 ];
 
-/// Parses the listing's query into a filter and a description for the log (no identifier).
+/// Parses the listing's query into a filter, a description for the log (no identifier) and the
+/// subject identifier asked about, if any.
 fn parse_filter(
     state: &AppState,
     pairs: &[(String, String)],
-) -> Result<(Filter, String), ApiError> {
+) -> Result<(Filter, String, Option<SubjectIdentifier>), ApiError> {
     let mut params: BTreeMap<&str, &str> = BTreeMap::new();
     for (k, v) in pairs {
         if !LIST_PARAMS.contains(&k.as_str()) {
@@ -216,11 +199,14 @@ fn parse_filter(
         ..Filter::default()
     };
     let mut described: Vec<String> = Vec::new();
+    let mut subject = None;
     match (params.get("subject_system"), params.get("subject_value")) {
         (Some(s), Some(v)) => {
-            let p = subject(state, s, v)?;
+            let id = query_subject(s, v)?;
+            let p = state.audit.pseudonym(&id);
             described.push(format!("subject={p}"));
             f.subject = Some(p);
+            subject = Some(id);
         }
         (Some(_), None) => {
             return Err(bad_param("subject_value", "required with `subject_system`"));
@@ -293,7 +279,7 @@ fn parse_filter(
             described.push(format!("{k}={v}"));
         }
     }
-    Ok((f, described.join(" ")))
+    Ok((f, described.join(" "), subject))
 }
 
 /// `GET /v1/disclosures`.
@@ -306,18 +292,9 @@ async fn list(
 ) -> Result<HttpResponse, ApiError> {
     let who = who.0;
     authorize(&state, &req, &who, "list disclosures").await?;
-    let (mut filter, described) = parse_filter(&state, &query)?;
-    let param = |name: &str| {
-        query
-            .iter()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.as_str())
-    };
-    if filter.subject.is_some()
-        && let (Some(system), Some(value)) = (param("subject_system"), param("subject_value"))
-        && let Ok(id) = SubjectIdentifier::new(system, value)
-    {
-        filter.also_subjects = linked_pseudonyms(&state, &id).await?;
+    let (mut filter, described, subject) = parse_filter(&state, &query)?;
+    if let Some(id) = &subject {
+        filter.also_subjects = linked_pseudonyms(&state, id).await?;
     }
     let entries = query::list(state.audit.store(), &filter).await?;
     let next_cursor = (entries.len() == filter.limit as usize)
@@ -400,9 +377,8 @@ async fn accounting(
         }
     }
     let (system, value) = path.into_inner();
-    let pseudonym = subject(&state, &system, &value)?;
-    let id = SubjectIdentifier::new(system.as_str(), value.as_str())
-        .map_err(|e| bad_param("subject_value", e.rule))?;
+    let id = query_subject(&system, &value)?;
+    let pseudonym = state.audit.pseudonym(&id);
     let now = Utc::now();
     let from = accounting::period_start(now);
     // A disclosure is logged under its record's first identifier: gather the person's other
@@ -552,14 +528,17 @@ mod tests {
     }
 
     #[test]
-    fn subject_identifiers_are_checked() {
-        assert!(check_system("mrn"));
-        assert!(check_system("state.id-2"));
-        assert!(!check_system("MRN"));
-        assert!(!check_system(""));
-        assert!(check_value("A-12345"));
-        assert!(!check_value("a\nb"));
-        assert!(!check_value(""));
+    fn subject_parameters_are_checked_and_named() {
+        assert!(query_subject("mrn", "A-12345").is_ok());
+        assert!(query_subject("state.id-2", " A  1 ").is_ok());
+        let named = |sys: &str, val: &str| match query_subject(sys, val).unwrap_err() {
+            ApiError::BadRequest { details, .. } => details.unwrap()["parameter"].clone(),
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(named("MRN", "1"), "subject_system");
+        assert_eq!(named("", "1"), "subject_system");
+        assert_eq!(named("mrn", "a\nb"), "subject_value");
+        assert_eq!(named("mrn", ""), "subject_value");
     }
 }
 
