@@ -11,7 +11,7 @@ use chrono::{DateTime, Utc};
 use serde_json::Value;
 
 use super::Asker;
-use crate::consent::{Consent, SubjectRef};
+use crate::consent::{Consent, ConsentQuery, SubjectRef};
 use crate::domain::PartnerKind;
 use crate::policy::{PolicySet, Transform};
 use crate::referral::{ReferralState, police_view};
@@ -43,16 +43,31 @@ impl View {
                 police_status: None,
             };
         }
+        // The status is the receiving (mental-health) agency's information: a consent counts
+        // if it lets a mental-health partner disclose the referral's status to this caller for
+        // this purpose, by the same rules a decision applies.
+        let labels = policy
+            .kinds
+            .get(REFERRAL_KIND)
+            .and_then(|k| k.field(STATUS_FIELD))
+            .map(|f| f.labels.clone())
+            .unwrap_or_default();
         let names_police = consents.iter().any(|c| {
             c.is_active(now)
-                && &c.subject == subject
-                && c.recipients.contains(&p.partner)
-                && c.purposes.contains(asker.purpose)
-                && c.disclosers
+                && c.covers_field(REFERRAL_KIND, STATUS_FIELD, &labels)
+                && policy
+                    .partners
                     .iter()
-                    .any(|d| policy.partner_kind(d) == Some(PartnerKind::MentalHealth))
-                && (c.scope.kinds.contains(REFERRAL_KIND)
-                    || c.names_field(REFERRAL_KIND, STATUS_FIELD))
+                    .filter(|d| d.kind == PartnerKind::MentalHealth)
+                    .any(|d| {
+                        c.covers(&ConsentQuery {
+                            subject,
+                            discloser: &d.id,
+                            recipient: &p.partner,
+                            purpose: asker.purpose,
+                            kind: REFERRAL_KIND,
+                        })
+                    })
         });
         Self {
             police_status: Some(names_police),
