@@ -27,11 +27,9 @@ use crate::error::{ApiError, DISCLOSURE_ID};
 use crate::policy::schema;
 use crate::startup::AppState;
 use crate::store::records::{
-    self, Author, NewRecord, RecordError, RecordId, RecordKind, SubjectIdentifier,
+    self, Author, MAX_SUBJECT_IDENTIFIERS, NewRecord, RecordError, RecordId, RecordKind,
+    SubjectIdentifier,
 };
-
-/// Most subject identifiers on one record.
-pub(super) const MAX_SUBJECTS: usize = 16;
 
 pub(super) fn routes(cfg: &mut web::ServiceConfig) {
     cfg.route("/v1/records/{kind}/{id}", web::put().to(put))
@@ -64,11 +62,11 @@ pub(super) fn path_record(kind: &str, id: &str) -> Result<(RecordKind, RecordId)
 }
 
 pub(super) fn check_subjects(subjects: &[SubjectIdentifier]) -> Result<(), ApiError> {
-    if subjects.is_empty() || subjects.len() > MAX_SUBJECTS {
+    if subjects.is_empty() || subjects.len() > MAX_SUBJECT_IDENTIFIERS {
         return Err(ApiError::bad_request(
             "invalid_subjects",
             format!(
-                "`subjects` must list 1 to {MAX_SUBJECTS} identifiers of the person, e.g. \
+                "`subjects` must list 1 to {MAX_SUBJECT_IDENTIFIERS} identifiers of the person, e.g. \
                  {{\"system\": \"metro-pd\", \"value\": \"P-2231\"}}"
             ),
         ));

@@ -24,7 +24,7 @@ use crate::policy::{Label, PolicySet};
 use crate::store::records::SubjectIdentifier;
 
 /// Most subject identifiers one consent may name.
-pub const MAX_SUBJECTS: usize = 16;
+pub const MAX_SUBJECTS: usize = crate::store::records::MAX_SUBJECT_IDENTIFIERS;
 /// Longest patient name, in characters.
 pub const MAX_NAME: usize = 200;
 /// Longest expiration event, signature reference, in characters.

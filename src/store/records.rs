@@ -205,6 +205,9 @@ impl SubjectIdentifier {
     }
 }
 
+/// Most identifiers one record or consent may name for its person.
+pub const MAX_SUBJECT_IDENTIFIERS: usize = 16;
+
 /// Trims and collapses white space (see [`SubjectIdentifier`]).
 fn canonical_value(raw: &str) -> String {
     raw.split_whitespace().collect::<Vec<_>>().join(" ")
