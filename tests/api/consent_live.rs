@@ -314,3 +314,32 @@ async fn part2_under_consent_carries_the_notice_and_emergency_never_releases_it_
     assert!(!b.to_string().contains("SUD-MARKER"));
     app.stop().await;
 }
+
+#[tokio::test]
+async fn a_tampered_consent_fails_the_read_closed() {
+    let app = spawn_app(Db::Sqlite).await;
+    seed(&app).await;
+    let id = record(
+        &app,
+        &consent(crisis_extract(), &["crisis-response"], Duration::days(30)),
+    )
+    .await;
+    revoke(&app, &id).await;
+    let (s, _, _) = officer_reads_plan(&app).await;
+    assert_eq!(s, 403);
+    // Someone with database access "un-revokes" it by editing the clear columns: the read is
+    // refused (500, nothing disclosed), never decided on the edited consent.
+    sqlx::raw_sql("UPDATE consents SET status = 'active', revoked_at_us = NULL")
+        .execute(app.state.store.pool())
+        .await
+        .unwrap();
+    let (s, id_hdr, b) = officer_reads_plan(&app).await;
+    assert_eq!(
+        (s, b["code"].as_str()),
+        (500, Some("internal_error")),
+        "{b}"
+    );
+    assert!(id_hdr.is_none());
+    assert!(!b.to_string().contains("sirens"), "{b}");
+    app.stop().await;
+}
