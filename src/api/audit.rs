@@ -34,7 +34,7 @@ use crate::auth::Authenticated;
 use crate::domain::{PartnerKind, Principal};
 use crate::error::ApiError;
 use crate::startup::AppState;
-use crate::store::records::SubjectIdentifier;
+use crate::domain::SubjectIdentifier;
 
 /// The role a compliance officer holds.
 pub const COMPLIANCE_ROLE: &str = "compliance";

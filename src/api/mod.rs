@@ -26,7 +26,7 @@ pub use purpose::{
 use crate::audit::{EntryKind, NewEntry, Outcome};
 use crate::domain::Principal;
 use crate::error::ApiError;
-use crate::store::records::SubjectIdentifier;
+use crate::domain::SubjectIdentifier;
 
 /// Registers every route.
 pub fn configure(cfg: &mut web::ServiceConfig, body_limit: usize) {

@@ -54,10 +54,10 @@ pub(super) struct RecordBody {
 pub(super) fn path_record(kind: &str, id: &str) -> Result<(RecordKind, RecordId), ApiError> {
     let kind: RecordKind = kind
         .parse()
-        .map_err(|e: records::InvalidInput| ApiError::bad_request("invalid_path", e.to_string()))?;
+        .map_err(|e: crate::domain::InvalidInput| ApiError::bad_request("invalid_path", e.to_string()))?;
     let id: RecordId = id
         .parse()
-        .map_err(|e: records::InvalidInput| ApiError::bad_request("invalid_path", e.to_string()))?;
+        .map_err(|e: crate::domain::InvalidInput| ApiError::bad_request("invalid_path", e.to_string()))?;
     Ok((kind, id))
 }
 

@@ -78,7 +78,7 @@ fn referral_kind() -> RecordKind {
 
 fn referral_id(raw: &str) -> Result<RecordId, ApiError> {
     raw.parse()
-        .map_err(|e: records::InvalidInput| ApiError::bad_request("invalid_path", e.to_string()))
+        .map_err(|e: crate::domain::InvalidInput| ApiError::bad_request("invalid_path", e.to_string()))
 }
 
 fn not_found(id: &RecordId) -> ApiError {
@@ -108,7 +108,7 @@ async fn create(
     };
     let id: RecordId = format!("REF-{}", Uuid::now_v7().simple())
         .parse()
-        .map_err(|e: records::InvalidInput| ApiError::Internal(e.into()))?;
+        .map_err(|e: crate::domain::InvalidInput| ApiError::Internal(e.into()))?;
     let kind = referral_kind();
     if who.partner_kind != schema_kind.owner {
         let answer = ApiError::forbidden(
@@ -147,7 +147,7 @@ async fn create(
     let incident: RecordId = body
         .incident_id
         .parse()
-        .map_err(|e: records::InvalidInput| {
+        .map_err(|e: crate::domain::InvalidInput| {
             ApiError::bad_request("unknown_incident", format!("`incident_id`: {e}"))
         })?;
     let owner = state

@@ -15,7 +15,7 @@ use super::db::{self, ChainConn, Head};
 use super::entry::{AppendedEntry, NewEntry};
 use super::{LogError, SubjectKey, SubjectPseudonym};
 use crate::config::AuditSettings;
-use crate::store::records::SubjectIdentifier;
+use crate::domain::SubjectIdentifier;
 use crate::store::{Backend, Store};
 
 struct Job {

@@ -380,7 +380,7 @@ pub async fn run_cli(a: &CoverageArgs) -> anyhow::Result<ExitCode> {
     use crate::config::{LogSettings, Settings};
     use crate::crypto::Keyring;
     use crate::store::Store;
-    use crate::store::records::SubjectIdentifier;
+    use crate::domain::SubjectIdentifier;
 
     let settings = Settings::load(&a.config)?;
     crate::telemetry::init(&LogSettings {

@@ -21,10 +21,10 @@ use super::{Consent, ConsentScope, SubjectRef};
 use crate::domain::{PartnerId, Purpose};
 use crate::policy::model::{PURPOSES, is_known_purpose, is_law_enforcement_purpose};
 use crate::policy::{Label, PolicySet};
-use crate::store::records::SubjectIdentifier;
+use crate::domain::SubjectIdentifier;
 
 /// Most subject identifiers one consent may name.
-pub const MAX_SUBJECTS: usize = crate::store::records::MAX_SUBJECT_IDENTIFIERS;
+pub const MAX_SUBJECTS: usize = crate::domain::MAX_SUBJECT_IDENTIFIERS;
 /// Longest patient name, in characters.
 pub const MAX_NAME: usize = 200;
 /// Longest expiration event, signature reference, in characters.

@@ -30,6 +30,7 @@
 //! without detail that could help an attacker.
 
 mod envelope;
+pub mod jwe;
 mod keyring;
 mod master;
 
@@ -37,6 +38,7 @@ pub use envelope::{
     Binding, BlindIndex, DataKey, DataKeyId, KEY_PURPOSE_BLIND_INDEX, KEY_PURPOSE_CONSENT,
     KEY_PURPOSE_RECORD,
 };
+pub use jwe::{JweError, RecipientKey};
 pub use keyring::{Keyring, KeyringError, RetireError, RewrapReport};
 pub use master::{KeyFileError, MasterKeys, MasterVersion};
 

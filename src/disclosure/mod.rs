@@ -586,7 +586,7 @@ fn applied_role(policy: &PolicySet, p: &Principal, mou: &str, rule: &str) -> Opt
 fn recipient_key<'a>(
     policy: &'a PolicySet,
     permit: &Permit,
-) -> Option<&'a crate::redaction::RecipientKey> {
+) -> Option<&'a crate::crypto::RecipientKey> {
     policy
         .partners
         .get(permit.recipient())

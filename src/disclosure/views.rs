@@ -11,7 +11,7 @@ use chrono::{DateTime, Utc};
 use serde_json::Value;
 
 use super::Asker;
-use crate::consent::{Consent, ConsentQuery, SubjectRef};
+use crate::domain::{Consent, ConsentQuery, SubjectRef};
 use crate::domain::PartnerKind;
 use crate::policy::{PolicySet, Transform};
 use crate::referral::{ReferralState, police_view};

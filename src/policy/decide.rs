@@ -3,7 +3,7 @@
 //!
 //! Default deny. An explicit deny rule or a hard limit beats every permit. A field that no
 //! applicable rule names is omitted. Only a permit can produce a [`Permit`], and a [`Permit`] is
-//! what [`crate::redaction::apply`] requires: no code path can disclose without one.
+//! what the redaction step (`redaction::apply`) requires: no code path can disclose without one.
 
 use std::collections::BTreeSet;
 
@@ -16,7 +16,7 @@ use super::limits::{self, FieldFlow, HardLimit};
 use super::model::{
     EMERGENCY_PURPOSE, Effect, Label, LegalBasis, Mou, Rule, Transform, is_known_purpose,
 };
-use crate::consent::{Consent, ConsentQuery, SubjectRef};
+use crate::domain::{Consent, ConsentQuery, SubjectRef};
 use crate::domain::{PartnerId, Principal, Purpose};
 
 /// A stated serious-and-imminent-threat basis (HIPAA 164.512(j)); both parts are required.
@@ -160,7 +160,7 @@ pub struct FieldPlan {
     pub reasons: Vec<Reason>,
 }
 
-/// A permit: the only value [`crate::redaction::apply`] accepts. It has no public constructor
+/// A permit: the only value the redaction step (`redaction::apply`) accepts. It has no public constructor
 /// and cannot be deserialized; only [`decide`] makes one.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Permit {
@@ -507,7 +507,7 @@ fn with_limits(
     mut reasons: Vec<Reason>,
     req: &Request<'_>,
     recipient_kind: crate::domain::PartnerKind,
-    kind: &super::model::RecordKind,
+    kind: &super::model::KindDef,
     live: &[&Consent],
 ) -> Vec<Reason> {
     for fd in &kind.fields {

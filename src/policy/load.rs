@@ -13,7 +13,7 @@ use super::diag::{Diagnostic, Report, Severity, SourceFile, choices_hint, rel_na
 use super::limits::{self, FieldFlow};
 use super::model::{
     EMERGENCY_PURPOSE, Effect, FieldDef, FieldType, Generalization, Label, LegalBasis, MaskKeep,
-    Mou, PURPOSES, RecordKind, Rule, Transform, is_known_purpose,
+    Mou, PURPOSES, KindDef, Rule, Transform, is_known_purpose,
 };
 use super::partners::{PARTNERS_FILE, RegistryFile};
 use crate::domain::{PartnerId, PartnerKind, Purpose, Role};
@@ -47,7 +47,7 @@ struct PartnerFacts {
 pub(crate) struct Checked {
     pub(crate) report: Report,
     pub(crate) registry: Option<RegistryFile>,
-    pub(crate) kinds: BTreeMap<String, RecordKind>,
+    pub(crate) kinds: BTreeMap<String, KindDef>,
     pub(crate) mous: Vec<Mou>,
 }
 
@@ -487,7 +487,7 @@ const FIELD_KEYS: [&str; 7] = [
 ];
 const PARTNER_KINDS: [&str; 3] = ["police", "mental-health", "compliance"];
 
-fn check_kind(f: &SourceFile, report: &mut Report) -> Option<Sp<RecordKind>> {
+fn check_kind(f: &SourceFile, report: &mut Report) -> Option<Sp<KindDef>> {
     let doc = parse_doc(f, report)?;
     let mut cx = Cx { file: f, report };
     let root: &dyn TableLike = doc.as_table();
@@ -658,7 +658,7 @@ fn check_kind(f: &SourceFile, report: &mut Report) -> Option<Sp<RecordKind>> {
     let (id, owner) = (id?, owner_kind?);
     Some(Sp {
         span: id.span,
-        v: RecordKind {
+        v: KindDef {
             id: id.v,
             owner,
             description: description.map(|d| d.v).unwrap_or_default(),
@@ -720,7 +720,7 @@ const GENERALIZATIONS: [&str; 5] = ["year", "month", "age-band", "city", "zip3"]
 fn check_mou(
     f: &SourceFile,
     partners: &BTreeMap<PartnerId, PartnerFacts>,
-    kinds: &BTreeMap<String, RecordKind>,
+    kinds: &BTreeMap<String, KindDef>,
     now: DateTime<Utc>,
     report: &mut Report,
 ) -> Option<(Mou, MouSpans)> {
@@ -866,7 +866,7 @@ fn check_rule(
     span: &Span,
     parties: &BTreeSet<PartnerId>,
     partners: &BTreeMap<PartnerId, PartnerFacts>,
-    kinds: &BTreeMap<String, RecordKind>,
+    kinds: &BTreeMap<String, KindDef>,
 ) -> Option<(Rule, RuleSpans)> {
     let w = "`[[rule]]`";
     cx.check_keys(t, &RULE_KEYS, w);

@@ -31,7 +31,7 @@ pub use limits::HardLimit;
 pub use load::{CASES_DIR, KINDS_DIR, MOUS_DIR};
 pub use model::{
     Effect, FieldDef, FieldType, Generalization, Label, LegalBasis, MaskKeep, Mou, PURPOSES,
-    RecordKind, Rule, Transform,
+    KindDef, Rule, Transform,
 };
 pub use partners::{Partner, PartnerRegistry, RegistryError};
 
@@ -43,7 +43,7 @@ pub struct PolicySet {
     /// Registered partner agencies.
     pub partners: PartnerRegistry,
     /// Record kinds by id.
-    pub kinds: BTreeMap<String, RecordKind>,
+    pub kinds: BTreeMap<String, KindDef>,
     /// MOUs, in file order.
     pub mous: Vec<Mou>,
     /// Content hash of the policy files, recorded with every decision.

@@ -14,7 +14,7 @@ use jsonwebtoken::{Algorithm, DecodingKey};
 use serde::Deserialize;
 
 use crate::domain::{PartnerId, PartnerKind, Role};
-use crate::redaction::RecipientKey;
+use crate::crypto::RecipientKey;
 
 /// Name of the registry file inside the policy directory.
 pub const PARTNERS_FILE: &str = "partners.toml";

@@ -10,7 +10,7 @@ use chrono::{DateTime, NaiveDate};
 use serde::Serialize;
 use serde_json::Value;
 
-use super::model::{FieldDef, FieldType, RecordKind};
+use super::model::{FieldDef, FieldType, KindDef};
 use crate::domain::PartnerKind;
 
 /// Longest `string` (and `phone`) value, in characters.
@@ -51,7 +51,7 @@ impl FieldProblem {
 /// (e.g. a referral's `status`, which the receiving agency maintains). `current` is the
 /// record's current version, `None` for a new record.
 pub fn check_write(
-    kind: &RecordKind,
+    kind: &KindDef,
     writer: PartnerKind,
     fields: &serde_json::Map<String, Value>,
     current: Option<&BTreeMap<String, Value>>,
@@ -280,9 +280,9 @@ mod tests {
         }
     }
 
-    fn kind() -> RecordKind {
+    fn kind() -> KindDef {
         let p = [PartnerKind::Police];
-        RecordKind {
+        KindDef {
             id: "referral".into(),
             owner: PartnerKind::Police,
             description: String::new(),

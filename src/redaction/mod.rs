@@ -6,7 +6,6 @@
 //! leaving in an unplanned form. Pseudonym keys are derived per recipient from a gateway secret;
 //! encrypted fields are sealed to the recipient's registered key, checked to be that partner's.
 
-pub mod jwe;
 pub mod transforms;
 
 use std::collections::BTreeMap;
@@ -15,9 +14,10 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use uuid::Uuid;
 
-pub use jwe::{JweError, RecipientKey};
+pub use crate::crypto::{JweError, RecipientKey};
 
-use crate::policy::{Generalization, Label, Permit, Transform};
+use crate::domain::{Generalization, Label, Transform};
+use crate::policy::Permit;
 
 /// A stored record: its kind, id and field values.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -238,7 +238,7 @@ fn transform_value(
                     field: field.to_owned(),
                     recipient: permit.recipient().to_string(),
                 })?;
-            Value::String(jwe::encrypt(key, v.to_string().as_bytes())?)
+            Value::String(crate::crypto::jwe::encrypt(key, v.to_string().as_bytes())?)
         }
     })
 }

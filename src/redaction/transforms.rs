@@ -8,7 +8,7 @@ use serde_json::Value;
 use sha2::Sha256;
 
 use crate::domain::PartnerId;
-use crate::policy::{Generalization, MaskKeep};
+use crate::domain::{Generalization, MaskKeep};
 
 /// ZIP3 areas with 20,000 or fewer people (2000 census), which HIPAA safe harbor
 /// (45 CFR 164.514(b)(2)(i)(B)) requires to be reported as `000`.
