@@ -173,10 +173,35 @@ pub struct StorageSettings {
     /// Connection pool size.
     #[serde(default = "default_pool")]
     pub max_connections: u32,
+    /// How long a request waits for a database connection before it fails closed with 503,
+    /// in milliseconds. Default: 1000.
+    #[serde(default = "default_acquire_timeout_ms")]
+    pub acquire_timeout_ms: u64,
 }
 
 fn default_pool() -> u32 {
     8
+}
+
+fn default_acquire_timeout_ms() -> u64 {
+    1000
+}
+
+impl StorageSettings {
+    /// Settings for the database at `url` with every other value at its default.
+    pub fn new(url: impl Into<String>) -> Self {
+        Self {
+            url: url.into(),
+            password_file: None,
+            max_connections: default_pool(),
+            acquire_timeout_ms: default_acquire_timeout_ms(),
+        }
+    }
+
+    /// [`StorageSettings::acquire_timeout_ms`] as a duration (at least 50 ms).
+    pub fn acquire_timeout(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(self.acquire_timeout_ms.max(50))
+    }
 }
 
 /// Keys for data at rest.
@@ -184,7 +209,7 @@ fn default_pool() -> u32 {
 #[serde(deny_unknown_fields)]
 pub struct CryptoSettings {
     /// The agency's master key file: one 32-byte key per line as `VERSION:HEX` (a bare `HEX`
-    /// line is version 1); the highest version is current. See [`crate::crypto::MasterKeys`].
+    /// line is version 1); the highest version is current. See the `crypto` module.
     pub master_key_file: PathBuf,
 }
 

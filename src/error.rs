@@ -225,9 +225,54 @@ impl ResponseError for ApiError {
 /// The response header naming the disclosure-log entries of an answer (or of a denial).
 pub const DISCLOSURE_ID: &str = "Disclosure-Id";
 
-impl From<sqlx::Error> for ApiError {
-    fn from(e: sqlx::Error) -> Self {
-        Self::Unavailable(e.into())
+impl From<crate::service::Error> for ApiError {
+    fn from(e: crate::service::Error) -> Self {
+        use crate::service::Error as E;
+        match e {
+            E::Invalid {
+                code,
+                message,
+                details,
+            } => Self::BadRequest {
+                code,
+                message,
+                details,
+            },
+            E::Forbidden { code, message } => Self::Forbidden { code, message },
+            E::Denied {
+                code,
+                message,
+                details,
+                disclosure_id,
+            } => Self::Denied {
+                code,
+                message,
+                details,
+                disclosure_id,
+            },
+            E::NotFound { code, message } => Self::NotFound { code, message },
+            E::Conflict {
+                code,
+                message,
+                details,
+            } => Self::Conflict {
+                code,
+                message,
+                details,
+            },
+            E::Unavailable(e) => Self::Unavailable(e),
+            E::Internal(e) => Self::Internal(e),
+        }
+    }
+}
+
+impl From<crate::auth::AuthFailure> for ApiError {
+    fn from(f: crate::auth::AuthFailure) -> Self {
+        if f.forbidden {
+            Self::forbidden(f.code, f.message)
+        } else {
+            Self::unauthenticated(f.code, f.message)
+        }
     }
 }
 

@@ -19,7 +19,8 @@ use tokio::sync::mpsc;
 
 use crate::audit::{DisclosureLog, EntryKind, NewEntry, Outcome};
 use crate::domain::{CertFingerprint, PartnerId};
-use crate::store::Store;
+use crate::store::security_events::{self, StoredSecurityEvent};
+use crate::store::{Store, StoreError};
 
 /// What kind of security event.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -98,6 +99,28 @@ impl SecurityEvent {
     }
 }
 
+/// Stores a batch of events in `security_events`, in one transaction.
+async fn store_events(store: &Store, batch: &[(SecurityEvent, u64)]) -> Result<(), StoreError> {
+    let mut tx = store.begin().await?;
+    for (e, _) in batch {
+        security_events::insert(
+            &mut tx.conn(),
+            &StoredSecurityEvent {
+                id: 0,
+                occurred_at_us: e.at.timestamp_micros(),
+                kind: e.kind.as_str().to_owned(),
+                code: e.code.clone(),
+                peer: e.peer.map(|p| p.to_string()),
+                partner: e.partner.as_ref().map(|p| p.to_string()),
+                cert_sha256: e.cert_fingerprint.map(|f| f.to_hex()),
+                detail: e.detail.clone(),
+            },
+        )
+        .await?;
+    }
+    tx.commit().await
+}
+
 /// Where security events go.
 #[derive(Debug, Clone)]
 pub struct SecuritySink {
@@ -124,10 +147,8 @@ impl SecuritySink {
                         Err(_) => break,
                     }
                 }
-                for (event, _) in &batch {
-                    if let Err(e) = store.insert_security_event(event).await {
-                        tracing::error!(target: "security", error = %e, "cannot store a security event");
-                    }
+                if let Err(e) = store_events(&store, &batch).await {
+                    tracing::error!(target: "security", error = %e, "cannot store security events");
                 }
                 let appends = batch
                     .drain(..)

@@ -19,37 +19,19 @@ use arc_swap::ArcSwap;
 use chrono::Utc;
 use tokio::net::TcpStream;
 
-use crate::api;
+use crate::api::{self, health::Readiness};
 use crate::audit::{CheckpointSigner, DisclosureLog, SubjectKey};
-use crate::auth::TokenRules;
+use crate::auth::{TokenCache, TokenRules};
 use crate::config::Settings;
 use crate::crypto::Keyring;
-use crate::domain::CertFingerprint;
+use crate::domain::{CertFingerprint, SharedClock};
 use crate::policy::PolicySet;
 use crate::security::{SecurityEvent, SecurityEventKind, SecuritySink};
+use crate::service::{self, Services};
 use crate::store::Store;
 use crate::tls::{HandshakeNotes, HandshakeScope, PartnerCertVerifier, PeerCertificate};
 
-/// Shared state of every worker.
-#[derive(Debug)]
-pub struct AppState {
-    /// The loaded settings.
-    pub settings: Settings,
-    /// The current policy set; replaced whole on reload.
-    pub policy: Arc<ArcSwap<PolicySet>>,
-    /// The client-certificate verifier (also used for per-request re-checks).
-    pub verifier: Arc<PartnerCertVerifier>,
-    /// Token rules from the settings.
-    pub token_rules: TokenRules,
-    /// The database.
-    pub store: Store,
-    /// Keys for data at rest (master keys checked against the database at start-up).
-    pub keyring: Arc<Keyring>,
-    /// Security event sink.
-    pub security: SecuritySink,
-    /// The disclosure log.
-    pub audit: DisclosureLog,
-}
+pub use crate::api::AppState;
 
 /// A built, bound, not yet running gateway.
 pub struct Application {
@@ -59,16 +41,23 @@ pub struct Application {
 }
 
 impl Application {
-    /// Loads policy, opens the database, builds TLS and binds the listener. Call inside a Tokio
-    /// runtime.
+    /// Loads policy, opens the database, builds TLS and binds the listener, on the system
+    /// clock. Call inside a Tokio runtime.
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
+        Self::build_with_clock(settings, service::system_clock()).await
+    }
+
+    /// [`Application::build`] with the services reading the time from `clock` (tests set it).
+    pub async fn build_with_clock(settings: Settings, clock: SharedClock) -> anyhow::Result<Self> {
         let policy = PolicySet::load(&settings.policy.dir, &settings.identity.partner_keys_dir)
             .map_err(|e| anyhow::anyhow!("policy: {e}"))?;
         log_policy_warnings(&policy);
         let store = Store::open(&settings.storage).await?;
-        let keyring = Arc::new(Keyring::open(&settings.crypto.master_key_file, &store).await?);
+        let keyring =
+            Arc::new(service::keys::open(&settings.crypto.master_key_file, &store).await?);
         let audit = open_log(&settings, store.clone(), &keyring)?;
         let security = SecuritySink::spawn(store.clone(), audit.clone());
+        let readiness = Readiness::spawn(store.clone());
         let verifier = Arc::new(PartnerCertVerifier::new(
             &settings.tls.client_ca,
             &settings.tls.crls,
@@ -85,18 +74,25 @@ impl Application {
         listener.set_nonblocking(true)?;
         let addr = listener.local_addr()?;
 
+        let services = Arc::new(Services::new(
+            store,
+            keyring,
+            Arc::new(ArcSwap::from_pointee(policy)),
+            audit,
+            clock,
+            settings.emergency.window_secs,
+        ));
         let state = web::Data::new(AppState {
             token_rules: TokenRules {
                 audience: settings.identity.audience.clone(),
                 leeway_secs: settings.identity.leeway_secs,
             },
             settings,
-            policy: Arc::new(ArcSwap::from_pointee(policy)),
+            services,
             verifier,
-            store,
-            keyring,
+            tokens: TokenCache::default(),
             security,
-            audit,
+            readiness,
         });
         let server = serve(listener, state.clone(), tls)?;
         Ok(Self {
@@ -153,9 +149,15 @@ pub fn open_log(
     ))
 }
 
+/// Re-reads the policy directory and CRLs. A set that fails validation is refused and the
+/// running one kept; either outcome is recorded as a security event. A new set also empties the
+/// token cache (a removed key or partner takes effect at once).
+pub fn reload(state: &AppState) -> anyhow::Result<()> {
+    state.reload()
+}
+
 impl AppState {
-    /// Re-reads the policy directory and CRLs. A set that fails validation is refused and the
-    /// running one kept; either outcome is recorded as a security event.
+    /// See [`reload`].
     pub fn reload(&self) -> anyhow::Result<()> {
         let result = (|| -> anyhow::Result<String> {
             let s = &self.settings;
@@ -167,7 +169,8 @@ impl AppState {
                 policy.partners.iter().map(|p| p.id.clone()),
             )?;
             let hash = policy.hash.clone();
-            self.policy.store(Arc::new(policy));
+            self.services.policy.store(Arc::new(policy));
+            self.tokens.clear();
             Ok(hash)
         })();
         let (kind, code, detail) = match &result {

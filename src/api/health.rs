@@ -1,22 +1,84 @@
-//! `GET /healthz`: liveness over the same mTLS listener (a client certificate is required,
-//! a user token is not).
+//! `GET /healthz`: readiness over the same mTLS listener (a client certificate is required, a
+//! user token is not).
+//!
+//! The answer comes from a readiness state that a background probe keeps fresh (one database
+//! round trip every [`PROBE_EVERY`], bounded by the acquire timeout), not from a query per
+//! request: a load balancer polling every replica cannot load the database, and when the
+//! database is gone `/healthz` says so within about a second instead of waiting for it. A
+//! readiness answer of 200 does not stand in for the disclosure path's own guarantee: every
+//! disclosure still waits for its durable log entry.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::time::Duration;
+
+use actix_web::http::header;
 use actix_web::{HttpResponse, web};
 use serde_json::json;
 
+use super::AppState;
 use crate::error::ApiError;
-use crate::startup::AppState;
+use crate::store::Store;
 
-/// Answers 200 when the database answers, 503 otherwise.
+/// How often the background probe asks the database.
+pub const PROBE_EVERY: Duration = Duration::from_millis(500);
+
+/// The readiness state: whether the last probe reached the database, and when it ran.
+#[derive(Debug, Clone)]
+pub struct Readiness {
+    ok: Arc<AtomicBool>,
+    checked_at_us: Arc<AtomicI64>,
+}
+
+impl Readiness {
+    /// Starts the probe task (inside a Tokio runtime). The state starts as ready: the gateway
+    /// has just opened the database and migrated it.
+    pub fn spawn(store: Store) -> Self {
+        let r = Self {
+            ok: Arc::new(AtomicBool::new(true)),
+            checked_at_us: Arc::new(AtomicI64::new(chrono::Utc::now().timestamp_micros())),
+        };
+        let probe = r.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(PROBE_EVERY);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                let limit = store.acquire_timeout();
+                let ok = matches!(tokio::time::timeout(limit, store.ping()).await, Ok(Ok(())));
+                if ok != probe.ok.swap(ok, Ordering::Relaxed) {
+                    if ok {
+                        tracing::warn!("the database answers again: ready");
+                    } else {
+                        tracing::error!("the database does not answer: not ready");
+                    }
+                }
+                probe
+                    .checked_at_us
+                    .store(chrono::Utc::now().timestamp_micros(), Ordering::Relaxed);
+            }
+        });
+        r
+    }
+
+    /// Whether the last probe reached the database.
+    pub fn is_ready(&self) -> bool {
+        self.ok.load(Ordering::Relaxed)
+    }
+}
+
+/// Answers 200 when the last probe reached the database, 503 otherwise.
 #[tracing::instrument(skip_all)]
 pub(super) async fn healthz(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
-    state
-        .store
-        .ping()
-        .await
-        .map_err(|e| ApiError::Unavailable(e.into()))?;
-    Ok(HttpResponse::Ok().json(json!({
-        "status": "ok",
-        "policy_set": state.policy.load().hash,
-    })))
+    if !state.readiness.is_ready() {
+        return Err(ApiError::Unavailable(anyhow::anyhow!(
+            "readiness probe: the database does not answer"
+        )));
+    }
+    Ok(HttpResponse::Ok()
+        .insert_header((header::CACHE_CONTROL, "no-store"))
+        .json(json!({
+            "status": "ok",
+            "policy_set": state.services.policy.load().hash,
+        })))
 }

@@ -17,7 +17,7 @@ use futures_util::StreamExt as _;
 use serde::de::DeserializeOwned;
 
 use crate::error::ApiError;
-use crate::startup::AppState;
+use super::AppState;
 
 /// A JSON request body, size- and depth-bounded.
 #[derive(Debug)]

@@ -1,32 +1,36 @@
-//! HTTP routes: thin handlers that parse input into domain types and call the layers below.
+//! HTTP routes: thin handlers that parse input into domain types, call one service function and
+//! map its error to [`ApiError`]. Nothing else: no transaction, no business rule, no log entry
+//! is made here (the services own them).
 //!
-//! Also the request plumbing every route shares: request ids, JSON/path/query error mapping to
-//! [`ApiError`], the JSON 404/405 fallbacks.
+//! Also the request plumbing every route shares: the authentication extractor, request ids,
+//! JSON/path/query error mapping, the JSON 404/405 fallbacks, and [`AppState`].
 
 mod audit;
+mod auth;
 mod consents;
-mod health;
+pub mod health;
 mod json;
 mod middleware;
 mod purpose;
 mod records;
 mod referrals;
 mod reviews;
+mod state;
 mod whoami;
 
 use actix_web::{HttpMessage, HttpRequest, error::JsonPayloadError, web};
 
-pub use audit::COMPLIANCE_ROLE;
+pub use auth::Authenticated;
 pub use json::{BoundedJson, check_depth};
 pub use middleware::{REQUEST_ID, RequestId, request_id};
 pub use purpose::{
     EMERGENCY_BASIS, EMERGENCY_DESCRIPTION, EMERGENCY_SOURCE, PURPOSE_OF_USE, PurposeOfUse,
 };
+pub use state::AppState;
 
-use crate::audit::{EntryKind, NewEntry, Outcome};
-use crate::domain::Principal;
+use crate::domain::{Principal, SubjectIdentifier};
 use crate::error::ApiError;
-use crate::domain::SubjectIdentifier;
+use crate::service::Caller;
 
 /// Registers every route.
 pub fn configure(cfg: &mut web::ServiceConfig, body_limit: usize) {
@@ -51,29 +55,35 @@ pub fn configure(cfg: &mut web::ServiceConfig, body_limit: usize) {
     reviews::routes(cfg);
 }
 
-/// A log entry of `kind` recording an act by the authenticated caller: request id, the caller's
-/// partner, user and roles (as the entry's recipient), source address and certificate.
-pub(crate) fn actor_entry(
-    req: &HttpRequest,
-    who: &Principal,
-    kind: EntryKind,
-    outcome: Outcome,
-) -> NewEntry {
-    let mut e = NewEntry::new(kind, chrono::Utc::now(), outcome);
-    e.request_id = req.extensions().get::<RequestId>().map(|r| r.0.to_string());
-    e.recipient_partner = Some(who.partner.to_string());
-    e.recipient_user = Some(who.user.to_string());
-    e.recipient_role = Some(
-        who.roles
-            .iter()
-            .map(ToString::to_string)
-            .collect::<Vec<_>>()
-            .join(","),
-    );
-    e.source_addr = req.peer_addr().map(|a| a.to_string());
-    e.cert_sha256 = Some(who.cert_fingerprint.to_hex());
-    e
+/// What the log records of a request: its id and the peer's address.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct RequestMeta {
+    request_id: Option<String>,
+    peer: Option<String>,
 }
+
+impl RequestMeta {
+    /// The request's id and peer address.
+    pub(crate) fn of(req: &HttpRequest) -> Self {
+        Self {
+            request_id: req.extensions().get::<RequestId>().map(|r| r.0.to_string()),
+            peer: req.peer_addr().map(|a| a.to_string()),
+        }
+    }
+
+    /// The caller as the services see it.
+    pub(crate) fn caller<'a>(&'a self, who: &'a Principal) -> Caller<'a> {
+        Caller {
+            principal: who,
+            request_id: self.request_id.as_deref(),
+            source_addr: self.peer.as_deref(),
+        }
+    }
+}
+
+/// A response header that tells every cache to keep nothing.
+pub(crate) const NO_STORE: (actix_web::http::header::HeaderName, &str) =
+    (actix_web::http::header::CACHE_CONTROL, "no-store");
 
 /// A subject identifier from the path `/v1/subjects/{system}/{value}/...`, in canonical form.
 pub(crate) fn subject_param(system: &str, value: &str) -> Result<SubjectIdentifier, ApiError> {

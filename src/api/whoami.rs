@@ -3,8 +3,7 @@
 use actix_web::{HttpResponse, web};
 use serde::Serialize;
 
-use crate::auth::Authenticated;
-use crate::startup::AppState;
+use super::{AppState, Authenticated};
 
 /// The caller's identity.
 #[derive(Debug, Serialize, serde::Deserialize)]
@@ -28,6 +27,7 @@ pub(super) struct WhoAmI {
 pub(super) async fn whoami(who: Authenticated, state: web::Data<AppState>) -> HttpResponse {
     let p = who.0;
     let partner_name = state
+        .services
         .policy
         .load()
         .partners

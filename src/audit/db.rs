@@ -5,11 +5,11 @@
 //! hashes) makes the row unreadable, and verification reports it as altered.
 
 use chrono::DateTime;
-use sqlx::any::AnyRow;
+use sqlx::postgres::PgConnection;
 use sqlx::sqlite::SqliteConnection;
-use sqlx::{AnyConnection, Row as _};
 
 use super::LogError;
+use crate::store::{Conn, on_conn};
 use super::canonical::{ChainHash, entry_hash_with};
 use super::checkpoint::Checkpoint;
 use super::entry::{
@@ -35,11 +35,13 @@ fn seq_i64(seq: u64) -> Result<i64, LogError> {
     i64::try_from(seq).map_err(|_| LogError::Invalid("sequence number overflow".into()))
 }
 
-fn parse_head(seq: i64, hash: &str) -> Result<Head, LogError> {
-    let hash = ChainHash::from_hex(hash).ok_or(LogError::Corrupt {
-        seq: 0,
-        why: "the head hash is malformed".into(),
-    })?;
+fn parse_head(seq: i64, hash: &[u8]) -> Result<Head, LogError> {
+    let hash = <[u8; 32]>::try_from(hash)
+        .map(ChainHash)
+        .map_err(|_| LogError::Corrupt {
+            seq: 0,
+            why: "the head hash is malformed".into(),
+        })?;
     Ok(Head {
         seq: u64::try_from(seq).map_err(|_| LogError::Corrupt {
             seq: 0,
@@ -141,7 +143,7 @@ const MAX_ROWS: usize = 256;
 /// Placeholder style of a backend's INSERT statements.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Placeholders {
-    /// `$1, $2, ...`: accepted by both backends (the `Any` path).
+    /// `$1, $2, ...`: PostgreSQL.
     Numbered,
     /// `?`: native SQLite. The SQLite driver resolves a numbered placeholder by a scan over
     /// all of a statement's parameter names, which is quadratic in a large statement;
@@ -201,12 +203,9 @@ fn chunk_sizes(mut n: usize) -> impl Iterator<Item = usize> {
     })
 }
 
-/// What the append path needs from a connection that is inside a transaction. Implemented
-/// for the generic `Any` connection (on both backends: [`DisclosureLog::append_in_tx`] and
-/// the group commit on PostgreSQL) and for a native SQLite connection (the group commit on
-/// SQLite, which avoids the generic driver's per-value conversions).
-///
-/// [`DisclosureLog::append_in_tx`]: super::DisclosureLog::append_in_tx
+/// What the append path needs from a connection that is inside a transaction: implemented for
+/// the native SQLite and PostgreSQL connections (the group-commit writer's own connection, and
+/// the connection of a [`super::LogTx`]).
 pub(super) trait ChainConn: Send {
     /// Locks the head row for this transaction and reads it. On PostgreSQL the UPDATE takes
     /// the row lock (other writers wait until commit); on SQLite it takes the database write
@@ -234,7 +233,7 @@ macro_rules! chain_conn {
     ($conn:ty, $style:expr) => {
         impl ChainConn for $conn {
             async fn lock_head(&mut self) -> Result<Head, LogError> {
-                let row: (i64, String) = sqlx::query_as(
+                let row: (i64, Vec<u8>) = sqlx::query_as(
                     "UPDATE audit_head SET seq = seq WHERE id = 1 RETURNING seq, head_hash",
                 )
                 .fetch_one(&mut *self)
@@ -259,7 +258,7 @@ macro_rules! chain_conn {
             async fn set_head(&mut self, head: Head) -> Result<(), LogError> {
                 sqlx::query("UPDATE audit_head SET seq = $1, head_hash = $2 WHERE id = 1")
                     .bind(seq_i64(head.seq)?)
-                    .bind(head.hash.to_hex())
+                    .bind(&head.hash.0[..])
                     .execute(&mut *self)
                     .await?;
                 Ok(())
@@ -280,7 +279,7 @@ macro_rules! chain_conn {
                      VALUES ($1, $2, $3, $4, $5) ON CONFLICT (seq) DO NOTHING",
                 )
                 .bind(seq_i64(c.seq)?)
-                .bind(c.head_hash.to_hex())
+                .bind(&c.head_hash.0[..])
                 .bind(c.at_us)
                 .bind(c.key_id.as_str())
                 .bind(c.signature.as_str())
@@ -292,14 +291,16 @@ macro_rules! chain_conn {
     };
 }
 
-chain_conn!(AnyConnection, Placeholders::Numbered);
+chain_conn!(PgConnection, Placeholders::Numbered);
 chain_conn!(SqliteConnection, Placeholders::Anonymous);
 
 /// Reads the head without locking it.
-pub(super) async fn read_head(pool: &sqlx::AnyPool) -> Result<(u64, ChainHash), LogError> {
-    let row: (i64, String) = sqlx::query_as("SELECT seq, head_hash FROM audit_head WHERE id = 1")
-        .fetch_one(pool)
-        .await?;
+pub(super) async fn read_head(c: &mut Conn<'_>) -> Result<(u64, ChainHash), LogError> {
+    let row: (i64, Vec<u8>) = on_conn!(c, |c| {
+        sqlx::query_as("SELECT seq, head_hash FROM audit_head WHERE id = 1")
+            .fetch_one(c)
+            .await
+    })?;
     let head = parse_head(row.0, &row.1)?;
     Ok((head.seq, head.hash))
 }
@@ -339,17 +340,44 @@ fn corrupt(seq: u64, why: impl Into<String>) -> LogError {
     }
 }
 
-/// Parses one `audit_log` row (all [`COLUMNS`]).
-pub(super) fn row_to_entry(row: &AnyRow) -> Result<Entry, LogError> {
-    let seq: i64 = row.try_get("seq")?;
-    let seq = u64::try_from(seq).map_err(|_| corrupt(0, "negative sequence number"))?;
+/// One `audit_log` row, all [`COLUMNS`].
+#[derive(Debug, sqlx::FromRow)]
+pub(super) struct LogRow {
+    seq: i64,
+    at_us: i64,
+    kind: String,
+    request_id: Option<String>,
+    decision_id: Option<String>,
+    policy_hash: Option<String>,
+    recipient_partner: Option<String>,
+    recipient_user: Option<String>,
+    recipient_role: Option<String>,
+    purpose: Option<String>,
+    basis_kind: Option<String>,
+    basis_ref: Option<String>,
+    basis_rule: Option<String>,
+    justification: Option<String>,
+    subject: Option<Vec<u8>>,
+    record_kind: Option<String>,
+    record_id: Option<String>,
+    fields_disclosed: String,
+    fields_withheld: i64,
+    outcome: String,
+    reason: Option<String>,
+    source_addr: Option<String>,
+    cert_sha256: Option<String>,
+    detail: Option<String>,
+    prev_hash: Vec<u8>,
+    entry_hash: Vec<u8>,
+}
+
+/// Parses one `audit_log` row.
+pub(super) fn row_to_entry(row: LogRow) -> Result<Entry, LogError> {
+    let seq = u64::try_from(row.seq).map_err(|_| corrupt(0, "negative sequence number"))?;
     let c = |why: &str| corrupt(seq, why);
-    let s = |name: &str| -> Result<Option<String>, LogError> { Ok(row.try_get(name)?) };
-    let at_us: i64 = row.try_get("at_us")?;
-    let at = DateTime::from_timestamp_micros(at_us).ok_or_else(|| c("time out of range"))?;
-    let kind: String = row.try_get("kind")?;
-    let kind: EntryKind = kind.parse().map_err(|_| c("unknown kind"))?;
-    let basis = match (s("basis_kind")?, s("basis_ref")?, s("basis_rule")?) {
+    let at = DateTime::from_timestamp_micros(row.at_us).ok_or_else(|| c("time out of range"))?;
+    let kind: EntryKind = row.kind.parse().map_err(|_| c("unknown kind"))?;
+    let basis = match (row.basis_kind, row.basis_ref, row.basis_rule) {
         (None, None, None) => None,
         (Some(k), Some(r), None) if k == "consent" => Some(LegalBasis::Consent { consent_id: r }),
         (Some(k), Some(r), None) if k == "emergency" => {
@@ -358,50 +386,46 @@ pub(super) fn row_to_entry(row: &AnyRow) -> Result<Entry, LogError> {
         (Some(k), Some(m), Some(rule)) if k == "mou" => Some(LegalBasis::Mou { mou_id: m, rule }),
         _ => return Err(c("inconsistent legal basis columns")),
     };
-    let bytes32 = |name: &str| -> Result<Option<[u8; 32]>, LogError> {
-        let v: Option<Vec<u8>> = row.try_get(name)?;
-        v.map(|v| <[u8; 32]>::try_from(v.as_slice()).map_err(|_| c("malformed 32-byte value")))
-            .transpose()
+    let bytes32 = |v: Vec<u8>| -> Result<[u8; 32], LogError> {
+        <[u8; 32]>::try_from(v.as_slice()).map_err(|_| c("malformed 32-byte value"))
     };
-    let subject = bytes32("subject")?.map(SubjectPseudonym);
-    let record = match (s("record_kind")?, s("record_id")?) {
+    let subject = row.subject.map(bytes32).transpose()?.map(SubjectPseudonym);
+    let record = match (row.record_kind, row.record_id) {
         (None, None) => None,
         (Some(kind), Some(id)) => Some(RecordRef { kind, id }),
         _ => return Err(c("inconsistent record columns")),
     };
-    let fields: String = row.try_get("fields_disclosed")?;
     let fields_disclosed: Vec<FieldDisclosure> =
-        serde_json::from_str(&fields).map_err(|_| c("malformed field list"))?;
-    let withheld: i64 = row.try_get("fields_withheld")?;
-    let fields_withheld = u32::try_from(withheld).map_err(|_| c("withheld count out of range"))?;
-    let outcome: String = row.try_get("outcome")?;
-    let outcome = match (outcome.as_str(), s("reason")?) {
+        serde_json::from_str(&row.fields_disclosed).map_err(|_| c("malformed field list"))?;
+    let fields_withheld =
+        u32::try_from(row.fields_withheld).map_err(|_| c("withheld count out of range"))?;
+    let outcome = match (row.outcome.as_str(), row.reason) {
         ("permit", None) => Outcome::Permit,
         ("deny", Some(reason)) => Outcome::Deny { reason },
         _ => return Err(c("inconsistent outcome columns")),
     };
-    let prev = bytes32("prev_hash")?.ok_or_else(|| c("no previous hash"))?;
-    let hash = bytes32("entry_hash")?.ok_or_else(|| c("no hash"))?;
+    let prev = bytes32(row.prev_hash)?;
+    let hash = bytes32(row.entry_hash)?;
     let data = NewEntry {
         at,
         kind,
-        request_id: s("request_id")?,
-        decision_id: s("decision_id")?,
-        policy_hash: s("policy_hash")?,
-        recipient_partner: s("recipient_partner")?,
-        recipient_user: s("recipient_user")?,
-        recipient_role: s("recipient_role")?,
-        purpose: s("purpose")?,
+        request_id: row.request_id,
+        decision_id: row.decision_id,
+        policy_hash: row.policy_hash,
+        recipient_partner: row.recipient_partner,
+        recipient_user: row.recipient_user,
+        recipient_role: row.recipient_role,
+        purpose: row.purpose,
         basis,
-        justification: s("justification")?,
+        justification: row.justification,
         subject,
         record,
         fields_disclosed,
         fields_withheld,
         outcome,
-        source_addr: s("source_addr")?,
-        cert_sha256: s("cert_sha256")?,
-        detail: s("detail")?,
+        source_addr: row.source_addr,
+        cert_sha256: row.cert_sha256,
+        detail: row.detail,
     };
     Ok(Entry {
         seq,
@@ -413,40 +437,52 @@ pub(super) fn row_to_entry(row: &AnyRow) -> Result<Entry, LogError> {
 
 /// One page of raw rows with `seq > after`, ascending.
 pub(super) async fn page_after(
-    pool: &sqlx::AnyPool,
+    c: &mut Conn<'_>,
     after: u64,
     limit: i64,
-) -> Result<Vec<AnyRow>, LogError> {
-    let sql = format!("SELECT {COLUMNS} FROM audit_log WHERE seq > $1 ORDER BY seq LIMIT $2");
-    Ok(sqlx::query(sqlx::AssertSqlSafe(sql))
-        .bind(seq_i64(after)?)
-        .bind(limit)
-        .fetch_all(pool)
-        .await?)
+) -> Result<Vec<LogRow>, LogError> {
+    static SQL: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    let sql = SQL.get_or_init(|| {
+        format!("SELECT {COLUMNS} FROM audit_log WHERE seq > $1 ORDER BY seq LIMIT $2")
+    });
+    let after = seq_i64(after)?;
+    Ok(on_conn!(c, |c| {
+        sqlx::query_as(sqlx::AssertSqlSafe(sql.as_str()))
+            .bind(after)
+            .bind(limit)
+            .fetch_all(c)
+            .await
+    })?)
 }
 
 /// The lowest stored sequence number.
-pub(super) async fn first_seq(pool: &sqlx::AnyPool) -> Result<Option<u64>, LogError> {
-    let row: (Option<i64>,) = sqlx::query_as("SELECT MIN(seq) FROM audit_log")
-        .fetch_one(pool)
-        .await?;
+pub(super) async fn first_seq(c: &mut Conn<'_>) -> Result<Option<u64>, LogError> {
+    let row: (Option<i64>,) = on_conn!(c, |c| {
+        sqlx::query_as("SELECT MIN(seq) FROM audit_log")
+            .fetch_one(c)
+            .await
+    })?;
     Ok(row.0.and_then(|s| u64::try_from(s).ok()))
 }
 
 /// Every checkpoint, ascending.
-pub(super) async fn checkpoints(pool: &sqlx::AnyPool) -> Result<Vec<Checkpoint>, LogError> {
-    let rows: Vec<(i64, String, i64, String, String)> = sqlx::query_as(
-        "SELECT seq, head_hash, at_us, key_id, signature FROM audit_checkpoints ORDER BY seq",
-    )
-    .fetch_all(pool)
-    .await?;
+pub(super) async fn checkpoints(c: &mut Conn<'_>) -> Result<Vec<Checkpoint>, LogError> {
+    let rows: Vec<(i64, Vec<u8>, i64, String, String)> = on_conn!(c, |c| {
+        sqlx::query_as(
+            "SELECT seq, head_hash, at_us, key_id, signature FROM audit_checkpoints \
+             ORDER BY seq",
+        )
+        .fetch_all(c)
+        .await
+    })?;
     rows.into_iter()
         .map(|(seq, h, at_us, key_id, signature)| {
             let seq = u64::try_from(seq).map_err(|_| corrupt(0, "negative checkpoint"))?;
             Ok(Checkpoint {
                 seq,
-                head_hash: ChainHash::from_hex(&h)
-                    .ok_or_else(|| corrupt(seq, "malformed checkpoint hash"))?,
+                head_hash: <[u8; 32]>::try_from(h.as_slice())
+                    .map(ChainHash)
+                    .map_err(|_| corrupt(seq, "malformed checkpoint hash"))?,
                 at_us,
                 key_id,
                 signature,

@@ -71,7 +71,7 @@
 //! (gap, renumbering or truncated tail), inserted, reordered, a broken link (an earlier entry
 //! rewritten and re-hashed) or a checkpoint mismatch. Partners' copies of checkpoints are
 //! checked the same way. The offline command opens the database read-only
-//! ([`Store::open_read_only`]): it creates, migrates and writes nothing. Non-goal: the chain is not keyed, so entries appended after the
+//! (`Store::open_read_only`): it creates, migrates and writes nothing. Non-goal: the chain is not keyed, so entries appended after the
 //! last checkpoint by someone who can write to the database and recompute hashes are caught
 //! only by the head row (also in the database); the checkpoint interval bounds that window.
 //!
@@ -82,9 +82,9 @@
 //! Concurrent appends are batched by one writer task into one transaction and one flush
 //! (group commit); each caller is woken with its own sequence number once that commit is
 //! done, or with an error for the whole batch. Any error means nothing may be disclosed: the
-//! API maps every [`LogError`] to an opaque 503. On SQLite the writer task keeps a native
-//! connection of its own (same WAL and `synchronous = FULL` settings as the pool) and inserts
-//! each batch with a few multi-row INSERTs; on PostgreSQL it uses a pooled connection.
+//! API maps every [`LogError`] to an opaque 503. The writer task keeps a native connection of
+//! its own (on SQLite with the pool's WAL and `synchronous = FULL` settings) and inserts each
+//! batch with a few multi-row INSERTs.
 //!
 //! # Key operations
 //!
@@ -98,9 +98,10 @@
 //! body, then appends the entry describing exactly that answer and awaits its durable commit;
 //! only then is the body handed to the HTTP layer. A read changes no state, so the only thing
 //! that must be atomic with it is that no answer exists without its entry, and a crash at any
-//! instant loses no entry of an answer that was sent. A record change that must commit
-//! atomically with its entry uses [`DisclosureLog::begin`] and
-//! [`DisclosureLog::append_in_tx`] instead.
+//! instant loses no entry of an answer that was sent. The append returns a [`Receipt`] only
+//! after that commit, and a record's values open only with a receipt for that very record. A
+//! change that must commit atomically with its entry uses [`DisclosureLog::begin`], which
+//! returns a [`LogTx`].
 //!
 //! # Retention
 //!
@@ -132,9 +133,9 @@ pub use verify::{
     Anchor, ChainFailure, FailureKind, Verifier, VerifySummary, verify_entries,
     verify_entries_parallel,
 };
-pub use writer::{DisclosureLog, LogStats};
+pub use writer::{DisclosureLog, LogStats, LogTx, Receipt};
 
-use crate::store::Store;
+use crate::store::{Store, StoreError};
 
 /// A disclosure-log failure. Whatever the variant, nothing may be disclosed.
 #[derive(Debug, thiserror::Error)]
@@ -145,6 +146,9 @@ pub enum LogError {
     /// The database failed.
     #[error("disclosure log database error: {0}")]
     Database(#[from] sqlx::Error),
+    /// The store failed.
+    #[error("disclosure log database error: {0}")]
+    Store(#[from] StoreError),
     /// The group commit holding the entry failed.
     #[error("disclosure log write failed: {0}")]
     WriteFailed(String),
@@ -162,12 +166,6 @@ pub enum LogError {
     /// A key could not be loaded.
     #[error("{0}")]
     Key(String),
-}
-
-impl From<LogError> for crate::error::ApiError {
-    fn from(e: LogError) -> Self {
-        crate::error::ApiError::Unavailable(e.into())
-    }
 }
 
 type HmacSha256 = Hmac<Sha256>;
@@ -265,8 +263,9 @@ pub async fn verify_store(
     key: Option<&ed25519_dalek::VerifyingKey>,
     partner_checkpoints: Option<&CheckpointExport>,
 ) -> Result<StoreVerification, LogError> {
-    let pool = store.pool();
-    let stored = db::checkpoints(pool).await?;
+    let mut pooled = store.acquire().await?;
+    let mut c = pooled.conn();
+    let stored = db::checkpoints(&mut c).await?;
     let sig_fail = |c: &Checkpoint, source: &str| StoreVerification {
         summary: VerifySummary {
             entries_checked: 0,
@@ -312,7 +311,7 @@ pub async fn verify_store(
         partner = p.checkpoints.clone();
     }
 
-    let first = db::first_seq(pool).await?;
+    let first = db::first_seq(&mut c).await?;
     let anchor = match first {
         None | Some(1) => Anchor::GENESIS,
         Some(f) => {
@@ -356,12 +355,12 @@ pub async fn verify_store(
 
     let mut after = anchor.seq;
     loop {
-        let rows = db::page_after(pool, after, PAGE).await?;
+        let rows = db::page_after(&mut c, after, PAGE).await?;
         if rows.is_empty() {
             // Entries appended while we read are covered by a fresh head read.
-            let head = db::read_head(pool).await?;
+            let head = db::read_head(&mut c).await?;
             if head.0 > v.last_seq() && !v.failed() {
-                let more = db::page_after(pool, after, PAGE).await?;
+                let more = db::page_after(&mut c, after, PAGE).await?;
                 if !more.is_empty() {
                     continue;
                 }
@@ -374,7 +373,7 @@ pub async fn verify_store(
                 signatures_checked: key.is_some(),
             });
         }
-        for row in &rows {
+        for row in rows {
             match db::row_to_entry(row) {
                 Ok(e) => {
                     after = e.seq;
@@ -408,7 +407,7 @@ pub async fn verify_store(
             }
         }
         if v.failed() {
-            let head = db::read_head(pool).await?;
+            let head = db::read_head(&mut c).await?;
             return Ok(StoreVerification {
                 summary: v.finish(Some(head)),
                 first_seq: first,
@@ -421,12 +420,14 @@ pub async fn verify_store(
 
 /// The stored checkpoints, ascending.
 pub async fn stored_checkpoints(store: &Store) -> Result<Vec<Checkpoint>, LogError> {
-    db::checkpoints(store.pool()).await
+    let mut pooled = store.acquire().await?;
+    db::checkpoints(&mut pooled.conn()).await
 }
 
 /// The current head (sequence number and hash).
 pub async fn head(store: &Store) -> Result<(u64, ChainHash), LogError> {
-    db::read_head(store.pool()).await
+    let mut pooled = store.acquire().await?;
+    db::read_head(&mut pooled.conn()).await
 }
 
 #[cfg(test)]

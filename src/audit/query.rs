@@ -4,10 +4,10 @@
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::Serialize;
 
-use super::db::{self, COLUMNS};
+use super::db::{self, COLUMNS, LogRow};
 use super::entry::{Entry, EntryKind, FieldDisclosure, LegalBasis, RecordRef};
 use super::{LogError, SubjectPseudonym};
-use crate::store::Store;
+use crate::store::{Conn, on_conn};
 
 /// Largest page.
 pub const MAX_LIMIT: u32 = 500;
@@ -49,7 +49,7 @@ enum Bind {
 }
 
 /// Entries matching `filter`, newest first, at most `filter.limit`.
-pub async fn list(store: &Store, filter: &Filter) -> Result<Vec<Entry>, LogError> {
+pub async fn list(c: &mut Conn<'_>, filter: &Filter) -> Result<Vec<Entry>, LogError> {
     let mut clauses: Vec<String> = Vec::new();
     let mut binds: Vec<Bind> = Vec::new();
     if !filter.kinds.is_empty() {
@@ -104,25 +104,30 @@ pub async fn list(store: &Store, filter: &Filter) -> Result<Vec<Entry>, LogError
     }
     sql.push_str(&format!(" ORDER BY seq DESC LIMIT {limit}"));
     // Built from constant fragments and numbered placeholders only; values are bound.
-    let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
-    for b in binds {
-        q = match b {
-            Bind::I(i) => q.bind(i),
-            Bind::S(s) => q.bind(s),
-            Bind::B(b) => q.bind(b),
-        };
-    }
-    let rows = q.fetch_all(store.pool()).await?;
-    rows.iter().map(db::row_to_entry).collect()
+    let rows: Vec<LogRow> = on_conn!(c, |c| {
+        let mut q = sqlx::query_as(sqlx::AssertSqlSafe(sql));
+        for b in binds {
+            q = match b {
+                Bind::I(i) => q.bind(i),
+                Bind::S(s) => q.bind(s),
+                Bind::B(b) => q.bind(b),
+            };
+        }
+        q.fetch_all(c).await
+    })?;
+    rows.into_iter().map(db::row_to_entry).collect()
 }
 
 /// Entries matching `filter` in ascending order, all pages (for accounting).
-pub async fn list_all_ascending(store: &Store, filter: &Filter) -> Result<Vec<Entry>, LogError> {
+pub async fn list_all_ascending(
+    c: &mut Conn<'_>,
+    filter: &Filter,
+) -> Result<Vec<Entry>, LogError> {
     let mut out = Vec::new();
     let mut f = filter.clone();
     f.limit = MAX_LIMIT;
     loop {
-        let page = list(store, &f).await?;
+        let page = list(c, &f).await?;
         let done = page.len() < MAX_LIMIT as usize;
         f.before_seq = page.last().map(|e| e.seq);
         out.extend(page);
@@ -135,13 +140,17 @@ pub async fn list_all_ascending(store: &Store, filter: &Filter) -> Result<Vec<En
 }
 
 /// One entry by sequence number.
-pub async fn get(store: &Store, seq: u64) -> Result<Option<Entry>, LogError> {
-    let sql = format!("SELECT {COLUMNS} FROM audit_log WHERE seq = $1");
-    let row = sqlx::query(sqlx::AssertSqlSafe(sql))
-        .bind(i64::try_from(seq).unwrap_or(i64::MAX))
-        .fetch_optional(store.pool())
-        .await?;
-    row.as_ref().map(db::row_to_entry).transpose()
+pub async fn get(c: &mut Conn<'_>, seq: u64) -> Result<Option<Entry>, LogError> {
+    let seq = i64::try_from(seq).unwrap_or(i64::MAX);
+    let row: Option<LogRow> = on_conn!(c, |c| {
+        sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "SELECT {COLUMNS} FROM audit_log WHERE seq = $1"
+        )))
+        .bind(seq)
+        .fetch_optional(c)
+        .await
+    })?;
+    row.map(db::row_to_entry).transpose()
 }
 
 /// The JSON form of an entry.

@@ -12,6 +12,7 @@ use serde::Serialize;
 
 use super::entry::{EntryKind, NewEntry, Outcome};
 use super::{DisclosureLog, LogError, checkpoint, db, verify_store};
+use crate::store::on_conn;
 
 /// What a purge did (or, in a dry run, would do).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -48,21 +49,24 @@ pub async fn purge(
         report.note = Some("no checkpoint key is configured: nothing can be purged".into());
         return Ok(report);
     };
-    let pool = log.store().pool();
-    let Some(first) = db::first_seq(pool).await? else {
+    let mut pooled = log.store().acquire().await?;
+    let mut c = pooled.conn();
+    let Some(first) = db::first_seq(&mut c).await? else {
         report.note = Some("the log is empty".into());
         return Ok(report);
     };
     // Every entry up to `last_old` is older than the cutoff.
-    let newer: (Option<i64>,) = sqlx::query_as("SELECT MIN(seq) FROM audit_log WHERE at_us >= $1")
-        .bind(cutoff_us)
-        .fetch_one(pool)
-        .await?;
+    let newer: (Option<i64>,) = on_conn!(&mut c, |c| {
+        sqlx::query_as("SELECT MIN(seq) FROM audit_log WHERE at_us >= $1")
+            .bind(cutoff_us)
+            .fetch_one(c)
+            .await
+    })?;
     let last_old = match newer.0 {
         Some(s) => u64::try_from(s).unwrap_or(0).saturating_sub(1),
-        None => db::read_head(pool).await?.0,
+        None => db::read_head(&mut c).await?.0,
     };
-    let anchor = db::checkpoints(pool)
+    let anchor = db::checkpoints(&mut c)
         .await?
         .into_iter()
         .filter(|c| c.seq >= first && c.seq <= last_old)
@@ -83,33 +87,40 @@ pub async fn purge(
     }
     report.anchor_checkpoint = Some(anchor.seq);
     report.removed = Some((first, anchor.seq));
+    drop(pooled);
     if dry_run {
         return Ok(report);
     }
+    let anchor_seq = i64::try_from(anchor.seq).unwrap_or(i64::MAX);
     let mut tx = log.begin().await?;
     // The checkpoint must still name the stored entry (checked under the chain lock).
-    let at: Option<(Vec<u8>,)> = sqlx::query_as("SELECT entry_hash FROM audit_log WHERE seq = $1")
-        .bind(i64::try_from(anchor.seq).unwrap_or(i64::MAX))
-        .fetch_optional(&mut *tx)
-        .await?;
+    let at: Option<(Vec<u8>,)> = on_conn!(&mut tx.conn(), |c| {
+        sqlx::query_as("SELECT entry_hash FROM audit_log WHERE seq = $1")
+            .bind(anchor_seq)
+            .fetch_optional(c)
+            .await
+    })?;
     if at.map(|r| r.0).as_deref() != Some(&anchor.head_hash.0[..]) {
         return Err(LogError::Corrupt {
             seq: anchor.seq,
             why: "purge refused: the checkpoint no longer matches its entry".into(),
         });
     }
-    sqlx::query("DELETE FROM audit_log WHERE seq <= $1")
-        .bind(i64::try_from(anchor.seq).unwrap_or(i64::MAX))
-        .execute(&mut *tx)
-        .await?;
+    on_conn!(&mut tx.conn(), |c| {
+        sqlx::query("DELETE FROM audit_log WHERE seq <= $1")
+            .bind(anchor_seq)
+            .execute(c)
+            .await
+            .map(|_| ())
+    })?;
     let mut entry = NewEntry::new(EntryKind::LogPurged, now, Outcome::Permit);
     entry.detail = Some(format!(
         "retention of {days} days: removed entries {first} to {}, older than {}; the chain is \
          anchored at signed checkpoint {}",
         anchor.seq, report.cutoff, anchor.seq
     ));
-    let appended = log.append_in_tx(&mut tx, entry).await?;
+    let seq = tx.append(entry).await?;
     tx.commit().await?;
-    report.purge_entry = Some(appended.seq);
+    report.purge_entry = Some(seq);
     Ok(report)
 }

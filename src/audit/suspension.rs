@@ -8,10 +8,9 @@
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
-use sqlx::{Any, AnyConnection, Transaction};
-
 use super::{LogError, SubjectPseudonym};
-use crate::store::Store;
+use crate::store::Conn;
+use crate::store::suspensions::{self, SuspensionRow};
 
 /// One recorded suspension.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -50,73 +49,54 @@ impl Suspension {
 }
 
 /// Records a suspension inside the caller's transaction (which also appends its log entry).
-pub async fn insert(tx: &mut Transaction<'static, Any>, s: &Suspension) -> Result<(), LogError> {
-    let conn: &mut AnyConnection = tx;
-    sqlx::query(
-        "INSERT INTO accounting_suspensions (id, recipient, subject, statement, ends_at_us, \
-         recorded_by_partner, recorded_by_user, recorded_at_us) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+pub async fn insert(c: &mut Conn<'_>, s: &Suspension) -> Result<(), LogError> {
+    suspensions::insert(
+        c,
+        &SuspensionRow {
+            id: s.id.clone(),
+            recipient: s.recipient.clone(),
+            subject: s.subject.map(|p| p.as_bytes().to_vec()),
+            statement: s.statement.clone(),
+            ends_at_us: s.ends_at.timestamp_micros(),
+            recorded_by_partner: s.recorded_by_partner.clone(),
+            recorded_by_user: s.recorded_by_user.clone(),
+            recorded_at_us: s.recorded_at.timestamp_micros(),
+        },
     )
-    .bind(&s.id)
-    .bind(&s.recipient)
-    .bind(s.subject.map(|p| p.as_bytes().to_vec()))
-    .bind(&s.statement)
-    .bind(s.ends_at.timestamp_micros())
-    .bind(&s.recorded_by_partner)
-    .bind(&s.recorded_by_user)
-    .bind(s.recorded_at.timestamp_micros())
-    .execute(&mut *conn)
     .await?;
     Ok(())
 }
 
-type Row = (
-    String,
-    String,
-    Option<Vec<u8>>,
-    String,
-    i64,
-    String,
-    String,
-    i64,
-);
-
 /// Suspensions ending after `after` (all of them with `None`), oldest first.
 pub async fn list(
-    store: &Store,
+    c: &mut Conn<'_>,
     after: Option<DateTime<Utc>>,
 ) -> Result<Vec<Suspension>, LogError> {
-    let rows: Vec<Row> = sqlx::query_as(
-        "SELECT id, recipient, subject, statement, ends_at_us, recorded_by_partner, \
-         recorded_by_user, recorded_at_us FROM accounting_suspensions \
-         WHERE ends_at_us > $1 ORDER BY recorded_at_us, id",
-    )
-    .bind(after.map_or(i64::MIN, |t| t.timestamp_micros()))
-    .fetch_all(store.pool())
-    .await?;
+    let rows =
+        suspensions::ending_after(c, after.map_or(i64::MIN, |t| t.timestamp_micros())).await?;
     let micros = |us: i64| DateTime::from_timestamp_micros(us).unwrap_or_default();
     rows.into_iter()
         .map(|r| {
-            let subject = match r.2 {
+            let subject = match r.subject {
                 None => None,
                 Some(b) => Some(
                     <[u8; 32]>::try_from(b.as_slice())
                         .map(SubjectPseudonym)
                         .map_err(|_| LogError::Corrupt {
                             seq: 0,
-                            why: format!("suspension `{}`: malformed subject", r.0),
+                            why: format!("suspension `{}`: malformed subject", r.id),
                         })?,
                 ),
             };
             Ok(Suspension {
-                id: r.0,
-                recipient: r.1,
+                id: r.id,
+                recipient: r.recipient,
                 subject,
-                statement: r.3,
-                ends_at: micros(r.4),
-                recorded_by_partner: r.5,
-                recorded_by_user: r.6,
-                recorded_at: micros(r.7),
+                statement: r.statement,
+                ends_at: micros(r.ends_at_us),
+                recorded_by_partner: r.recorded_by_partner,
+                recorded_by_user: r.recorded_by_user,
+                recorded_at: micros(r.recorded_at_us),
             })
         })
         .collect()

@@ -1,4 +1,5 @@
-//! The append path: a group-commit writer task and the [`DisclosureLog`] handle.
+//! The append path: a group-commit writer task, the [`DisclosureLog`] handle, transactions
+//! that commit a change with its entry ([`LogTx`]) and the [`Receipt`] of a durable entry.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -6,17 +7,60 @@ use std::time::Duration;
 
 use chrono::Utc;
 use ed25519_dalek::VerifyingKey;
+use sqlx::Connection as _;
+use sqlx::postgres::PgConnection;
 use sqlx::sqlite::SqliteConnection;
-use sqlx::{Any, AnyConnection, Connection as _, Transaction};
 use tokio::sync::{mpsc, oneshot};
 
 use super::checkpoint::CheckpointSigner;
 use super::db::{self, ChainConn, Head};
-use super::entry::{AppendedEntry, NewEntry};
+use super::entry::{AppendedEntry, NewEntry, RecordRef};
 use super::{LogError, SubjectKey, SubjectPseudonym};
 use crate::config::AuditSettings;
 use crate::domain::SubjectIdentifier;
-use crate::store::{Backend, Store};
+use crate::store::{Conn, Store, Tx};
+
+/// Proof that an entry is in the log and durable: only the log makes one, once the
+/// transaction holding the entry has committed. It names what the entry records (the decision
+/// and the record), so a receipt for one disclosure cannot open another record's values.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Receipt {
+    seq: u64,
+    hash: super::ChainHash,
+    decision_id: Option<String>,
+    record: Option<RecordRef>,
+}
+
+impl Receipt {
+    fn new(appended: AppendedEntry, entry: &NewEntry) -> Self {
+        Self {
+            seq: appended.seq,
+            hash: appended.hash,
+            decision_id: entry.decision_id.clone(),
+            record: entry.record.clone(),
+        }
+    }
+
+    /// The entry's sequence number.
+    pub fn seq(&self) -> u64 {
+        self.seq
+    }
+
+    /// The entry's hash.
+    pub fn hash(&self) -> super::ChainHash {
+        self.hash
+    }
+
+    /// The decision the entry records, if any.
+    pub fn decision_id(&self) -> Option<&str> {
+        self.decision_id.as_deref()
+    }
+
+    /// The record the entry is about, as `(kind, id)`, if any.
+    pub fn record(&self) -> Option<(&str, &str)> {
+        self.record.as_ref().map(|r| (r.kind.as_str(), r.id.as_str()))
+    }
+}
 
 struct Job {
     entry: NewEntry,
@@ -97,44 +141,38 @@ impl DisclosureLog {
         }
     }
 
-    /// Appends an entry and returns once it is durably committed (group commit: concurrent
-    /// appends share one transaction and one flush). On any error nothing may be disclosed.
-    pub async fn append(&self, entry: NewEntry) -> Result<AppendedEntry, LogError> {
+    /// Appends an entry and returns its receipt once it is durably committed (group commit:
+    /// concurrent appends share one transaction and one flush). On any error nothing may be
+    /// disclosed.
+    pub async fn append(&self, entry: NewEntry) -> Result<Receipt, LogError> {
         let entry = normalize(entry);
         entry.validate()?;
+        let (decision_id, record) = (entry.decision_id.clone(), entry.record.clone());
         let (done, wait) = oneshot::channel();
         self.inner
             .queue
             .send(Job { entry, done })
             .await
             .map_err(|_| LogError::Closed)?;
-        wait.await.map_err(|_| LogError::Closed)?
+        let appended = wait.await.map_err(|_| LogError::Closed)??;
+        Ok(Receipt {
+            seq: appended.seq,
+            hash: appended.hash,
+            decision_id,
+            record,
+        })
     }
 
-    /// Begins a transaction that holds the chain lock from its first statement, for a record
-    /// change that must commit atomically with its entry ([`DisclosureLog::append_in_tx`]).
+    /// Begins a transaction that holds the chain lock from its first statement, for a change
+    /// that must commit atomically with its entry ([`LogTx::append`], [`LogTx::commit`]).
     /// Other appends wait until it commits or rolls back: keep it short.
-    pub async fn begin(&self) -> Result<Transaction<'static, Any>, LogError> {
-        let mut tx = self.inner.store.pool().begin().await?;
-        tx.lock_head().await?;
-        Ok(tx)
-    }
-
-    /// Appends an entry inside the caller's transaction: the entry commits if and only if the
-    /// transaction does. Start the transaction with [`DisclosureLog::begin`] (on SQLite a
-    /// transaction that has already read before its first write may be refused).
-    pub async fn append_in_tx(
-        &self,
-        tx: &mut Transaction<'static, Any>,
-        entry: NewEntry,
-    ) -> Result<AppendedEntry, LogError> {
-        let entry = normalize(entry);
-        entry.validate()?;
-        let conn: &mut AnyConnection = tx;
-        let head = conn.lock_head().await?;
-        let (_, mut out) = db::append_locked(conn, head, &[&entry]).await?;
-        out.pop()
-            .ok_or_else(|| LogError::Invalid("nothing was appended".into()))
+    pub async fn begin(&self) -> Result<LogTx, LogError> {
+        let mut tx = self.inner.store.begin().await?;
+        lock_head(&mut tx.conn()).await?;
+        Ok(LogTx {
+            tx,
+            appended: Vec::new(),
+        })
     }
 
     /// The subject's pseudonym under the log's key, from the identifier's canonical form.
@@ -177,6 +215,62 @@ impl DisclosureLog {
             Some(s) => checkpoint_if_due(&self.inner.store, s, 1, Duration::ZERO).await,
         }
     }
+}
+
+/// A database transaction that holds the chain lock, for a change that commits together with
+/// its log entries: make the change through [`LogTx::conn`], append its entries, then
+/// [`LogTx::commit`], which returns their receipts once everything is durable. Dropped
+/// without committing, the change and the entries roll back together.
+#[derive(Debug)]
+pub struct LogTx {
+    tx: Tx,
+    appended: Vec<Receipt>,
+}
+
+impl LogTx {
+    /// The transaction's connection, for the change itself.
+    pub fn conn(&mut self) -> Conn<'_> {
+        self.tx.conn()
+    }
+
+    /// Appends an entry inside the transaction: it commits if and only if the transaction
+    /// does. Returns its sequence number (the receipt comes with [`LogTx::commit`]).
+    pub async fn append(&mut self, entry: NewEntry) -> Result<u64, LogError> {
+        let entry = normalize(entry);
+        entry.validate()?;
+        let mut c = self.tx.conn();
+        let head = lock_head(&mut c).await?;
+        let appended = append_locked(&mut c, head, &entry).await?;
+        let seq = appended.seq;
+        self.appended.push(Receipt::new(appended, &entry));
+        Ok(seq)
+    }
+
+    /// Commits durably; returns the receipts of the entries appended, in order.
+    pub async fn commit(self) -> Result<Vec<Receipt>, LogError> {
+        self.tx.commit().await?;
+        Ok(self.appended)
+    }
+}
+
+async fn lock_head(c: &mut Conn<'_>) -> Result<Head, LogError> {
+    match c {
+        Conn::Sqlite(c) => c.lock_head().await,
+        Conn::Postgres(c) => c.lock_head().await,
+    }
+}
+
+async fn append_locked(
+    c: &mut Conn<'_>,
+    head: Head,
+    entry: &NewEntry,
+) -> Result<AppendedEntry, LogError> {
+    let (_, mut out) = match c {
+        Conn::Sqlite(c) => db::append_locked(&mut **c, head, &[entry]).await?,
+        Conn::Postgres(c) => db::append_locked(&mut **c, head, &[entry]).await?,
+    };
+    out.pop()
+        .ok_or_else(|| LogError::Invalid("nothing was appended".into()))
 }
 
 /// Truncates the time to the microsecond the log keeps, so the returned hash is the stored one.
@@ -255,14 +349,16 @@ async fn commit_batch(
     }
 }
 
-/// The group-commit writer's connection. On SQLite the writer keeps one native connection of
-/// its own: it binds values without the generic driver's conversions and with anonymous
-/// placeholders, and its page cache stays warm between commits (a pooled connection's cache
-/// is discarded whenever another connection wrote). On PostgreSQL it takes a pooled
-/// connection per commit.
+/// The group-commit writer's own connection, kept between commits (its statements stay
+/// prepared and, on SQLite, its page cache warm; a pooled connection's cache is discarded
+/// whenever another connection wrote). After a failed commit it is closed and the next batch
+/// opens a fresh one, whatever state the old one was in.
 #[derive(Default)]
-struct WriterConn {
-    sqlite: Option<SqliteConnection>,
+enum WriterConn {
+    #[default]
+    None,
+    Sqlite(SqliteConnection),
+    Postgres(PgConnection),
 }
 
 /// WAL size, in pages, at which the SQLite writer connection folds the WAL back into the
@@ -278,26 +374,37 @@ async fn write_batch(
     batch: &[Job],
 ) -> Result<Vec<AppendedEntry>, LogError> {
     let entries: Vec<&NewEntry> = batch.iter().map(|j| &j.entry).collect();
-    if store.backend() == Backend::Sqlite {
-        if conn.sqlite.is_none() {
-            conn.sqlite = store
-                .sqlite_connection(&[("wal_autocheckpoint", SQLITE_WRITER_WAL_PAGES.to_string())])
-                .await
-                .map_err(|e| LogError::WriteFailed(e.to_string()))?;
-        }
-        if let Some(c) = conn.sqlite.as_mut() {
-            let result = write_in(c, signer, settings, &entries).await;
-            if result.is_err() {
-                // Start the next batch on a fresh connection, whatever state this one is in.
-                if let Some(c) = conn.sqlite.take() {
-                    let _ = c.close().await;
-                }
+    if matches!(conn, WriterConn::None) {
+        *conn = if let Some(c) = store
+            .sqlite_connection(&[("wal_autocheckpoint", SQLITE_WRITER_WAL_PAGES.to_string())])
+            .await?
+        {
+            WriterConn::Sqlite(c)
+        } else if let Some(c) = store.postgres_connection().await? {
+            WriterConn::Postgres(c)
+        } else {
+            return Err(LogError::WriteFailed(
+                "the database is open read-only: the log cannot be written".into(),
+            ));
+        };
+    }
+    let result = match conn {
+        WriterConn::Sqlite(c) => write_in(c, signer, settings, &entries).await,
+        WriterConn::Postgres(c) => write_in(c, signer, settings, &entries).await,
+        WriterConn::None => Err(LogError::Closed),
+    };
+    if result.is_err() {
+        match std::mem::take(conn) {
+            WriterConn::Sqlite(c) => {
+                let _ = c.close().await;
             }
-            return result;
+            WriterConn::Postgres(c) => {
+                let _ = c.close().await;
+            }
+            WriterConn::None => {}
         }
     }
-    let mut c = store.pool().acquire().await?;
-    write_in(&mut *c, signer, settings, &entries).await
+    result
 }
 
 /// One group commit on `conn`: lock the head, append, maybe checkpoint, commit durably.
@@ -364,9 +471,17 @@ async fn checkpoint_if_due(
     every_entries: u64,
     every_time: Duration,
 ) -> Result<Option<u64>, LogError> {
-    let mut tx = store.pool().begin().await?;
-    let head = tx.lock_head().await?;
-    let done = checkpoint_locked(&mut *tx, signer, head, every_entries, Some(every_time)).await?;
+    let mut tx = store.begin().await?;
+    let done = match &mut tx.conn() {
+        Conn::Sqlite(c) => {
+            let head = c.lock_head().await?;
+            checkpoint_locked(&mut **c, signer, head, every_entries, Some(every_time)).await?
+        }
+        Conn::Postgres(c) => {
+            let head = c.lock_head().await?;
+            checkpoint_locked(&mut **c, signer, head, every_entries, Some(every_time)).await?
+        }
+    };
     tx.commit().await?;
     Ok(done)
 }

@@ -8,7 +8,7 @@
 //! thumbprint must match the presented certificate when present and is required when the
 //! registry says so. Refusals never echo the token.
 
-mod extract;
+mod cache;
 
 use std::collections::BTreeSet;
 
@@ -16,10 +16,9 @@ use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::{Validation, decode, decode_header};
 use serde::Deserialize;
 
-pub use extract::Authenticated;
+pub use cache::{TOKEN_CACHE, TokenCache};
 
 use crate::domain::{PartnerId, Principal, Role, UserId};
-use crate::error::ApiError;
 use crate::policy::PartnerRegistry;
 use crate::tls::PeerCertificate;
 
@@ -57,16 +56,6 @@ impl AuthFailure {
             forbidden: true,
             code,
             message: message.into(),
-        }
-    }
-}
-
-impl From<AuthFailure> for ApiError {
-    fn from(f: AuthFailure) -> Self {
-        if f.forbidden {
-            ApiError::forbidden(f.code, f.message)
-        } else {
-            ApiError::unauthenticated(f.code, f.message)
         }
     }
 }

@@ -16,6 +16,7 @@
 //! Psychotherapy notes are covered only when a consent names the field itself
 //! ([`Consent::names_field`]), never by a category or a whole record kind.
 
+pub mod cache;
 pub mod coverage;
 pub mod directive;
 pub mod registry;

@@ -26,21 +26,19 @@
 //! ## Transactions
 //!
 //! Writes take a connection inside the caller's transaction, so a change commits together with
-//! its disclosure-log entry ([`crate::audit::DisclosureLog::begin`]); reads take any connection.
+//! its disclosure-log entry (a transaction the log began); reads take any connection.
 
 use std::collections::BTreeSet;
+use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use sqlx::AnyConnection;
-
 use super::directive::{ConsentDirective, ValidConsent};
 use super::{Consent, SubjectRef};
 use crate::crypto::{Binding, CryptoError, DataKey, KEY_PURPOSE_CONSENT, Keyring};
-use crate::domain::PartnerId;
-use crate::store::StoreError;
-use crate::store::data_keys;
-use crate::store::records::{Author, SubjectIdentifier};
+use crate::domain::{Author, PartnerId, SubjectIdentifier};
+use crate::store::consents::{self, ConsentRow, EventRow, SubjectRow};
+use crate::store::{Conn, StoreError, data_keys, epochs};
 
 /// The directive version sealed in `consents.body` (a directive is never edited: a changed
 /// consent is a new consent).
@@ -86,12 +84,6 @@ pub enum ConsentStoreError {
     /// The database failed (503).
     #[error(transparent)]
     Store(#[from] StoreError),
-}
-
-impl From<sqlx::Error> for ConsentStoreError {
-    fn from(e: sqlx::Error) -> Self {
-        Self::Store(StoreError::Query(e))
-    }
 }
 
 fn integrity(id: &str, part: impl Into<String>) -> ConsentStoreError {
@@ -299,10 +291,6 @@ fn open_json<T: serde::de::DeserializeOwned>(
     serde_json::from_slice(&plain).map_err(|_| integrity(id, part()))
 }
 
-fn is_unique_violation(e: &sqlx::Error) -> bool {
-    matches!(e, sqlx::Error::Database(d) if d.is_unique_violation())
-}
-
 fn blind_index(keyring: &Keyring, s: &SubjectIdentifier) -> Vec<u8> {
     keyring
         .blind_index(s.system(), s.value())
@@ -311,10 +299,10 @@ fn blind_index(keyring: &Keyring, s: &SubjectIdentifier) -> Vec<u8> {
 }
 
 /// Records a validated consent with id `id`, collected by `actor.partner`, inside the caller's
-/// transaction: its data key, sealed body, subjects and the `created` event. The caller commits
-/// (together with the disclosure-log entry).
+/// transaction: its data key, sealed body, subjects and the `created` event, and moves the
+/// consent cache epoch. The caller commits (together with the disclosure-log entry).
 pub async fn create(
-    conn: &mut AnyConnection,
+    c: &mut Conn<'_>,
     keyring: &Keyring,
     id: &str,
     consent: &ValidConsent,
@@ -331,7 +319,7 @@ pub async fn create(
     let (key, wrapped) = keyring
         .new_data_key(KEY_PURPOSE_CONSENT)
         .map_err(ConsentStoreError::Key)?;
-    data_keys::insert(conn, &wrapped, at_us).await?;
+    data_keys::insert(c, &wrapped, at_us).await?;
     let body = seal_json(
         &key,
         &Binding::ConsentDirective {
@@ -345,23 +333,24 @@ pub async fn create(
             directive: directive.clone(),
         },
     )?;
-    let inserted = sqlx::query(
-        "INSERT INTO consents (id, collected_by, data_key_id, status, valid_from_us, expires_us, \
-         created_at_us, revoked_at_us, event_count, body) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, NULL, 1, $8)",
+    let inserted = consents::insert(
+        c,
+        &ConsentRow {
+            id: id.to_owned(),
+            collected_by: collected_by.to_owned(),
+            data_key_id: wrapped.id.clone(),
+            status: STATUS_ACTIVE.to_owned(),
+            valid_from_us: directive.valid_from_or_epoch().timestamp_micros(),
+            expires_us: directive.expires.map(|e| e.timestamp_micros()),
+            created_at_us: at_us,
+            revoked_at_us: None,
+            event_count: 1,
+            body,
+        },
     )
-    .bind(id)
-    .bind(collected_by)
-    .bind(&wrapped.id)
-    .bind(STATUS_ACTIVE)
-    .bind(directive.valid_from_or_epoch().timestamp_micros())
-    .bind(directive.expires.map(|e| e.timestamp_micros()))
-    .bind(at_us)
-    .bind(&body)
-    .execute(&mut *conn)
     .await;
     match inserted {
-        Err(e) if is_unique_violation(&e) => return Err(ConsentStoreError::Conflict(id.into())),
+        Err(e) if e.is_unique_violation() => return Err(ConsentStoreError::Conflict(id.into())),
         other => other?,
     };
     for (n, subject) in directive.subjects.iter().enumerate() {
@@ -374,18 +363,19 @@ pub async fn create(
             },
             subject,
         )?;
-        sqlx::query(
-            "INSERT INTO consent_subjects (consent_id, position, blind_index, ciphertext) \
-             VALUES ($1, $2, $3, $4)",
+        consents::insert_subject(
+            c,
+            id,
+            &SubjectRow {
+                position,
+                blind_index: blind_index(keyring, subject),
+                ciphertext,
+            },
         )
-        .bind(id)
-        .bind(position)
-        .bind(blind_index(keyring, subject))
-        .bind(&ciphertext)
-        .execute(&mut *conn)
         .await?;
     }
-    let event = insert_event(conn, &key, id, 1, EventKind::Created, actor, at, None).await?;
+    let event = insert_event(c, &key, id, 1, EventKind::Created, actor, at, None).await?;
+    epochs::bump_consents(c).await?;
     Ok(StoredConsent {
         id: id.to_owned(),
         collected_by: actor.partner.clone(),
@@ -398,7 +388,7 @@ pub async fn create(
 
 #[allow(clippy::too_many_arguments)]
 async fn insert_event(
-    conn: &mut AnyConnection,
+    c: &mut Conn<'_>,
     key: &DataKey,
     id: &str,
     seq: i64,
@@ -422,21 +412,21 @@ async fn insert_event(
             revocation: revocation.clone(),
         },
     )?;
-    let inserted = sqlx::query(
-        "INSERT INTO consent_events (consent_id, seq, event, actor_partner, actor_user, at_us, \
-         sealed) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+    let inserted = consents::insert_event(
+        c,
+        id,
+        &EventRow {
+            seq,
+            event: event.as_str().to_owned(),
+            actor_partner: actor.partner.to_string(),
+            actor_user: actor.user.to_string(),
+            at_us,
+            sealed,
+        },
     )
-    .bind(id)
-    .bind(seq)
-    .bind(event.as_str())
-    .bind(actor.partner.as_str())
-    .bind(actor.user.as_str())
-    .bind(at_us)
-    .bind(&sealed)
-    .execute(&mut *conn)
     .await;
     match inserted {
-        Err(e) if is_unique_violation(&e) => return Err(ConsentStoreError::Conflict(id.into())),
+        Err(e) if e.is_unique_violation() => return Err(ConsentStoreError::Conflict(id.into())),
         other => other?,
     };
     Ok(ConsentEvent {
@@ -451,9 +441,10 @@ async fn insert_event(
 
 /// Revokes `consent` (as read inside the same transaction) at `at`: appends the `revoked`
 /// event and marks the consent revoked. Refused with [`ConsentStoreError::AlreadyRevoked`] if it
-/// is. Disclosures decided before `at` stand; every decision from `at` on sees it revoked.
+/// is. Disclosures decided before `at` stand; every decision from `at` on sees it revoked. Moves
+/// the consent cache epoch in the same transaction.
 pub async fn revoke(
-    conn: &mut AnyConnection,
+    c: &mut Conn<'_>,
     keyring: &Keyring,
     consent: &StoredConsent,
     revocation: &Revocation,
@@ -467,13 +458,13 @@ pub async fn revoke(
         });
     }
     let at = to_micros(at);
-    let row = fetch_row(conn, &consent.id)
+    let row = consents::get(c, &consent.id)
         .await?
         .ok_or_else(|| ConsentStoreError::NotFound(consent.id.clone()))?;
-    let key = consent_key(conn, keyring, &row).await?;
+    let key = consent_key(c, keyring, &row).await?;
     let seq = i64::try_from(consent.history.len()).unwrap_or(i64::MAX) + 1;
     let event = insert_event(
-        conn,
+        c,
         &key,
         &consent.id,
         seq,
@@ -483,97 +474,22 @@ pub async fn revoke(
         Some(revocation.clone()),
     )
     .await?;
-    let done = sqlx::query(
-        "UPDATE consents SET status = $1, revoked_at_us = $2, event_count = $3 \
-         WHERE id = $4 AND status = $5 AND event_count = $6",
-    )
-    .bind(STATUS_REVOKED)
-    .bind(at.timestamp_micros())
-    .bind(seq)
-    .bind(&consent.id)
-    .bind(STATUS_ACTIVE)
-    .bind(seq - 1)
-    .execute(&mut *conn)
-    .await?;
-    if done.rows_affected() != 1 {
+    if !consents::mark_revoked(c, &consent.id, at.timestamp_micros(), seq).await? {
         return Err(ConsentStoreError::Conflict(consent.id.clone()));
     }
+    epochs::bump_consents(c).await?;
     let mut out = consent.clone();
     out.revoked_at = Some(at);
     out.history.push(event);
     Ok(out)
 }
 
-struct ConsentRow {
-    id: String,
-    collected_by: String,
-    data_key_id: String,
-    status: String,
-    valid_from_us: i64,
-    expires_us: Option<i64>,
-    created_at_us: i64,
-    revoked_at_us: Option<i64>,
-    event_count: i64,
-    body: Vec<u8>,
-}
-
-type RowTuple = (
-    String,
-    String,
-    String,
-    String,
-    i64,
-    Option<i64>,
-    i64,
-    Option<i64>,
-    i64,
-    Vec<u8>,
-);
-
-async fn fetch_row(
-    conn: &mut AnyConnection,
-    id: &str,
-) -> Result<Option<ConsentRow>, ConsentStoreError> {
-    let row: Option<RowTuple> = sqlx::query_as(
-        "SELECT id, collected_by, data_key_id, status, valid_from_us, expires_us, created_at_us, \
-         revoked_at_us, event_count, body FROM consents WHERE id = $1",
-    )
-    .bind(id)
-    .fetch_optional(&mut *conn)
-    .await?;
-    Ok(row.map(
-        |(
-            id,
-            collected_by,
-            data_key_id,
-            status,
-            valid_from_us,
-            expires_us,
-            created_at_us,
-            revoked_at_us,
-            event_count,
-            body,
-        )| ConsentRow {
-            id,
-            collected_by,
-            data_key_id,
-            status,
-            valid_from_us,
-            expires_us,
-            created_at_us,
-            revoked_at_us,
-            event_count,
-            body,
-        },
-    ))
-}
-
 async fn consent_key(
-    conn: &mut AnyConnection,
+    c: &mut Conn<'_>,
     keyring: &Keyring,
     row: &ConsentRow,
-) -> Result<DataKey, ConsentStoreError> {
-    let wrapped = data_keys::fetch(conn, &row.data_key_id)
+) -> Result<Arc<DataKey>, ConsentStoreError> {
+    let wrapped = data_keys::get(c, &row.data_key_id)
         .await?
         .ok_or_else(|| integrity(&row.id, "data key missing"))?;
     keyring
@@ -586,12 +502,12 @@ async fn consent_key(
 
 /// Opens and checks everything stored for one consent.
 async fn open_consent(
-    conn: &mut AnyConnection,
+    c: &mut Conn<'_>,
     keyring: &Keyring,
     row: ConsentRow,
 ) -> Result<StoredConsent, ConsentStoreError> {
     let id = row.id.as_str();
-    let key = consent_key(conn, keyring, &row).await?;
+    let key = consent_key(c, keyring, &row).await?;
     let body: SealedBody = open_json(
         &key,
         &Binding::ConsentDirective {
@@ -617,19 +533,20 @@ async fn open_consent(
         .map_err(|_| integrity(id, "collecting partner"))?;
 
     // History: 1 = created, then at most one revocation.
-    type EventRow = (i64, String, String, String, i64, Vec<u8>);
-    let rows: Vec<EventRow> = sqlx::query_as(
-        "SELECT seq, event, actor_partner, actor_user, at_us, sealed FROM consent_events \
-         WHERE consent_id = $1 ORDER BY seq",
-    )
-    .bind(id)
-    .fetch_all(&mut *conn)
-    .await?;
+    let rows = consents::events(c, id).await?;
     if i64::try_from(rows.len()).ok() != Some(row.event_count) {
         return Err(integrity(id, "event list"));
     }
     let mut history = Vec::with_capacity(rows.len());
-    for (n, (seq, event, partner, user, at_us, sealed)) in rows.into_iter().enumerate() {
+    for (n, row) in rows.into_iter().enumerate() {
+        let EventRow {
+            seq,
+            event,
+            actor_partner: partner,
+            actor_user: user,
+            at_us,
+            sealed,
+        } = row;
         let part = || format!("event {seq}");
         if i64::try_from(n).ok().map(|n| n + 1) != Some(seq) {
             return Err(integrity(id, "event list"));
@@ -681,17 +598,16 @@ async fn open_consent(
     }
 
     // Subjects: every row opens in its place, matches the directive and its blind index.
-    let rows: Vec<(i64, Vec<u8>, Vec<u8>)> = sqlx::query_as(
-        "SELECT position, blind_index, ciphertext FROM consent_subjects WHERE consent_id = $1 \
-         ORDER BY position",
-    )
-    .bind(id)
-    .fetch_all(&mut *conn)
-    .await?;
+    let rows = consents::subjects(c, id).await?;
     if rows.len() != d.subjects.len() {
         return Err(integrity(id, "subject identifier list"));
     }
-    for (n, (position, index, ciphertext)) in rows.into_iter().enumerate() {
+    for (n, row) in rows.into_iter().enumerate() {
+        let SubjectRow {
+            position,
+            blind_index: index,
+            ciphertext,
+        } = row;
         let part = || format!("subject identifier {position}");
         if i64::try_from(n).ok() != Some(position) {
             return Err(integrity(id, "subject identifier list"));
@@ -724,13 +640,13 @@ async fn open_consent(
 
 /// Reads one consent by id, checked (see the module documentation). `None` if there is none.
 pub async fn get(
-    conn: &mut AnyConnection,
+    c: &mut Conn<'_>,
     keyring: &Keyring,
     id: &str,
 ) -> Result<Option<StoredConsent>, ConsentStoreError> {
-    match fetch_row(conn, id).await? {
+    match consents::get(c, id).await? {
         None => Ok(None),
-        Some(row) => open_consent(conn, keyring, row).await.map(Some),
+        Some(row) => open_consent(c, keyring, row).await.map(Some),
     }
 }
 
@@ -738,32 +654,27 @@ pub async fn get(
 /// through the blind index, oldest first. Each is read in full and checked, and must name the
 /// identifier that found it; any integrity failure fails the whole lookup.
 pub async fn find(
-    conn: &mut AnyConnection,
+    c: &mut Conn<'_>,
     keyring: &Keyring,
     subjects: &[SubjectIdentifier],
 ) -> Result<Vec<StoredConsent>, ConsentStoreError> {
     let mut hits: BTreeSet<(String, i64, usize)> = BTreeSet::new();
     for (n, subject) in subjects.iter().enumerate() {
-        let rows: Vec<(String, i64)> = sqlx::query_as(
-            "SELECT consent_id, position FROM consent_subjects WHERE blind_index = $1",
-        )
-        .bind(blind_index(keyring, subject))
-        .fetch_all(&mut *conn)
-        .await?;
+        let rows = consents::find_by_blind_index(c, &blind_index(keyring, subject)).await?;
         hits.extend(rows.into_iter().map(|(id, pos)| (id, pos, n)));
     }
     let mut out: Vec<StoredConsent> = Vec::new();
     for (id, position, n) in hits {
-        let consent = match out.iter().position(|c| c.id == id) {
-            Some(i) => &out[i],
-            None => {
-                let row = fetch_row(conn, &id)
-                    .await?
-                    .ok_or_else(|| integrity(&id, "subject identifier without its consent"))?;
-                out.push(open_consent(conn, keyring, row).await?);
-                out.last().ok_or_else(|| integrity(&id, "read"))?
-            }
-        };
+        if !out.iter().any(|s| s.id == id) {
+            let row = consents::get(c, &id)
+                .await?
+                .ok_or_else(|| integrity(&id, "subject identifier without its consent"))?;
+            out.push(open_consent(c, keyring, row).await?);
+        }
+        let consent = out
+            .iter()
+            .find(|s| s.id == id)
+            .ok_or_else(|| integrity(&id, "read"))?;
         let found = usize::try_from(position)
             .ok()
             .and_then(|p| consent.directive.subjects.get(p));
@@ -784,12 +695,12 @@ pub async fn find(
 /// does not authenticate fails the lookup ([`ConsentStoreError::Integrity`]); it is never
 /// silently skipped.
 pub async fn for_subjects(
-    conn: &mut AnyConnection,
+    c: &mut Conn<'_>,
     keyring: &Keyring,
     subjects: &[SubjectIdentifier],
     as_subject: &SubjectRef,
 ) -> Result<Vec<Consent>, ConsentStoreError> {
-    Ok(find(conn, keyring, subjects)
+    Ok(find(c, keyring, subjects)
         .await?
         .iter()
         .map(|c| c.to_consent(as_subject))

@@ -18,7 +18,7 @@ pub const KEY_PURPOSE_CONSENT: &str = "consent";
 /// `purpose` of the blind-index key in the `data_keys` table.
 pub const KEY_PURPOSE_BLIND_INDEX: &str = "blind-index";
 /// Purpose of the disclosure log's subject-pseudonym key (a stable key, like the blind-index key).
-pub(super) const KEY_PURPOSE_SUBJECT_PSEUDONYM: &str = "subject-pseudonym";
+pub const KEY_PURPOSE_SUBJECT_PSEUDONYM: &str = "subject-pseudonym";
 
 const FORMAT_V1: u8 = 0x01;
 const ID_LEN: usize = 16;

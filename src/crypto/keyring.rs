@@ -1,279 +1,110 @@
-//! The keyring: master keys from the agency's key file, checked against the database, plus
-//! the blind-index key; data-key creation, unwrapping, re-wrapping and master-key retirement.
+//! The keyring: master keys from the agency's key file plus the stable keys (blind index,
+//! subject pseudonyms); data-key creation, unwrapping (through a bounded cache) and re-wrapping.
+//!
+//! The keyring holds keys in memory only; reading and writing the `data_keys` table is the
+//! job of the layer that opens it (the key service), which also checks the key file against
+//! the database at start-up.
+//!
+//! # The data-key cache
+//!
+//! Unwrapping a data key costs an AES-GCM decryption under the master key; a record read needs
+//! its record's key every time. Unwrapped keys are kept in a bounded cache keyed by data-key
+//! id ([`DATA_KEY_CACHE`] entries; least recently used go first). An entry is used only for a
+//! stored row whose id, purpose, master-key version and wrapped bytes all match what was
+//! unwrapped, so a tampered or re-wrapped row is never answered from the cache. Evicted keys
+//! are zeroized when their last user drops them. The cache is emptied by every key operation
+//! of this process ([`Keyring::forget_data_keys`]) and whenever the database's key epoch moves
+//! ([`Keyring::observe_key_epoch`]): `keys rotate`, `keys rewrap` and `keys retire` move it,
+//! so every replica drops its cached keys before its next read.
 
 use std::fmt;
-use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
 
 use secrecy::{ExposeSecret as _, SecretBox};
+use sha2::{Digest, Sha256};
 
 use super::CryptoError;
-use super::envelope::{
-    BlindIndex, DataKey, DataKeyId, KEY_PURPOSE_BLIND_INDEX, KEY_PURPOSE_SUBJECT_PSEUDONYM,
-};
-use super::master::{KeyFileError, MasterKeys, MasterVersion};
-use crate::store::data_keys::{self, WrappedKeyRow};
-use crate::store::{Store, StoreError};
+use super::envelope::{BlindIndex, DataKey, DataKeyId};
+use super::master::{MasterKeys, MasterVersion};
 
-const META_INDEX_KEY: &str = "blind_index_key_id";
-const META_PSEUDONYM_KEY: &str = "subject_pseudonym_key_id";
-const META_CHECK_PREFIX: &str = "master_key_check.v";
-const REWRAP_BATCH: i64 = 500;
+/// Most unwrapped data keys kept at once.
+pub const DATA_KEY_CACHE: usize = 16_384;
 
-/// The keyring could not be opened, or a key operation failed.
-#[derive(Debug, thiserror::Error)]
-pub enum KeyringError {
-    /// The master key file is missing or malformed.
-    #[error(transparent)]
-    KeyFile(#[from] KeyFileError),
-    /// A master-key version in the file is not the key the database recorded for it.
-    #[error(
-        "master key version {version} in `{path}` is not the key this database was set up with \
-         (key check value recorded {stored}..., file gives {found}...). The gateway refuses to \
-         start so that nothing is written under, or read with, the wrong key. Point \
-         `crypto.master_key_file` at this database's master key file, or restore that file \
-         from the agency's key backup. Do not delete the recorded check value: data written \
-         under the original key cannot be read without it"
-    )]
-    FingerprintMismatch {
-        /// The version.
-        version: MasterVersion,
-        /// The key file.
-        path: PathBuf,
-        /// First hex digits of the recorded check value.
-        stored: String,
-        /// First hex digits of the file's check value.
-        found: String,
-    },
-    /// Data keys are wrapped under versions that the key file lacks.
-    #[error(
-        "data keys in the database are wrapped under master key version(s) {versions} which \
-         `{path}` does not hold; add those versions back to the file (from the agency's key \
-         backup) and restart"
-    )]
-    MissingVersions {
-        /// The missing versions, comma-separated.
-        versions: String,
-        /// The key file.
-        path: PathBuf,
-    },
-    /// A stored key did not unwrap, or randomness failed.
-    #[error("key operation failed for data key {key}: {source}")]
-    Crypto {
-        /// The data key concerned (`-` when none).
-        key: String,
-        /// Why.
-        source: CryptoError,
-    },
-    /// The database failed.
-    #[error(transparent)]
-    Store(#[from] StoreError),
+/// A data key wrapped under a master-key version, as stored in `data_keys`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WrappedKey {
+    /// Key id (UUID text).
+    pub id: String,
+    /// What the key protects: `record`, `consent`, `blind-index`, `subject-pseudonym`.
+    pub purpose: String,
+    /// Master-key version it is wrapped under.
+    pub master_version: i64,
+    /// `nonce || ciphertext || tag`.
+    pub wrapped: Vec<u8>,
 }
 
-/// `keys retire` was refused.
-#[derive(Debug, thiserror::Error)]
-pub enum RetireError {
-    /// The current version cannot be retired.
-    #[error(
-        "master key version {0} is the current version; rotate to a new version and run \
-         `keys rewrap` before retiring it"
-    )]
-    Current(MasterVersion),
-    /// Data keys still use the version.
-    #[error(
-        "{count} data key(s) are still wrapped under master key version {version}; run \
-         `coresponse-gateway keys rewrap` first (on a gateway that holds the current version)"
-    )]
-    InUse {
-        /// The version.
-        version: MasterVersion,
-        /// How many data keys use it.
-        count: i64,
-    },
-    /// The key file or database failed.
-    #[error(transparent)]
-    Keyring(#[from] KeyringError),
+impl WrappedKey {
+    /// A digest of everything stored for the key: a cache entry answers only for this exact row.
+    fn digest(&self) -> [u8; 32] {
+        let mut h = Sha256::new();
+        h.update(self.id.as_bytes());
+        h.update([0]);
+        h.update(self.purpose.as_bytes());
+        h.update([0]);
+        h.update(self.master_version.to_be_bytes());
+        h.update(&self.wrapped);
+        h.finalize().into()
+    }
 }
 
-/// What a rewrap did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct RewrapReport {
-    /// The version every data key is now wrapped under.
-    pub current: MasterVersion,
-    /// How many data keys were re-wrapped.
-    pub rewrapped: u64,
+struct CachedKey {
+    row: [u8; 32],
+    key: Arc<DataKey>,
 }
 
-/// Master keys plus the stable keys (blind index, subject pseudonyms). Cheap to share behind
-/// an `Arc`.
+impl Clone for CachedKey {
+    fn clone(&self) -> Self {
+        Self {
+            row: self.row,
+            key: Arc::clone(&self.key),
+        }
+    }
+}
+
+/// Master keys plus the stable keys (blind index, subject pseudonyms), and the data-key
+/// cache. Cheap to share behind an `Arc`.
 pub struct Keyring {
     master: MasterKeys,
     index_key: SecretBox<[u8; 32]>,
     pseudonym_key: SecretBox<[u8; 32]>,
+    cache: quick_cache::sync::Cache<DataKeyId, CachedKey>,
+    key_epoch: AtomicI64,
 }
 
 impl fmt::Debug for Keyring {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Keyring")
             .field("master", &self.master)
+            .field("cached_data_keys", &self.cache.len())
             .finish_non_exhaustive()
     }
 }
 
-fn check_key(version: MasterVersion) -> String {
-    format!("{META_CHECK_PREFIX}{version}")
-}
-
-fn crypto_err(key: impl fmt::Display) -> impl FnOnce(CryptoError) -> KeyringError {
-    let key = key.to_string();
-    move |source| KeyringError::Crypto { key, source }
-}
-
 impl Keyring {
-    /// Loads the master key file and checks it against the database: each version's key check
-    /// value must match the one recorded on first use (recorded now if new), and every
-    /// master-key version a data key is wrapped under must be in the file. Then loads the
-    /// blind-index key, creating it on first start.
-    pub async fn open(master_key_file: &Path, store: &Store) -> Result<Self, KeyringError> {
-        let master = MasterKeys::load(master_key_file)?;
-        Self::check_master(&master, master_key_file, store, true).await?;
-        let index_key = Self::load_or_create_stable_key(
-            &master,
-            store,
-            META_INDEX_KEY,
-            KEY_PURPOSE_BLIND_INDEX,
-        )
-        .await?;
-        let pseudonym_key = Self::load_or_create_stable_key(
-            &master,
-            store,
-            META_PSEUDONYM_KEY,
-            KEY_PURPOSE_SUBJECT_PSEUDONYM,
-        )
-        .await?;
-        Ok(Self {
+    /// A keyring from the master keys and the two stable keys (already unwrapped).
+    pub fn new(
+        master: MasterKeys,
+        index_key: SecretBox<[u8; 32]>,
+        pseudonym_key: SecretBox<[u8; 32]>,
+    ) -> Self {
+        Self {
             master,
             index_key,
             pseudonym_key,
-        })
-    }
-
-    /// Loads the master key file and checks it against the database as [`Keyring::open`]
-    /// does, but writes nothing (works on a read-only store): returns the keys and the
-    /// versions whose check value the database has not recorded yet (added by `keys rotate`
-    /// and not yet opened by a gateway).
-    pub async fn inspect(
-        master_key_file: &Path,
-        store: &Store,
-    ) -> Result<(MasterKeys, Vec<MasterVersion>), KeyringError> {
-        let master = MasterKeys::load(master_key_file)?;
-        let unrecorded = Self::check_master(&master, master_key_file, store, false).await?;
-        Ok((master, unrecorded))
-    }
-
-    /// Each version's key check value must match the one recorded on first use (with
-    /// `record`, recorded now if new), and every master-key version a data key is wrapped
-    /// under must be in the file. Returns the versions without a recorded check value.
-    async fn check_master(
-        master: &MasterKeys,
-        master_key_file: &Path,
-        store: &Store,
-        record: bool,
-    ) -> Result<Vec<MasterVersion>, KeyringError> {
-        let mut unrecorded = Vec::new();
-        for version in master.versions() {
-            let Some(fp) = master.fingerprint(version) else {
-                continue;
-            };
-            let stored = if record {
-                Some(store.meta_init(&check_key(version), &fp).await?)
-            } else {
-                store.meta_get(&check_key(version)).await?
-            };
-            match stored {
-                None => unrecorded.push(version),
-                Some(stored) if stored != fp => {
-                    return Err(KeyringError::FingerprintMismatch {
-                        version,
-                        path: master_key_file.to_owned(),
-                        stored: stored.chars().take(12).collect(),
-                        found: fp.chars().take(12).collect(),
-                    });
-                }
-                Some(_) => {}
-            }
+            cache: quick_cache::sync::Cache::new(DATA_KEY_CACHE),
+            key_epoch: AtomicI64::new(i64::MIN),
         }
-        let missing: Vec<String> = store
-            .data_key_versions()
-            .await?
-            .into_iter()
-            .filter(|(v, _)| !MasterVersion::from_db(*v).is_some_and(|v| master.contains(v)))
-            .map(|(v, _)| v.to_string())
-            .collect();
-        if !missing.is_empty() {
-            return Err(KeyringError::MissingVersions {
-                versions: missing.join(", "),
-                path: master_key_file.to_owned(),
-            });
-        }
-        Ok(unrecorded)
-    }
-
-    /// Loads a stable key (one that never changes, only its wrapping does) named by the
-    /// metadata entry `meta_key`, creating it on first start.
-    async fn load_or_create_stable_key(
-        master: &MasterKeys,
-        store: &Store,
-        meta_key: &str,
-        purpose: &str,
-    ) -> Result<SecretBox<[u8; 32]>, KeyringError> {
-        if let Some(id) = store.meta_get(meta_key).await? {
-            return Self::load_stable_key(master, store, &id, purpose).await;
-        }
-        let (key, raw) = DataKey::generate().map_err(crypto_err("-"))?;
-        let id = key.id();
-        let (version, wrapped) = master.wrap(id, purpose, &raw).map_err(crypto_err(id))?;
-        store
-            .insert_data_key(
-                &WrappedKeyRow {
-                    id: id.to_string(),
-                    purpose: purpose.to_owned(),
-                    master_version: version.to_db(),
-                    wrapped,
-                },
-                chrono::Utc::now().timestamp_micros(),
-            )
-            .await?;
-        let winner = store.meta_init(meta_key, &id.to_string()).await?;
-        if winner == id.to_string() {
-            Ok(raw)
-        } else {
-            // Another gateway started at the same moment and its key won.
-            store.delete_unused_data_key(&id.to_string()).await?;
-            Self::load_stable_key(master, store, &winner, purpose).await
-        }
-    }
-
-    async fn load_stable_key(
-        master: &MasterKeys,
-        store: &Store,
-        id: &str,
-        purpose: &str,
-    ) -> Result<SecretBox<[u8; 32]>, KeyringError> {
-        let missing = || KeyringError::Crypto {
-            key: id.to_owned(),
-            source: CryptoError::Malformed("a stable key is missing from `data_keys`"),
-        };
-        let row = store.data_key(id).await?.ok_or_else(missing)?;
-        let key_id = DataKeyId::parse(&row.id).ok_or_else(missing)?;
-        if row.purpose != purpose {
-            return Err(missing());
-        }
-        let version = MasterVersion::from_db(row.master_version)
-            .ok_or(CryptoError::Malformed("master version"))
-            .map_err(crypto_err(id))?;
-        master
-            .unwrap(key_id, purpose, version, &row.wrapped)
-            .map_err(crypto_err(id))
     }
 
     /// The disclosure log's subject-pseudonym key: random, stored wrapped, never rotated, so a
@@ -286,13 +117,16 @@ impl Keyring {
     /// pseudonymizes): `HMAC-SHA256(subject-pseudonym key, "coresponse-gateway/redaction-pseudonym/v1")`.
     /// Stable across master-key rotation, so a recipient's pseudonyms stay linkable over time,
     /// and separate from the log's subject pseudonyms.
-    pub fn redaction_secret(&self) -> secrecy::SecretBox<[u8; 32]> {
+    pub fn redaction_secret(&self) -> SecretBox<[u8; 32]> {
         use hmac::{Hmac, Mac};
-        let mut mac =
-            <Hmac<sha2::Sha256> as Mac>::new_from_slice(self.pseudonym_key.expose_secret())
-                .unwrap_or_else(|_| unreachable!("HMAC accepts keys of any length"));
-        mac.update(b"coresponse-gateway/redaction-pseudonym/v1");
-        secrecy::SecretBox::new(Box::new(mac.finalize().into_bytes().into()))
+        let mac = <Hmac<Sha256> as Mac>::new_from_slice(self.pseudonym_key.expose_secret());
+        let mut out = [0u8; 32];
+        // HMAC accepts keys of any length: `new_from_slice` cannot fail here.
+        if let Ok(mut mac) = mac {
+            mac.update(b"coresponse-gateway/redaction-pseudonym/v1");
+            out = mac.finalize().into_bytes().into();
+        }
+        SecretBox::new(Box::new(out))
     }
 
     /// The master keys.
@@ -305,11 +139,11 @@ impl Keyring {
         BlindIndex::compute(&self.index_key, system, value)
     }
 
-    /// A fresh data key and its row for `data_keys` (wrapped under the current version).
-    pub fn new_data_key(&self, purpose: &str) -> Result<(DataKey, WrappedKeyRow), CryptoError> {
+    /// A fresh data key and its wrapped form (under the current version), for `data_keys`.
+    pub fn new_data_key(&self, purpose: &str) -> Result<(DataKey, WrappedKey), CryptoError> {
         let (key, raw) = DataKey::generate()?;
         let (version, wrapped) = self.master.wrap(key.id(), purpose, &raw)?;
-        let row = WrappedKeyRow {
+        let row = WrappedKey {
             id: key.id().to_string(),
             purpose: purpose.to_owned(),
             master_version: version.to_db(),
@@ -318,111 +152,142 @@ impl Keyring {
         Ok((key, row))
     }
 
-    /// Unwraps a stored data key, checking it was stored for `purpose`.
-    pub fn open_data_key(
-        &self,
-        row: &WrappedKeyRow,
+    /// A fresh random 256-bit key (a stable key) and its wrapped form.
+    pub fn new_stable_key(
+        master: &MasterKeys,
         purpose: &str,
-    ) -> Result<DataKey, CryptoError> {
+    ) -> Result<(SecretBox<[u8; 32]>, WrappedKey), CryptoError> {
+        let (key, raw) = DataKey::generate()?;
+        let (version, wrapped) = master.wrap(key.id(), purpose, &raw)?;
+        Ok((
+            raw,
+            WrappedKey {
+                id: key.id().to_string(),
+                purpose: purpose.to_owned(),
+                master_version: version.to_db(),
+                wrapped,
+            },
+        ))
+    }
+
+    /// Unwraps a stable key (one whose value never changes) stored for `purpose`.
+    pub fn open_stable_key(
+        master: &MasterKeys,
+        row: &WrappedKey,
+        purpose: &str,
+    ) -> Result<SecretBox<[u8; 32]>, CryptoError> {
         let id = DataKeyId::parse(&row.id).ok_or(CryptoError::Malformed("data key id"))?;
+        if row.purpose != purpose {
+            return Err(CryptoError::Malformed("a stable key stored for another purpose"));
+        }
+        let version = MasterVersion::from_db(row.master_version)
+            .ok_or(CryptoError::Malformed("master version"))?;
+        master.unwrap(id, purpose, version, &row.wrapped)
+    }
+
+    /// Unwraps a stored data key, checking it was stored for `purpose`; answered from the cache
+    /// when this exact row was unwrapped before.
+    pub fn open_data_key(&self, row: &WrappedKey, purpose: &str) -> Result<Arc<DataKey>, CryptoError> {
+        let id = DataKeyId::parse(&row.id).ok_or(CryptoError::Malformed("data key id"))?;
+        let digest = row.digest();
+        if let Some(hit) = self.cache.get(&id)
+            && hit.row == digest
+            && row.purpose == purpose
+        {
+            return Ok(hit.key);
+        }
         let version = MasterVersion::from_db(row.master_version)
             .ok_or(CryptoError::Malformed("master version"))?;
         let raw = self.master.unwrap(id, purpose, version, &row.wrapped)?;
-        Ok(DataKey::from_raw(id, &raw))
+        let key = Arc::new(DataKey::from_raw(id, &raw));
+        self.cache.insert(
+            id,
+            CachedKey {
+                row: digest,
+                key: Arc::clone(&key),
+            },
+        );
+        Ok(key)
     }
 
-    /// Re-wraps every data key not yet under the current master-key version. Field
-    /// ciphertexts and their associated data are not touched: only the wrapping of each data
-    /// key changes. Safe to re-run and to run while gateways serve (each key is updated only
-    /// if still wrapped as read), but every running gateway must already hold the current
-    /// version.
-    pub async fn rewrap(&self, store: &Store) -> Result<RewrapReport, KeyringError> {
-        let current = self.master.current();
-        let mut rewrapped = 0u64;
-        let mut skipped: Vec<String> = Vec::new();
-        loop {
-            let batch = store
-                .data_keys_not_under(current.to_db(), REWRAP_BATCH + skipped.len() as i64)
-                .await?;
-            let batch: Vec<_> = batch
-                .into_iter()
-                .filter(|r| !skipped.contains(&r.id))
-                .collect();
-            if batch.is_empty() {
-                break;
-            }
-            let now = chrono::Utc::now().timestamp_micros();
-            let mut tx = store.pool().begin().await.map_err(StoreError::from)?;
-            for row in &batch {
-                let id = DataKeyId::parse(&row.id)
-                    .ok_or(CryptoError::Malformed("data key id"))
-                    .map_err(crypto_err(&row.id))?;
-                let version = MasterVersion::from_db(row.master_version)
-                    .ok_or(CryptoError::Malformed("master version"))
-                    .map_err(crypto_err(&row.id))?;
-                let raw = self
-                    .master
-                    .unwrap(id, &row.purpose, version, &row.wrapped)
-                    .map_err(crypto_err(&row.id))?;
-                let (new_version, wrapped) = self
-                    .master
-                    .wrap(id, &row.purpose, &raw)
-                    .map_err(crypto_err(&row.id))?;
-                if data_keys::rewrap_one(
-                    &mut tx,
-                    &row.id,
-                    row.master_version,
-                    new_version.to_db(),
-                    &wrapped,
-                    now,
-                )
-                .await?
-                {
-                    rewrapped += 1;
-                } else {
-                    // Changed underneath us (another rewrap): leave it to the next pass.
-                    skipped.push(row.id.clone());
-                }
-            }
-            tx.commit().await.map_err(StoreError::from)?;
-        }
-        Ok(RewrapReport { current, rewrapped })
+    /// Unwraps a data key and wraps it again under the current master-key version, for
+    /// `keys rewrap`. The key itself, and every ciphertext under it, stay as they are.
+    pub fn rewrap(&self, row: &WrappedKey) -> Result<WrappedKey, CryptoError> {
+        let id = DataKeyId::parse(&row.id).ok_or(CryptoError::Malformed("data key id"))?;
+        let version = MasterVersion::from_db(row.master_version)
+            .ok_or(CryptoError::Malformed("master version"))?;
+        let raw = self.master.unwrap(id, &row.purpose, version, &row.wrapped)?;
+        let (new_version, wrapped) = self.master.wrap(id, &row.purpose, &raw)?;
+        Ok(WrappedKey {
+            id: row.id.clone(),
+            purpose: row.purpose.clone(),
+            master_version: new_version.to_db(),
+            wrapped,
+        })
     }
 
-    /// Adds a new master-key version to the key file (numbered above every version the file
-    /// or the database has seen) and returns it. Open a new keyring afterwards to record its
-    /// check value and use it.
-    pub async fn rotate(
-        master_key_file: &Path,
-        store: &Store,
-    ) -> Result<MasterVersion, KeyringError> {
-        let seen = store
-            .meta_with_prefix(META_CHECK_PREFIX)
-            .await?
-            .into_iter()
-            .filter_map(|(k, _)| k.strip_prefix(META_CHECK_PREFIX)?.parse::<u32>().ok())
-            .filter_map(MasterVersion::new)
-            .max();
-        Ok(MasterKeys::append_new_version(master_key_file, seen)?)
+    /// Drops every cached data key (they are zeroized once no read still holds them).
+    pub fn forget_data_keys(&self) {
+        self.cache.clear();
     }
 
-    /// Removes `version` from the key file, refused while it is current or any data key is
-    /// still wrapped under it.
-    pub async fn retire(&self, store: &Store, version: MasterVersion) -> Result<(), RetireError> {
-        if version == self.master.current() {
-            return Err(RetireError::Current(version));
+    /// Notes the database's key epoch as read with a record: when it moved since the last
+    /// observation, every cached data key is dropped.
+    pub fn observe_key_epoch(&self, epoch: i64) {
+        if self.key_epoch.swap(epoch, Ordering::AcqRel) != epoch {
+            self.forget_data_keys();
         }
-        let count = store
-            .data_key_versions()
-            .await
-            .map_err(KeyringError::from)?
-            .into_iter()
-            .find(|(v, _)| *v == version.to_db())
-            .map_or(0, |(_, n)| n);
-        if count > 0 {
-            return Err(RetireError::InUse { version, count });
+    }
+
+    /// How many unwrapped data keys are cached.
+    pub fn cached_data_keys(&self) -> usize {
+        self.cache.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+
+    const K1: &str = "1111111111111111111111111111111111111111111111111111111111111111";
+
+    fn keyring() -> Keyring {
+        let master = MasterKeys::parse(Path::new("m"), K1).unwrap();
+        Keyring::new(
+            master,
+            SecretBox::new(Box::new([1; 32])),
+            SecretBox::new(Box::new([2; 32])),
+        )
+    }
+
+    #[test]
+    fn a_cached_key_answers_only_for_the_row_it_came_from() {
+        let k = keyring();
+        let (key, row) = k.new_data_key("record").unwrap();
+        let opened = k.open_data_key(&row, "record").unwrap();
+        assert_eq!(opened.id(), key.id());
+        assert_eq!(k.cached_data_keys(), 1);
+        // Same row: from the cache. A tampered row: unwrapped again, and refused.
+        assert!(k.open_data_key(&row, "record").is_ok());
+        let mut bad = row.clone();
+        if let Some(b) = bad.wrapped.last_mut() {
+            *b ^= 1;
         }
-        MasterKeys::remove_version(self.master.path(), version).map_err(KeyringError::from)?;
-        Ok(())
+        assert!(k.open_data_key(&bad, "record").is_err());
+        assert!(k.open_data_key(&row, "consent").is_err(), "purpose is checked");
+    }
+
+    #[test]
+    fn a_moved_key_epoch_empties_the_cache() {
+        let k = keyring();
+        let (_, row) = k.new_data_key("record").unwrap();
+        k.observe_key_epoch(0);
+        k.open_data_key(&row, "record").unwrap();
+        k.observe_key_epoch(0);
+        assert_eq!(k.cached_data_keys(), 1);
+        k.observe_key_epoch(1);
+        assert_eq!(k.cached_data_keys(), 0);
     }
 }

@@ -124,7 +124,7 @@ impl MasterKeys {
         Self::parse(path, &text)
     }
 
-    fn parse(path: &Path, text: &str) -> Result<Self, KeyFileError> {
+    pub(crate) fn parse(path: &Path, text: &str) -> Result<Self, KeyFileError> {
         let mut keys = BTreeMap::new();
         let syntax = |line: usize, problem| KeyFileError::Syntax {
             path: path.to_owned(),

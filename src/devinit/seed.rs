@@ -1,19 +1,19 @@
 //! Demo data for the one-command demo: a few people, crisis incidents, safety plans, referrals
 //! and consents, so that each user's journey in the README works.
 //!
-//! Everything is fictional. Written once, into an empty database, through the same storage
-//! functions the API uses (so it is encrypted at rest like any record).
+//! Everything is fictional. Written once, into an empty database, through the same vault and
+//! registry the API uses (so it is encrypted at rest like any record), each record and consent
+//! with its log entry (`record_changed`, `consent_changed`), like every other write.
 
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, Duration, SecondsFormat, Utc};
 use serde_json::{Value, json};
 
-use crate::audit::{EntryKind, LegalBasis, NewEntry, Outcome};
-use crate::consent::directive::{self, ConsentDirective};
-use crate::consent::registry;
-use crate::startup::AppState;
-use crate::store::records::{Author, NewRecord, SubjectIdentifier};
+use crate::consent::directive::ConsentDirective;
+use crate::domain::{Author, SubjectIdentifier};
+use crate::service::Services;
+use crate::vault::NewRecord;
 
 /// What the seed wrote.
 #[derive(Debug, Default)]
@@ -25,8 +25,7 @@ pub struct SeedReport {
 }
 
 struct Demo<'a> {
-    state: &'a AppState,
-    now: DateTime<Utc>,
+    services: &'a Services,
     report: SeedReport,
 }
 
@@ -66,7 +65,7 @@ impl Demo<'_> {
             partner: owner.parse()?,
             user: user.parse()?,
         };
-        let policy = self.state.policy.load_full();
+        let policy = self.services.policy();
         if let Some(k) = policy.kinds.get(kind) {
             for (name, value) in &rec.fields {
                 let def = k
@@ -76,9 +75,8 @@ impl Demo<'_> {
                     .map_err(|e| anyhow::anyhow!("demo {kind}.{name}: {e}"))?;
             }
         }
-        self.state
-            .store
-            .put_record(&self.state.keyring, &rec, &author, self.now)
+        self.services
+            .seed_record(&author, &rec, "demo record written")
             .await?;
         self.report.records += 1;
         Ok(())
@@ -86,17 +84,13 @@ impl Demo<'_> {
 }
 
 /// Seeds the demo data if the database holds no record yet. Returns what was written.
-pub async fn seed(state: &AppState) -> anyhow::Result<SeedReport> {
-    let existing: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM records")
-        .fetch_one(state.store.pool())
-        .await?;
-    if existing > 0 {
+pub async fn seed(services: &Services) -> anyhow::Result<SeedReport> {
+    if services.record_count().await? > 0 {
         return Ok(SeedReport::default());
     }
-    let now = Utc::now();
+    let now = services.now();
     let mut d = Demo {
-        state,
-        now,
+        services,
         report: SeedReport::default(),
     };
     let jordan = [("metro-pd", "P-2231"), ("county-mh", "MRN-1001")];
@@ -320,29 +314,14 @@ impl Demo<'_> {
     /// Records a consent as the county clinician who collected it, with its log entry.
     async fn consent(&mut self, id: &str, body: Value) -> anyhow::Result<()> {
         let directive: ConsentDirective = serde_json::from_value(body)?;
-        let policy = self.state.policy.load_full();
-        let valid = directive::validate(&directive, &policy, self.now)
-            .map_err(|e| anyhow::anyhow!("demo consent {id}: {e:?}"))?;
         let author = Author {
             partner: "county-mh".parse()?,
             user: "clin-7".parse()?,
         };
-        let mut tx = self.state.audit.begin().await?;
-        registry::create(&mut tx, &self.state.keyring, id, &valid, &author, self.now).await?;
-        let mut e = NewEntry::new(EntryKind::ConsentChanged, self.now, Outcome::Permit);
-        e.recipient_partner = Some(author.partner.to_string());
-        e.recipient_user = Some(author.user.to_string());
-        e.basis = Some(LegalBasis::Consent {
-            consent_id: id.to_owned(),
-        });
-        e.subject = valid
-            .directive
-            .subjects
-            .first()
-            .map(|s| self.state.audit.pseudonym(s));
-        e.detail = Some(format!("consent {id} recorded (demo data)"));
-        self.state.audit.append_in_tx(&mut tx, e).await?;
-        tx.commit().await?;
+        self.services
+            .seed_consent(&author, &directive, id)
+            .await
+            .map_err(|e| anyhow::anyhow!("demo consent {id}: {e}"))?;
         self.report.consents += 1;
         Ok(())
     }

@@ -24,5 +24,5 @@ pub use clock::{Clock, ManualClock, SharedClock, SystemClock};
 pub use consent::{Consent, ConsentQuery, ConsentScope, SubjectRef};
 pub use ids::{CertFingerprint, IdError, PartnerId, PartnerKind, Purpose, Role, UserId};
 pub use labels::{FieldType, Generalization, Label, MaskKeep, Transform};
-pub use principal::Principal;
+pub use principal::{Author, Principal};
 pub use record::{InvalidInput, MAX_SUBJECT_IDENTIFIERS, RecordId, RecordKind, SubjectIdentifier};

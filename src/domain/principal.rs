@@ -28,3 +28,21 @@ impl Principal {
         self.roles.iter().any(|r| r.as_str() == role)
     }
 }
+
+/// Who acts on stored data: a partner agency and one of its users (from their token).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Author {
+    /// The acting partner agency.
+    pub partner: PartnerId,
+    /// The acting user (token `sub`).
+    pub user: UserId,
+}
+
+impl From<&Principal> for Author {
+    fn from(p: &Principal) -> Self {
+        Self {
+            partner: p.partner.clone(),
+            user: p.user.clone(),
+        }
+    }
+}

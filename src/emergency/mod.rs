@@ -16,10 +16,10 @@
 
 use chrono::{DateTime, Duration, Utc};
 use serde::Serialize;
-use sqlx::{Any, AnyConnection, Transaction};
 use uuid::Uuid;
 
-use crate::store::{Store, StoreError};
+use crate::store::reviews::{self, ReviewRow};
+use crate::store::{Conn, StoreError};
 
 /// A review's outcome.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -106,133 +106,84 @@ pub struct Access<'a> {
 /// Counts an emergency disclosure (log entry `seq`) in the open window of `access`, or opens
 /// a window and its review. Call inside the transaction that appended the entry.
 pub async fn record_access(
-    tx: &mut Transaction<'_, Any>,
+    c: &mut Conn<'_>,
     access: Access<'_>,
     seq: u64,
     window: Duration,
     now: DateTime<Utc>,
 ) -> Result<ReviewRef, StoreError> {
-    let conn: &mut AnyConnection = tx;
     let now_us = now.timestamp_micros();
-    let open: Option<(String,)> = sqlx::query_as(
-        "SELECT id FROM emergency_reviews WHERE partner = $1 AND user_id = $2 AND subject = $3 \
-         AND window_until_us > $4 ORDER BY opened_at_us DESC LIMIT 1",
-    )
-    .bind(access.partner)
-    .bind(access.user)
-    .bind(access.subject)
-    .bind(now_us)
-    .fetch_optional(&mut *conn)
-    .await?;
-    if let Some((id,)) = open {
-        sqlx::query("UPDATE emergency_reviews SET accesses = accesses + 1 WHERE id = $1")
-            .bind(&id)
-            .execute(&mut *conn)
-            .await?;
+    if let Some(id) =
+        reviews::open_window(c, access.partner, access.user, access.subject, now_us).await?
+    {
+        reviews::count_access(c, &id).await?;
         return Ok(ReviewRef { id, opened: false });
     }
     let id = Uuid::now_v7().to_string();
-    sqlx::query(
-        "INSERT INTO emergency_reviews (id, opened_at_us, window_until_us, partner, user_id, \
-         subject, first_disclosure_seq, accesses, state) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, 1, 'open')",
+    reviews::open(
+        c,
+        &ReviewRow {
+            id: id.clone(),
+            state: "open".into(),
+            opened_at_us: now_us,
+            window_until_us: (now + window).timestamp_micros(),
+            partner: access.partner.to_owned(),
+            user_id: access.user.to_owned(),
+            subject: access.subject.to_owned(),
+            first_disclosure_seq: crate::store::to_i64(seq, "log sequence number")?,
+            accesses: 1,
+            outcome: None,
+            note: None,
+            reviewed_by_partner: None,
+            reviewed_by_user: None,
+            reviewed_at_us: None,
+        },
     )
-    .bind(&id)
-    .bind(now_us)
-    .bind((now + window).timestamp_micros())
-    .bind(access.partner)
-    .bind(access.user)
-    .bind(access.subject)
-    .bind(i64::try_from(seq).unwrap_or(i64::MAX))
-    .execute(&mut *conn)
     .await?;
     Ok(ReviewRef { id, opened: true })
-}
-
-type Row = (
-    String,
-    String,
-    i64,
-    i64,
-    String,
-    String,
-    String,
-    i64,
-    i64,
-    Option<String>,
-    Option<String>,
-    Option<String>,
-    Option<String>,
-    Option<i64>,
-);
-
-macro_rules! select_reviews {
-    ($rest:literal) => {
-        concat!(
-            "SELECT id, state, opened_at_us, window_until_us, partner, user_id, subject, \
-             first_disclosure_seq, accesses, outcome, note, reviewed_by_partner, \
-             reviewed_by_user, reviewed_at_us FROM emergency_reviews ",
-            $rest
-        )
-    };
 }
 
 fn micros(us: i64) -> DateTime<Utc> {
     DateTime::from_timestamp_micros(us).unwrap_or_default()
 }
 
-fn from_row(r: Row) -> Review {
-    Review {
-        id: r.0,
-        state: r.1,
-        opened_at: micros(r.2),
-        window_until: micros(r.3),
-        partner: r.4,
-        user: r.5,
-        subject: r.6,
-        first_disclosure: u64::try_from(r.7).unwrap_or(0),
-        accesses: u64::try_from(r.8).unwrap_or(0),
-        outcome: r.9.as_deref().and_then(ReviewOutcome::parse),
-        note: r.10,
-        reviewed_by_partner: r.11,
-        reviewed_by_user: r.12,
-        reviewed_at: r.13.map(micros),
+impl From<ReviewRow> for Review {
+    fn from(r: ReviewRow) -> Self {
+        Review {
+            id: r.id,
+            state: r.state,
+            opened_at: micros(r.opened_at_us),
+            window_until: micros(r.window_until_us),
+            partner: r.partner,
+            user: r.user_id,
+            subject: r.subject,
+            first_disclosure: u64::try_from(r.first_disclosure_seq).unwrap_or(0),
+            accesses: u64::try_from(r.accesses).unwrap_or(0),
+            outcome: r.outcome.as_deref().and_then(ReviewOutcome::parse),
+            note: r.note,
+            reviewed_by_partner: r.reviewed_by_partner,
+            reviewed_by_user: r.reviewed_by_user,
+            reviewed_at: r.reviewed_at_us.map(micros),
+        }
     }
 }
 
 /// Reviews in `state` (`None`: all), oldest first, at most `limit`.
 pub async fn list(
-    store: &Store,
+    c: &mut Conn<'_>,
     state: Option<&str>,
     limit: u32,
 ) -> Result<Vec<Review>, StoreError> {
-    let rows: Vec<Row> = match state {
-        Some(s) => {
-            sqlx::query_as(select_reviews!(
-                "WHERE state = $1 ORDER BY opened_at_us, id LIMIT $2"
-            ))
-            .bind(s)
-            .bind(i64::from(limit))
-            .fetch_all(store.pool())
-            .await?
-        }
-        None => {
-            sqlx::query_as(select_reviews!("ORDER BY opened_at_us, id LIMIT $1"))
-                .bind(i64::from(limit))
-                .fetch_all(store.pool())
-                .await?
-        }
-    };
-    Ok(rows.into_iter().map(from_row).collect())
+    Ok(reviews::list(c, state, limit)
+        .await?
+        .into_iter()
+        .map(Review::from)
+        .collect())
 }
 
 /// One review.
-pub async fn get(conn: &mut AnyConnection, id: &str) -> Result<Option<Review>, StoreError> {
-    let row: Option<Row> = sqlx::query_as(select_reviews!("WHERE id = $1"))
-        .bind(id)
-        .fetch_optional(&mut *conn)
-        .await?;
-    Ok(row.map(from_row))
+pub async fn get(c: &mut Conn<'_>, id: &str) -> Result<Option<Review>, StoreError> {
+    Ok(reviews::get(c, id).await?.map(Review::from))
 }
 
 /// Why a review could not be closed.
@@ -249,35 +200,21 @@ pub enum CloseError {
     Store(#[from] StoreError),
 }
 
-/// Closes an open review inside `tx` (the caller appends the log entry in the same
-/// transaction and commits).
+/// Closes an open review inside the caller's transaction (the caller appends the log entry in
+/// the same transaction and commits).
 pub async fn close(
-    tx: &mut Transaction<'_, Any>,
+    c: &mut Conn<'_>,
     id: &str,
     outcome: ReviewOutcome,
     note: &str,
     by: (&str, &str),
     now: DateTime<Utc>,
 ) -> Result<Review, CloseError> {
-    let conn: &mut AnyConnection = tx;
-    let done = sqlx::query(
-        "UPDATE emergency_reviews SET state = 'closed', outcome = $1, note = $2, \
-         reviewed_by_partner = $3, reviewed_by_user = $4, reviewed_at_us = $5 \
-         WHERE id = $6 AND state = 'open'",
-    )
-    .bind(outcome.as_str())
-    .bind(note)
-    .bind(by.0)
-    .bind(by.1)
-    .bind(now.timestamp_micros())
-    .bind(id)
-    .execute(&mut *conn)
-    .await
-    .map_err(StoreError::from)?;
-    let review = get(conn, id)
+    let closed = reviews::close(c, id, outcome.as_str(), note, by, now.timestamp_micros()).await?;
+    let review = get(c, id)
         .await?
         .ok_or_else(|| CloseError::NotFound(id.to_owned()))?;
-    if done.rows_affected() == 0 {
+    if !closed {
         return Err(CloseError::Closed(id.to_owned()));
     }
     Ok(review)

@@ -1,23 +1,49 @@
-//! Storage: one sqlx `Any` pool over SQLite (embedded default) or PostgreSQL (production).
+//! Storage: native SQLite (embedded default) and native PostgreSQL (production), one repository
+//! per aggregate.
 //!
-//! The same repository code and the same tests run on both backends. Queries use `$N`
-//! placeholders, which both drivers accept, and only portable column types (BIGINT for times in
-//! microseconds, TEXT, BLOB/BYTEA through `Vec<u8>`). Each backend has its own forward-only
-//! migration directory under `migrations/` because DDL differs (auto-increment, byte columns).
+//! The backend is chosen once, when the store is opened from `storage.url`. There is no generic
+//! driver in between: every statement runs on the backend's own connection type with its native
+//! column types (BLOB/BYTEA for hashes, keys and ciphertext; 64-bit integers for times in
+//! microseconds), and every statement is prepared once per connection and reused (sqlx's
+//! per-connection statement cache).
+//!
+//! Each repository (`records`, `consents`, `data_keys`, `reviews`, `suspensions`,
+//! `security_events`, `epochs`, `meta`; the disclosure log keeps its own in `audit`) is a set of
+//! functions over a [`Conn`]: a borrowed native connection of either backend. Each function
+//! body is written once and compiled for both backends by [`on_conn!`], so the two
+//! implementations cannot drift apart; where the SQL itself must differ, the function says so.
+//! The repositories move rows, never meaning: sealing, opening and checking stored data is the
+//! job of the layers above, which own their transactions ([`Store::begin`]).
 //!
 //! SQLite runs in WAL mode with `synchronous = FULL`: a committed transaction survives a crash,
-//! which the disclosure log's "no answer without a durable entry" rule depends on.
+//! which the disclosure log's "no answer without a durable entry" rule depends on. Write
+//! transactions start with `BEGIN IMMEDIATE`, so a transaction that reads before it writes never
+//! fails to upgrade its lock. PostgreSQL commits synchronously (the server's default).
+//!
+//! Failing closed quickly: a request waits at most `storage.acquire_timeout_ms` (default 1 s) for
+//! a connection, and a PostgreSQL connection attempt is bounded by the same time, so an
+//! unreachable database turns into a 503 within about a second instead of hanging.
 
+pub mod consents;
 pub mod data_keys;
+pub mod epochs;
+pub mod meta;
 pub mod records;
-mod security_events;
+pub mod reviews;
+pub mod security_events;
+pub mod suspensions;
 
+use std::path::Path;
 use std::str::FromStr;
 use std::time::Duration;
 
-use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
-use sqlx::sqlite::{SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqliteSynchronous};
-use sqlx::{AnyPool, ConnectOptions as _, Executor};
+use sqlx::pool::PoolConnection;
+use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions, Postgres};
+use sqlx::sqlite::{
+    Sqlite, SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool,
+    SqlitePoolOptions, SqliteSynchronous,
+};
+use sqlx::{ConnectOptions as _, Connection as _, Transaction};
 
 pub use security_events::StoredSecurityEvent;
 
@@ -56,27 +82,141 @@ pub enum StoreError {
     /// Preparing the database directory failed.
     #[error("cannot create the database directory `{0}`: {1}")]
     Directory(String, std::io::Error),
+    /// A stored value is out of the range this build can represent.
+    #[error("stored value out of range: {0}")]
+    Range(&'static str),
 }
 
-/// The gateway's database.
+impl StoreError {
+    /// Whether the failure is a unique-key violation (a concurrent writer won).
+    pub fn is_unique_violation(&self) -> bool {
+        matches!(self, Self::Query(sqlx::Error::Database(d)) if d.is_unique_violation())
+    }
+}
+
+/// A borrowed native connection of either backend: what every repository function works on.
+/// Get one from a [`PooledConn`] or a [`Tx`].
+#[derive(Debug)]
+pub enum Conn<'a> {
+    /// SQLite.
+    Sqlite(&'a mut SqliteConnection),
+    /// PostgreSQL.
+    Postgres(&'a mut PgConnection),
+}
+
+impl Conn<'_> {
+    /// The same connection, borrowed again (to pass it to one repository call after another).
+    pub fn reborrow(&mut self) -> Conn<'_> {
+        match self {
+            Self::Sqlite(c) => Conn::Sqlite(c),
+            Self::Postgres(c) => Conn::Postgres(c),
+        }
+    }
+
+    /// Which backend.
+    pub fn backend(&self) -> Backend {
+        match self {
+            Self::Sqlite(_) => Backend::Sqlite,
+            Self::Postgres(_) => Backend::Postgres,
+        }
+    }
+}
+
+/// Runs one body on the native connection inside a [`Conn`], compiled once per backend:
+/// `on_conn!(conn, |c| sqlx::query("...").execute(c).await)`, where `c` is
+/// `&mut SqliteConnection` or `&mut PgConnection`. `conn` is a `&mut Conn<'_>`.
+#[macro_export]
+#[doc(hidden)]
+macro_rules! on_conn {
+    ($conn:expr, |$c:ident| $body:expr) => {
+        match $conn {
+            $crate::store::Conn::Sqlite(inner) => {
+                let $c = &mut **inner;
+                $body
+            }
+            $crate::store::Conn::Postgres(inner) => {
+                let $c = &mut **inner;
+                $body
+            }
+        }
+    };
+}
+pub use on_conn;
+
+/// A connection taken from the pool for a few reads outside a transaction.
+#[derive(Debug)]
+pub enum PooledConn {
+    /// SQLite.
+    Sqlite(PoolConnection<Sqlite>),
+    /// PostgreSQL.
+    Postgres(PoolConnection<Postgres>),
+}
+
+impl PooledConn {
+    /// The connection, for repository calls.
+    pub fn conn(&mut self) -> Conn<'_> {
+        match self {
+            Self::Sqlite(c) => Conn::Sqlite(&mut **c),
+            Self::Postgres(c) => Conn::Postgres(&mut **c),
+        }
+    }
+}
+
+/// A database transaction of either backend. Dropped without [`Tx::commit`], it rolls back.
+#[derive(Debug)]
+pub enum Tx {
+    /// SQLite (`BEGIN IMMEDIATE`: holds the write lock from its first statement).
+    Sqlite(Transaction<'static, Sqlite>),
+    /// PostgreSQL.
+    Postgres(Transaction<'static, Postgres>),
+}
+
+impl Tx {
+    /// The transaction's connection, for repository calls.
+    pub fn conn(&mut self) -> Conn<'_> {
+        match self {
+            Self::Sqlite(t) => Conn::Sqlite(&mut **t),
+            Self::Postgres(t) => Conn::Postgres(&mut **t),
+        }
+    }
+
+    /// Commits durably.
+    pub async fn commit(self) -> Result<(), StoreError> {
+        match self {
+            Self::Sqlite(t) => t.commit().await?,
+            Self::Postgres(t) => t.commit().await?,
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug, Clone)]
+enum Pools {
+    Sqlite {
+        pool: SqlitePool,
+        /// How to open a dedicated connection ([`Store::sqlite_connection`]); `None` when
+        /// read-only.
+        options: Option<SqliteConnectOptions>,
+    },
+    Postgres {
+        pool: PgPool,
+        options: PgConnectOptions,
+    },
+}
+
+/// The gateway's database. Cheap to clone (the pools are shared).
 #[derive(Debug, Clone)]
 pub struct Store {
-    pool: AnyPool,
-    backend: Backend,
-    /// SQLite only: how to open a dedicated connection ([`Store::sqlite_connection`]).
-    sqlite: Option<SqliteConnectOptions>,
+    pools: Pools,
     read_only: bool,
+    acquire_timeout: Duration,
 }
 
 static MIGRATE_SQLITE: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 static MIGRATE_POSTGRES: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
 
-/// The pragmas every read-write SQLite connection runs first.
-const SQLITE_PRAGMAS: &str = "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; \
-     PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 10000;";
-
-/// The pragmas every read-only SQLite connection runs first.
-const SQLITE_READ_ONLY_PRAGMAS: &str = "PRAGMA query_only = ON; PRAGMA busy_timeout = 10000;";
+/// How long SQLite waits for a lock held by another connection before failing.
+const SQLITE_BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 
 impl Store {
     /// Opens (and for SQLite, creates) the database and applies pending migrations.
@@ -94,74 +234,65 @@ impl Store {
     }
 
     async fn connect(settings: &StorageSettings, read_only: bool) -> Result<Self, StoreError> {
-        sqlx::any::install_default_drivers();
-        let (backend, url) = if let Some(path) = settings.url.strip_prefix("sqlite://") {
+        let acquire_timeout = settings.acquire_timeout();
+        let pools = if let Some(path) = settings.url.strip_prefix("sqlite://") {
+            let path = path.split_once('?').map_or(path, |(p, _)| p);
             if !read_only
-                && let Some(parent) = std::path::Path::new(path).parent()
+                && let Some(parent) = Path::new(path).parent()
                 && !parent.as_os_str().is_empty()
             {
                 std::fs::create_dir_all(parent)
                     .map_err(|e| StoreError::Directory(parent.display().to_string(), e))?;
             }
-            let sep = if settings.url.contains('?') { '&' } else { '?' };
-            let mode = if read_only { "ro" } else { "rwc" };
-            (Backend::Sqlite, format!("{}{sep}mode={mode}", settings.url))
-        } else if settings.url.starts_with("postgres://")
-            || settings.url.starts_with("postgresql://")
-        {
-            let mut url = settings.url.clone();
-            if let Some(pw_file) = &settings.password_file {
-                let pw = std::fs::read_to_string(pw_file).map_err(StoreError::PasswordFile)?;
-                url = with_password(&url, pw.trim());
-            }
-            (Backend::Postgres, url)
-        } else {
-            return Err(StoreError::UnsupportedUrl(redact_url(&settings.url)));
-        };
-        let options = AnyConnectOptions::from_str(&url).map_err(StoreError::Connect)?;
-        let sqlite = match backend {
-            Backend::Sqlite if !read_only => Some(
-                SqliteConnectOptions::from_str(&url)
-                    .map_err(StoreError::Connect)?
+            let base = SqliteConnectOptions::from_str(&settings.url)
+                .map_err(StoreError::Connect)?
+                .busy_timeout(SQLITE_BUSY_TIMEOUT);
+            let options = if read_only {
+                base.read_only(true)
+                    .create_if_missing(false)
+                    .pragma("query_only", "ON")
+            } else {
+                base.create_if_missing(true)
                     .journal_mode(SqliteJournalMode::Wal)
                     .synchronous(SqliteSynchronous::Full)
                     .foreign_keys(true)
-                    .busy_timeout(Duration::from_secs(10)),
-            ),
-            _ => None,
+            };
+            let pool = SqlitePoolOptions::new()
+                .max_connections(settings.max_connections.max(2))
+                .acquire_timeout(acquire_timeout)
+                .connect_with(options.clone())
+                .await
+                .map_err(StoreError::Connect)?;
+            Pools::Sqlite {
+                pool,
+                options: (!read_only).then_some(options),
+            }
+        } else if settings.url.starts_with("postgres://")
+            || settings.url.starts_with("postgresql://")
+        {
+            let mut options = PgConnectOptions::from_str(&settings.url)
+                .map_err(|_| StoreError::UnsupportedUrl(redact_url(&settings.url)))?;
+            if let Some(pw_file) = &settings.password_file {
+                let pw = std::fs::read_to_string(pw_file).map_err(StoreError::PasswordFile)?;
+                options = options.password(pw.trim());
+            }
+            if read_only {
+                options = options.options([("default_transaction_read_only", "on")]);
+            }
+            let pool = PgPoolOptions::new()
+                .max_connections(settings.max_connections.max(1))
+                .acquire_timeout(acquire_timeout)
+                .connect_with(options.clone())
+                .await
+                .map_err(StoreError::Connect)?;
+            Pools::Postgres { pool, options }
+        } else {
+            return Err(StoreError::UnsupportedUrl(redact_url(&settings.url)));
         };
-        let pool = AnyPoolOptions::new()
-            .max_connections(match backend {
-                Backend::Sqlite => settings.max_connections.max(2),
-                Backend::Postgres => settings.max_connections,
-            })
-            .acquire_timeout(Duration::from_secs(10))
-            .after_connect(move |conn, _meta| {
-                Box::pin(async move {
-                    match (backend, read_only) {
-                        (Backend::Sqlite, false) => {
-                            conn.execute(SQLITE_PRAGMAS).await?;
-                        }
-                        (Backend::Sqlite, true) => {
-                            conn.execute(SQLITE_READ_ONLY_PRAGMAS).await?;
-                        }
-                        (Backend::Postgres, true) => {
-                            conn.execute("SET SESSION default_transaction_read_only = on")
-                                .await?;
-                        }
-                        (Backend::Postgres, false) => {}
-                    }
-                    Ok(())
-                })
-            })
-            .connect_with(options)
-            .await
-            .map_err(StoreError::Connect)?;
         let store = Self {
-            pool,
-            backend,
-            sqlite,
+            pools,
             read_only,
+            acquire_timeout,
         };
         if read_only {
             store.check_schema().await?;
@@ -171,30 +302,55 @@ impl Store {
         Ok(store)
     }
 
-    fn migrator(&self) -> &'static sqlx::migrate::Migrator {
-        match self.backend {
-            Backend::Sqlite => &MIGRATE_SQLITE,
-            Backend::Postgres => &MIGRATE_POSTGRES,
+    /// Which backend this is.
+    pub fn backend(&self) -> Backend {
+        match self.pools {
+            Pools::Sqlite { .. } => Backend::Sqlite,
+            Pools::Postgres { .. } => Backend::Postgres,
         }
     }
 
+    /// Whether the store was opened with [`Store::open_read_only`].
+    pub fn is_read_only(&self) -> bool {
+        self.read_only
+    }
+
+    /// How long a caller waits for a connection (`storage.acquire_timeout_ms`).
+    pub fn acquire_timeout(&self) -> Duration {
+        self.acquire_timeout
+    }
+
     async fn migrate(&self) -> Result<(), StoreError> {
-        self.migrator().run(&self.pool).await?;
+        match &self.pools {
+            Pools::Sqlite { pool, .. } => MIGRATE_SQLITE.run(pool).await?,
+            Pools::Postgres { pool, .. } => MIGRATE_POSTGRES.run(pool).await?,
+        }
         Ok(())
     }
 
     /// Read-only: the applied migrations must be exactly this build's.
     async fn check_schema(&self) -> Result<(), StoreError> {
-        let applied: Vec<(i64,)> =
-            sqlx::query_as("SELECT version FROM _sqlx_migrations WHERE success ORDER BY version")
-                .fetch_all(&self.pool)
-                .await
-                .map_err(|_| {
-                    StoreError::Schema("the database has not been set up by a gateway".into())
-                })?;
+        const SQL: &str = "SELECT version FROM _sqlx_migrations WHERE success ORDER BY version";
+        let not_set_up =
+            |_| StoreError::Schema("the database has not been set up by a gateway".into());
+        let (applied, migrator): (Vec<(i64,)>, &sqlx::migrate::Migrator) = match &self.pools {
+            Pools::Sqlite { pool, .. } => (
+                sqlx::query_as(SQL)
+                    .fetch_all(pool)
+                    .await
+                    .map_err(not_set_up)?,
+                &MIGRATE_SQLITE,
+            ),
+            Pools::Postgres { pool, .. } => (
+                sqlx::query_as(SQL)
+                    .fetch_all(pool)
+                    .await
+                    .map_err(not_set_up)?,
+                &MIGRATE_POSTGRES,
+            ),
+        };
         let applied: Vec<i64> = applied.into_iter().map(|r| r.0).collect();
-        let known: Vec<i64> = self
-            .migrator()
+        let known: Vec<i64> = migrator
             .iter()
             .filter(|m| m.migration_type.is_up_migration())
             .map(|m| m.version)
@@ -214,19 +370,47 @@ impl Store {
         Ok(())
     }
 
-    /// Whether the store was opened with [`Store::open_read_only`].
-    pub fn is_read_only(&self) -> bool {
-        self.read_only
+    /// A connection from the pool, waiting at most the acquire timeout.
+    pub async fn acquire(&self) -> Result<PooledConn, StoreError> {
+        Ok(match &self.pools {
+            Pools::Sqlite { pool, .. } => PooledConn::Sqlite(pool.acquire().await?),
+            Pools::Postgres { pool, .. } => PooledConn::Postgres(pool.acquire().await?),
+        })
     }
 
-    /// A new SQLite connection outside the pool, with the pool's pragmas and `extra_pragmas`
-    /// (e.g. a larger page cache for a long-lived writer). `None` on PostgreSQL and on a
-    /// read-only store.
+    /// Begins a write transaction (SQLite: `BEGIN IMMEDIATE`, so the transaction holds the
+    /// write lock from its first statement and never fails to upgrade a read lock).
+    pub async fn begin(&self) -> Result<Tx, StoreError> {
+        Ok(match &self.pools {
+            Pools::Sqlite { pool, .. } => Tx::Sqlite(pool.begin_with("BEGIN IMMEDIATE").await?),
+            Pools::Postgres { pool, .. } => Tx::Postgres(pool.begin().await?),
+        })
+    }
+
+    /// Begins a read transaction: one consistent snapshot for several reads (SQLite: a deferred
+    /// transaction in WAL mode; PostgreSQL: `REPEATABLE READ, READ ONLY`).
+    pub async fn begin_read(&self) -> Result<Tx, StoreError> {
+        Ok(match &self.pools {
+            Pools::Sqlite { pool, .. } => Tx::Sqlite(pool.begin().await?),
+            Pools::Postgres { pool, .. } => Tx::Postgres(
+                pool.begin_with("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+                    .await?,
+            ),
+        })
+    }
+
+    /// A new SQLite connection outside the pool, with the pool's settings and `extra_pragmas`
+    /// (e.g. a longer WAL for a long-lived writer). `None` on PostgreSQL and on a read-only
+    /// store.
     pub async fn sqlite_connection(
         &self,
         extra_pragmas: &[(&str, String)],
     ) -> Result<Option<SqliteConnection>, StoreError> {
-        let Some(options) = &self.sqlite else {
+        let Pools::Sqlite {
+            options: Some(options),
+            ..
+        } = &self.pools
+        else {
             return Ok(None);
         };
         let mut options = options.clone();
@@ -236,79 +420,45 @@ impl Store {
         Ok(Some(options.connect().await.map_err(StoreError::Connect)?))
     }
 
-    /// The connection pool.
-    pub fn pool(&self) -> &AnyPool {
-        &self.pool
+    /// A new PostgreSQL connection outside the pool (for a long-lived writer). `None` on
+    /// SQLite. The connection attempt is bounded by the acquire timeout.
+    pub async fn postgres_connection(&self) -> Result<Option<PgConnection>, StoreError> {
+        let Pools::Postgres { options, .. } = &self.pools else {
+            return Ok(None);
+        };
+        let connect = PgConnection::connect_with(options);
+        match tokio::time::timeout(self.acquire_timeout, connect).await {
+            Ok(Ok(c)) => Ok(Some(c)),
+            Ok(Err(e)) => Err(StoreError::Connect(e)),
+            Err(_) => Err(StoreError::Connect(sqlx::Error::PoolTimedOut)),
+        }
     }
 
-    /// Which backend this is.
-    pub fn backend(&self) -> Backend {
-        self.backend
-    }
-
-    /// A cheap liveness probe.
+    /// A cheap liveness probe (one round trip).
     pub async fn ping(&self) -> Result<(), StoreError> {
-        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        let mut c = self.acquire().await?;
+        on_conn!(&mut c.conn(), |c| c.ping().await)?;
         Ok(())
     }
 
-    /// Reads a metadata value.
-    pub async fn meta_get(&self, key: &str) -> Result<Option<String>, StoreError> {
-        let row: Option<(String,)> =
-            sqlx::query_as("SELECT value FROM gateway_meta WHERE key = $1")
-                .bind(key)
-                .fetch_optional(&self.pool)
-                .await?;
-        Ok(row.map(|r| r.0))
-    }
-
-    /// Writes a metadata value only if the key is absent; returns the value now stored.
-    pub async fn meta_init(&self, key: &str, value: &str) -> Result<String, StoreError> {
-        sqlx::query(
-            "INSERT INTO gateway_meta (key, value) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING",
-        )
-        .bind(key)
-        .bind(value)
-        .execute(&self.pool)
-        .await?;
-        Ok(self.meta_get(key).await?.unwrap_or_default())
-    }
-
-    /// Closes the pool.
+    /// Closes the pools.
     pub async fn close(&self) {
-        self.pool.close().await;
+        match &self.pools {
+            Pools::Sqlite { pool, .. } => pool.close().await,
+            Pools::Postgres { pool, .. } => pool.close().await,
+        }
     }
 }
 
-fn with_password(url: &str, password: &str) -> String {
-    // postgres://user@host/db -> postgres://user:password@host/db
-    match url.split_once("://") {
-        Some((scheme, rest)) => match rest.split_once('@') {
-            Some((user, host)) if !user.contains(':') => {
-                format!("{scheme}://{user}:{}@{host}", urlencode(password))
-            }
-            _ => url.to_owned(),
-        },
-        None => url.to_owned(),
-    }
-}
-
-fn urlencode(s: &str) -> String {
-    s.bytes()
-        .map(|b| {
-            if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
-                (b as char).to_string()
-            } else {
-                format!("%{b:02X}")
-            }
-        })
-        .collect()
+/// Converts a count or sequence number to the database's `i64`.
+pub(crate) fn to_i64(v: u64, what: &'static str) -> Result<i64, StoreError> {
+    i64::try_from(v).map_err(|_| StoreError::Range(what))
 }
 
 /// A URL with any password removed, for messages.
 fn redact_url(url: &str) -> String {
     match (url.split_once("://"), url.rfind('@')) {
-        (Some((scheme, _)), Some(at)) => format!("{scheme}://***{}", &url[at..]),
+        (Some((scheme, _)), Some(at)) => format!("{scheme}://***{}", url.get(at..).unwrap_or("")),
         _ => url.to_owned(),
     }
 }
@@ -318,11 +468,8 @@ mod tests {
     use super::*;
 
     #[test]
-    fn password_is_inserted_and_encoded() {
-        assert_eq!(
-            with_password("postgres://gw@db:5432/gw", "p@ss w"),
-            "postgres://gw:p%40ss%20w@db:5432/gw"
-        );
+    fn urls_in_messages_hide_the_password() {
         assert_eq!(redact_url("mysql://a:b@h/d"), "mysql://***@h/d");
+        assert_eq!(redact_url("sqlite://x.db"), "sqlite://x.db");
     }
 }

@@ -1,10 +1,9 @@
-//! Security events: refused handshakes, failed authentications, policy reloads.
+//! The `security_events` table: refused handshakes, failed authentications, policy reloads.
 
-use super::{Store, StoreError};
-use crate::security::SecurityEvent;
+use super::{Conn, StoreError, on_conn};
 
-/// A security event as read back from the database.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A security event as stored.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
 pub struct StoredSecurityEvent {
     /// Row id.
     pub id: i64,
@@ -18,71 +17,43 @@ pub struct StoredSecurityEvent {
     pub peer: Option<String>,
     /// Partner named by the certificate, when known.
     pub partner: Option<String>,
-    /// Certificate fingerprint, when one was presented.
+    /// Certificate fingerprint (hex), when one was presented.
     pub cert_sha256: Option<String>,
     /// Human-readable reason (never a token or secret).
     pub detail: String,
 }
 
-type Row = (
-    i64,
-    i64,
-    String,
-    String,
-    Option<String>,
-    Option<String>,
-    Option<String>,
-    String,
-);
-
-impl Store {
-    /// Appends a security event.
-    pub async fn insert_security_event(&self, e: &SecurityEvent) -> Result<(), StoreError> {
+/// Appends a security event (`id` is assigned by the database and ignored here).
+pub async fn insert(c: &mut Conn<'_>, e: &StoredSecurityEvent) -> Result<(), StoreError> {
+    on_conn!(c, |c| {
         sqlx::query(
             "INSERT INTO security_events \
              (occurred_at_us, kind, code, peer, partner, cert_sha256, detail) \
              VALUES ($1, $2, $3, $4, $5, $6, $7)",
         )
-        .bind(e.at.timestamp_micros())
-        .bind(e.kind.as_str())
-        .bind(e.code.as_str())
-        .bind(e.peer.map(|p| p.to_string()))
-        .bind(e.partner.as_ref().map(|p| p.to_string()))
-        .bind(e.cert_fingerprint.map(|f| f.to_hex()))
-        .bind(e.detail.as_str())
-        .execute(self.pool())
-        .await?;
-        Ok(())
-    }
+        .bind(e.occurred_at_us)
+        .bind(&e.kind)
+        .bind(&e.code)
+        .bind(e.peer.as_deref())
+        .bind(e.partner.as_deref())
+        .bind(e.cert_sha256.as_deref())
+        .bind(&e.detail)
+        .execute(c)
+        .await
+        .map(|_| ())
+    })?;
+    Ok(())
+}
 
-    /// The most recent security events, newest first.
-    pub async fn recent_security_events(
-        &self,
-        limit: i64,
-    ) -> Result<Vec<StoredSecurityEvent>, StoreError> {
-        let rows: Vec<Row> = sqlx::query_as(
+/// The most recent security events, newest first.
+pub async fn recent(c: &mut Conn<'_>, limit: i64) -> Result<Vec<StoredSecurityEvent>, StoreError> {
+    Ok(on_conn!(c, |c| {
+        sqlx::query_as(
             "SELECT id, occurred_at_us, kind, code, peer, partner, cert_sha256, detail \
              FROM security_events ORDER BY id DESC LIMIT $1",
         )
         .bind(limit)
-        .fetch_all(self.pool())
-        .await?;
-        Ok(rows
-            .into_iter()
-            .map(
-                |(id, occurred_at_us, kind, code, peer, partner, cert_sha256, detail)| {
-                    StoredSecurityEvent {
-                        id,
-                        occurred_at_us,
-                        kind,
-                        code,
-                        peer,
-                        partner,
-                        cert_sha256,
-                        detail,
-                    }
-                },
-            )
-            .collect())
-    }
+        .fetch_all(c)
+        .await
+    })?)
 }

@@ -1,5 +1,7 @@
 //! The command line: `demo`, `init`, `serve`, `token`, `policy`, `keys`, `audit`, `consent`.
 
+mod consent;
+
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -137,7 +139,7 @@ enum Command {
 enum ConsentCommand {
     /// Which fields of each record kind would flow to a recipient for a purpose, given the
     /// subject's consents and the MOUs, and why.
-    Coverage(Box<crate::consent::coverage::CoverageArgs>),
+    Coverage(Box<consent::CoverageArgs>),
 }
 
 #[derive(Debug, Subcommand)]
@@ -248,7 +250,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Audit { command } => audit_command(command).await,
         Command::Consent {
             command: ConsentCommand::Coverage(args),
-        } => crate::consent::coverage::run_cli(&args).await,
+        } => consent::run(&args).await,
         Command::Policy {
             command: PolicyCommand::Check { dir },
         } => policy_check(&dir),
@@ -442,7 +444,8 @@ fn policy_explain(a: &ExplainArgs) -> anyhow::Result<ExitCode> {
 }
 
 async fn keys(command: KeysCommand) -> anyhow::Result<ExitCode> {
-    use crate::crypto::{Keyring, MasterVersion};
+    use crate::crypto::MasterVersion;
+    use crate::service::keys;
     use crate::store::Store;
 
     let config = match &command {
@@ -456,8 +459,8 @@ async fn keys(command: KeysCommand) -> anyhow::Result<ExitCode> {
     if let KeysCommand::Status { .. } = command {
         let store = Store::open_read_only(&settings.storage).await?;
         let result = async {
-            let (master, unrecorded) = Keyring::inspect(key_file, &store).await?;
-            let counts = store.data_key_versions().await?;
+            let (master, unrecorded) = keys::inspect(key_file, &store).await?;
+            let counts = keys::data_key_versions(&store).await?;
             let current = master.current();
             for v in master.versions() {
                 let n = counts
@@ -487,9 +490,9 @@ async fn keys(command: KeysCommand) -> anyhow::Result<ExitCode> {
         match command {
             KeysCommand::Status { .. } => {}
             KeysCommand::Rotate { rewrap, .. } => {
-                let previous = Keyring::open(key_file, &store).await?.master().current();
-                let version = Keyring::rotate(key_file, &store).await?;
-                let keyring = Keyring::open(key_file, &store).await?;
+                let previous = keys::open(key_file, &store).await?.master().current();
+                let version = keys::rotate(key_file, &store).await?;
+                let keyring = keys::open(key_file, &store).await?;
                 let log = crate::startup::open_log(&settings, store.clone(), &keyring)?;
                 let counts = data_key_counts(&store).await?;
                 record_key_event(
@@ -507,7 +510,7 @@ async fn keys(command: KeysCommand) -> anyhow::Result<ExitCode> {
                     key_file.display()
                 );
                 if rewrap {
-                    let report = keyring.rewrap(&store).await?;
+                    let report = keys::rewrap(&keyring, &store).await?;
                     record_rewrap(&log, &store, report).await?;
                     outln!(
                         "re-wrapped {} data key(s) under version {}",
@@ -522,9 +525,9 @@ async fn keys(command: KeysCommand) -> anyhow::Result<ExitCode> {
                 }
             }
             KeysCommand::Rewrap { .. } => {
-                let keyring = Keyring::open(key_file, &store).await?;
+                let keyring = keys::open(key_file, &store).await?;
                 let log = crate::startup::open_log(&settings, store.clone(), &keyring)?;
-                let report = keyring.rewrap(&store).await?;
+                let report = keys::rewrap(&keyring, &store).await?;
                 record_rewrap(&log, &store, report).await?;
                 outln!(
                     "re-wrapped {} data key(s) under version {}",
@@ -535,9 +538,9 @@ async fn keys(command: KeysCommand) -> anyhow::Result<ExitCode> {
             KeysCommand::Retire { version, .. } => {
                 let version = MasterVersion::new(version)
                     .ok_or_else(|| anyhow::anyhow!("master key versions start at 1"))?;
-                let keyring = Keyring::open(key_file, &store).await?;
+                let keyring = keys::open(key_file, &store).await?;
                 let log = crate::startup::open_log(&settings, store.clone(), &keyring)?;
-                keyring.retire(&store, version).await?;
+                keys::retire(&keyring, &store, version).await?;
                 let remaining: Vec<String> = keyring
                     .master()
                     .versions()
@@ -571,7 +574,7 @@ async fn keys(command: KeysCommand) -> anyhow::Result<ExitCode> {
 
 /// Data keys per master-key version, for a log entry: `v1: 3, v2: 12` (or `none`).
 async fn data_key_counts(store: &crate::store::Store) -> anyhow::Result<String> {
-    let counts = store.data_key_versions().await?;
+    let counts = crate::service::keys::data_key_versions(store).await?;
     if counts.is_empty() {
         return Ok("none".into());
     }
@@ -586,7 +589,7 @@ async fn data_key_counts(store: &crate::store::Store) -> anyhow::Result<String> 
 async fn record_rewrap(
     log: &crate::audit::DisclosureLog,
     store: &crate::store::Store,
-    report: crate::crypto::RewrapReport,
+    report: crate::service::keys::RewrapReport,
 ) -> anyhow::Result<()> {
     let counts = data_key_counts(store).await?;
     record_key_event(
@@ -663,7 +666,7 @@ async fn serve_with(settings: Settings, seed: bool) -> anyhow::Result<ExitCode> 
     let app = Application::build(settings).await?;
     let state = app.state();
     if seed {
-        let report = devinit::seed::seed(&state).await?;
+        let report = devinit::seed::seed(&state.services).await?;
         if report.records > 0 {
             tracing::info!(
                 records = report.records,
@@ -701,7 +704,7 @@ async fn serve_with(settings: Settings, seed: bool) -> anyhow::Result<ExitCode> 
         });
     }
     app.run_until_stopped().await?;
-    state.store.close().await;
+    state.services.store.close().await;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -865,7 +868,7 @@ async fn audit_command(command: AuditCommand) -> anyhow::Result<ExitCode> {
         }
         AuditCommand::Purge { dry_run, .. } => {
             let keyring =
-                crate::crypto::Keyring::open(&settings.crypto.master_key_file, &store).await?;
+                crate::service::keys::open(&settings.crypto.master_key_file, &store).await?;
             let log = crate::startup::open_log(&settings, store, &keyring)?;
             let report = retention::purge(&log, chrono::Utc::now(), dry_run).await?;
             outln!("{}", serde_json::to_string_pretty(&report)?);

@@ -11,11 +11,10 @@ use chrono::{DateTime, Utc};
 use serde_json::Value;
 
 use super::Asker;
-use crate::domain::{Consent, ConsentQuery, SubjectRef};
-use crate::domain::PartnerKind;
+use crate::domain::{Consent, ConsentQuery, PartnerKind, SubjectRef};
 use crate::policy::{PolicySet, Transform};
 use crate::referral::{ReferralState, police_view};
-use crate::store::records::DecryptedRecord;
+use crate::vault::DecryptedRecord;
 
 /// The record kind of referrals.
 pub const REFERRAL_KIND: &str = "referral";
@@ -37,7 +36,7 @@ impl View {
         subject: &SubjectRef,
         now: DateTime<Utc>,
     ) -> Self {
-        let p = asker.principal;
+        let p = asker.caller.principal;
         if rec.kind.as_str() != REFERRAL_KIND || p.partner_kind != PartnerKind::Police {
             return Self {
                 police_status: None,

@@ -1,4 +1,5 @@
-//! The actix extractor that authenticates a request.
+//! The actix extractor that authenticates a request: the connection's certificate re-checked
+//! (validity and revocation at this instant), then the bearer token, through the token cache.
 
 use std::future::{Ready, ready};
 
@@ -6,11 +7,11 @@ use actix_web::dev::Payload;
 use actix_web::{FromRequest, HttpMessage, HttpRequest, http::header, web};
 use chrono::Utc;
 
-use super::{AuthFailure, bearer_token, verify_token};
+use super::AppState;
+use crate::auth::{AuthFailure, bearer_token};
 use crate::domain::Principal;
 use crate::error::ApiError;
 use crate::security::{SecurityEvent, SecurityEventKind};
-use crate::startup::AppState;
 use crate::tls::PeerCertificate;
 
 /// A handler argument that exists only for an authenticated caller. Failures are recorded as
@@ -69,13 +70,16 @@ fn authenticate(req: &HttpRequest) -> Result<Principal, ApiError> {
             ));
         }
     };
-    let policy = state.policy.load();
+    let policy = state.services.policy.load();
     let header = req
         .headers()
         .get(header::AUTHORIZATION)
         .map(|v| v.to_str().unwrap_or(""));
+    let now = state.services.now().timestamp();
     let result = bearer_token(header).and_then(|token| {
-        verify_token(&policy.partners, &state.token_rules, &partner, peer, token)
+        state
+            .tokens
+            .verify(&policy.partners, &state.token_rules, &partner, peer, token, now)
     });
     result.map_err(|f: AuthFailure| {
         record(f.code, Some(partner.clone()), &f.message);
