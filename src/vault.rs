@@ -50,13 +50,13 @@ use serde_json::Value;
 
 use crate::audit::Receipt;
 use crate::crypto::{Binding, CryptoError, DataKey, KEY_PURPOSE_RECORD, Keyring, WrappedKey};
-use crate::domain::{
-    Author, InvalidInput, PartnerId, RecordId, RecordKind, SubjectIdentifier,
-};
+use crate::domain::{Author, InvalidInput, PartnerId, RecordId, RecordKind, SubjectIdentifier};
 use crate::policy::Permit;
 use crate::redaction::Record as RedactionInput;
 use crate::store::epochs::Epochs;
-use crate::store::records::{self as rows, CurrentRows, FieldRow, RecordRow, SubjectRow, VersionRow};
+use crate::store::records::{
+    self as rows, CurrentRows, FieldRow, RecordRow, SubjectRow, VersionRow,
+};
 use crate::store::{Conn, StoreError, data_keys};
 
 /// A validated record to write. `Debug` shows field names, never values.

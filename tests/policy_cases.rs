@@ -183,7 +183,7 @@ fn golden_cases() {
     let mut reasons = BTreeSet::new();
     for p in &paths {
         let name = p.file_name().unwrap().to_string_lossy().to_string();
-        let case: Case = toml::from_str(&std::fs::read_to_string(p).unwrap())
+        let case: Case = toml_edit::de::from_str(&std::fs::read_to_string(p).unwrap())
             .unwrap_or_else(|e| panic!("{name}: {e}"));
         assert!(!case.description.is_empty());
         for f in case.expect.fields.values() {

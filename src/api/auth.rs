@@ -77,9 +77,14 @@ fn authenticate(req: &HttpRequest) -> Result<Principal, ApiError> {
         .map(|v| v.to_str().unwrap_or(""));
     let now = state.services.now().timestamp();
     let result = bearer_token(header).and_then(|token| {
-        state
-            .tokens
-            .verify(&policy.partners, &state.token_rules, &partner, peer, token, now)
+        state.tokens.verify(
+            &policy.partners,
+            &state.token_rules,
+            &partner,
+            peer,
+            token,
+            now,
+        )
     });
     result.map_err(|f: AuthFailure| {
         record(f.code, Some(partner.clone()), &f.message);

@@ -16,8 +16,8 @@ use actix_web::{FromRequest, HttpRequest, web};
 use futures_util::StreamExt as _;
 use serde::de::DeserializeOwned;
 
-use crate::error::ApiError;
 use super::AppState;
+use crate::error::ApiError;
 
 /// A JSON request body, size- and depth-bounded.
 #[derive(Debug)]

@@ -71,14 +71,16 @@ async fn put(
     } else {
         actix_web::http::StatusCode::OK
     };
-    Ok(HttpResponse::build(status).insert_header(NO_STORE).json(json!({
-        "kind": kind,
-        "id": id,
-        "version": o.version,
-        "created": o.created,
-        "changed_fields": o.changed_fields,
-        "subjects_changed": o.subjects_changed,
-    })))
+    Ok(HttpResponse::build(status)
+        .insert_header(NO_STORE)
+        .json(json!({
+            "kind": kind,
+            "id": id,
+            "version": o.version,
+            "created": o.created,
+            "changed_fields": o.changed_fields,
+            "subjects_changed": o.subjects_changed,
+        })))
 }
 
 #[instrument(skip_all)]

@@ -9,13 +9,13 @@ use sqlx::postgres::PgConnection;
 use sqlx::sqlite::SqliteConnection;
 
 use super::LogError;
-use crate::store::{Conn, on_conn};
 use super::canonical::{ChainHash, entry_hash_with};
 use super::checkpoint::Checkpoint;
 use super::entry::{
     AppendedEntry, Entry, EntryKind, FieldDisclosure, LegalBasis, NewEntry, Outcome, RecordRef,
     SubjectPseudonym,
 };
+use crate::store::{Conn, on_conn};
 
 /// Every column of `audit_log`, in insert order.
 pub(super) const COLUMNS: &str = "seq, at_us, kind, request_id, decision_id, policy_hash, \
@@ -151,18 +151,26 @@ enum Placeholders {
     Anonymous,
 }
 
-/// The INSERT statement for `rows` rows (a power of two up to [`MAX_ROWS`]), built once.
-fn insert_sql(rows: usize, style: Placeholders) -> &'static str {
+/// The INSERT statement for `rows` rows (a power of two up to [`MAX_ROWS`]), built once;
+/// `None` for any other number of rows.
+fn insert_sql(rows: usize, style: Placeholders) -> Option<&'static str> {
     use std::sync::OnceLock;
     const SIZES: usize = MAX_ROWS.trailing_zeros() as usize + 1;
     static NUMBERED: [OnceLock<String>; SIZES] = [const { OnceLock::new() }; SIZES];
     static ANONYMOUS: [OnceLock<String>; SIZES] = [const { OnceLock::new() }; SIZES];
     let i = rows.trailing_zeros() as usize;
     let cache = match style {
-        Placeholders::Numbered => &NUMBERED[i],
-        Placeholders::Anonymous => &ANONYMOUS[i],
+        Placeholders::Numbered => NUMBERED.get(i),
+        Placeholders::Anonymous => ANONYMOUS.get(i),
     };
-    cache.get_or_init(|| {
+    if !rows.is_power_of_two() {
+        return None;
+    }
+    Some(cache?.get_or_init(|| build_insert_sql(rows, style)))
+}
+
+fn build_insert_sql(rows: usize, style: Placeholders) -> String {
+    {
         let mut sql = format!("INSERT INTO audit_log ({COLUMNS}) VALUES ");
         for r in 0..rows {
             if r > 0 {
@@ -184,7 +192,7 @@ fn insert_sql(rows: usize, style: Placeholders) -> &'static str {
             sql.push(')');
         }
         sql
-    })
+    }
 }
 
 /// Splits `n` rows into power-of-two chunk sizes, largest first.
@@ -246,7 +254,10 @@ macro_rules! chain_conn {
                 for size in chunk_sizes(rows.len()) {
                     let (chunk, tail) = rest.split_at(size);
                     rest = tail;
-                    let mut q = sqlx::query(insert_sql(size, $style));
+                    let sql = insert_sql(size, $style).ok_or_else(|| {
+                        LogError::Invalid(format!("no INSERT statement for {size} rows"))
+                    })?;
+                    let mut q = sqlx::query(sql);
                     for r in chunk {
                         q = bind_row!(q, r);
                     }
@@ -513,9 +524,9 @@ mod tests {
     #[test]
     fn insert_statements_have_one_placeholder_per_value() {
         for rows in [1, 2, 4, 256] {
-            let anonymous = insert_sql(rows, Placeholders::Anonymous);
+            let anonymous = insert_sql(rows, Placeholders::Anonymous).unwrap();
             assert_eq!(anonymous.matches('?').count(), rows * NCOLS);
-            let numbered = insert_sql(rows, Placeholders::Numbered);
+            let numbered = insert_sql(rows, Placeholders::Numbered).unwrap();
             assert_eq!(numbered.matches('$').count(), rows * NCOLS);
             assert!(numbered.ends_with(&format!("${})", rows * NCOLS)));
             assert_eq!(COLUMNS.split(',').count(), NCOLS);

@@ -119,10 +119,7 @@ pub async fn list(c: &mut Conn<'_>, filter: &Filter) -> Result<Vec<Entry>, LogEr
 }
 
 /// Entries matching `filter` in ascending order, all pages (for accounting).
-pub async fn list_all_ascending(
-    c: &mut Conn<'_>,
-    filter: &Filter,
-) -> Result<Vec<Entry>, LogError> {
+pub async fn list_all_ascending(c: &mut Conn<'_>, filter: &Filter) -> Result<Vec<Entry>, LogError> {
     let mut out = Vec::new();
     let mut f = filter.clone();
     f.limit = MAX_LIMIT;

@@ -6,11 +6,11 @@
 //! subject, or for every subject); when the time ends they appear again. The disclosures stay
 //! in the log all along: a suspension changes what the accounting shows, never the log.
 
-use chrono::{DateTime, Utc};
-use serde::Serialize;
 use super::{LogError, SubjectPseudonym};
 use crate::store::Conn;
 use crate::store::suspensions::{self, SuspensionRow};
+use chrono::{DateTime, Utc};
+use serde::Serialize;
 
 /// One recorded suspension.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

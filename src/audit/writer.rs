@@ -58,7 +58,9 @@ impl Receipt {
 
     /// The record the entry is about, as `(kind, id)`, if any.
     pub fn record(&self) -> Option<(&str, &str)> {
-        self.record.as_ref().map(|r| (r.kind.as_str(), r.id.as_str()))
+        self.record
+            .as_ref()
+            .map(|r| (r.kind.as_str(), r.id.as_str()))
     }
 }
 

@@ -83,8 +83,7 @@ impl TokenCache {
         if let Some(v) = self.inner.get(&key)
             && &v.principal.partner == partner
             && now < v.exp.saturating_add(leeway)
-            && v
-                .x5t
+            && v.x5t
                 .as_deref()
                 .is_none_or(|x| x == peer.fingerprint.to_x5t_s256())
         {

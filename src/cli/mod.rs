@@ -353,7 +353,7 @@ fn policy_explain(a: &ExplainArgs) -> anyhow::Result<ExitCode> {
         .map(|p| -> anyhow::Result<Consent> {
             let text = std::fs::read_to_string(p)
                 .map_err(|e| anyhow::anyhow!("cannot read `{}`: {e}", p.display()))?;
-            toml::from_str(&text)
+            toml_edit::de::from_str(&text)
                 .map_err(|e| anyhow::anyhow!("`{}` is not a consent: {e}", p.display()))
         })
         .collect::<anyhow::Result<Vec<_>>>()?;

@@ -73,7 +73,8 @@ impl ConsentCache {
         let consents = match cached {
             Some(e) => e.consents,
             None => {
-                let loaded = Arc::new(registry::for_subjects(c, keyring, subjects, as_subject).await?);
+                let loaded =
+                    Arc::new(registry::for_subjects(c, keyring, subjects, as_subject).await?);
                 self.inner.insert(
                     key,
                     Entry {

@@ -18,10 +18,10 @@ use serde::de::Error as _;
 use serde::{Deserialize, Deserializer, Serialize};
 
 use super::{Consent, ConsentScope, SubjectRef};
+use crate::domain::SubjectIdentifier;
 use crate::domain::{PartnerId, Purpose};
 use crate::policy::model::{PURPOSES, is_known_purpose, is_law_enforcement_purpose};
 use crate::policy::{Label, PolicySet};
-use crate::domain::SubjectIdentifier;
 
 /// Most subject identifiers one consent may name.
 pub const MAX_SUBJECTS: usize = crate::domain::MAX_SUBJECT_IDENTIFIERS;

@@ -22,4 +22,3 @@ pub mod directive;
 pub mod registry;
 
 pub use crate::domain::{Consent, ConsentQuery, ConsentScope, SubjectRef};
-

@@ -31,14 +31,14 @@
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
-use chrono::{DateTime, Utc};
-use serde::{Deserialize, Serialize};
 use super::directive::{ConsentDirective, ValidConsent};
 use super::{Consent, SubjectRef};
 use crate::crypto::{Binding, CryptoError, DataKey, KEY_PURPOSE_CONSENT, Keyring};
 use crate::domain::{Author, PartnerId, SubjectIdentifier};
 use crate::store::consents::{self, ConsentRow, EventRow, SubjectRow};
 use crate::store::{Conn, StoreError, data_keys, epochs};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
 
 /// The directive version sealed in `consents.body` (a directive is never edited: a changed
 /// consent is a new consent).

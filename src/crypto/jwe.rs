@@ -109,8 +109,8 @@ pub fn encrypt(to: &RecipientKey, plaintext: &[u8]) -> Result<String, JweError> 
         "enc": "A256GCM",
         "epk": { "kty": "EC", "crv": "P-256", "x": URL_SAFE_NO_PAD.encode(x), "y": URL_SAFE_NO_PAD.encode(y) },
     });
-    if let Some(kid) = &to.kid {
-        header["kid"] = serde_json::Value::String(kid.clone());
+    if let (Some(kid), Some(h)) = (&to.kid, header.as_object_mut()) {
+        h.insert("kid".into(), serde_json::Value::String(kid.clone()));
     }
     let protected = URL_SAFE_NO_PAD.encode(header.to_string());
     let iv: [u8; 12] = rand::random();

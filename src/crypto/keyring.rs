@@ -178,7 +178,9 @@ impl Keyring {
     ) -> Result<SecretBox<[u8; 32]>, CryptoError> {
         let id = DataKeyId::parse(&row.id).ok_or(CryptoError::Malformed("data key id"))?;
         if row.purpose != purpose {
-            return Err(CryptoError::Malformed("a stable key stored for another purpose"));
+            return Err(CryptoError::Malformed(
+                "a stable key stored for another purpose",
+            ));
         }
         let version = MasterVersion::from_db(row.master_version)
             .ok_or(CryptoError::Malformed("master version"))?;
@@ -187,7 +189,11 @@ impl Keyring {
 
     /// Unwraps a stored data key, checking it was stored for `purpose`; answered from the cache
     /// when this exact row was unwrapped before.
-    pub fn open_data_key(&self, row: &WrappedKey, purpose: &str) -> Result<Arc<DataKey>, CryptoError> {
+    pub fn open_data_key(
+        &self,
+        row: &WrappedKey,
+        purpose: &str,
+    ) -> Result<Arc<DataKey>, CryptoError> {
         let id = DataKeyId::parse(&row.id).ok_or(CryptoError::Malformed("data key id"))?;
         let digest = row.digest();
         if let Some(hit) = self.cache.get(&id)
@@ -216,7 +222,9 @@ impl Keyring {
         let id = DataKeyId::parse(&row.id).ok_or(CryptoError::Malformed("data key id"))?;
         let version = MasterVersion::from_db(row.master_version)
             .ok_or(CryptoError::Malformed("master version"))?;
-        let raw = self.master.unwrap(id, &row.purpose, version, &row.wrapped)?;
+        let raw = self
+            .master
+            .unwrap(id, &row.purpose, version, &row.wrapped)?;
         let (new_version, wrapped) = self.master.wrap(id, &row.purpose, &raw)?;
         Ok(WrappedKey {
             id: row.id.clone(),
@@ -276,7 +284,10 @@ mod tests {
             *b ^= 1;
         }
         assert!(k.open_data_key(&bad, "record").is_err());
-        assert!(k.open_data_key(&row, "consent").is_err(), "purpose is checked");
+        assert!(
+            k.open_data_key(&row, "consent").is_err(),
+            "purpose is checked"
+        );
     }
 
     #[test]

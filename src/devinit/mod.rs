@@ -151,7 +151,7 @@ master_key_file = "master.key"
 checkpoint_key_file = "audit-checkpoint.key"
 "#,
         listen = opts.listen,
-        policy_dir = toml::Value::String(policy_dir.display().to_string()),
+        policy_dir = toml_edit::Value::from(policy_dir.display().to_string()),
     );
     write_public(&config, &toml)?;
     Ok(InitReport { config, partners })
@@ -177,10 +177,10 @@ pub fn encryption_key_pair(kid: &str) -> anyhow::Result<(String, String)> {
         .find_map(|_| p256::SecretKey::from_slice(&rand::random::<[u8; 32]>()).ok())
         .ok_or_else(|| anyhow::anyhow!("cannot generate an encryption key"))?;
     let with_meta = |jwk: String| -> anyhow::Result<String> {
-        let mut v: serde_json::Value = serde_json::from_str(&jwk)?;
-        v["kid"] = json!(kid);
-        v["use"] = json!("enc");
-        v["alg"] = json!("ECDH-ES");
+        let mut v: serde_json::Map<String, serde_json::Value> = serde_json::from_str(&jwk)?;
+        v.insert("kid".into(), json!(kid));
+        v.insert("use".into(), json!("enc"));
+        v.insert("alg".into(), json!("ECDH-ES"));
         Ok(serde_json::to_string_pretty(&v)?)
     };
     let public = with_meta(secret.public_key().to_jwk_string())?;
@@ -212,18 +212,20 @@ pub struct TokenRequest<'a> {
 /// Signs a dev token with an ES256 PKCS#8 PEM key.
 pub fn mint_token(signing_key_pem: &[u8], req: &TokenRequest<'_>) -> anyhow::Result<String> {
     let now = chrono::Utc::now().timestamp();
-    let mut claims = json!({
-        "iss": req.issuer,
-        "aud": req.audience,
-        "sub": req.user,
-        "iat": now,
-        "nbf": now,
-        "exp": now + req.ttl_secs,
-        "jti": uuid::Uuid::new_v4().to_string(),
-    });
-    claims[req.roles_claim] = json!(req.roles);
+    let mut claims = serde_json::Map::new();
+    claims.insert("iss".into(), json!(req.issuer));
+    claims.insert("aud".into(), json!(req.audience));
+    claims.insert("sub".into(), json!(req.user));
+    claims.insert("iat".into(), json!(now));
+    claims.insert("nbf".into(), json!(now));
+    claims.insert("exp".into(), json!(now + req.ttl_secs));
+    claims.insert("jti".into(), json!(uuid::Uuid::new_v4().to_string()));
+    claims.insert(req.roles_claim.to_owned(), json!(req.roles));
     if let Some(der) = req.bind_to {
-        claims["cnf"] = json!({ "x5t#S256": CertFingerprint::of_der(der).to_x5t_s256() });
+        claims.insert(
+            "cnf".into(),
+            json!({ "x5t#S256": CertFingerprint::of_der(der).to_x5t_s256() }),
+        );
     }
     let mut header = Header::new(jsonwebtoken::Algorithm::ES256);
     header.kid = req.kid.map(str::to_owned);

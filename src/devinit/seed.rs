@@ -236,8 +236,8 @@ pub async fn seed(services: &Services) -> anyhow::Result<SeedReport> {
             "status": status,
             "status_updated_at": ts(now - Duration::hours(2)),
         });
-        if let Some(c) = consent {
-            v["consent_reference"] = json!(c);
+        if let (Some(c), Some(obj)) = (consent, v.as_object_mut()) {
+            obj.insert("consent_reference".into(), json!(c));
         }
         if let (Some(obj), Some(more)) = (v.as_object_mut(), extra.as_object()) {
             obj.extend(more.clone());

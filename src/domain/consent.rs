@@ -230,7 +230,7 @@ mod tests {
 
     #[test]
     fn consent_files_may_state_an_event_instead_of_a_date() {
-        let c: Consent = toml::from_str(
+        let c: Consent = toml_edit::de::from_str(
             r#"
             id = "c-9"
             subject = "subj-1"

@@ -192,7 +192,6 @@ impl fmt::Debug for SubjectIdentifier {
     }
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -224,6 +223,9 @@ mod tests {
     fn debug_never_shows_the_value() {
         let s = SubjectIdentifier::new("metro-pd", "P-SECRET-1").unwrap();
         let shown = format!("{s:?}");
-        assert!(shown.contains("metro-pd") && !shown.contains("SECRET"), "{shown}");
+        assert!(
+            shown.contains("metro-pd") && !shown.contains("SECRET"),
+            "{shown}"
+        );
     }
 }

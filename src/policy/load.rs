@@ -12,8 +12,8 @@ use toml_edit::{ImDocument, Item, TableLike, Value};
 use super::diag::{Diagnostic, Report, Severity, SourceFile, choices_hint, rel_name};
 use super::limits::{self, FieldFlow};
 use super::model::{
-    EMERGENCY_PURPOSE, Effect, FieldDef, FieldType, Generalization, Label, LegalBasis, MaskKeep,
-    Mou, PURPOSES, KindDef, Rule, Transform, is_known_purpose,
+    EMERGENCY_PURPOSE, Effect, FieldDef, FieldType, Generalization, KindDef, Label, LegalBasis,
+    MaskKeep, Mou, PURPOSES, Rule, Transform, is_known_purpose,
 };
 use super::partners::{PARTNERS_FILE, RegistryFile};
 use crate::domain::{PartnerId, PartnerKind, Purpose, Role};
@@ -406,7 +406,7 @@ fn check_partners(
     report: &mut Report,
 ) -> (Option<RegistryFile>, BTreeMap<PartnerId, PartnerFacts>) {
     let mut facts = BTreeMap::new();
-    let parsed: Result<RegistryFile, toml::de::Error> = toml::from_str(&f.text);
+    let parsed: Result<RegistryFile, toml_edit::de::Error> = toml_edit::de::from_str(&f.text);
     let file = match parsed {
         Ok(file) => file,
         Err(e) => {

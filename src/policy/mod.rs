@@ -30,8 +30,8 @@ pub use diag::{Diagnostic, Report, Severity};
 pub use limits::HardLimit;
 pub use load::{CASES_DIR, KINDS_DIR, MOUS_DIR};
 pub use model::{
-    Effect, FieldDef, FieldType, Generalization, Label, LegalBasis, MaskKeep, Mou, PURPOSES,
-    KindDef, Rule, Transform,
+    Effect, FieldDef, FieldType, Generalization, KindDef, Label, LegalBasis, MaskKeep, Mou,
+    PURPOSES, Rule, Transform,
 };
 pub use partners::{Partner, PartnerRegistry, RegistryError};
 

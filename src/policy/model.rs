@@ -46,7 +46,6 @@ impl KindDef {
     }
 }
 
-
 /// The legal basis a rule's disclosures rest on.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(tag = "basis", rename_all = "kebab-case")]

@@ -13,8 +13,8 @@ use jsonwebtoken::jwk::{Jwk, JwkSet};
 use jsonwebtoken::{Algorithm, DecodingKey};
 use serde::Deserialize;
 
-use crate::domain::{PartnerId, PartnerKind, Role};
 use crate::crypto::RecipientKey;
+use crate::domain::{PartnerId, PartnerKind, Role};
 
 /// Name of the registry file inside the policy directory.
 pub const PARTNERS_FILE: &str = "partners.toml";
@@ -228,7 +228,7 @@ fn algorithm_name(alg: Algorithm) -> String {
 impl RegistryFile {
     /// Parses the registry text. `path` is used in messages only.
     pub fn parse(path: &Path, text: &str) -> Result<Self, RegistryError> {
-        toml::from_str(text).map_err(|e| RegistryError::Syntax {
+        toml_edit::de::from_str(text).map_err(|e| RegistryError::Syntax {
             path: path.to_owned(),
             message: e.to_string(),
         })

@@ -134,7 +134,8 @@ impl Services {
         subject: Option<&SubjectIdentifier>,
         described: &str,
     ) -> Result<(Vec<Entry>, bool), Error> {
-        self.authorize_compliance(caller, "list disclosures").await?;
+        self.authorize_compliance(caller, "list disclosures")
+            .await?;
         let mut described = described.to_owned();
         if let Some(id) = subject {
             let p = self.log.pseudonym(id);
@@ -265,7 +266,8 @@ impl Services {
     /// Verifies the whole chain, as a compliance officer asked.
     #[tracing::instrument(skip_all)]
     pub async fn verify_log(&self, caller: &Caller<'_>) -> Result<StoreVerification, Error> {
-        self.authorize_compliance(caller, "verify the chain").await?;
+        self.authorize_compliance(caller, "verify the chain")
+            .await?;
         let key = self.log.checkpoint_key();
         let report = verify_store(&self.store, key.as_ref(), None).await?;
         let outcome = match &report.summary.failure {
@@ -378,7 +380,11 @@ impl Services {
 
     /// The accounting suspensions in force (or, with `all`, every one recorded).
     #[tracing::instrument(skip_all)]
-    pub async fn suspensions(&self, caller: &Caller<'_>, all: bool) -> Result<Vec<Suspension>, Error> {
+    pub async fn suspensions(
+        &self,
+        caller: &Caller<'_>,
+        all: bool,
+    ) -> Result<Vec<Suspension>, Error> {
         self.authorize_compliance(caller, "list accounting suspensions")
             .await?;
         let list = {

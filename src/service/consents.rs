@@ -165,7 +165,12 @@ pub struct ConsentView {
     pub notes: Vec<String>,
 }
 
-fn view(c: StoredConsent, policy: &PolicySet, now: DateTime<Utc>, notes: Vec<String>) -> ConsentView {
+fn view(
+    c: StoredConsent,
+    policy: &PolicySet,
+    now: DateTime<Utc>,
+    notes: Vec<String>,
+) -> ConsentView {
     ConsentView {
         status: c.status(now).as_str(),
         part2: directive::covers_part2(&c.directive.scope, policy),
@@ -392,8 +397,7 @@ impl Services {
         let revocation = revocation(request, now)?;
         let mut tx = self.log.begin().await.map_err(log_error)?;
         let stored = registry::get(&mut tx.conn(), &self.keyring, id).await?;
-        let Some(stored) = stored.filter(|c| c.directive.disclosers.contains(&who.partner))
-        else {
+        let Some(stored) = stored.filter(|c| c.directive.disclosers.contains(&who.partner)) else {
             // Unknown, or not this partner's to revoke: the same answer, so that the caller
             // does not learn that the consent exists. The attempt is logged either way.
             let entry = self.consent_entry(
@@ -554,7 +558,8 @@ impl Services {
         let valid = directive::validate(submitted, &policy, now).map_err(|r| rejection(&r))?;
         let subjects = self.pseudonyms(&valid.directive.subjects);
         let mut tx = self.log.begin().await.map_err(log_error)?;
-        let stored = registry::create(&mut tx.conn(), &self.keyring, id, &valid, author, now).await?;
+        let stored =
+            registry::create(&mut tx.conn(), &self.keyring, id, &valid, author, now).await?;
         let mut e = NewEntry::new(EntryKind::ConsentChanged, now, Outcome::Permit);
         e.recipient_partner = Some(author.partner.to_string());
         e.recipient_user = Some(author.user.to_string());

@@ -16,7 +16,7 @@
 //!                          └─────► store (repositories) ──► crypto ──► domain
 //! ```
 //!
-//! Time enters through the [`Clock`] in [`Services`]: the server runs on the system clock,
+//! Time enters through the [`Clock`](crate::domain::Clock) in [`Services`]: the server runs on the system clock,
 //! tests set a manual one.
 
 pub mod compliance;

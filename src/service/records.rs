@@ -11,9 +11,7 @@ use tracing::instrument;
 use super::read::REFERRAL_KIND;
 use super::{Caller, Error, Services, log_error, record_error};
 use crate::audit::{self, EntryKind, LogTx, NewEntry, Outcome, SubjectPseudonym};
-use crate::domain::{
-    Author, MAX_SUBJECT_IDENTIFIERS, RecordId, RecordKind, SubjectIdentifier,
-};
+use crate::domain::{Author, MAX_SUBJECT_IDENTIFIERS, RecordId, RecordKind, SubjectIdentifier};
 use crate::policy::schema;
 use crate::vault::{self, NewRecord, PutOutcome, RecordError, RecordVersionInfo};
 

@@ -82,7 +82,7 @@ pub struct Moved {
 
 /// The `referral` record kind.
 pub fn referral_kind() -> Result<RecordKind, Error> {
-    RecordKind::try_from(REFERRAL_KIND.to_owned()).map_err(|e| Error::internal(e))
+    RecordKind::try_from(REFERRAL_KIND.to_owned()).map_err(Error::internal)
 }
 
 fn not_found(id: &RecordId) -> Error {
@@ -147,12 +147,17 @@ impl Services {
                     ),
                 )
             })?;
-        let incident_kind = RecordKind::try_from(INCIDENT_KIND.to_owned()).map_err(Error::internal)?;
+        let incident_kind =
+            RecordKind::try_from(INCIDENT_KIND.to_owned()).map_err(Error::internal)?;
         let incident: RecordId =
             body.incident_id
                 .parse()
                 .map_err(|e: crate::domain::InvalidInput| {
-                    Error::invalid_field("unknown_incident", "incident_id", format!("`incident_id`: {e}"))
+                    Error::invalid_field(
+                        "unknown_incident",
+                        "incident_id",
+                        format!("`incident_id`: {e}"),
+                    )
                 })?;
         let owner = {
             let mut pooled = self.store.acquire().await?;

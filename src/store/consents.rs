@@ -199,11 +199,9 @@ pub async fn find_by_blind_index(
     index: &[u8],
 ) -> Result<Vec<(String, i64)>, StoreError> {
     Ok(on_conn!(c, |c| {
-        sqlx::query_as(
-            "SELECT consent_id, position FROM consent_subjects WHERE blind_index = $1",
-        )
-        .bind(index)
-        .fetch_all(c)
-        .await
+        sqlx::query_as("SELECT consent_id, position FROM consent_subjects WHERE blind_index = $1")
+            .bind(index)
+            .fetch_all(c)
+            .await
     })?)
 }

@@ -41,12 +41,10 @@ pub async fn insert(
 /// Reads one wrapped data key.
 pub async fn get(c: &mut Conn<'_>, id: &str) -> Result<Option<WrappedKey>, StoreError> {
     let r: Option<Row> = on_conn!(c, |c| {
-        sqlx::query_as(
-            "SELECT id, purpose, master_version, wrapped FROM data_keys WHERE id = $1",
-        )
-        .bind(id)
-        .fetch_optional(c)
-        .await
+        sqlx::query_as("SELECT id, purpose, master_version, wrapped FROM data_keys WHERE id = $1")
+            .bind(id)
+            .fetch_optional(c)
+            .await
     })?;
     Ok(r.map(row))
 }

@@ -156,8 +156,8 @@ impl PooledConn {
     /// The connection, for repository calls.
     pub fn conn(&mut self) -> Conn<'_> {
         match self {
-            Self::Sqlite(c) => Conn::Sqlite(&mut **c),
-            Self::Postgres(c) => Conn::Postgres(&mut **c),
+            Self::Sqlite(c) => Conn::Sqlite(c),
+            Self::Postgres(c) => Conn::Postgres(c),
         }
     }
 }
@@ -175,8 +175,8 @@ impl Tx {
     /// The transaction's connection, for repository calls.
     pub fn conn(&mut self) -> Conn<'_> {
         match self {
-            Self::Sqlite(t) => Conn::Sqlite(&mut **t),
-            Self::Postgres(t) => Conn::Postgres(&mut **t),
+            Self::Sqlite(t) => Conn::Sqlite(t),
+            Self::Postgres(t) => Conn::Postgres(t),
         }
     }
 

@@ -259,14 +259,12 @@ pub async fn get(c: &mut Conn<'_>, kind: &str, id: &str) -> Result<Option<Record
 /// write transaction already holds the database lock). No-op when there is no such record.
 pub async fn lock(c: &mut Conn<'_>, kind: &str, id: &str) -> Result<(), StoreError> {
     on_conn!(c, |c| {
-        sqlx::query(
-            "UPDATE records SET updated_at_us = updated_at_us WHERE kind = $1 AND id = $2",
-        )
-        .bind(kind)
-        .bind(id)
-        .execute(c)
-        .await
-        .map(|_| ())
+        sqlx::query("UPDATE records SET updated_at_us = updated_at_us WHERE kind = $1 AND id = $2")
+            .bind(kind)
+            .bind(id)
+            .execute(c)
+            .await
+            .map(|_| ())
     })?;
     Ok(())
 }

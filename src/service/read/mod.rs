@@ -39,8 +39,7 @@ use super::{Caller, Error, Services, log_error, record_error};
 use crate::audit::{self, EntryKind, FieldDisclosure, LegalBasis, NewEntry, Receipt};
 use crate::consent::registry;
 use crate::domain::{
-    Consent, PartnerKind, Principal, Purpose, RecordId, RecordKind, SubjectIdentifier,
-    SubjectRef,
+    Consent, PartnerKind, Principal, Purpose, RecordId, RecordKind, SubjectIdentifier, SubjectRef,
 };
 use crate::emergency;
 use crate::policy::{
@@ -197,7 +196,10 @@ impl Services {
                 let consents = self.consents_for(&mut c, &rec, epochs).await?;
                 (rec, consents)
             };
-            match self.disclose_one(&policy, asker, rec, consents, now).await? {
+            match self
+                .disclose_one(&policy, asker, rec, consents, now)
+                .await?
+            {
                 RecordAnswer::Disclosed(d) => {
                     out.disclosure_ids.push(d.disclosure_id);
                     out.records.push(d);
@@ -342,36 +344,35 @@ impl Services {
             entry.fields_withheld = count(present.len());
         }
         let emergency = decision.is_permit() && asker.emergency.is_some();
-        let (receipt, review) = if emergency {
-            let subject_key = entry
-                .subject
-                .map(|s| s.to_hex())
-                .unwrap_or_else(|| format!("record:{}/{}", rec.kind, rec.id));
-            let mut tx = self.log.begin().await.map_err(log_error)?;
-            let seq = tx.append(entry).await.map_err(log_error)?;
-            let review = emergency::record_access(
-                &mut tx.conn(),
-                emergency::Access {
-                    partner: principal.partner.as_str(),
-                    user: principal.user.as_str(),
-                    subject: &subject_key,
-                },
-                seq,
-                self.emergency_window,
-                now,
-            )
-            .await
-            .map_err(|e| Error::Unavailable(e.into()))?;
-            let receipt = tx
-                .commit()
+        let (receipt, review) =
+            if emergency {
+                let subject_key = entry
+                    .subject
+                    .map(|s| s.to_hex())
+                    .unwrap_or_else(|| format!("record:{}/{}", rec.kind, rec.id));
+                let mut tx = self.log.begin().await.map_err(log_error)?;
+                let seq = tx.append(entry).await.map_err(log_error)?;
+                let review = emergency::record_access(
+                    &mut tx.conn(),
+                    emergency::Access {
+                        partner: principal.partner.as_str(),
+                        user: principal.user.as_str(),
+                        subject: &subject_key,
+                    },
+                    seq,
+                    self.emergency_window,
+                    now,
+                )
                 .await
-                .map_err(log_error)?
-                .pop()
-                .ok_or_else(|| Error::internal("an emergency disclosure without its entry"))?;
-            (receipt, Some(review))
-        } else {
-            (self.log.append(entry).await.map_err(log_error)?, None)
-        };
+                .map_err(|e| Error::Unavailable(e.into()))?;
+                let receipt =
+                    tx.commit().await.map_err(log_error)?.pop().ok_or_else(|| {
+                        Error::internal("an emergency disclosure without its entry")
+                    })?;
+                (receipt, Some(review))
+            } else {
+                (self.log.append(entry).await.map_err(log_error)?, None)
+            };
         let permit = match decision.outcome {
             Outcome::Deny { reasons } => {
                 return Ok(RecordAnswer::Denied(Denial {
@@ -409,22 +410,25 @@ impl Services {
         let mut out = redaction::apply(permit, &input, &keys)
             .map_err(|e| Error::internal(format!("redaction of a logged disclosure: {e}")))?;
         view.apply(&mut out.fields);
-        let mut body = json!({
-            "kind": out.kind,
-            "id": out.id,
-            "version": version,
-            "disclosure_id": receipt.seq(),
-            "decision_id": out.decision_id,
-            "purpose": asker.purpose,
-            "fields": out.fields,
-        });
+        let mut body = serde_json::Map::new();
+        body.insert("kind".into(), json!(out.kind));
+        body.insert("id".into(), json!(out.id));
+        body.insert("version".into(), json!(version));
+        body.insert("disclosure_id".into(), json!(receipt.seq()));
+        body.insert("decision_id".into(), json!(out.decision_id));
+        body.insert("purpose".into(), json!(asker.purpose));
+        body.insert("fields".into(), json!(out.fields));
         if let Some(r) = review {
-            body["emergency"] = json!({ "review_id": r.id, "review_opened": r.opened });
+            body.insert(
+                "emergency".into(),
+                json!({ "review_id": r.id, "review_opened": r.opened }),
+            );
         }
         if !out.notices.is_empty() {
-            body["notices"] = json!(out.notices);
-            body["refrains"] = json!(out.refrains);
+            body.insert("notices".into(), json!(out.notices));
+            body.insert("refrains".into(), json!(out.refrains));
         }
+        let body = Value::Object(body);
         Ok(RecordAnswer::Disclosed(DisclosedRecord {
             disclosure_id: receipt.seq(),
             body,
