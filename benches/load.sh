@@ -396,24 +396,34 @@ cpu_ticks() { # pid [include children listed in /proc]: utime+stime of the proce
 }
 
 RUNS=$OUT/runs.tsv
-printf 'backend\tscenario\tround\tfile\tcpu_ticks\n' >"$RUNS"
+printf 'backend\tscenario\tround\tfile\tcpu_ticks\tdb_cpu_ticks\n' >"$RUNS"
 
 # backend scenario label [extra oha args...]
 run_oha() {
-    local backend=$1 scenario=$2 label=$3 url partner file server before after
+    local backend=$1 scenario=$2 label=$3 url partner file server before after db db_before db_after
     shift 3
     url=$(scenario_url "$scenario")
     partner=$(scenario_partner "$scenario")
     scenario_headers "$scenario"
     file=$backend-$scenario-$label.json
     if [[ $scenario == nginx ]]; then server=$NGINX_PID; else server=$GW_PID; fi
+    db=
+    if [[ $scenario != nginx && -n $PG_DATA ]]; then
+        db=$(head -n 1 "$PG_DATA/postmaster.pid")
+        db_before=$(cpu_ticks "$db")
+    fi
     before=$(cpu_ticks "$server")
     # shellcheck disable=SC2046
     oha -z "$DURATION" -c "$CONNECTIONS" "${OHA_COMMON[@]}" $(tls_args "$partner") \
         ${HDRS[@]+"${HDRS[@]}"} "$@" "$url" >"$OUT/$file" 2>"$WORK/oha.err" ||
         { cat "$WORK/oha.err" >&2; die "oha failed on $scenario"; }
     after=$(cpu_ticks "$server")
-    printf '%s\t%s\t%s\t%s\t%s\n' "$backend" "$scenario" "$label" "$file" "$((after - before))" >>"$RUNS"
+    if [[ -n $db ]]; then
+        db_after=$(cpu_ticks "$db")
+        db=$((db_after - db_before))
+    fi
+    printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$backend" "$scenario" "$label" "$file" "$((after - before))" \
+        "$db" >>"$RUNS"
     python3 - "$OUT/$file" "$backend" "$scenario" "$label" <<'EOF' >&2
 import json, sys
 d = json.load(open(sys.argv[1]))
@@ -542,15 +552,20 @@ for r in csv.DictReader(open(runs_file), delimiter="\t"):
         "p99": (p.get("p99") or 0) * 1000,
         "non2xx": sum(n for c, n in codes.items() if not str(c).startswith("2")),
         "errors": errors,
-        "cores": int(r["cpu_ticks"]) / clk / s["total"] if s.get("total") else 0.0,
+        "cores": int(r["cpu_ticks"]) / clk / s["total"],
+        "db_cores": int(r["db_cpu_ticks"]) / clk / s["total"] if r["db_cpu_ticks"] else None,
     })
 
 def fmt(x, digits=0):
     return f"{x:,.{digits}f}"
 
+def db_cores(xs):
+    v = [x["db_cores"] for x in xs if x["db_cores"] is not None]
+    return fmt(statistics.median(v), 2) if v else "-"
+
 print("| backend | scenario | req/s (median) | req/s (min-max) | p50 ms | p99 ms | non-2xx | "
-      "server cores | ratio to nginx |")
-print("|---|---|---:|---:|---:|---:|---:|---:|---:|")
+      "server cores | PostgreSQL cores | ratio to nginx |")
+print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
 backends = list(dict.fromkeys(k[0] for k in rows))
 notes = []
 for b in backends:
@@ -566,6 +581,7 @@ for b in backends:
               f"| {fmt(statistics.median(x['p99'] for x in xs), 2)} "
               f"| {sum(x['non2xx'] for x in xs)} "
               f"| {fmt(statistics.median(x['cores'] for x in xs), 2)} "
+              f"| {db_cores(xs)} "
               f"| {med / nginx:.3f} |")
         errs = {}
         for x in xs:
@@ -576,7 +592,9 @@ for b in backends:
                          + ", ".join(f"{k}: {n}" for k, n in errs.items()))
 print()
 print("req/s, p50 and p99 are medians over the rounds; non-2xx is the total over the rounds; "
-      "server cores is the CPU time of the server (nginx: master and workers) per second of run.")
+      "server cores is the CPU time of the server (the gateway, or nginx's master and workers) "
+      "per second of run, PostgreSQL cores that of the PostgreSQL server and its backends; "
+      "oha shares the same cores.")
 print()
 for line in open(rss_file):
     b, kib = line.split()
@@ -587,7 +605,8 @@ for b in backends:
         x = h[0]
         target = open(f"{out}/{b}-half-rate.txt").read().strip()
         print(f"- disclosure at half its best rate ({b}, oha -q {target}): {fmt(x['rps'])} req/s, "
-              f"p50 {fmt(x['p50'], 2)} ms, p99 {fmt(x['p99'], 2)} ms, non-2xx {x['non2xx']}")
+              f"p50 {fmt(x['p50'], 2)} ms, p99 {fmt(x['p99'], 2)} ms, non-2xx {x['non2xx']}, "
+              f"gateway cores {fmt(x['cores'], 2)}")
 for n in notes:
     print(f"- {n}")
 EOF
