@@ -396,7 +396,7 @@ cpu_ticks() { # pid [include children listed in /proc]: utime+stime of the proce
 }
 
 RUNS=$OUT/runs.tsv
-printf 'backend\tscenario\tround\tfile\tcpu_ticks\tdb_cpu_ticks\n' >"$RUNS"
+printf 'backend\tscenario\tround\tfile\tcpu_ticks\tdb_cpu_ticks\tload1\n' >"$RUNS"
 
 # backend scenario label [extra oha args...]
 run_oha() {
@@ -422,8 +422,10 @@ run_oha() {
         db_after=$(cpu_ticks "$db")
         db=$((db_after - db_before))
     fi
-    printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$backend" "$scenario" "$label" "$file" "$((after - before))" \
-        "$db" >>"$RUNS"
+    # The 1-minute load average at the end of the run: this run's own client and server make
+    # about 2 of it; more means other work shared the cores.
+    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$backend" "$scenario" "$label" "$file" \
+        "$((after - before))" "$db" "$(cut -d ' ' -f 1 /proc/loadavg)" >>"$RUNS"
     python3 - "$OUT/$file" "$backend" "$scenario" "$label" <<'EOF' >&2
 import json, sys
 d = json.load(open(sys.argv[1]))
@@ -554,6 +556,7 @@ for r in csv.DictReader(open(runs_file), delimiter="\t"):
         "errors": errors,
         "cores": int(r["cpu_ticks"]) / clk / s["total"],
         "db_cores": int(r["db_cpu_ticks"]) / clk / s["total"] if r["db_cpu_ticks"] else None,
+        "load1": float(r["load1"]),
     })
 
 def fmt(x, digits=0):
@@ -596,6 +599,10 @@ print("req/s, p50 and p99 are medians over the rounds; non-2xx is the total over
       "per second of run, PostgreSQL cores that of the PostgreSQL server and its backends; "
       "oha shares the same cores.")
 print()
+for b in backends:
+    loads = [x["load1"] for k, xs in rows.items() if k[0] == b for x in xs]
+    print(f"- 1-minute load average at the end of each {b} run: {min(loads):.2f} to "
+          f"{max(loads):.2f} (the run's own oha and server account for about 2)")
 for line in open(rss_file):
     b, kib = line.split()
     print(f"- gateway peak RSS ({b}, VmHWM after the runs): {int(kib) / 1024:.1f} MiB")
