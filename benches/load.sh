@@ -168,7 +168,7 @@ grep -q -- '--wait-ongoing-requests-after-deadline' <<<"$OHA_HELP" &&
 
 log "cargo build --release --locked"
 "$CARGO" build --release --locked >&2
-BIN=$ROOT/target/release/coresponse-gateway
+BIN=${CARGO_TARGET_DIR:-$ROOT/target}/release/coresponse-gateway
 [[ -x $BIN ]] || die "$BIN was not built"
 
 COMMIT=$(git rev-parse --short HEAD)

@@ -548,7 +548,9 @@ pub async fn read_current(
     id: &RecordId,
 ) -> Result<(Option<DecryptedRecord>, Epochs), RecordError> {
     let (rows, epochs) = rows::read_current(c, kind.as_str(), id.as_str()).await?;
-    keyring.observe_key_epoch(epochs.keys);
+    if rows.is_some() {
+        keyring.observe_key_epoch(epochs.keys);
+    }
     let rec = rows
         .map(|r| open_current(keyring, kind, id, r).map(|(_, _, d)| d))
         .transpose()?;

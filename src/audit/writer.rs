@@ -356,7 +356,14 @@ async fn commit_batch(
 /// whenever another connection wrote). After a failed commit it is closed and the next batch
 /// opens a fresh one, whatever state the old one was in.
 #[derive(Default)]
-enum WriterConn {
+struct WriterConn {
+    db: WriterDb,
+    /// The newest checkpoint this writer has seen (its own, or another replica's).
+    last_checkpoint: Option<u64>,
+}
+
+#[derive(Default)]
+enum WriterDb {
     #[default]
     None,
     Sqlite(SqliteConnection),
@@ -376,45 +383,51 @@ async fn write_batch(
     batch: &[Job],
 ) -> Result<Vec<AppendedEntry>, LogError> {
     let entries: Vec<&NewEntry> = batch.iter().map(|j| &j.entry).collect();
-    if matches!(conn, WriterConn::None) {
-        *conn = if let Some(c) = store
+    if matches!(conn.db, WriterDb::None) {
+        conn.db = if let Some(c) = store
             .sqlite_connection(&[("wal_autocheckpoint", SQLITE_WRITER_WAL_PAGES.to_string())])
             .await?
         {
-            WriterConn::Sqlite(c)
+            WriterDb::Sqlite(c)
         } else if let Some(c) = store.postgres_connection().await? {
-            WriterConn::Postgres(c)
+            WriterDb::Postgres(c)
         } else {
             return Err(LogError::WriteFailed(
                 "the database is open read-only: the log cannot be written".into(),
             ));
         };
     }
-    let result = match conn {
-        WriterConn::Sqlite(c) => write_in(c, signer, settings, &entries).await,
-        WriterConn::Postgres(c) => write_in(c, signer, settings, &entries).await,
-        WriterConn::None => Err(LogError::Closed),
+    let last = &mut conn.last_checkpoint;
+    let result = match &mut conn.db {
+        WriterDb::Sqlite(c) => write_in(c, signer, settings, &entries, last).await,
+        WriterDb::Postgres(c) => write_in(c, signer, settings, &entries, last).await,
+        WriterDb::None => Err(LogError::Closed),
     };
     if result.is_err() {
-        match std::mem::take(conn) {
-            WriterConn::Sqlite(c) => {
+        conn.last_checkpoint = None;
+        match std::mem::take(&mut conn.db) {
+            WriterDb::Sqlite(c) => {
                 let _ = c.close().await;
             }
-            WriterConn::Postgres(c) => {
+            WriterDb::Postgres(c) => {
                 let _ = c.close().await;
             }
-            WriterConn::None => {}
+            WriterDb::None => {}
         }
     }
     result
 }
 
 /// One group commit on `conn`: lock the head, append, maybe checkpoint, commit durably.
+/// `last_checkpoint` is the newest checkpoint this writer knows of: while fewer than
+/// `checkpoint_every_entries` entries follow it, no checkpoint can be due (another replica's
+/// checkpoints are only newer), so the commit asks the database nothing more.
 async fn write_in<C>(
     conn: &mut C,
     signer: Option<&CheckpointSigner>,
     settings: &AuditSettings,
     entries: &[&NewEntry],
+    last_checkpoint: &mut Option<u64>,
 ) -> Result<Vec<AppendedEntry>, LogError>
 where
     C: ChainConn + sqlx::Connection,
@@ -423,22 +436,22 @@ where
     let mut tx = conn.begin().await?;
     let head = tx.lock_head().await?;
     let (new_head, appended) = db::append_locked(&mut *tx, head, entries).await?;
-    if let Some(s) = signer {
-        checkpoint_locked(
-            &mut *tx,
-            s,
-            new_head,
-            settings.checkpoint_every_entries,
-            None,
-        )
-        .await?;
+    let every = settings.checkpoint_every_entries.max(1);
+    let due = last_checkpoint.is_none_or(|last| new_head.seq.saturating_sub(last) >= every);
+    let mut seen = *last_checkpoint;
+    if let Some(s) = signer
+        && due
+    {
+        seen = checkpoint_locked(&mut *tx, s, new_head, every, None).await?;
     }
     tx.commit().await?;
+    *last_checkpoint = seen;
     Ok(appended)
 }
 
 /// Inside a transaction holding the head lock: signs a checkpoint at `head` if at least
 /// `every_entries` entries, or (with `every_time`) that much time, passed since the last one.
+/// Returns the newest checkpoint's sequence number afterwards (`None`: there is none).
 async fn checkpoint_locked<C: ChainConn>(
     conn: &mut C,
     signer: &CheckpointSigner,
@@ -446,13 +459,14 @@ async fn checkpoint_locked<C: ChainConn>(
     every_entries: u64,
     every_time: Option<Duration>,
 ) -> Result<Option<u64>, LogError> {
+    let last = conn.last_checkpoint().await?;
     if head.seq == 0 {
-        return Ok(None);
+        return Ok(last.map(|(s, _)| s));
     }
     let now = Utc::now().timestamp_micros();
-    let (last_seq, last_at) = conn.last_checkpoint().await?.unwrap_or((0, i64::MIN));
+    let (last_seq, last_at) = last.unwrap_or((0, i64::MIN));
     if head.seq <= last_seq {
-        return Ok(None);
+        return Ok(Some(last_seq));
     }
     let by_count = head.seq - last_seq >= every_entries.max(1);
     let by_time = every_time.is_some_and(|t| {
@@ -460,7 +474,7 @@ async fn checkpoint_locked<C: ChainConn>(
         now.saturating_sub(last_at) >= t
     });
     if !by_count && !by_time {
-        return Ok(None);
+        return Ok(last.map(|(s, _)| s));
     }
     let c = signer.sign(head.seq, head.hash, now);
     conn.insert_checkpoint(&c).await?;

@@ -82,163 +82,292 @@ pub struct CurrentRows {
     pub latest_version: Option<i64>,
 }
 
-/// One row of the combined read ([`read_current`]); `part` says which table it comes from.
+/// The combined read on SQLite: one row holding the record, its data key, its current
+/// version, the cache epochs, and the version's fields and the subjects as lists of
+/// hex-encoded parts (`hex(name):hex(ciphertext),...` and `position:hex(index):hex(ct),...`).
+/// One row means one value copy per column and one message from SQLite's worker thread,
+/// instead of one per field.
+const READ_CURRENT_SQLITE: &str = "\
+SELECT r.owner, r.data_key_id, r.current_version, r.created_at_us, \
+       k.purpose AS key_purpose, k.master_version AS key_master_version, \
+       k.wrapped AS key_wrapped, \
+       v.version AS v_version, v.author_partner AS v_author_partner, \
+       v.author_user AS v_author_user, v.at_us AS v_at_us, \
+       v.changed_fields AS v_changed_fields, v.subjects_changed AS v_subjects_changed, \
+       v.manifest AS v_manifest, \
+       (SELECT group_concat(hex(f.field) || ':' || hex(f.ciphertext), ',') \
+          FROM record_fields f \
+         WHERE f.kind = r.kind AND f.id = r.id AND f.version = r.current_version) AS fields, \
+       (SELECT group_concat(s.position || ':' || hex(s.blind_index) || ':' \
+                            || hex(s.ciphertext), ',') \
+          FROM record_subjects s WHERE s.kind = r.kind AND s.id = r.id) AS subjects, \
+       (SELECT MAX(m.version) FROM record_versions m \
+         WHERE m.kind = r.kind AND m.id = r.id) AS latest_version, \
+       e.consents AS epoch_consents, e.keys AS epoch_keys \
+  FROM records r \
+  LEFT JOIN data_keys k ON k.id = r.data_key_id \
+  LEFT JOIN record_versions v \
+    ON v.kind = r.kind AND v.id = r.id AND v.version = r.current_version \
+  LEFT JOIN cache_epochs e ON e.id = 1 \
+ WHERE r.kind = $1 AND r.id = $2";
+
+/// The combined read on PostgreSQL: the same row, with the fields and subjects as native
+/// arrays.
+const READ_CURRENT_POSTGRES: &str = "\
+SELECT r.owner, r.data_key_id, r.current_version, r.created_at_us, \
+       k.purpose AS key_purpose, k.master_version AS key_master_version, \
+       k.wrapped AS key_wrapped, \
+       v.version AS v_version, v.author_partner AS v_author_partner, \
+       v.author_user AS v_author_user, v.at_us AS v_at_us, \
+       v.changed_fields AS v_changed_fields, v.subjects_changed AS v_subjects_changed, \
+       v.manifest AS v_manifest, \
+       ARRAY(SELECT f.field FROM record_fields f \
+              WHERE f.kind = r.kind AND f.id = r.id AND f.version = r.current_version \
+              ORDER BY f.field) AS field_names, \
+       ARRAY(SELECT f.ciphertext FROM record_fields f \
+              WHERE f.kind = r.kind AND f.id = r.id AND f.version = r.current_version \
+              ORDER BY f.field) AS field_ciphertexts, \
+       ARRAY(SELECT s.position FROM record_subjects s \
+              WHERE s.kind = r.kind AND s.id = r.id ORDER BY s.position) AS subject_positions, \
+       ARRAY(SELECT s.blind_index FROM record_subjects s \
+              WHERE s.kind = r.kind AND s.id = r.id ORDER BY s.position) AS subject_indexes, \
+       ARRAY(SELECT s.ciphertext FROM record_subjects s \
+              WHERE s.kind = r.kind AND s.id = r.id ORDER BY s.position) AS subject_ciphertexts, \
+       (SELECT MAX(m.version) FROM record_versions m \
+         WHERE m.kind = r.kind AND m.id = r.id) AS latest_version, \
+       e.consents AS epoch_consents, e.keys AS epoch_keys \
+  FROM records r \
+  LEFT JOIN data_keys k ON k.id = r.data_key_id \
+  LEFT JOIN record_versions v \
+    ON v.kind = r.kind AND v.id = r.id AND v.version = r.current_version \
+  LEFT JOIN cache_epochs e ON e.id = 1 \
+ WHERE r.kind = $1 AND r.id = $2";
+
+/// The columns both combined reads share.
 #[derive(Debug, sqlx::FromRow)]
-struct PartRow {
-    part: i64,
-    t1: Option<String>,
-    t2: Option<String>,
-    t3: Option<String>,
-    n1: Option<i64>,
-    n2: Option<i64>,
-    n3: Option<i64>,
-    b1: Option<Vec<u8>>,
-    b2: Option<Vec<u8>>,
+struct CurrentHead {
+    owner: String,
+    data_key_id: String,
+    current_version: i64,
+    created_at_us: i64,
+    key_purpose: Option<String>,
+    key_master_version: Option<i64>,
+    key_wrapped: Option<Vec<u8>>,
+    v_version: Option<i64>,
+    v_author_partner: Option<String>,
+    v_author_user: Option<String>,
+    v_at_us: Option<i64>,
+    v_changed_fields: Option<String>,
+    v_subjects_changed: Option<i64>,
+    v_manifest: Option<Vec<u8>>,
+    latest_version: Option<i64>,
+    epoch_consents: Option<i64>,
+    epoch_keys: Option<i64>,
 }
 
-/// The combined read: the record with its data key (0), current version (1), its fields (2),
-/// the subjects (3), the highest stored version (4) and the cache epochs (5). Written for both
-/// backends (typed first branch, `CAST` for the part numbers; rows are ordered in Rust, since
-/// PostgreSQL's collation need not be byte order).
-const READ_CURRENT: &str = "\
-SELECT CAST(0 AS BIGINT) AS part, r.owner AS t1, r.data_key_id AS t2, k.purpose AS t3, \
-       r.current_version AS n1, r.created_at_us AS n2, k.master_version AS n3, \
-       k.wrapped AS b1, NULL AS b2 \
-  FROM records r LEFT JOIN data_keys k ON k.id = r.data_key_id \
- WHERE r.kind = $1 AND r.id = $2 \
-UNION ALL \
-SELECT CAST(1 AS BIGINT), v.author_partner, v.author_user, v.changed_fields, \
-       v.version, v.at_us, v.subjects_changed, v.manifest, NULL \
-  FROM records r JOIN record_versions v \
-    ON v.kind = r.kind AND v.id = r.id AND v.version = r.current_version \
- WHERE r.kind = $1 AND r.id = $2 \
-UNION ALL \
-SELECT CAST(2 AS BIGINT), f.field, NULL, NULL, NULL, NULL, NULL, f.ciphertext, NULL \
-  FROM records r JOIN record_fields f \
-    ON f.kind = r.kind AND f.id = r.id AND f.version = r.current_version \
- WHERE r.kind = $1 AND r.id = $2 \
-UNION ALL \
-SELECT CAST(3 AS BIGINT), NULL, NULL, NULL, s.position, NULL, NULL, s.blind_index, \
-       s.ciphertext \
-  FROM record_subjects s WHERE s.kind = $1 AND s.id = $2 \
-UNION ALL \
-SELECT CAST(4 AS BIGINT), NULL, NULL, NULL, MAX(version), NULL, NULL, NULL, NULL \
-  FROM record_versions WHERE kind = $1 AND id = $2 \
-UNION ALL \
-SELECT CAST(5 AS BIGINT), NULL, NULL, NULL, consents, keys, NULL, NULL, NULL \
-  FROM cache_epochs WHERE id = 1";
+#[derive(Debug, sqlx::FromRow)]
+struct CurrentSqlite {
+    #[sqlx(flatten)]
+    head: CurrentHead,
+    fields: Option<String>,
+    subjects: Option<String>,
+}
+
+#[derive(Debug, sqlx::FromRow)]
+struct CurrentPostgres {
+    #[sqlx(flatten)]
+    head: CurrentHead,
+    field_names: Vec<String>,
+    field_ciphertexts: Vec<Vec<u8>>,
+    subject_positions: Vec<i64>,
+    subject_indexes: Vec<Vec<u8>>,
+    subject_ciphertexts: Vec<Vec<u8>>,
+}
+
+fn unhex(part: &str) -> Result<Vec<u8>, StoreError> {
+    hex::decode(part).map_err(|_| StoreError::Range("a record part is not hex"))
+}
+
+/// Parses `hex(name):hex(ciphertext),...`.
+fn sqlite_fields(text: Option<&str>) -> Result<Vec<FieldRow>, StoreError> {
+    let mut out = Vec::new();
+    for item in text
+        .unwrap_or_default()
+        .split(',')
+        .filter(|s| !s.is_empty())
+    {
+        let (name, ct) = item
+            .split_once(':')
+            .ok_or(StoreError::Range("a record field part"))?;
+        let field = String::from_utf8(unhex(name)?)
+            .map_err(|_| StoreError::Range("a field name is not UTF-8"))?;
+        out.push(FieldRow {
+            field,
+            ciphertext: unhex(ct)?,
+        });
+    }
+    Ok(out)
+}
+
+/// Parses `position:hex(index):hex(ciphertext),...`.
+fn sqlite_subjects(text: Option<&str>) -> Result<Vec<SubjectRow>, StoreError> {
+    let mut out = Vec::new();
+    for item in text
+        .unwrap_or_default()
+        .split(',')
+        .filter(|s| !s.is_empty())
+    {
+        let mut parts = item.splitn(3, ':');
+        let (Some(pos), Some(index), Some(ct)) = (parts.next(), parts.next(), parts.next()) else {
+            return Err(StoreError::Range("a record subject part"));
+        };
+        out.push(SubjectRow {
+            position: pos
+                .parse()
+                .map_err(|_| StoreError::Range("a subject position"))?,
+            blind_index: unhex(index)?,
+            ciphertext: unhex(ct)?,
+        });
+    }
+    Ok(out)
+}
+
+fn current_rows(
+    kind: &str,
+    id: &str,
+    h: CurrentHead,
+    mut fields: Vec<FieldRow>,
+    mut subjects: Vec<SubjectRow>,
+) -> (CurrentRows, Epochs) {
+    let key = match (h.key_purpose, h.key_master_version, h.key_wrapped) {
+        (Some(purpose), Some(master_version), Some(wrapped)) => Some(WrappedKey {
+            id: h.data_key_id.clone(),
+            purpose,
+            master_version,
+            wrapped,
+        }),
+        _ => None,
+    };
+    let version = match (
+        h.v_version,
+        h.v_author_partner,
+        h.v_author_user,
+        h.v_at_us,
+        h.v_changed_fields,
+        h.v_subjects_changed,
+        h.v_manifest,
+    ) {
+        (
+            Some(version),
+            Some(author_partner),
+            Some(author_user),
+            Some(at_us),
+            Some(changed_fields),
+            Some(subjects_changed),
+            Some(manifest),
+        ) => Some(VersionRow {
+            version,
+            author_partner,
+            author_user,
+            at_us,
+            changed_fields,
+            subjects_changed,
+            manifest,
+        }),
+        _ => None,
+    };
+    // Rows are ordered here: PostgreSQL's collation need not be byte order.
+    fields.sort_by(|a, b| a.field.cmp(&b.field));
+    subjects.sort_by_key(|s| s.position);
+    let epochs = Epochs {
+        consents: h.epoch_consents.unwrap_or_default(),
+        keys: h.epoch_keys.unwrap_or_default(),
+    };
+    (
+        CurrentRows {
+            record: RecordRow {
+                kind: kind.to_owned(),
+                id: id.to_owned(),
+                owner: h.owner,
+                data_key_id: h.data_key_id,
+                current_version: h.current_version,
+                created_at_us: h.created_at_us,
+            },
+            key,
+            version,
+            fields,
+            subjects,
+            latest_version: h.latest_version,
+        },
+        epochs,
+    )
+}
 
 /// Reads everything stored for the current version of `(kind, id)` and the cache epochs, in
-/// one statement (one round trip). `None` when there is no such record.
+/// one statement that returns one row (one round trip). `None` when there is no such record
+/// (the epochs are then zero: they are read with a record only).
 pub async fn read_current(
     c: &mut Conn<'_>,
     kind: &str,
     id: &str,
 ) -> Result<(Option<CurrentRows>, Epochs), StoreError> {
-    let rows: Vec<PartRow> = on_conn!(c, |c| {
-        sqlx::query_as(READ_CURRENT)
-            .bind(kind)
-            .bind(id)
-            .fetch_all(c)
-            .await
-    })?;
-    let mut record = None;
-    let mut key = None;
-    let mut version = None;
-    let mut fields = Vec::new();
-    let mut subjects = Vec::new();
-    let mut latest_version = None;
-    let mut epochs = None;
-    let missing = StoreError::Range("incomplete record row");
-    for r in rows {
-        match r.part {
-            0 => {
-                let (Some(owner), Some(data_key_id), Some(current_version), Some(created_at_us)) =
-                    (r.t1, r.t2, r.n1, r.n2)
-                else {
-                    return Err(missing);
-                };
-                record = Some(RecordRow {
-                    kind: kind.to_owned(),
-                    id: id.to_owned(),
-                    owner,
-                    data_key_id: data_key_id.clone(),
-                    current_version,
-                    created_at_us,
-                });
-                if let (Some(purpose), Some(master_version), Some(wrapped)) = (r.t3, r.n3, r.b1) {
-                    key = Some(WrappedKey {
-                        id: data_key_id,
-                        purpose,
-                        master_version,
-                        wrapped,
-                    });
+    let found = match c {
+        Conn::Sqlite(c) => {
+            let row: Option<CurrentSqlite> = sqlx::query_as(READ_CURRENT_SQLITE)
+                .bind(kind)
+                .bind(id)
+                .fetch_optional(&mut **c)
+                .await?;
+            match row {
+                None => None,
+                Some(r) => {
+                    let fields = sqlite_fields(r.fields.as_deref())?;
+                    let subjects = sqlite_subjects(r.subjects.as_deref())?;
+                    Some(current_rows(kind, id, r.head, fields, subjects))
                 }
             }
-            1 => {
-                let (
-                    Some(author_partner),
-                    Some(author_user),
-                    Some(changed_fields),
-                    Some(v),
-                    Some(at_us),
-                    Some(subjects_changed),
-                    Some(manifest),
-                ) = (r.t1, r.t2, r.t3, r.n1, r.n2, r.n3, r.b1)
-                else {
-                    return Err(missing);
-                };
-                version = Some(VersionRow {
-                    version: v,
-                    author_partner,
-                    author_user,
-                    at_us,
-                    changed_fields,
-                    subjects_changed,
-                    manifest,
-                });
-            }
-            2 => {
-                let (Some(field), Some(ciphertext)) = (r.t1, r.b1) else {
-                    return Err(missing);
-                };
-                fields.push(FieldRow { field, ciphertext });
-            }
-            3 => {
-                let (Some(position), Some(blind_index), Some(ciphertext)) = (r.n1, r.b1, r.b2)
-                else {
-                    return Err(missing);
-                };
-                subjects.push(SubjectRow {
-                    position,
-                    blind_index,
-                    ciphertext,
-                });
-            }
-            4 => latest_version = r.n1,
-            5 => {
-                epochs = Some(Epochs {
-                    consents: r.n1.unwrap_or_default(),
-                    keys: r.n2.unwrap_or_default(),
-                });
-            }
-            _ => return Err(StoreError::Range("record read part")),
         }
-    }
-    let epochs = epochs.ok_or(StoreError::Range("the cache epochs row is missing"))?;
-    fields.sort_by(|a, b| a.field.cmp(&b.field));
-    subjects.sort_by_key(|s| s.position);
-    Ok((
-        record.map(|record| CurrentRows {
-            record,
-            key,
-            version,
-            fields,
-            subjects,
-            latest_version,
-        }),
-        epochs,
-    ))
+        Conn::Postgres(c) => {
+            let row: Option<CurrentPostgres> = sqlx::query_as(READ_CURRENT_POSTGRES)
+                .bind(kind)
+                .bind(id)
+                .fetch_optional(&mut **c)
+                .await?;
+            match row {
+                None => None,
+                Some(r) => {
+                    if r.field_names.len() != r.field_ciphertexts.len()
+                        || r.subject_positions.len() != r.subject_indexes.len()
+                        || r.subject_positions.len() != r.subject_ciphertexts.len()
+                    {
+                        return Err(StoreError::Range("record parts of unequal length"));
+                    }
+                    let fields = r
+                        .field_names
+                        .into_iter()
+                        .zip(r.field_ciphertexts)
+                        .map(|(field, ciphertext)| FieldRow { field, ciphertext })
+                        .collect();
+                    let subjects = r
+                        .subject_positions
+                        .into_iter()
+                        .zip(r.subject_indexes)
+                        .zip(r.subject_ciphertexts)
+                        .map(|((position, blind_index), ciphertext)| SubjectRow {
+                            position,
+                            blind_index,
+                            ciphertext,
+                        })
+                        .collect();
+                    Some(current_rows(kind, id, r.head, fields, subjects))
+                }
+            }
+        }
+    };
+    Ok(match found {
+        Some((rows, epochs)) => (Some(rows), epochs),
+        None => (None, Epochs::default()),
+    })
 }
 
 /// The `records` row of `(kind, id)`.
