@@ -18,7 +18,7 @@ use coresponse_gateway::audit::{
     LegalBasis, NewEntry, Outcome, RecordRef, SubjectKey,
 };
 use coresponse_gateway::config::{AuditSettings, StorageSettings};
-use coresponse_gateway::store::Store;
+use coresponse_gateway::store::{Store, on_conn};
 
 fn env(name: &str, default: u64) -> u64 {
     std::env::var(name)
@@ -71,31 +71,40 @@ fn main() {
     rt.block_on(async {
         let dir = tempfile::tempdir().expect("tempdir");
         let store = Store::open(&StorageSettings {
-            url: format!("sqlite://{}", dir.path().join("bench.db").display()),
-            password_file: None,
             max_connections: 4,
+            ..StorageSettings::new(format!(
+                "sqlite://{}",
+                dir.path().join("bench.db").display()
+            ))
         })
         .await
         .expect("store");
         if let Ok(which) = std::env::var("AUDIT_BENCH_DROP_INDEXES") {
             // Diagnosis only: how much of the append cost is secondary-index maintenance.
-            let names: Vec<String> = sqlx::query_as::<_, (String,)>(
-                "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'audit_log' \
-                 AND sql IS NOT NULL",
-            )
-            .fetch_all(store.pool())
-            .await
-            .expect("indexes")
-            .into_iter()
-            .map(|r| r.0)
-            .filter(|n| which == "1" || which.split(',').any(|w| w == n))
-            .collect();
+            let mut pooled = store.acquire().await.expect("connection");
+            let names: Vec<(String,)> = on_conn!(&mut pooled.conn(), |c| {
+                sqlx::query_as(
+                    "SELECT name FROM sqlite_master WHERE type = 'index' \
+                     AND tbl_name = 'audit_log' AND sql IS NOT NULL",
+                )
+                .fetch_all(c)
+                .await
+            })
+            .expect("indexes");
+            let names: Vec<String> = names
+                .into_iter()
+                .map(|r| r.0)
+                .filter(|n| which == "1" || which.split(',').any(|w| w == n))
+                .collect();
             for name in names {
                 println!("dropping index {name}");
-                sqlx::raw_sql(sqlx::AssertSqlSafe(format!("DROP INDEX {name}")))
-                    .execute(store.pool())
-                    .await
-                    .expect("drop index");
+                on_conn!(&mut pooled.conn(), |c| {
+                    sqlx::raw_sql(sqlx::AssertSqlSafe(format!("DROP INDEX {name}")))
+                        .execute(c)
+                        .await
+                        .map(|_| ())
+                })
+                .expect("drop index");
             }
         }
         let log = DisclosureLog::start(

@@ -110,7 +110,7 @@ async fn main() {
     let secs = env("HTTP_BENCH_SECS", 10);
     let connections = usize::try_from(env("HTTP_BENCH_CONNECTIONS", 32)).unwrap_or(32);
     let app = spawn_app(Db::Sqlite).await;
-    coresponse_gateway::devinit::seed::seed(&app.state)
+    coresponse_gateway::devinit::seed::seed(&app.state.services)
         .await
         .expect("demo data");
     let clinician = pki().partner_cert("county-mh");

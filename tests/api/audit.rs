@@ -10,11 +10,12 @@ use coresponse_gateway::audit::{
     self, CheckpointExport, DisclosureLog, EntryKind, FailureKind, FieldDisclosure, LegalBasis,
     NewEntry, Outcome, RecordRef, query, retention,
 };
-use coresponse_gateway::crypto::Keyring;
+use coresponse_gateway::domain::SubjectIdentifier;
+use coresponse_gateway::service::keys;
 use coresponse_gateway::startup::open_log;
-use coresponse_gateway::store::Store;
-use coresponse_gateway::store::records::SubjectIdentifier;
+use coresponse_gateway::store::{Conn, Store, on_conn};
 use serde_json::Value;
+use sqlx::Connection as _;
 
 use crate::support::{self, Db, TestApp, pki, spawn_app};
 
@@ -32,9 +33,7 @@ async fn fresh(db: Db) -> Fresh {
     let dir = tempfile::tempdir().unwrap();
     let s = support::settings(db, dir.path()).await;
     let store = Store::open(&s.storage).await.unwrap();
-    let keyring = Keyring::open(&s.crypto.master_key_file, &store)
-        .await
-        .unwrap();
+    let keyring = keys::open(&s.crypto.master_key_file, &store).await.unwrap();
     let log = open_log(&s, store.clone(), &keyring).unwrap();
     Fresh {
         log,
@@ -86,11 +85,19 @@ fn disclosure(
 }
 
 async fn count(store: &Store) -> i64 {
-    let (n,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM audit_log")
-        .fetch_one(store.pool())
-        .await
-        .unwrap();
-    n
+    support::scalar(store, "SELECT COUNT(*) FROM audit_log").await
+}
+
+/// One entry by sequence number, read on a pooled connection.
+async fn get_entry(store: &Store, seq: u64) -> Result<Option<audit::Entry>, audit::LogError> {
+    let mut pooled = store.acquire().await.unwrap();
+    query::get(&mut pooled.conn(), seq).await
+}
+
+/// The entries a filter selects, newest first.
+async fn list(store: &Store, filter: &query::Filter) -> Vec<audit::Entry> {
+    let mut pooled = store.acquire().await.unwrap();
+    query::list(&mut pooled.conn(), filter).await.unwrap()
 }
 
 async fn verify(store: &Store, log: &DisclosureLog) -> audit::StoreVerification {
@@ -115,7 +122,7 @@ async fn a_thousand_concurrent_appends_give_a_thousand_entries_and_a_verifying_c
             .collect();
         let mut seqs: Vec<u64> = Vec::new();
         for t in tasks {
-            seqs.push(t.await.unwrap().seq);
+            seqs.push(t.await.unwrap().seq());
         }
         seqs.sort_unstable();
         assert_eq!(seqs, (1..=1000).collect::<Vec<_>>(), "{db:?}");
@@ -138,7 +145,7 @@ async fn two_gateways_on_one_database_never_fork_the_chain() {
         let mut s = support::settings(db, dir.path()).await;
         s.storage.url = a.url.clone();
         let store_b = Store::open(&s.storage).await.unwrap();
-        let keyring_b = Keyring::open(&s.crypto.master_key_file, &store_b)
+        let keyring_b = keys::open(&s.crypto.master_key_file, &store_b)
             .await
             .unwrap();
         let log_b = open_log(&s, store_b.clone(), &keyring_b).unwrap();
@@ -195,10 +202,7 @@ async fn expect_failure(f: &Fresh, seq: u64, kind: FailureKind) {
 }
 
 async fn exec(store: &Store, sql: &str) {
-    sqlx::raw_sql(sqlx::AssertSqlSafe(sql.to_owned()))
-        .execute(store.pool())
-        .await
-        .unwrap();
+    support::exec(store, sql).await;
 }
 
 #[tokio::test]
@@ -300,28 +304,38 @@ async fn a_partner_copy_of_the_checkpoints_catches_a_rewrite_with_recomputed_has
         assert_eq!(copy.checkpoints.last().map(|c| c.seq), Some(10));
         // Someone with database access rewrites entries 3..=10, recomputes every hash and the
         // head, and removes the stored checkpoints.
-        let mut prev = query::get(&f.store, 2).await.unwrap().unwrap().hash;
+        let mut prev = get_entry(&f.store, 2).await.unwrap().unwrap().hash;
+        let mut pooled = f.store.acquire().await.unwrap();
         for seq in 3..=10u64 {
-            let mut e = query::get(&f.store, seq).await.unwrap().unwrap();
+            let mut e = query::get(&mut pooled.conn(), seq).await.unwrap().unwrap();
             e.data.purpose = Some("treatment".into());
             let hash = audit::entry_hash(seq, &prev, &e.data);
-            sqlx::query(
-                "UPDATE audit_log SET purpose = $1, prev_hash = $2, entry_hash = $3 WHERE seq = $4",
-            )
-            .bind("treatment")
-            .bind(prev.0.to_vec())
-            .bind(hash.0.to_vec())
-            .bind(seq as i64)
-            .execute(f.store.pool())
-            .await
+            on_conn!(&mut pooled.conn(), |c| {
+                sqlx::query(
+                    "UPDATE audit_log SET purpose = $1, prev_hash = $2, entry_hash = $3 \
+                     WHERE seq = $4",
+                )
+                .bind("treatment")
+                .bind(prev.0.to_vec())
+                .bind(hash.0.to_vec())
+                .bind(seq as i64)
+                .execute(c)
+                .await
+                .map(|_| ())
+            })
             .unwrap();
             prev = hash;
         }
-        sqlx::query("UPDATE audit_head SET head_hash = $1")
-            .bind(prev.to_hex())
-            .execute(f.store.pool())
-            .await
-            .unwrap();
+        // The head hash is stored as its 32 bytes, like the entry hashes.
+        on_conn!(&mut pooled.conn(), |c| {
+            sqlx::query("UPDATE audit_head SET head_hash = $1")
+                .bind(prev.0.to_vec())
+                .execute(c)
+                .await
+                .map(|_| ())
+        })
+        .unwrap();
+        drop(pooled);
         exec(&f.store, "DELETE FROM audit_checkpoints").await;
         assert!(
             verify(&f.store, &f.log).await.ok(),
@@ -418,18 +432,19 @@ async fn a_log_stored_as_hex_is_converted_by_the_migration_and_still_verifies() 
                 std::fs::copy(f.path(), old.join(f.file_name())).unwrap();
             }
         }
-        sqlx::any::install_default_drivers();
-        let url = match db {
-            Db::Sqlite => format!("{}?mode=rwc", s.storage.url),
-            Db::Postgres => s.storage.url.clone(),
+        let mut sqlite: Option<sqlx::SqliteConnection> = None;
+        let mut pg: Option<sqlx::PgConnection> = None;
+        let mut conn = match db {
+            Db::Sqlite => {
+                let url = format!("{}?mode=rwc", s.storage.url);
+                Conn::Sqlite(sqlite.insert(sqlx::SqliteConnection::connect(&url).await.unwrap()))
+            }
+            Db::Postgres => Conn::Postgres(
+                pg.insert(sqlx::PgConnection::connect(&s.storage.url).await.unwrap()),
+            ),
         };
-        let pool = sqlx::AnyPool::connect(&url).await.unwrap();
-        sqlx::migrate::Migrator::new(old.as_path())
-            .await
-            .unwrap()
-            .run(&pool)
-            .await
-            .unwrap();
+        let migrator = sqlx::migrate::Migrator::new(old.as_path()).await.unwrap();
+        on_conn!(&mut conn, |c| migrator.run(c).await).unwrap();
 
         // Six chained entries written as the old code wrote them; the sixth hash is then
         // given in upper case, which no entry can have.
@@ -448,33 +463,45 @@ async fn a_log_stored_as_hex_is_converted_by_the_migration_and_still_verifies() 
             } else {
                 hash.to_hex()
             };
-            sqlx::query(
-                "INSERT INTO audit_log (seq, at_us, kind, subject, fields_disclosed, \
-                 fields_withheld, outcome, detail, prev_hash, entry_hash) \
-                 VALUES ($1, $2, 'log_read', $3, '[]', 0, 'permit', $4, $5, $6)",
-            )
-            .bind(seq as i64)
-            .bind(at.timestamp_micros())
-            .bind(e.subject.unwrap().to_hex())
-            .bind(e.detail.clone().unwrap())
-            .bind(prev.to_hex())
-            .bind(stored_hash)
-            .execute(&pool)
-            .await
+            on_conn!(&mut conn, |c| {
+                sqlx::query(
+                    "INSERT INTO audit_log (seq, at_us, kind, subject, fields_disclosed, \
+                     fields_withheld, outcome, detail, prev_hash, entry_hash) \
+                     VALUES ($1, $2, 'log_read', $3, '[]', 0, 'permit', $4, $5, $6)",
+                )
+                .bind(seq as i64)
+                .bind(at.timestamp_micros())
+                .bind(e.subject.unwrap().to_hex())
+                .bind(e.detail.clone().unwrap())
+                .bind(prev.to_hex())
+                .bind(stored_hash.clone())
+                .execute(c)
+                .await
+                .map(|_| ())
+            })
             .unwrap();
             written.push((e, hash));
             prev = hash;
         }
-        sqlx::query("UPDATE audit_head SET seq = 6, head_hash = $1")
-            .bind(prev.to_hex())
-            .execute(&pool)
-            .await
-            .unwrap();
-        pool.close().await;
+        // The old schema kept the head hash as hex text too.
+        on_conn!(&mut conn, |c| {
+            sqlx::query("UPDATE audit_head SET seq = 6, head_hash = $1")
+                .bind(prev.to_hex())
+                .execute(c)
+                .await
+                .map(|_| ())
+        })
+        .unwrap();
+        if let Some(c) = sqlite {
+            c.close().await.unwrap();
+        }
+        if let Some(c) = pg {
+            c.close().await.unwrap();
+        }
 
         let store = Store::open(&s.storage).await.unwrap();
         for (seq, (e, hash)) in (1..).zip(&written) {
-            let got = query::get(&store, seq).await;
+            let got = get_entry(&store, seq).await;
             if seq == 6 {
                 assert!(got.is_err(), "{db:?}: the malformed hash was made valid");
                 continue;
@@ -492,7 +519,7 @@ async fn a_log_stored_as_hex_is_converted_by_the_migration_and_still_verifies() 
         );
         assert_eq!(v.summary.last_seq, 5);
         // A subject's entries are still found by its pseudonym.
-        let found = query::list(
+        let found = list(
             &store,
             &query::Filter {
                 subject: Some(key.pseudonym("mrn", "S-2")),
@@ -500,8 +527,7 @@ async fn a_log_stored_as_hex_is_converted_by_the_migration_and_still_verifies() 
                 ..Default::default()
             },
         )
-        .await
-        .unwrap();
+        .await;
         assert_eq!(found.iter().map(|e| e.seq).collect::<Vec<_>>(), vec![2]);
         store.close().await;
     }
@@ -524,8 +550,8 @@ async fn get(app: &TestApp, who: &((String, String), String), path: &str) -> req
 }
 
 async fn log_reads(app: &TestApp) -> Vec<audit::Entry> {
-    query::list(
-        &app.state.store,
+    list(
+        &app.services().store,
         &query::Filter {
             kinds: vec![EntryKind::LogRead],
             limit: 500,
@@ -533,26 +559,25 @@ async fn log_reads(app: &TestApp) -> Vec<audit::Entry> {
         },
     )
     .await
-    .unwrap()
 }
 
 #[tokio::test]
 async fn a_broken_log_gives_503_and_no_data() {
     for db in BOTH {
         let app = spawn_app(db).await;
-        let log = &app.state.audit;
+        let log = &app.services().log;
         log.append(disclosure(log, "S-1", "metro-pd", "crisis-response", true))
             .await
             .unwrap();
         let who = compliance();
         let ok = get(&app, &who, "/v1/disclosures").await;
         assert_eq!(ok.status(), 200);
-        let before = count(&app.state.store).await;
+        let before = count(&app.services().store).await;
         // Inject the failure: every insert into the log now fails inside the database.
         match db {
             Db::Sqlite => {
                 exec(
-                    &app.state.store,
+                    &app.services().store,
                     "CREATE TRIGGER fail_log BEFORE INSERT ON audit_log \
                      BEGIN SELECT RAISE(ABORT, 'injected failure'); END;",
                 )
@@ -560,7 +585,7 @@ async fn a_broken_log_gives_503_and_no_data() {
             }
             Db::Postgres => {
                 exec(
-                    &app.state.store,
+                    &app.services().store,
                     "CREATE FUNCTION fail_log() RETURNS trigger LANGUAGE plpgsql AS \
                      $$ BEGIN RAISE EXCEPTION 'injected failure'; END $$; \
                      CREATE TRIGGER fail_log BEFORE INSERT ON audit_log \
@@ -587,7 +612,7 @@ async fn a_broken_log_gives_503_and_no_data() {
         // A refused caller is also answered 503 when its refusal cannot be logged.
         let police = officer("metro-pd", "officer-17", &["officer"]);
         assert_eq!(get(&app, &police, "/v1/disclosures").await.status(), 503);
-        assert_eq!(count(&app.state.store).await, before);
+        assert_eq!(count(&app.services().store).await, before);
         app.stop().await;
     }
 }
@@ -639,7 +664,7 @@ async fn only_compliance_officers_read_the_log_and_refusals_are_logged() {
 async fn compliance_queries_filter_paginate_validate_and_are_logged() {
     for db in BOTH {
         let app = spawn_app(db).await;
-        let log = &app.state.audit;
+        let log = &app.services().log;
         let secret = "SUBJ-XYZ-987";
         for i in 0..5 {
             log.append(disclosure(
@@ -756,19 +781,23 @@ async fn compliance_queries_filter_paginate_validate_and_are_logged() {
         );
         assert!(reads.iter().all(|e| e.data.request_id.is_some()));
         // No clear-text identifier anywhere in the log.
-        let rows: Vec<(String, Option<Vec<u8>>)> = sqlx::query_as(
-            "SELECT COALESCE(detail, '') || COALESCE(request_id, ''), subject FROM audit_log",
-        )
-        .fetch_all(app.state.store.pool())
-        .await
+        let mut pooled = app.services().store.acquire().await.unwrap();
+        let rows: Vec<(String, Option<Vec<u8>>)> = on_conn!(&mut pooled.conn(), |c| {
+            sqlx::query_as(
+                "SELECT COALESCE(detail, '') || COALESCE(request_id, ''), subject FROM audit_log",
+            )
+            .fetch_all(c)
+            .await
+        })
         .unwrap();
+        drop(pooled);
         assert!(rows.iter().all(|r| !r.0.contains(secret)));
         assert!(rows.iter().all(|r| {
             r.1.as_ref().is_none_or(|s| {
                 s.len() == 32 && !s.windows(secret.len()).any(|w| w == secret.as_bytes())
             })
         }));
-        let v = verify(&app.state.store, log).await;
+        let v = verify(&app.services().store, log).await;
         assert!(v.ok(), "{v:?}");
         app.stop().await;
     }
@@ -782,7 +811,7 @@ fn urlencode(s: &str) -> String {
 async fn a_subjects_accounting_summarises_repeats_and_leaves_out_denials() {
     for db in BOTH {
         let app = spawn_app(db).await;
-        let log = &app.state.audit;
+        let log = &app.services().log;
         for permit in [true, true, false, true] {
             log.append(disclosure(
                 log,
@@ -869,7 +898,7 @@ async fn a_subjects_accounting_summarises_repeats_and_leaves_out_denials() {
 async fn verification_checkpoints_and_security_events_through_the_api() {
     for db in BOTH {
         let app = spawn_app(db).await;
-        let log = &app.state.audit;
+        let log = &app.services().log;
         for _ in 0..3 {
             log.append(disclosure(log, "S-1", "county-mh", "treatment", true))
                 .await
@@ -912,13 +941,13 @@ async fn verification_checkpoints_and_security_events_through_the_api() {
         let export: CheckpointExport = res.json().await.unwrap();
         assert_eq!(export.algorithm, "ed25519");
         assert!(!export.checkpoints.is_empty());
-        let v = audit::verify_store(&app.state.store, None, Some(&export))
+        let v = audit::verify_store(&app.services().store, None, Some(&export))
             .await
             .unwrap();
         assert!(v.ok(), "{v:?}");
 
         exec(
-            &app.state.store,
+            &app.services().store,
             "UPDATE audit_log SET recipient_user = 'someone' WHERE seq = 2",
         )
         .await;

@@ -10,9 +10,10 @@ use std::process::{Command, Output, Stdio};
 use chrono::Utc;
 use coresponse_gateway::audit::{self, EntryKind, Outcome, query};
 use coresponse_gateway::config::Settings;
-use coresponse_gateway::crypto::Keyring;
-use coresponse_gateway::store::Store;
-use coresponse_gateway::store::records::{Author, NewRecord, SubjectIdentifier};
+use coresponse_gateway::domain::{Author, SubjectIdentifier};
+use coresponse_gateway::service::keys;
+use coresponse_gateway::store::{Store, on_conn};
+use coresponse_gateway::vault::{self, NewRecord};
 use serde_json::{Value, json};
 
 use crate::support::pg::PgCluster;
@@ -106,10 +107,10 @@ fn incident(id: &str, narrative: &str) -> NewRecord {
 /// Every record readable with the key file as it now is.
 async fn assert_readable(dev: &Dev, records: &[NewRecord]) {
     let store = dev.store().await;
-    let keyring = Keyring::open(&dev.key_file(), &store).await.unwrap();
+    let keyring = keys::open(&dev.key_file(), &store).await.unwrap();
     for rec in records {
-        let got = store
-            .get_record(&keyring, &rec.kind, &rec.id)
+        let mut pooled = store.acquire().await.unwrap();
+        let got = vault::get_record(&mut pooled.conn(), &keyring, &rec.kind, &rec.id, None)
             .await
             .unwrap()
             .unwrap_or_else(|| panic!("{} is gone", rec.id.as_str()));
@@ -121,8 +122,9 @@ async fn assert_readable(dev: &Dev, records: &[NewRecord]) {
 /// The `key_rotated` entries, oldest first.
 async fn key_entries(dev: &Dev) -> Vec<audit::Entry> {
     let store = dev.store().await;
+    let mut pooled = store.acquire().await.unwrap();
     let mut entries = query::list(
-        &store,
+        &mut pooled.conn(),
         &query::Filter {
             kinds: vec![EntryKind::KeyRotated],
             limit: 100,
@@ -131,6 +133,7 @@ async fn key_entries(dev: &Dev) -> Vec<audit::Entry> {
     )
     .await
     .unwrap();
+    drop(pooled);
     store.close().await;
     entries.reverse();
     entries
@@ -142,7 +145,7 @@ fn detail(e: &audit::Entry) -> &str {
 
 async fn data_keys_per_version(dev: &Dev) -> Vec<(i64, i64)> {
     let store = dev.store().await;
-    let v = store.data_key_versions().await.unwrap();
+    let v = keys::data_key_versions(&store).await.unwrap();
     store.close().await;
     v
 }
@@ -156,16 +159,17 @@ async fn key_commands_record_their_entries_and_keep_records_readable() {
             .collect();
         {
             let store = dev.store().await;
-            let keyring = Keyring::open(&dev.key_file(), &store).await.unwrap();
+            let keyring = keys::open(&dev.key_file(), &store).await.unwrap();
             let author = Author {
                 partner: "metro-pd".parse().unwrap(),
                 user: "off-17".parse().unwrap(),
             };
             for rec in &records {
-                store
-                    .put_record(&keyring, rec, &author, Utc::now())
+                let mut tx = store.begin().await.unwrap();
+                vault::put_record(&mut tx.conn(), &keyring, rec, &author, Utc::now())
                     .await
                     .unwrap();
+                tx.commit().await.unwrap();
             }
             store.close().await;
         }
@@ -261,17 +265,19 @@ async fn key_commands_record_their_entries_and_keep_records_readable() {
 /// The dev directory's SQLite database file and its schema.
 async fn sqlite_schema(path: &Path) -> Vec<(String, String)> {
     let store = Store::open_read_only(&coresponse_gateway::config::StorageSettings {
-        url: format!("sqlite://{}", path.display()),
-        password_file: None,
         max_connections: 2,
+        ..coresponse_gateway::config::StorageSettings::new(format!("sqlite://{}", path.display()))
     })
     .await
     .unwrap();
-    let rows: Vec<(String, String)> =
+    let mut pooled = store.acquire().await.unwrap();
+    let rows: Vec<(String, String)> = on_conn!(&mut pooled.conn(), |c| {
         sqlx::query_as("SELECT name, COALESCE(sql, '') FROM sqlite_master ORDER BY type, name")
-            .fetch_all(store.pool())
+            .fetch_all(c)
             .await
-            .unwrap();
+    })
+    .unwrap();
+    drop(pooled);
     store.close().await;
     rows
 }
@@ -289,9 +295,7 @@ async fn read_only_commands_leave_the_database_as_it_was() {
     {
         let s = dev.settings();
         let store = Store::open(&s.storage).await.unwrap();
-        let keyring = Keyring::open(&s.crypto.master_key_file, &store)
-            .await
-            .unwrap();
+        let keyring = keys::open(&s.crypto.master_key_file, &store).await.unwrap();
         let log = coresponse_gateway::startup::open_log(&s, store.clone(), &keyring).unwrap();
         for i in 0..5 {
             let mut e = audit::NewEntry::new(EntryKind::LogRead, Utc::now(), Outcome::Permit);
@@ -300,10 +304,15 @@ async fn read_only_commands_leave_the_database_as_it_was() {
         }
         log.checkpoint_now().await.unwrap();
         // Fold the write-ahead log into the database file, so that its bytes are final.
-        sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
-            .execute(store.pool())
-            .await
-            .unwrap();
+        let mut pooled = store.acquire().await.unwrap();
+        on_conn!(&mut pooled.conn(), |c| {
+            sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
+                .execute(c)
+                .await
+                .map(|_| ())
+        })
+        .unwrap();
+        drop(pooled);
         store.close().await;
     }
     let bytes_before = std::fs::read(&db_file).unwrap();
@@ -334,20 +343,30 @@ async fn read_only_verification_refuses_an_older_schema_and_changes_nothing() {
         let dev = Dev::new(db).await;
         let store = dev.store().await;
         // As if the database predated the newest migration.
-        let newest: (i64,) = sqlx::query_as("SELECT MAX(version) FROM _sqlx_migrations")
-            .fetch_one(store.pool())
-            .await
-            .unwrap();
-        sqlx::query("DELETE FROM _sqlx_migrations WHERE version = $1")
-            .bind(newest.0)
-            .execute(store.pool())
-            .await
-            .unwrap();
-        let count = || async {
-            let n: (i64,) = sqlx::query_as("SELECT COUNT(*) FROM _sqlx_migrations")
-                .fetch_one(store.pool())
+        let mut pooled = store.acquire().await.unwrap();
+        let newest: (i64,) = on_conn!(&mut pooled.conn(), |c| {
+            sqlx::query_as("SELECT MAX(version) FROM _sqlx_migrations")
+                .fetch_one(c)
                 .await
-                .unwrap();
+        })
+        .unwrap();
+        on_conn!(&mut pooled.conn(), |c| {
+            sqlx::query("DELETE FROM _sqlx_migrations WHERE version = $1")
+                .bind(newest.0)
+                .execute(c)
+                .await
+                .map(|_| ())
+        })
+        .unwrap();
+        drop(pooled);
+        let count = || async {
+            let mut pooled = store.acquire().await.unwrap();
+            let n: (i64,) = on_conn!(&mut pooled.conn(), |c| {
+                sqlx::query_as("SELECT COUNT(*) FROM _sqlx_migrations")
+                    .fetch_one(c)
+                    .await
+            })
+            .unwrap();
             n.0
         };
         let before = count().await;
@@ -372,10 +391,15 @@ async fn read_only_store_refuses_writes_on_both_backends() {
             .await
             .unwrap();
         assert!(ro.is_read_only());
-        let res = sqlx::query("INSERT INTO gateway_meta (key, value) VALUES ('x', 'y')")
-            .execute(ro.pool())
-            .await;
+        let mut pooled = ro.acquire().await.unwrap();
+        let res = on_conn!(&mut pooled.conn(), |c| {
+            sqlx::query("INSERT INTO gateway_meta (key, value) VALUES ('x', 'y')")
+                .execute(c)
+                .await
+                .map(|_| ())
+        });
         assert!(res.is_err(), "{db:?}: a read-only store wrote");
+        drop(pooled);
         ro.close().await;
     }
 }

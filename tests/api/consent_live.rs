@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 use crate::records_api::{
     clinician, incident_body, officer, post, put, read, safety_plan_body, who,
 };
-use crate::support::{Db, TestApp, spawn_app, spawn_with};
+use crate::support::{self, Db, TestApp, spawn_app, spawn_with};
 
 const PLAN: &str = "/v1/records/safety-plan/SP-1";
 
@@ -97,9 +97,9 @@ async fn grant_and_revocation_each_change_the_next_answer() {
             ["crisis_contacts", "deescalation_preferences"],
             "only what the consent names"
         );
-        let e = query::get(&app.state.store, disclosure.unwrap().parse().unwrap())
+        let e = app
+            .log_entry(disclosure.unwrap().parse().unwrap())
             .await
-            .unwrap()
             .unwrap();
         assert!(
             matches!(&e.data.basis, Some(LegalBasis::Consent { consent_id }) if consent_id == &id),
@@ -134,16 +134,13 @@ async fn grant_and_revocation_each_change_the_next_answer() {
             (200, 1),
             "{b}"
         );
-        let reads = query::list(
-            &app.state.store,
-            &query::Filter {
+        let reads = app
+            .log_entries(&query::Filter {
                 kinds: vec![coresponse_gateway::audit::EntryKind::ConsentRead],
                 limit: 10,
                 ..Default::default()
-            },
-        )
-        .await
-        .unwrap();
+            })
+            .await;
         assert_eq!(reads.len(), 1);
         assert_eq!(reads[0].data.recipient_user.as_deref(), Some("aud-1"));
 
@@ -329,10 +326,11 @@ async fn a_tampered_consent_fails_the_read_closed() {
     assert_eq!(s, 403);
     // Someone with database access "un-revokes" it by editing the clear columns: the read is
     // refused (500, nothing disclosed), never decided on the edited consent.
-    sqlx::raw_sql("UPDATE consents SET status = 'active', revoked_at_us = NULL")
-        .execute(app.state.store.pool())
-        .await
-        .unwrap();
+    support::exec(
+        app.store(),
+        "UPDATE consents SET status = 'active', revoked_at_us = NULL",
+    )
+    .await;
     let (s, id_hdr, b) = officer_reads_plan(&app).await;
     assert_eq!(
         (s, b["code"].as_str()),

@@ -9,10 +9,10 @@ use chrono::{Duration, Utc};
 use coresponse_gateway::audit::{self, EntryKind, LegalBasis, Outcome, query};
 use coresponse_gateway::consent::SubjectRef;
 use coresponse_gateway::consent::registry::{self, ConsentStoreError};
-use coresponse_gateway::store::records::SubjectIdentifier;
+use coresponse_gateway::domain::SubjectIdentifier;
 use serde_json::{Value, json};
 
-use crate::support::{self, Db, TestApp, pki, spawn_app};
+use crate::support::{self, Db, TestApp, fetch_all, pki, scalar, spawn_app};
 
 const BOTH: [Db; 2] = [Db::Sqlite, Db::Postgres];
 const PATIENT: &str = "Jordan Quillfeather-Testperson";
@@ -95,37 +95,23 @@ fn revocation() -> Value {
 }
 
 async fn consent_entries(app: &TestApp) -> Vec<audit::Entry> {
-    let mut v = query::list(
-        &app.state.store,
-        &query::Filter {
+    let mut v = app
+        .log_entries(&query::Filter {
             kinds: vec![EntryKind::ConsentChanged],
             limit: 500,
             ..Default::default()
-        },
-    )
-    .await
-    .unwrap();
+        })
+        .await;
     v.reverse();
     v
 }
 
 async fn verify(app: &TestApp) {
-    let v = audit::verify_store(
-        &app.state.store,
-        app.state.audit.checkpoint_key().as_ref(),
-        None,
-    )
-    .await
-    .unwrap();
-    assert!(v.ok(), "{v:?}");
+    app.assert_log_verifies().await;
 }
 
 async fn count_consents(app: &TestApp) -> i64 {
-    let (n,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM consents")
-        .fetch_one(app.state.store.pool())
-        .await
-        .unwrap();
-    n
+    scalar(app.store(), "SELECT COUNT(*) FROM consents").await
 }
 
 fn mrn() -> SubjectIdentifier {
@@ -176,7 +162,7 @@ async fn a_consent_is_recorded_shown_to_its_disclosers_and_sealed_at_rest() {
         assert_eq!(consents[0]["subjects"][0]["value"], MRN);
         assert_eq!(
             list["subject"],
-            app.state.audit.pseudonym(&mrn()).to_hex(),
+            app.services().log.pseudonym(&mrn()).to_hex(),
             "the answer names the subject by pseudonym"
         );
         // Found by its other identifier too.
@@ -210,37 +196,31 @@ async fn a_consent_is_recorded_shown_to_its_disclosers_and_sealed_at_rest() {
             b"DMS-2026-7731",
         ];
         let mut stored: Vec<Vec<u8>> = Vec::new();
-        let pool = app.state.store.pool();
+        let store = app.store();
         let rows: Vec<(String, String, String, Vec<u8>)> =
-            sqlx::query_as("SELECT id, collected_by, status, body FROM consents")
-                .fetch_all(pool)
-                .await
-                .unwrap();
+            fetch_all(store, "SELECT id, collected_by, status, body FROM consents").await;
         for (a, b, c, d) in rows {
             stored.extend([a.into_bytes(), b.into_bytes(), c.into_bytes(), d]);
         }
-        let rows: Vec<(String, String, String, Vec<u8>)> =
-            sqlx::query_as("SELECT event, actor_partner, actor_user, sealed FROM consent_events")
-                .fetch_all(pool)
-                .await
-                .unwrap();
+        let rows: Vec<(String, String, String, Vec<u8>)> = fetch_all(
+            store,
+            "SELECT event, actor_partner, actor_user, sealed FROM consent_events",
+        )
+        .await;
         for (a, b, c, d) in rows {
             stored.extend([a.into_bytes(), b.into_bytes(), c.into_bytes(), d]);
         }
-        let rows: Vec<(Vec<u8>, Vec<u8>)> =
-            sqlx::query_as("SELECT blind_index, ciphertext FROM consent_subjects")
-                .fetch_all(pool)
-                .await
-                .unwrap();
+        let rows: Vec<(Vec<u8>, Vec<u8>)> = fetch_all(
+            store,
+            "SELECT blind_index, ciphertext FROM consent_subjects",
+        )
+        .await;
         assert_eq!(rows.len(), 2);
         for (a, b) in rows {
             stored.extend([a, b]);
         }
         let rows: Vec<(Option<String>, Option<Vec<u8>>)> =
-            sqlx::query_as("SELECT detail, subject FROM audit_log")
-                .fetch_all(pool)
-                .await
-                .unwrap();
+            fetch_all(store, "SELECT detail, subject FROM audit_log").await;
         for (detail, subject) in rows {
             stored.extend([
                 detail.unwrap_or_default().into_bytes(),
@@ -445,7 +425,7 @@ async fn only_a_discloser_records_or_revokes_and_refusals_are_logged() {
                 (Some("oversight"), Outcome::deny("not_a_discloser")),
             ]
         );
-        let pseudonym = app.state.audit.pseudonym(&mrn());
+        let pseudonym = app.services().log.pseudonym(&mrn());
         assert!(entries.iter().all(|e| e.data.subject == Some(pseudonym)));
         verify(&app).await;
         app.stop().await;
@@ -570,10 +550,10 @@ async fn revocation_takes_effect_at_once_is_kept_in_history_and_is_not_repeated(
 
         // The decision inputs, as the disclosure path reads them.
         let as_subject: SubjectRef = "subject-under-test".parse().unwrap();
-        let mut conn = app.state.store.pool().acquire().await.unwrap();
+        let mut pooled = app.store().acquire().await.unwrap();
         let inputs = registry::for_subjects(
-            &mut conn,
-            &app.state.keyring,
+            &mut pooled.conn(),
+            &app.services().keyring,
             &[
                 SubjectIdentifier::new("metro-pd", "P-00000").unwrap(),
                 mrn(),
@@ -583,7 +563,7 @@ async fn revocation_takes_effect_at_once_is_kept_in_history_and_is_not_repeated(
         )
         .await
         .unwrap();
-        drop(conn);
+        drop(pooled);
         assert_eq!(inputs.len(), 1, "one consent, found by two identifiers");
         let c = &inputs[0];
         assert_eq!(c.id, id);
@@ -733,10 +713,7 @@ async fn coverage_answers_which_fields_flow_with_and_without_the_consent() {
 }
 
 async fn exec(app: &TestApp, sql: &str) {
-    sqlx::raw_sql(sqlx::AssertSqlSafe(sql.to_owned()))
-        .execute(app.state.store.pool())
-        .await
-        .unwrap();
+    support::exec(app.store(), sql).await;
 }
 
 #[tokio::test]
@@ -774,11 +751,11 @@ async fn nothing_changes_when_the_log_cannot_be_written() {
             1,
             "no consent without its entry"
         );
-        let (keys,): (i64,) =
-            sqlx::query_as("SELECT COUNT(*) FROM data_keys WHERE purpose = 'consent'")
-                .fetch_one(app.state.store.pool())
-                .await
-                .unwrap();
+        let keys = scalar(
+            app.store(),
+            "SELECT COUNT(*) FROM data_keys WHERE purpose = 'consent'",
+        )
+        .await;
         assert_eq!(keys, 1, "the new data key was rolled back too");
 
         let res = post(
@@ -829,11 +806,16 @@ async fn a_tampered_consent_fails_the_lookup_and_is_never_skipped() {
         )
         .await;
         let as_subject: SubjectRef = "s-1".parse().unwrap();
-        let mut conn = app.state.store.pool().acquire().await.unwrap();
-        let err = registry::for_subjects(&mut conn, &app.state.keyring, &[mrn()], &as_subject)
-            .await
-            .unwrap_err();
-        drop(conn);
+        let mut pooled = app.store().acquire().await.unwrap();
+        let err = registry::for_subjects(
+            &mut pooled.conn(),
+            &app.services().keyring,
+            &[mrn()],
+            &as_subject,
+        )
+        .await
+        .unwrap_err();
+        drop(pooled);
         assert!(
             matches!(&err, ConsentStoreError::Integrity { id: i, .. } if *i == id),
             "{err:?}"
@@ -862,15 +844,20 @@ async fn a_tampered_consent_fails_the_lookup_and_is_never_skipped() {
             ),
         )
         .await;
-        let mut conn = app2.state.store.pool().acquire().await.unwrap();
-        let err = registry::for_subjects(&mut conn, &app2.state.keyring, &[mrn()], &as_subject)
-            .await
-            .unwrap_err();
+        let mut pooled = app2.store().acquire().await.unwrap();
+        let err = registry::for_subjects(
+            &mut pooled.conn(),
+            &app2.services().keyring,
+            &[mrn()],
+            &as_subject,
+        )
+        .await
+        .unwrap_err();
         assert!(
             matches!(&err, ConsentStoreError::Integrity { part, .. } if part == "body"),
             "{err:?}"
         );
-        drop(conn);
+        drop(pooled);
         app2.stop().await;
         app.stop().await;
     }
@@ -950,10 +937,11 @@ async fn the_cli_prints_coverage_offline() {
 #[tokio::test]
 async fn consents_stay_readable_across_master_key_rotation_rewrap_and_retirement() {
     use coresponse_gateway::consent::directive::{self, ConsentDirective};
-    use coresponse_gateway::crypto::{Keyring, MasterVersion};
+    use coresponse_gateway::crypto::MasterVersion;
+    use coresponse_gateway::domain::Author;
     use coresponse_gateway::policy::PolicySet;
+    use coresponse_gateway::service::keys;
     use coresponse_gateway::store::Store;
-    use coresponse_gateway::store::records::Author;
 
     for db in BOTH {
         let dir = tempfile::tempdir().unwrap();
@@ -961,7 +949,7 @@ async fn consents_stay_readable_across_master_key_rotation_rewrap_and_retirement
         std::fs::write(&key_file, hex::encode(rand::random::<[u8; 32]>())).unwrap();
         let settings = support::settings(db, dir.path()).await;
         let store = Store::open(&settings.storage).await.unwrap();
-        let keyring = Keyring::open(&key_file, &store).await.unwrap();
+        let keyring = keys::open(&key_file, &store).await.unwrap();
         let (policy, _) =
             PolicySet::load_unkeyed(&support::repo_root().join("policies"), Utc::now()).unwrap();
         let submitted: ConsentDirective = serde_json::from_value(part2_consent()).unwrap();
@@ -970,9 +958,9 @@ async fn consents_stay_readable_across_master_key_rotation_rewrap_and_retirement
             partner: "county-mh".parse().unwrap(),
             user: "clin-7".parse().unwrap(),
         };
-        let mut tx = store.pool().begin().await.unwrap();
+        let mut tx = store.begin().await.unwrap();
         registry::create(
-            &mut tx,
+            &mut tx.conn(),
             &keyring,
             "consent-rotation-1",
             &valid,
@@ -983,22 +971,21 @@ async fn consents_stay_readable_across_master_key_rotation_rewrap_and_retirement
         .unwrap();
         tx.commit().await.unwrap();
 
-        Keyring::rotate(&key_file, &store).await.unwrap();
-        let keyring = Keyring::open(&key_file, &store).await.unwrap();
-        assert!(keyring.rewrap(&store).await.unwrap().rewrapped >= 1);
-        keyring
-            .retire(&store, MasterVersion::new(1).unwrap())
+        keys::rotate(&key_file, &store).await.unwrap();
+        let keyring = keys::open(&key_file, &store).await.unwrap();
+        assert!(keys::rewrap(&keyring, &store).await.unwrap().rewrapped >= 1);
+        keys::retire(&keyring, &store, MasterVersion::new(1).unwrap())
             .await
             .unwrap();
-        let keyring = Keyring::open(&key_file, &store).await.unwrap();
+        let keyring = keys::open(&key_file, &store).await.unwrap();
         let as_subject: SubjectRef = "s-1".parse().unwrap();
-        let mut conn = store.pool().acquire().await.unwrap();
-        let found = registry::for_subjects(&mut conn, &keyring, &[mrn()], &as_subject)
+        let mut pooled = store.acquire().await.unwrap();
+        let found = registry::for_subjects(&mut pooled.conn(), &keyring, &[mrn()], &as_subject)
             .await
             .unwrap();
         assert_eq!(found.len(), 1, "{db:?}");
         assert_eq!(found[0].id, "consent-rotation-1");
-        drop(conn);
+        drop(pooled);
         store.close().await;
     }
 }

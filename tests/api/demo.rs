@@ -2,19 +2,33 @@
 //! behind a referral; an officer checks referral status and, where consent exists, the
 //! crisis-plan extract; a compliance officer reads the log.
 
+use coresponse_gateway::audit::{self, EntryKind, query};
 use coresponse_gateway::devinit::seed;
 use serde_json::Value;
 
 use crate::records_api::{post, read, who};
-use crate::support::{Db, spawn_app};
+use crate::support::{Db, TestApp, spawn_app};
+
+/// The entries of one kind, oldest first.
+async fn entries(app: &TestApp, kind: EntryKind) -> Vec<audit::Entry> {
+    let mut v = app
+        .log_entries(&query::Filter {
+            kinds: vec![kind],
+            limit: 100,
+            ..Default::default()
+        })
+        .await;
+    v.reverse();
+    v
+}
 
 #[tokio::test]
 async fn the_readme_journeys_work_on_the_demo_data() {
     for db in [Db::Sqlite, Db::Postgres] {
         let app = spawn_app(db).await;
-        let report = seed::seed(&app.state).await.unwrap();
+        let report = seed::seed(app.services()).await.unwrap();
         assert_eq!((report.records, report.consents), (7, 1));
-        let again = seed::seed(&app.state).await.unwrap();
+        let again = seed::seed(app.services()).await.unwrap();
         assert_eq!((again.records, again.consents), (0, 0), "seeding runs once");
 
         // The clinician opens the referral, then the incident behind it.
@@ -154,7 +168,7 @@ async fn the_readme_journeys_work_on_the_demo_data() {
 async fn an_agency_suspension_hides_its_disclosures_from_the_accounting_until_it_ends() {
     for db in [Db::Sqlite, Db::Postgres] {
         let app = spawn_app(db).await;
-        seed::seed(&app.state).await.unwrap();
+        seed::seed(app.services()).await.unwrap();
         let officer = who("metro-pd", "officer-17", &["officer"]);
         let clin = who("county-mh", "clin-7", &["clinician"]);
         let (s, _, _) = read(
@@ -233,16 +247,7 @@ async fn an_agency_suspension_hides_its_disclosures_from_the_accounting_until_it
         assert!(during["suspended_disclosures"].as_u64().unwrap() >= 1);
         let (s, _, list) = read(&app, &auditor, "/v1/accounting-suspensions", None, &[]).await;
         assert_eq!((s, list["suspensions"].as_array().unwrap().len()), (200, 1));
-        let logged = coresponse_gateway::audit::query::list(
-            &app.state.store,
-            &coresponse_gateway::audit::query::Filter {
-                kinds: vec![coresponse_gateway::audit::EntryKind::AccountingSuspended],
-                limit: 5,
-                ..Default::default()
-            },
-        )
-        .await
-        .unwrap();
+        let logged = entries(&app, EntryKind::AccountingSuspended).await;
         assert_eq!(logged.len(), 1);
         app.stop().await;
     }

@@ -163,16 +163,13 @@ async fn emergency_access_opens_one_review_that_compliance_closes() {
         assert_eq!((s, b["code"].as_str()), (409, Some("review_closed")));
         assert!(reviews(&app, "open").await.is_empty());
         assert_eq!(reviews(&app, "closed").await.len(), 1);
-        let logged = query::list(
-            &app.state.store,
-            &query::Filter {
+        let logged = app
+            .log_entries(&query::Filter {
                 kinds: vec![EntryKind::EmergencyReviewed],
                 limit: 10,
                 ..Default::default()
-            },
-        )
-        .await
-        .unwrap();
+            })
+            .await;
         assert_eq!(logged.len(), 1);
         assert_eq!(
             logged[0].data.justification.as_deref(),

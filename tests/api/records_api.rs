@@ -5,7 +5,7 @@
 use coresponse_gateway::audit::{self, EntryKind, LegalBasis, Outcome, query};
 use serde_json::{Value, json};
 
-use crate::support::{Db, TestApp, client, pki, spawn_app};
+use crate::support::{self, Db, TestApp, client, pki, spawn_app};
 
 pub type Who = ((String, String), String);
 
@@ -113,9 +113,8 @@ pub fn safety_plan_body(subject: &str) -> Value {
 }
 
 async fn entry(app: &TestApp, seq: &str) -> audit::Entry {
-    query::get(&app.state.store, seq.parse().unwrap())
+    app.log_entry(seq.parse().unwrap())
         .await
-        .unwrap()
         .expect("the log entry named by Disclosure-Id")
 }
 
@@ -336,17 +335,14 @@ async fn purpose_and_emergency_headers_are_checked() {
         (400, Some("Emergency-Description"))
     );
     // None of these refused requests reached the log.
-    let n = query::list(
-        &app.state.store,
-        &query::Filter {
+    let n = app
+        .log_entries(&query::Filter {
             kinds: vec![EntryKind::Disclosure],
             limit: 50,
             ..Default::default()
-        },
-    )
-    .await
-    .unwrap()
-    .len();
+        })
+        .await
+        .len();
     assert_eq!(n, 0);
 
     // With a complete basis, officers get the emergency profile and never Part 2 fields.
@@ -621,7 +617,7 @@ async fn subject_lookup_returns_only_what_the_caller_may_see() {
 async fn stored_values_are_not_in_the_database_file() {
     let app = spawn_app(Db::Sqlite).await;
     seed(&app).await;
-    app.state.store.pool().close().await;
+    app.store().close().await;
     let mut bytes = Vec::new();
     for entry in std::fs::read_dir(app.workdir.path()).unwrap() {
         let p = entry.unwrap().path();
@@ -663,10 +659,7 @@ async fn a_read_whose_log_entry_cannot_be_written_gives_503_and_nothing() {
                              FOR EACH ROW EXECUTE FUNCTION fail_log();"
             }
         };
-        sqlx::raw_sql(sql)
-            .execute(app.state.store.pool())
-            .await
-            .unwrap();
+        support::exec(app.store(), sql).await;
         for (w, path, purpose) in [
             (
                 clinician(),
@@ -872,14 +865,7 @@ async fn the_same_record_read_twice_gives_two_entries_and_a_verifying_chain() {
         ids.push(id.unwrap());
     }
     assert_ne!(ids[0], ids[1]);
-    let v = coresponse_gateway::audit::verify_store(
-        &app.state.store,
-        app.state.audit.checkpoint_key().as_ref(),
-        None,
-    )
-    .await
-    .unwrap();
-    assert!(v.ok(), "{v:?}");
+    app.assert_log_verifies().await;
     app.stop().await;
 }
 
@@ -906,16 +892,13 @@ async fn writes_and_refused_writes_are_logged_with_the_change() {
         let (s, _) = transition(&app, &auditor, &id, json!({"to": "RECEIVED"})).await;
         assert_eq!(s, 404);
 
-        let entries = query::list(
-            &app.state.store,
-            &query::Filter {
+        let entries = app
+            .log_entries(&query::Filter {
                 kinds: vec![EntryKind::RecordChanged],
                 limit: 50,
                 ..Default::default()
-            },
-        )
-        .await
-        .unwrap();
+            })
+            .await;
         let seen: Vec<(String, String, String)> = entries
             .iter()
             .rev()
@@ -996,8 +979,9 @@ async fn a_thousand_concurrent_reads_give_a_thousand_entries_and_a_verifying_cha
             .await;
         let unique: std::collections::BTreeSet<u64> = ids.iter().copied().collect();
         assert_eq!(unique.len(), 1000, "{db:?}: one entry per answer");
+        let mut pooled = app.store().acquire().await.unwrap();
         let entries = query::list_all_ascending(
-            &app.state.store,
+            &mut pooled.conn(),
             &query::Filter {
                 kinds: vec![EntryKind::Disclosure],
                 outcome: Some("permit".into()),
@@ -1006,17 +990,11 @@ async fn a_thousand_concurrent_reads_give_a_thousand_entries_and_a_verifying_cha
         )
         .await
         .unwrap();
+        drop(pooled);
         assert_eq!(entries.len(), 1000, "{db:?}");
         let logged: std::collections::BTreeSet<u64> = entries.iter().map(|e| e.seq).collect();
         assert_eq!(logged, unique, "{db:?}: every answer names its own entry");
-        let v = coresponse_gateway::audit::verify_store(
-            &app.state.store,
-            app.state.audit.checkpoint_key().as_ref(),
-            None,
-        )
-        .await
-        .unwrap();
-        assert!(v.ok(), "{db:?}: {v:?}");
+        app.assert_log_verifies().await;
         app.stop().await;
     }
 }

@@ -5,15 +5,17 @@ use std::path::{Path, PathBuf};
 
 use chrono::{TimeZone, Utc};
 use coresponse_gateway::config::StorageSettings;
-use coresponse_gateway::crypto::{Keyring, KeyringError, MasterVersion, RetireError};
-use coresponse_gateway::store::Store;
-use coresponse_gateway::store::records::{
-    Author, NewRecord, RecordError, RecordId, RecordKind, SubjectIdentifier,
+use coresponse_gateway::crypto::{Keyring, MasterVersion};
+use coresponse_gateway::domain::{Author, RecordId, RecordKind, SubjectIdentifier};
+use coresponse_gateway::service::keys::{self, KeyringError, RetireError};
+use coresponse_gateway::store::{Store, on_conn};
+use coresponse_gateway::vault::{
+    self, DecryptedRecord, NewRecord, PutOutcome, RecordError, RecordRef, RecordVersionInfo,
 };
 use serde_json::{Value, json};
 
-use crate::support::Db;
 use crate::support::pg::PgCluster;
+use crate::support::{Db, fetch_all};
 
 struct Env {
     store: Store,
@@ -36,9 +38,8 @@ async fn open_store(db: Db, dir: &Path) -> (Store, Option<PathBuf>, StorageSetti
         Db::Postgres => (PgCluster::get().fresh_database().await, None),
     };
     let settings = StorageSettings {
-        url,
-        password_file: None,
         max_connections: 4,
+        ..StorageSettings::new(url)
     };
     (Store::open(&settings).await.unwrap(), file, settings)
 }
@@ -48,7 +49,7 @@ async fn env(db: Db) -> Env {
     let key_file = dir.path().join("master.key");
     std::fs::write(&key_file, random_key_hex()).unwrap();
     let (store, db_file, _) = open_store(db, dir.path()).await;
-    let keyring = Keyring::open(&key_file, &store).await.unwrap();
+    let keyring = keys::open(&key_file, &store).await.unwrap();
     Env {
         store,
         keyring,
@@ -94,17 +95,68 @@ fn incident(id: &str, fields: Value, subjects: Vec<SubjectIdentifier>) -> NewRec
     }
 }
 
-async fn put(env: &Env, rec: &NewRecord, minute: u32) -> i64 {
-    env.store
-        .put_record(&env.keyring, rec, &author("metro-pd", "off-17"), at(minute))
+/// Writes `rec` in its own transaction and commits it.
+async fn put_record(
+    store: &Store,
+    keyring: &Keyring,
+    rec: &NewRecord,
+    author: &Author,
+    at: chrono::DateTime<Utc>,
+) -> Result<PutOutcome, RecordError> {
+    let mut tx = store.begin().await?;
+    let out = vault::put_record(&mut tx.conn(), keyring, rec, author, at).await?;
+    tx.commit()
         .await
-        .unwrap()
-        .version
+        .map_err(|e| vault::commit_error(e, &rec.kind, &rec.id))?;
+    Ok(out)
+}
+
+/// Reads a record (`version`: `None` for the current one) on a pooled connection.
+async fn get_record(
+    store: &Store,
+    keyring: &Keyring,
+    kind: &RecordKind,
+    id: &RecordId,
+    version: Option<i64>,
+) -> Result<Option<DecryptedRecord>, RecordError> {
+    let mut pooled = store.acquire().await?;
+    vault::get_record(&mut pooled.conn(), keyring, kind, id, version).await
+}
+
+async fn find_by_subject(
+    store: &Store,
+    keyring: &Keyring,
+    subject: &SubjectIdentifier,
+    kind: Option<&RecordKind>,
+) -> Result<Vec<RecordRef>, RecordError> {
+    let mut pooled = store.acquire().await?;
+    vault::find_by_subject(&mut pooled.conn(), keyring, subject, kind).await
+}
+
+async fn record_history(
+    env: &Env,
+    kind: &RecordKind,
+    id: &RecordId,
+) -> Result<Vec<RecordVersionInfo>, RecordError> {
+    let mut pooled = env.store.acquire().await?;
+    vault::record_history(&mut pooled.conn(), &env.keyring, kind, id).await
+}
+
+async fn put(env: &Env, rec: &NewRecord, minute: u32) -> i64 {
+    put_record(
+        &env.store,
+        &env.keyring,
+        rec,
+        &author("metro-pd", "off-17"),
+        at(minute),
+    )
+    .await
+    .unwrap()
+    .version
 }
 
 async fn get(env: &Env, k: &str, id: &str) -> Result<Option<BTreeMap<String, Value>>, RecordError> {
-    env.store
-        .get_record(&env.keyring, &kind(k), &rid(id))
+    get_record(&env.store, &env.keyring, &kind(k), &rid(id), None)
         .await
         .map(|r| r.map(|r| r.into_fields_unaudited()))
 }
@@ -117,22 +169,31 @@ fn assert_integrity(result: Result<Option<BTreeMap<String, Value>>, RecordError>
 }
 
 async fn blob(env: &Env, sql: &'static str, binds: &[&str]) -> Vec<u8> {
-    let mut q = sqlx::query_as::<_, (Vec<u8>,)>(sql);
-    for b in binds {
-        q = q.bind(*b);
-    }
-    q.fetch_one(env.store.pool()).await.unwrap().0
+    let mut pooled = env.store.acquire().await.unwrap();
+    let row: (Vec<u8>,) = on_conn!(&mut pooled.conn(), |c| {
+        let mut q = sqlx::query_as(sql);
+        for b in binds {
+            q = q.bind(*b);
+        }
+        q.fetch_one(c).await
+    })
+    .unwrap();
+    row.0
 }
 
 async fn exec(env: &Env, sql: &'static str, bytes: Option<Vec<u8>>, binds: &[&str]) {
-    let mut q = sqlx::query(sql);
-    if let Some(b) = bytes {
-        q = q.bind(b);
-    }
-    for b in binds {
-        q = q.bind(*b);
-    }
-    q.execute(env.store.pool()).await.unwrap();
+    let mut pooled = env.store.acquire().await.unwrap();
+    on_conn!(&mut pooled.conn(), |c| {
+        let mut q = sqlx::query(sql);
+        if let Some(b) = bytes {
+            q = q.bind(b);
+        }
+        for b in binds {
+            q = q.bind(*b);
+        }
+        q.execute(c).await.map(|_| ())
+    })
+    .unwrap();
 }
 
 const FIELD_CT: &str = "SELECT ciphertext FROM record_fields WHERE kind = 'crisis-incident' AND id = $1 AND field = $2";
@@ -148,20 +209,28 @@ async fn records_round_trip_and_keep_a_history_of_who_changed_what() {
             json!({"narrative": "caller on the bridge", "safety_flags": {"weapon": false}}),
             vec![subject("metro-pd", "P-2231")],
         );
-        let out = env
-            .store
-            .put_record(&env.keyring, &v1, &author("metro-pd", "off-17"), at(1))
-            .await
-            .unwrap();
+        let out = put_record(
+            &env.store,
+            &env.keyring,
+            &v1,
+            &author("metro-pd", "off-17"),
+            at(1),
+        )
+        .await
+        .unwrap();
         assert_eq!((out.version, out.created), (1, true));
         assert_eq!(out.changed_fields, ["narrative", "safety_flags"]);
 
-        let got = env
-            .store
-            .get_record(&env.keyring, &kind("crisis-incident"), &rid("INC-1"))
-            .await
-            .unwrap()
-            .unwrap();
+        let got = get_record(
+            &env.store,
+            &env.keyring,
+            &kind("crisis-incident"),
+            &rid("INC-1"),
+            None,
+        )
+        .await
+        .unwrap()
+        .unwrap();
         assert_eq!(got.subjects, v1.subjects);
         assert_eq!(got.owner.as_str(), "metro-pd");
         assert_eq!(got.version, 1);
@@ -174,21 +243,29 @@ async fn records_round_trip_and_keep_a_history_of_who_changed_what() {
         );
         v2.fields.insert("disposition".into(), json!("referred"));
         v2.subjects.push(subject("county-mh", "MRN-88"));
-        let out = env
-            .store
-            .put_record(&env.keyring, &v2, &author("metro-pd", "sgt-4"), at(2))
-            .await
-            .unwrap();
+        let out = put_record(
+            &env.store,
+            &env.keyring,
+            &v2,
+            &author("metro-pd", "sgt-4"),
+            at(2),
+        )
+        .await
+        .unwrap();
         assert_eq!((out.version, out.created), (2, false));
         assert_eq!(out.changed_fields, ["disposition", "narrative"]);
         assert!(out.subjects_changed);
 
         // The same content again adds no version.
-        let out = env
-            .store
-            .put_record(&env.keyring, &v2, &author("metro-pd", "sgt-4"), at(3))
-            .await
-            .unwrap();
+        let out = put_record(
+            &env.store,
+            &env.keyring,
+            &v2,
+            &author("metro-pd", "sgt-4"),
+            at(3),
+        )
+        .await
+        .unwrap();
         assert_eq!((out.version, out.changed_fields.len()), (2, 0));
 
         // Removing a field is a change.
@@ -196,9 +273,7 @@ async fn records_round_trip_and_keep_a_history_of_who_changed_what() {
         v3.fields.remove("safety_flags");
         assert_eq!(put(&env, &v3, 4).await, 3);
 
-        let history = env
-            .store
-            .record_history(&env.keyring, &kind("crisis-incident"), &rid("INC-1"))
+        let history = record_history(&env, &kind("crisis-incident"), &rid("INC-1"))
             .await
             .unwrap();
         let summary: Vec<_> = history
@@ -232,12 +307,16 @@ async fn records_round_trip_and_keep_a_history_of_who_changed_what() {
         );
         assert!(history.iter().all(|h| h.author_partner == "metro-pd"));
 
-        let old = env
-            .store
-            .get_record_version(&env.keyring, &kind("crisis-incident"), &rid("INC-1"), 1)
-            .await
-            .unwrap()
-            .unwrap();
+        let old = get_record(
+            &env.store,
+            &env.keyring,
+            &kind("crisis-incident"),
+            &rid("INC-1"),
+            Some(1),
+        )
+        .await
+        .unwrap()
+        .unwrap();
         assert_eq!(old.current_version, 3);
         assert_eq!(old.into_fields_unaudited(), v1.fields);
         assert_eq!(
@@ -251,16 +330,15 @@ async fn records_round_trip_and_keep_a_history_of_who_changed_what() {
         // Only the owner may write.
         let mut foreign = v3.clone();
         foreign.owner = "county-mh".parse().unwrap();
-        let err = env
-            .store
-            .put_record(
-                &env.keyring,
-                &foreign,
-                &author("county-mh", "clin-7"),
-                at(5),
-            )
-            .await
-            .unwrap_err();
+        let err = put_record(
+            &env.store,
+            &env.keyring,
+            &foreign,
+            &author("county-mh", "clin-7"),
+            at(5),
+        )
+        .await
+        .unwrap_err();
         assert!(matches!(err, RecordError::OwnerMismatch { .. }), "{err:?}");
         assert_eq!(get(&env, "crisis-incident", "NOPE").await.unwrap(), None);
     }
@@ -299,11 +377,14 @@ async fn the_sqlite_files_hold_none_of_the_clear_text_written() {
         json!(format!("{} (update)", secrets[0])),
     );
     put(&env, &rec2, 2).await;
-    let found = env
-        .store
-        .find_by_subject(&env.keyring, &subject("metro-pd", secrets[2]), None)
-        .await
-        .unwrap();
+    let found = find_by_subject(
+        &env.store,
+        &env.keyring,
+        &subject("metro-pd", secrets[2]),
+        None,
+    )
+    .await
+    .unwrap();
     assert_eq!(found.len(), 1);
 
     let db_file = env.db_file.clone().unwrap();
@@ -367,11 +448,15 @@ async fn a_tampered_ciphertext_is_detected_and_not_served() {
             "flipped body bit",
         );
         // Writing over a tampered record is refused too (it reads the current version first).
-        let err = env
-            .store
-            .put_record(&env.keyring, &rec, &author("metro-pd", "off-17"), at(2))
-            .await
-            .unwrap_err();
+        let err = put_record(
+            &env.store,
+            &env.keyring,
+            &rec,
+            &author("metro-pd", "off-17"),
+            at(2),
+        )
+        .await
+        .unwrap_err();
         assert!(matches!(err, RecordError::Integrity { .. }), "{err:?}");
         exec(&env, SET_FIELD_CT, Some(original), &["INC-T", "narrative"]).await;
         assert!(
@@ -394,9 +479,7 @@ async fn a_tampered_ciphertext_is_detected_and_not_served() {
         )
         .await;
         assert_integrity(get(&env, "crisis-incident", "INC-T").await, "subject");
-        let err = env
-            .store
-            .find_by_subject(&env.keyring, &subject("metro-pd", "P-1"), None)
+        let err = find_by_subject(&env.store, &env.keyring, &subject("metro-pd", "P-1"), None)
             .await
             .unwrap_err();
         assert!(matches!(err, RecordError::Integrity { .. }), "{err:?}");
@@ -438,9 +521,7 @@ async fn a_tampered_ciphertext_is_detected_and_not_served() {
             &["INC-T"],
         )
         .await;
-        let err = env
-            .store
-            .record_history(&env.keyring, &kind("crisis-incident"), &rid("INC-T"))
+        let err = record_history(&env, &kind("crisis-incident"), &rid("INC-T"))
             .await
             .unwrap_err();
         assert!(matches!(err, RecordError::Integrity { .. }), "{err:?}");
@@ -622,14 +703,12 @@ async fn lookup_by_subject_identifier_uses_the_blind_index() {
         referral.kind = kind("referral");
         put(&env, &referral, 1).await;
 
-        let ids = |refs: Vec<coresponse_gateway::store::records::RecordRef>| {
+        let ids = |refs: Vec<RecordRef>| {
             refs.into_iter()
                 .map(|r| format!("{}/{}", r.kind, r.id))
                 .collect::<Vec<_>>()
         };
-        let all = env
-            .store
-            .find_by_subject(&env.keyring, &p, None)
+        let all = find_by_subject(&env.store, &env.keyring, &p, None)
             .await
             .unwrap();
         assert_eq!(
@@ -640,18 +719,19 @@ async fn lookup_by_subject_identifier_uses_the_blind_index() {
                 "referral/REF-1"
             ]
         );
-        let only = env
-            .store
-            .find_by_subject(&env.keyring, &p, Some(&kind("referral")))
+        let only = find_by_subject(&env.store, &env.keyring, &p, Some(&kind("referral")))
             .await
             .unwrap();
         assert_eq!(ids(only), ["referral/REF-1"]);
         // Same value under another system is another identifier.
-        let none = env
-            .store
-            .find_by_subject(&env.keyring, &subject("county-mh", "P-2231"), None)
-            .await
-            .unwrap();
+        let none = find_by_subject(
+            &env.store,
+            &env.keyring,
+            &subject("county-mh", "P-2231"),
+            None,
+        )
+        .await
+        .unwrap();
         assert!(none.is_empty());
 
         // Changing a record's identifiers moves it in the index.
@@ -661,19 +741,17 @@ async fn lookup_by_subject_identifier_uses_the_blind_index() {
             2,
         )
         .await;
-        let all = env
-            .store
-            .find_by_subject(&env.keyring, &p, None)
+        let all = find_by_subject(&env.store, &env.keyring, &p, None)
             .await
             .unwrap();
         assert_eq!(ids(all), ["crisis-incident/INC-2", "referral/REF-1"]);
 
         // No clear-text identifier and only 32-byte indexes in the table.
-        let rows: Vec<(Vec<u8>, Vec<u8>)> =
-            sqlx::query_as("SELECT blind_index, ciphertext FROM record_subjects")
-                .fetch_all(env.store.pool())
-                .await
-                .unwrap();
+        let rows: Vec<(Vec<u8>, Vec<u8>)> = fetch_all(
+            &env.store,
+            "SELECT blind_index, ciphertext FROM record_subjects",
+        )
+        .await;
         for (index, ct) in rows {
             assert_eq!(index.len(), 32);
             assert!(!contains(&ct, b"P-2231"));
@@ -688,9 +766,7 @@ async fn lookup_by_subject_identifier_uses_the_blind_index() {
             &["INC-3"],
         )
         .await;
-        let err = env
-            .store
-            .find_by_subject(&env.keyring, &p, None)
+        let err = find_by_subject(&env.store, &env.keyring, &p, None)
             .await
             .unwrap_err();
         assert!(matches!(err, RecordError::Integrity { .. }), "{err:?}");
@@ -713,108 +789,104 @@ async fn rotate_and_rewrap_keep_every_record_readable() {
             written.push(rec);
         }
         let original_key_file = std::fs::read_to_string(&env.key_file).unwrap();
-        let pseudonym_key_before = Keyring::open(&env.key_file, &env.store)
+        let pseudonym_key_before = keys::open(&env.key_file, &env.store)
             .await
             .unwrap()
             .subject_pseudonym_key();
-        let keys_before: Vec<(String, i64, Vec<u8>)> =
-            sqlx::query_as("SELECT id, master_version, wrapped FROM data_keys ORDER BY id")
-                .fetch_all(env.store.pool())
-                .await
-                .unwrap();
+        let keys_before: Vec<(String, i64, Vec<u8>)> = fetch_all(
+            &env.store,
+            "SELECT id, master_version, wrapped FROM data_keys ORDER BY id",
+        )
+        .await;
         assert_eq!(
             keys_before.len(),
             7,
             "five records, the blind-index key and the subject-pseudonym key"
         );
-        let fields_before: Vec<(String, String, Vec<u8>)> =
-            sqlx::query_as("SELECT id, field, ciphertext FROM record_fields ORDER BY id, field")
-                .fetch_all(env.store.pool())
-                .await
-                .unwrap();
+        let fields_before: Vec<(String, String, Vec<u8>)> = fetch_all(
+            &env.store,
+            "SELECT id, field, ciphertext FROM record_fields ORDER BY id, field",
+        )
+        .await;
 
-        let v2 = Keyring::rotate(&env.key_file, &env.store).await.unwrap();
+        let v2 = keys::rotate(&env.key_file, &env.store).await.unwrap();
         assert_eq!(v2.get(), 2);
-        let keyring = Keyring::open(&env.key_file, &env.store).await.unwrap();
+        let keyring = keys::open(&env.key_file, &env.store).await.unwrap();
         assert_eq!(keyring.master().current(), v2);
         // Before the rewrap, old data keys still open with version 1; new ones use version 2.
         for rec in &written {
-            let got = env
-                .store
-                .get_record(&keyring, &rec.kind, &rec.id)
+            let got = get_record(&env.store, &keyring, &rec.kind, &rec.id, None)
                 .await
                 .unwrap()
                 .unwrap();
             assert_eq!(got.into_fields_unaudited(), rec.fields);
         }
         let late = incident("INC-LATE", json!({"narrative": "late"}), vec![p.clone()]);
-        env.store
-            .put_record(&keyring, &late, &author("metro-pd", "off-17"), at(3))
-            .await
-            .unwrap();
+        put_record(
+            &env.store,
+            &keyring,
+            &late,
+            &author("metro-pd", "off-17"),
+            at(3),
+        )
+        .await
+        .unwrap();
         written.push(late);
 
         // Version 1 cannot be retired while data keys use it.
-        let err = keyring
-            .retire(&env.store, MasterVersion::new(1).unwrap())
+        let err = keys::retire(&keyring, &env.store, MasterVersion::new(1).unwrap())
             .await
             .unwrap_err();
         assert!(matches!(err, RetireError::InUse { count: 7, .. }), "{err}");
 
-        let report = keyring.rewrap(&env.store).await.unwrap();
+        let report = keys::rewrap(&keyring, &env.store).await.unwrap();
         assert_eq!((report.current, report.rewrapped), (v2, 7));
         assert_eq!(
-            keyring.rewrap(&env.store).await.unwrap().rewrapped,
+            keys::rewrap(&keyring, &env.store).await.unwrap().rewrapped,
             0,
             "idempotent"
         );
 
-        let keys_after: Vec<(String, i64, Vec<u8>)> =
-            sqlx::query_as("SELECT id, master_version, wrapped FROM data_keys ORDER BY id")
-                .fetch_all(env.store.pool())
-                .await
-                .unwrap();
+        let keys_after: Vec<(String, i64, Vec<u8>)> = fetch_all(
+            &env.store,
+            "SELECT id, master_version, wrapped FROM data_keys ORDER BY id",
+        )
+        .await;
         for (id, version, wrapped) in &keys_before {
             let (_, v, w) = keys_after.iter().find(|(i, _, _)| i == id).unwrap();
             assert_eq!(*version, 1);
             assert_eq!(*v, 2);
             assert_ne!(w, wrapped, "data key {id} was not re-wrapped");
         }
-        let fields_after: Vec<(String, String, Vec<u8>)> = sqlx::query_as(
-            "SELECT id, field, ciphertext FROM record_fields WHERE id <> 'INC-LATE' ORDER BY id, field",
-        )
-        .fetch_all(env.store.pool())
-        .await
-        .unwrap();
+        let fields_after: Vec<(String, String, Vec<u8>)> = fetch_all(&env.store, "SELECT id, field, ciphertext FROM record_fields WHERE id <> 'INC-LATE' ORDER BY id, field").await;
         assert_eq!(
             fields_after, fields_before,
             "field ciphertexts must not change"
         );
 
         // Everything reads, and lookups work, through a fresh keyring after retiring v1.
-        keyring
-            .retire(&env.store, MasterVersion::new(1).unwrap())
+        keys::retire(&keyring, &env.store, MasterVersion::new(1).unwrap())
             .await
             .unwrap();
-        let keyring = Keyring::open(&env.key_file, &env.store).await.unwrap();
+        let keyring = keys::open(&env.key_file, &env.store).await.unwrap();
         assert_eq!(keyring.master().versions().count(), 1);
         // The disclosure log's subject pseudonyms survive rotation and retirement.
         assert_eq!(keyring.subject_pseudonym_key(), pseudonym_key_before);
         for rec in &written {
-            let got = env
-                .store
-                .get_record(&keyring, &rec.kind, &rec.id)
+            let got = get_record(&env.store, &keyring, &rec.kind, &rec.id, None)
                 .await
                 .unwrap()
                 .unwrap();
             assert_eq!(got.into_fields_unaudited(), rec.fields);
         }
-        let found = env.store.find_by_subject(&keyring, &p, None).await.unwrap();
+        let found = find_by_subject(&env.store, &keyring, &p, None)
+            .await
+            .unwrap();
         assert_eq!(found.len(), 6);
 
         // The old key file alone cannot open the data any more, and says what to do.
         std::fs::write(&env.key_file, &original_key_file).unwrap();
-        let err = Keyring::open(&env.key_file, &env.store).await.unwrap_err();
+        let err = keys::open(&env.key_file, &env.store).await.unwrap_err();
         assert!(matches!(err, KeyringError::MissingVersions { .. }), "{err}");
         assert!(err.to_string().contains("version(s) 2"), "{err}");
     }
@@ -863,9 +935,14 @@ async fn concurrent_writers_of_one_record_queue_instead_of_forking_its_history()
             let env = env.clone();
             tasks.push(tokio::spawn(async move {
                 let rec = incident("INC-C", json!({"narrative": format!("writer {n}")}), vec![]);
-                env.store
-                    .put_record(&env.keyring, &rec, &author("metro-pd", "off-17"), at(2))
-                    .await
+                put_record(
+                    &env.store,
+                    &env.keyring,
+                    &rec,
+                    &author("metro-pd", "off-17"),
+                    at(2),
+                )
+                .await
             }));
         }
         let mut written = 0;
@@ -877,9 +954,7 @@ async fn concurrent_writers_of_one_record_queue_instead_of_forking_its_history()
             }
         }
         assert!(written >= 1);
-        let history = env
-            .store
-            .record_history(&env.keyring, &kind("crisis-incident"), &rid("INC-C"))
+        let history = record_history(&env, &kind("crisis-incident"), &rid("INC-C"))
             .await
             .unwrap();
         assert_eq!(history.len(), written + 1, "{db:?}");

@@ -13,7 +13,7 @@ async fn a_bad_policy_set_on_reload_is_refused_and_the_running_one_kept() {
     );
     let dir = policies.path().to_owned();
     let app = crate::support::spawn_with(Db::Sqlite, |s| s.policy.dir = dir).await;
-    let hash_before = app.state.policy.load().hash.clone();
+    let hash_before = app.services().policy.load().hash.clone();
 
     // A good reload succeeds.
     app.state.reload().expect("the unchanged set reloads");
@@ -32,7 +32,7 @@ async fn a_bad_policy_set_on_reload_is_refused_and_the_running_one_kept() {
         .expect_err("a broken set must be refused");
     assert!(format!("{err:#}").contains("refferal-followup"), "{err:#}");
     assert_eq!(
-        app.state.policy.load().hash,
+        app.services().policy.load().hash,
         hash_before,
         "the running set is kept"
     );

@@ -1,25 +1,25 @@
 //! The same storage code on SQLite and PostgreSQL.
 
 use coresponse_gateway::config::StorageSettings;
-use coresponse_gateway::security::{SecurityEvent, SecurityEventKind};
-use coresponse_gateway::store::{Backend, Store};
+use coresponse_gateway::security::SecurityEventKind;
+use coresponse_gateway::store::{
+    Backend, Store, StoredSecurityEvent, meta, on_conn, security_events,
+};
 
 use crate::support::pg::PgCluster;
 
 async fn stores() -> Vec<(Store, tempfile::TempDir)> {
     let dir = tempfile::tempdir().unwrap();
     let sqlite = StorageSettings {
-        url: format!(
+        max_connections: 4,
+        ..StorageSettings::new(format!(
             "sqlite://{}",
             dir.path().join("nested/dir/gateway.db").display()
-        ),
-        password_file: None,
-        max_connections: 4,
+        ))
     };
     let pg = StorageSettings {
-        url: PgCluster::get().fresh_database().await,
-        password_file: None,
         max_connections: 4,
+        ..StorageSettings::new(PgCluster::get().fresh_database().await)
     };
     let a = Store::open(&sqlite).await.unwrap();
     assert_eq!(a.backend(), Backend::Sqlite);
@@ -32,14 +32,19 @@ async fn stores() -> Vec<(Store, tempfile::TempDir)> {
 async fn migrations_apply_once_and_a_second_open_finds_them_applied() {
     let url = PgCluster::get().fresh_database().await;
     let settings = StorageSettings {
-        url,
-        password_file: None,
         max_connections: 2,
+        ..StorageSettings::new(url)
     };
     let first = Store::open(&settings).await.unwrap();
-    first.meta_init("k", "v").await.unwrap();
+    meta::init(&mut first.acquire().await.unwrap().conn(), "k", "v")
+        .await
+        .unwrap();
     let second = Store::open(&settings).await.unwrap();
-    assert_eq!(second.meta_get("k").await.unwrap().as_deref(), Some("v"));
+    let mut pooled = second.acquire().await.unwrap();
+    assert_eq!(
+        meta::get(&mut pooled.conn(), "k").await.unwrap().as_deref(),
+        Some("v")
+    );
     for (store, _dir) in stores().await {
         store.ping().await.unwrap();
     }
@@ -48,9 +53,14 @@ async fn migrations_apply_once_and_a_second_open_finds_them_applied() {
 #[tokio::test]
 async fn metadata_is_written_once() {
     for (store, _dir) in stores().await {
-        assert_eq!(store.meta_init("k", "first").await.unwrap(), "first");
-        assert_eq!(store.meta_init("k", "second").await.unwrap(), "first");
-        assert_eq!(store.meta_get("k").await.unwrap().as_deref(), Some("first"));
+        let mut pooled = store.acquire().await.unwrap();
+        let mut c = pooled.conn();
+        assert_eq!(meta::init(&mut c, "k", "first").await.unwrap(), "first");
+        assert_eq!(meta::init(&mut c, "k", "second").await.unwrap(), "first");
+        assert_eq!(
+            meta::get(&mut c, "k").await.unwrap().as_deref(),
+            Some("first")
+        );
     }
 }
 
@@ -58,18 +68,21 @@ async fn metadata_is_written_once() {
 async fn security_events_round_trip() {
     for (store, _dir) in stores().await {
         let at = chrono::Utc::now();
-        let event = SecurityEvent {
-            at,
-            kind: SecurityEventKind::AuthenticationFailed,
+        let event = StoredSecurityEvent {
+            id: 0,
+            occurred_at_us: at.timestamp_micros(),
+            kind: SecurityEventKind::AuthenticationFailed.as_str().to_owned(),
             code: "token_expired".into(),
-            peer: Some("127.0.0.1:4000".parse().unwrap()),
-            partner: Some("metro-pd".parse().unwrap()),
-            cert_fingerprint: Some(coresponse_gateway::domain::CertFingerprint::of_der(b"x")),
+            peer: Some("127.0.0.1:4000".into()),
+            partner: Some("metro-pd".into()),
+            cert_sha256: Some(coresponse_gateway::domain::CertFingerprint::of_der(b"x").to_hex()),
             detail: "the token has expired".into(),
         };
-        store.insert_security_event(&event).await.unwrap();
-        store.insert_security_event(&event).await.unwrap();
-        let got = store.recent_security_events(10).await.unwrap();
+        let mut pooled = store.acquire().await.unwrap();
+        let mut c = pooled.conn();
+        security_events::insert(&mut c, &event).await.unwrap();
+        security_events::insert(&mut c, &event).await.unwrap();
+        let got = security_events::recent(&mut c, 10).await.unwrap();
         assert_eq!(got.len(), 2);
         assert!(got[0].id > got[1].id, "newest first");
         let e = &got[0];
@@ -86,28 +99,35 @@ async fn security_events_round_trip() {
 async fn a_sqlite_database_reopens_with_its_data() {
     let dir = tempfile::tempdir().unwrap();
     let settings = StorageSettings {
-        url: format!("sqlite://{}", dir.path().join("g.db").display()),
-        password_file: None,
         max_connections: 2,
+        ..StorageSettings::new(format!("sqlite://{}", dir.path().join("g.db").display()))
     };
     let s = Store::open(&settings).await.unwrap();
-    s.meta_init("kept", "yes").await.unwrap();
-    s.close().await;
-    let s = Store::open(&settings).await.unwrap();
-    assert_eq!(s.meta_get("kept").await.unwrap().as_deref(), Some("yes"));
-    let mode: (String,) = sqlx::query_as("PRAGMA journal_mode")
-        .fetch_one(s.pool())
+    meta::init(&mut s.acquire().await.unwrap().conn(), "kept", "yes")
         .await
         .unwrap();
+    s.close().await;
+    let s = Store::open(&settings).await.unwrap();
+    let mut pooled = s.acquire().await.unwrap();
+    assert_eq!(
+        meta::get(&mut pooled.conn(), "kept")
+            .await
+            .unwrap()
+            .as_deref(),
+        Some("yes")
+    );
+    let mode: (String,) = on_conn!(&mut pooled.conn(), |c| {
+        sqlx::query_as("PRAGMA journal_mode").fetch_one(c).await
+    })
+    .unwrap();
     assert_eq!(mode.0, "wal");
 }
 
 #[tokio::test]
 async fn an_unsupported_url_is_a_clear_error() {
     let err = Store::open(&StorageSettings {
-        url: "mysql://u:secret@h/d".into(),
-        password_file: None,
         max_connections: 1,
+        ..StorageSettings::new("mysql://u:secret@h/d")
     })
     .await
     .unwrap_err();

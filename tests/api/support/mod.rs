@@ -7,10 +7,12 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
+use coresponse_gateway::audit::{self, query};
 use coresponse_gateway::config::Settings;
 use coresponse_gateway::devinit::{self, InitOptions, TokenRequest, pki::DevCa};
+use coresponse_gateway::service::Services;
 use coresponse_gateway::startup::{AppState, Application};
-use coresponse_gateway::store::StoredSecurityEvent;
+use coresponse_gateway::store::{Store, StoredSecurityEvent, on_conn, security_events};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use time::OffsetDateTime;
@@ -257,6 +259,37 @@ pub fn client(identity: Option<&(String, String)>) -> reqwest::Client {
 }
 
 impl TestApp {
+    /// The gateway's services (store, keyring, log, policy, clock, caches).
+    pub fn services(&self) -> &Services {
+        &self.state.services
+    }
+
+    /// The gateway's database.
+    pub fn store(&self) -> &Store {
+        &self.state.services.store
+    }
+
+    /// The log entries `filter` selects, newest first.
+    pub async fn log_entries(&self, filter: &query::Filter) -> Vec<audit::Entry> {
+        let mut pooled = self.store().acquire().await.unwrap();
+        query::list(&mut pooled.conn(), filter).await.unwrap()
+    }
+
+    /// The log entry `seq`.
+    pub async fn log_entry(&self, seq: u64) -> Option<audit::Entry> {
+        let mut pooled = self.store().acquire().await.unwrap();
+        query::get(&mut pooled.conn(), seq).await.unwrap()
+    }
+
+    /// Verifies the whole chain (with the checkpoint key) and asserts that it holds.
+    pub async fn assert_log_verifies(&self) {
+        let log = &self.services().log;
+        let v = audit::verify_store(self.store(), log.checkpoint_key().as_ref(), None)
+            .await
+            .unwrap();
+        assert!(v.ok(), "{v:?}");
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("https://localhost:{}{path}", self.addr.port())
     }
@@ -278,7 +311,12 @@ impl TestApp {
     /// Waits (bounded) until a security event with `code` is stored; returns it.
     pub async fn security_event(&self, code: &str) -> StoredSecurityEvent {
         for _ in 0..100 {
-            let events = self.state.store.recent_security_events(50).await.unwrap();
+            let events = {
+                let mut pooled = self.store().acquire().await.unwrap();
+                security_events::recent(&mut pooled.conn(), 50)
+                    .await
+                    .unwrap()
+            };
             if let Some(e) = events.into_iter().find(|e| e.code == code) {
                 return e;
             }
@@ -303,4 +341,37 @@ pub async fn tls_connect(
     tokio_rustls::TlsConnector::from(config)
         .connect(name, tcp)
         .await
+}
+
+/// Runs raw SQL (one or more statements, no parameters) on the store's database.
+pub async fn exec(store: &Store, sql: &str) {
+    let mut pooled = store.acquire().await.unwrap();
+    on_conn!(&mut pooled.conn(), |c| {
+        sqlx::raw_sql(sqlx::AssertSqlSafe(sql.to_owned()))
+            .execute(c)
+            .await
+            .map(|_| ())
+    })
+    .unwrap();
+}
+
+/// Every row a query returns, as `T`, on either backend.
+pub async fn fetch_all<T>(store: &Store, sql: &'static str) -> Vec<T>
+where
+    T: Send
+        + Unpin
+        + for<'r> sqlx::FromRow<'r, sqlx::sqlite::SqliteRow>
+        + for<'r> sqlx::FromRow<'r, sqlx::postgres::PgRow>,
+{
+    let mut pooled = store.acquire().await.unwrap();
+    on_conn!(&mut pooled.conn(), |c| sqlx::query_as(sql)
+        .fetch_all(c)
+        .await)
+    .unwrap()
+}
+
+/// A query's single integer (e.g. a `COUNT(*)`).
+pub async fn scalar(store: &Store, sql: &'static str) -> i64 {
+    let rows: Vec<(i64,)> = fetch_all(store, sql).await;
+    rows.first().expect("one row").0
 }
