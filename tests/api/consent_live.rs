@@ -5,12 +5,13 @@
 
 use chrono::{Duration, Utc};
 use coresponse_gateway::audit::{LegalBasis, query};
+use coresponse_gateway::domain::ManualClock;
 use serde_json::{Value, json};
 
 use crate::records_api::{
     clinician, incident_body, officer, post, put, read, safety_plan_body, who,
 };
-use crate::support::{self, Db, TestApp, spawn_app, spawn_with};
+use crate::support::{self, Db, TestApp, spawn_app, spawn_with, spawn_with_clock};
 
 const PLAN: &str = "/v1/records/safety-plan/SP-1";
 
@@ -159,23 +160,25 @@ async fn grant_and_revocation_each_change_the_next_answer() {
 
 #[tokio::test]
 async fn expiry_changes_the_next_answer() {
-    let app = spawn_app(Db::Sqlite).await;
-    seed(&app).await;
-    record(
-        &app,
-        &consent(
-            crisis_extract(),
-            &["crisis-response"],
-            Duration::milliseconds(1500),
-        ),
-    )
-    .await;
-    let (s, _, b) = officer_reads_plan(&app).await;
-    assert_eq!(s, 200, "{b}");
-    tokio::time::sleep(std::time::Duration::from_millis(1600)).await;
-    let (s, _, b) = officer_reads_plan(&app).await;
-    assert_eq!(s, 403, "an expired consent no longer counts: {b}");
-    app.stop().await;
+    for db in [Db::Sqlite, Db::Postgres] {
+        let clock = ManualClock::new(Utc::now());
+        let app = spawn_with_clock(db, &clock, |_| {}).await;
+        seed(&app).await;
+        record(
+            &app,
+            &consent(crisis_extract(), &["crisis-response"], Duration::hours(1)),
+        )
+        .await;
+        let (s, _, b) = officer_reads_plan(&app).await;
+        assert_eq!(s, 200, "{db:?}: {b}");
+        clock.advance(Duration::minutes(59));
+        let (s, _, b) = officer_reads_plan(&app).await;
+        assert_eq!(s, 200, "{db:?}: still in force: {b}");
+        clock.advance(Duration::minutes(2));
+        let (s, _, b) = officer_reads_plan(&app).await;
+        assert_eq!(s, 403, "{db:?}: an expired consent no longer counts: {b}");
+        app.stop().await;
+    }
 }
 
 #[tokio::test]

@@ -1,11 +1,13 @@
 //! Emergency access (HIPAA 164.512(j)): every emergency disclosure lands in exactly one review,
 //! one stated basis lasts one time box, and compliance officers close reviews (logged).
 
+use chrono::{Duration, Utc};
 use coresponse_gateway::audit::{EntryKind, query};
+use coresponse_gateway::domain::ManualClock;
 use serde_json::{Value, json};
 
 use crate::records_api::{clinician, officer, post, put, read, safety_plan_body, who};
-use crate::support::{Db, TestApp, spawn_app, spawn_with};
+use crate::support::{Db, TestApp, spawn_app, spawn_with_clock};
 
 const EMERGENCY: [(&str, &str); 3] = [
     ("Emergency-Basis", "credible-representation"),
@@ -204,16 +206,30 @@ async fn concurrent_emergency_reads_share_exactly_one_review() {
 
 #[tokio::test]
 async fn a_stated_basis_lasts_one_time_box() {
-    let app = spawn_with(Db::Sqlite, |s| s.emergency.window_secs = 1).await;
-    seed(&app).await;
-    let a = emergency_read(&app).await;
-    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
-    let b = emergency_read(&app).await;
-    assert_eq!(
-        b["emergency"]["review_opened"], true,
-        "the window closed; a new one opened"
-    );
-    assert_ne!(a["emergency"]["review_id"], b["emergency"]["review_id"]);
-    assert_eq!(reviews(&app, "open").await.len(), 2);
-    app.stop().await;
+    for db in [Db::Sqlite, Db::Postgres] {
+        let clock = ManualClock::new(Utc::now());
+        let app = spawn_with_clock(db, &clock, |s| s.emergency.window_secs = 600).await;
+        seed(&app).await;
+        let a = emergency_read(&app).await;
+        assert_eq!(a["emergency"]["review_opened"], true);
+        clock.advance(Duration::seconds(599));
+        let inside = emergency_read(&app).await;
+        assert_eq!(
+            inside["emergency"]["review_opened"], false,
+            "{db:?}: still inside the window"
+        );
+        assert_eq!(
+            inside["emergency"]["review_id"],
+            a["emergency"]["review_id"]
+        );
+        clock.advance(Duration::seconds(2));
+        let b = emergency_read(&app).await;
+        assert_eq!(
+            b["emergency"]["review_opened"], true,
+            "{db:?}: the window closed; a new one opened"
+        );
+        assert_ne!(a["emergency"]["review_id"], b["emergency"]["review_id"]);
+        assert_eq!(reviews(&app, "open").await.len(), 2);
+        app.stop().await;
+    }
 }

@@ -10,6 +10,7 @@ use std::time::Duration;
 use coresponse_gateway::audit::{self, query};
 use coresponse_gateway::config::Settings;
 use coresponse_gateway::devinit::{self, InitOptions, TokenRequest, pki::DevCa};
+use coresponse_gateway::domain::{ManualClock, SharedClock};
 use coresponse_gateway::service::Services;
 use coresponse_gateway::startup::{AppState, Application};
 use coresponse_gateway::store::{Store, StoredSecurityEvent, on_conn, security_events};
@@ -210,10 +211,26 @@ pub async fn spawn_app(db: Db) -> TestApp {
 }
 
 pub async fn spawn_with(db: Db, tweak: impl FnOnce(&mut Settings)) -> TestApp {
+    spawn_on(db, tweak, coresponse_gateway::service::system_clock()).await
+}
+
+/// A gateway whose services read the time from `clock`: a test moves the clock instead of
+/// sleeping until a consent expires or an emergency window ends.
+pub async fn spawn_with_clock(
+    db: Db,
+    clock: &ManualClock,
+    tweak: impl FnOnce(&mut Settings),
+) -> TestApp {
+    spawn_on(db, tweak, Arc::new(clock.clone())).await
+}
+
+async fn spawn_on(db: Db, tweak: impl FnOnce(&mut Settings), clock: SharedClock) -> TestApp {
     let workdir = tempfile::tempdir().unwrap();
     let mut s = settings(db, workdir.path()).await;
     tweak(&mut s);
-    let app = Application::build(s).await.expect("build app");
+    let app = Application::build_with_clock(s, clock)
+        .await
+        .expect("build app");
     let addr = app.addr();
     let state = app.state();
     let handle = app.handle();
