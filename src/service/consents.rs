@@ -405,10 +405,8 @@ impl Services {
                 Outcome::deny("consent_not_found"),
                 None,
                 &[],
-                &format!(
-                    "refused to revoke consent {id}: no such consent, or the caller's partner \
-                     is not a discloser"
-                ),
+                "refused to revoke a consent: no such consent, or the caller's partner is not \
+                 a discloser",
             );
             tx.append(entry).await.map_err(log_error)?;
             tx.commit().await.map_err(log_error)?;

@@ -106,6 +106,25 @@ async fn consent_entries(app: &TestApp) -> Vec<audit::Entry> {
     v
 }
 
+/// Asserts that exactly one more `consent_changed` entry was logged since `logged` entries,
+/// a refusal with reason `code` whose detail names the code and no value of the directive;
+/// returns its detail.
+async fn one_more_refusal(app: &TestApp, logged: &mut usize, code: &str) -> String {
+    let entries = consent_entries(app).await;
+    assert_eq!(entries.len(), *logged + 1, "one entry per refused creation");
+    *logged = entries.len();
+    let e = entries.last().unwrap();
+    assert_eq!(e.data.outcome, Outcome::deny(code));
+    assert_eq!(e.data.recipient_partner.as_deref(), Some("county-mh"));
+    assert_eq!(e.data.basis, None, "nothing was recorded");
+    let detail = e.data.detail.clone().unwrap_or_default();
+    assert!(detail.contains(code), "{detail}");
+    for secret in [PATIENT, MRN, "P-88123", "DMS-2026-7731", "County"] {
+        assert!(!detail.contains(secret), "{detail}");
+    }
+    detail
+}
+
 async fn verify(app: &TestApp) {
     app.assert_log_verifies().await;
 }
@@ -251,6 +270,7 @@ async fn a_consent_is_recorded_shown_to_its_disclosers_and_sealed_at_rest() {
 async fn each_missing_part2_element_and_each_bad_input_is_refused_by_name() {
     for db in BOTH {
         let app = spawn_app(db).await;
+        let mut logged = consent_entries(&app).await.len();
         let elements = [
             ("patient_name", "2.31(a)(1)"),
             ("disclosers", "2.31(a)(2)"),
@@ -286,6 +306,9 @@ async fn each_missing_part2_element_and_each_bad_input_is_refused_by_name() {
             let message = v["message"].as_str().unwrap();
             assert!(message.contains(paragraph), "{message}");
             assert!(message.contains(element), "{message}");
+            // The refusal is logged: the code and the missing element, no value of the body.
+            let refusal = one_more_refusal(&app, &mut logged, "consent_incomplete").await;
+            assert!(refusal.contains(element), "{refusal}");
         }
         // An expiration event instead of a date is enough.
         let mut body = part2_consent();
@@ -296,6 +319,7 @@ async fn each_missing_part2_element_and_each_bad_input_is_refused_by_name() {
         let v: Value = res.json().await.unwrap();
         assert!(v["expires"].is_null());
         assert_eq!(v["status"], "active");
+        logged = consent_entries(&app).await.len();
 
         // Psychotherapy notes by category.
         let mut body = part2_consent();
@@ -313,6 +337,11 @@ async fn each_missing_part2_element_and_each_bad_input_is_refused_by_name() {
                 .as_str()
                 .unwrap()
                 .contains("safety-plan.psychotherapy_notes")
+        );
+        let refusal = one_more_refusal(&app, &mut logged, "invalid_consent").await;
+        assert!(
+            refusal.contains("psychotherapy_notes_by_category at scope.categories"),
+            "{refusal}"
         );
 
         // Content checked against the policy set; unknown fields and bad JSON refused.
@@ -374,8 +403,32 @@ async fn each_missing_part2_element_and_each_bad_input_is_refused_by_name() {
             let v: Value = res.json().await.unwrap();
             assert_eq!(v["code"], code, "{v}");
             assert!(v["message"].as_str().unwrap().contains(mentions), "{v}");
+            if code == "invalid_consent" {
+                let refusal = one_more_refusal(&app, &mut logged, code).await;
+                for problem in v["details"]["problems"].as_array().unwrap() {
+                    let listed = format!(
+                        "{} at {}",
+                        problem["code"].as_str().unwrap(),
+                        problem["field"].as_str().unwrap()
+                    );
+                    assert!(refusal.contains(&listed), "{refusal} lacks {listed}");
+                }
+                // The offending values themselves are not in the log.
+                for value in [
+                    "fire-dept",
+                    "marketing",
+                    "shoe_size",
+                    "tax-return",
+                    "2000-01-01",
+                ] {
+                    assert!(!refusal.contains(value), "{refusal}");
+                }
+            } else {
+                logged = consent_entries(&app).await.len();
+            }
         }
         assert_eq!(count_consents(&app).await, 1, "only the complete one");
+        verify(&app).await;
         app.stop().await;
     }
 }
@@ -391,22 +444,35 @@ async fn only_a_discloser_records_or_revokes_and_refusals_are_logged() {
         assert_eq!(count_consents(&app).await, 0);
 
         let id = record(&app, &part2_consent()).await;
+        // A partner that is not among the disclosers gets exactly the answer an unknown id
+        // gets: the 404 tells it nothing about whether the consent exists.
         let res = post(
             &app,
             &officer(),
-            &format!("/v1/consents/{id}/revoke"),
+            "/v1/consents/consent-unknown/revoke",
             &revocation(),
         )
         .await;
-        assert_eq!(res.status(), 403);
-        let res = post(
-            &app,
-            &compliance(),
-            &format!("/v1/consents/{id}/revoke"),
-            &revocation(),
-        )
-        .await;
-        assert_eq!(res.status(), 403);
+        assert_eq!(res.status(), 404);
+        let unknown: Value = res.json().await.unwrap();
+        assert_eq!(unknown["code"], "consent_not_found", "{unknown}");
+        for who in [officer(), compliance()] {
+            let res = post(
+                &app,
+                &who,
+                &format!("/v1/consents/{id}/revoke"),
+                &revocation(),
+            )
+            .await;
+            assert_eq!(res.status(), 404, "{db:?}");
+            let body: Value = res.json().await.unwrap();
+            assert_eq!(body["code"], unknown["code"], "{body}");
+            assert_eq!(
+                body.to_string().replace(&id, "consent-unknown"),
+                unknown.to_string(),
+                "the same answer as for an unknown id"
+            );
+        }
         let res = get(&app, &clinician(), &format!("/v1/consents/{id}")).await;
         let v: Value = res.json().await.unwrap();
         assert_eq!(v["status"], "active");
@@ -421,12 +487,27 @@ async fn only_a_discloser_records_or_revokes_and_refusals_are_logged() {
             vec![
                 (Some("metro-pd"), Outcome::deny("not_a_discloser")),
                 (Some("county-mh"), Outcome::Permit),
-                (Some("metro-pd"), Outcome::deny("not_a_discloser")),
-                (Some("oversight"), Outcome::deny("not_a_discloser")),
+                (Some("metro-pd"), Outcome::deny("consent_not_found")),
+                (Some("metro-pd"), Outcome::deny("consent_not_found")),
+                (Some("oversight"), Outcome::deny("consent_not_found")),
             ]
         );
         let pseudonym = app.services().log.pseudonym(&mrn());
-        assert!(entries.iter().all(|e| e.data.subject == Some(pseudonym)));
+        assert!(
+            entries[..2]
+                .iter()
+                .all(|e| e.data.subject == Some(pseudonym))
+        );
+        // The refused revocations name no consent and no subject: the entry for the existing
+        // consent is the entry for the unknown id.
+        for e in &entries[2..] {
+            assert_eq!(e.data.basis, None, "{e:?}");
+            assert_eq!(e.data.subject, None, "{e:?}");
+            let detail = e.data.detail.as_deref().unwrap_or_default();
+            assert!(!detail.contains(&id), "{detail}");
+            assert!(!detail.contains("consent-unknown"), "{detail}");
+        }
+        assert_eq!(entries[2].data.detail, entries[3].data.detail);
         verify(&app).await;
         app.stop().await;
     }
@@ -538,6 +619,8 @@ async fn revocation_takes_effect_at_once_is_kept_in_history_and_is_not_repeated(
         )
         .await;
         assert_eq!(res.status(), 404);
+        let v: Value = res.json().await.unwrap();
+        assert_eq!(v["code"], "consent_not_found");
 
         // The very next decision sees it revoked.
         let after: Value = get(&app, &clinician(), &coverage)
@@ -587,6 +670,7 @@ async fn revocation_takes_effect_at_once_is_kept_in_history_and_is_not_repeated(
                 (Outcome::Permit, basis.clone()),
                 (Outcome::Permit, basis.clone()),
                 (Outcome::deny("consent_already_revoked"), basis),
+                (Outcome::deny("consent_not_found"), None),
             ]
         );
         assert!(
