@@ -2,7 +2,7 @@
 //! behind a referral; an officer checks referral status and, where consent exists, the
 //! crisis-plan extract; a compliance officer reads the log.
 
-use coresponse_gateway::audit::{self, EntryKind, query};
+use coresponse_gateway::audit::{self, EntryKind, Outcome, query};
 use coresponse_gateway::devinit::seed;
 use serde_json::Value;
 
@@ -28,8 +28,28 @@ async fn the_readme_journeys_work_on_the_demo_data() {
         let app = spawn_app(db).await;
         let report = seed::seed(app.services()).await.unwrap();
         assert_eq!((report.records, report.consents), (7, 1));
+        // Each seeded record and consent is written with its log entry, like any other write.
+        let written = entries(&app, EntryKind::RecordChanged).await;
+        assert_eq!(written.len(), 7, "{db:?}: one record_changed per record");
+        let mut records: Vec<(String, String)> = written
+            .iter()
+            .map(|e| {
+                assert_eq!(e.data.outcome, Outcome::Permit);
+                let detail = e.data.detail.as_deref().unwrap_or_default();
+                assert!(!detail.contains("Jordan Example"), "{detail}");
+                let r = e.data.record.as_ref().expect("the entry names its record");
+                (r.kind.clone(), r.id.clone())
+            })
+            .collect();
+        records.sort();
+        records.dedup();
+        assert_eq!(records.len(), 7, "{records:?}");
+        assert_eq!(entries(&app, EntryKind::ConsentChanged).await.len(), 1);
         let again = seed::seed(app.services()).await.unwrap();
         assert_eq!((again.records, again.consents), (0, 0), "seeding runs once");
+        assert_eq!(entries(&app, EntryKind::RecordChanged).await.len(), 7);
+        assert_eq!(entries(&app, EntryKind::ConsentChanged).await.len(), 1);
+        app.assert_log_verifies().await;
 
         // The clinician opens the referral, then the incident behind it.
         let clin = who("county-mh", "clin-7", &["clinician"]);
