@@ -327,11 +327,20 @@ async fn a_tampered_consent_fails_the_read_closed() {
     revoke(&app, &id).await;
     let (s, _, _) = officer_reads_plan(&app).await;
     assert_eq!(s, 403);
-    // Someone with database access "un-revokes" it by editing the clear columns: the read is
-    // refused (500, nothing disclosed), never decided on the edited consent.
+    // Someone with database access "un-revokes" it by editing the clear columns. The decision
+    // inputs cached at the current consent epoch are the authentic ones: still denied.
     support::exec(
         app.store(),
         "UPDATE consents SET status = 'active', revoked_at_us = NULL",
+    )
+    .await;
+    let (s, _, b) = officer_reads_plan(&app).await;
+    assert_eq!(s, 403, "decided on the authentic consent: {b}");
+    // Once the epoch moves (any consent change, on any replica), the consents are read again:
+    // the read is refused (500, nothing disclosed), never decided on the edited consent.
+    support::exec(
+        app.store(),
+        "UPDATE cache_epochs SET consents = consents + 1",
     )
     .await;
     let (s, id_hdr, b) = officer_reads_plan(&app).await;
