@@ -102,3 +102,27 @@ async fn an_idle_client_after_the_handshake_is_timed_out() {
     );
     app.stop().await;
 }
+
+#[tokio::test]
+async fn healthz_reports_a_database_that_stopped_answering() {
+    let app = spawn_app(Db::Sqlite).await;
+    let identity = pki().partner_cert("oversight");
+    let res = app.get(Some(&identity), "/healthz", None).await.unwrap();
+    assert_eq!(res.status(), 200);
+    // The database goes away. `/healthz` answers from the background probe's last result (it
+    // runs every 500 ms), so the change shows within a few probes; wait for it, bounded.
+    app.store().close().await;
+    let mut last = None;
+    for _ in 0..100 {
+        let res = app.get(Some(&identity), "/healthz", None).await.unwrap();
+        if res.status() == 503 {
+            last = Some(res.json::<serde_json::Value>().await.unwrap());
+            break;
+        }
+        assert_eq!(res.status(), 200);
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let body = last.expect("/healthz never reported the lost database");
+    assert_eq!(body["code"], "service_unavailable", "{body}");
+    app.stop().await;
+}
