@@ -11,6 +11,7 @@ mod handshake;
 mod records_api;
 mod records_store;
 mod reload;
+mod replicas;
 mod robustness;
 mod storage;
 mod support;

@@ -360,6 +360,25 @@ pub async fn tls_connect(
         .await
 }
 
+/// A second gateway on the same configuration and database as `app` (another replica), on its
+/// own port.
+pub async fn spawn_replica(app: &TestApp) -> TestApp {
+    let workdir = tempfile::tempdir().unwrap();
+    let mut s = app.state.settings.clone();
+    s.server.listen = "127.0.0.1:0".parse().unwrap();
+    let replica = Application::build(s).await.expect("build replica");
+    let addr = replica.addr();
+    let state = replica.state();
+    let handle = replica.handle();
+    tokio::spawn(replica.run_until_stopped());
+    TestApp {
+        addr,
+        state,
+        handle,
+        workdir,
+    }
+}
+
 /// Runs raw SQL (one or more statements, no parameters) on the store's database.
 pub async fn exec(store: &Store, sql: &str) {
     let mut pooled = store.acquire().await.unwrap();
