@@ -89,6 +89,7 @@ impl Application {
             token_rules: TokenRules {
                 audience: settings.identity.audience.clone(),
                 leeway_secs: settings.identity.leeway_secs,
+                max_lifetime_secs: settings.identity.max_token_lifetime_secs,
             },
             settings,
             policy: Arc::new(ArcSwap::from_pointee(policy)),

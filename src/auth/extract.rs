@@ -75,7 +75,14 @@ fn authenticate(req: &HttpRequest) -> Result<Principal, ApiError> {
         .get(header::AUTHORIZATION)
         .map(|v| v.to_str().unwrap_or(""));
     let result = bearer_token(header).and_then(|token| {
-        verify_token(&policy.partners, &state.token_rules, &partner, peer, token)
+        verify_token(
+            &policy.partners,
+            &state.token_rules,
+            &partner,
+            peer,
+            token,
+            Utc::now().timestamp(),
+        )
     });
     result.map_err(|f: AuthFailure| {
         record(f.code, Some(partner.clone()), &f.message);

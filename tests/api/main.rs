@@ -14,4 +14,5 @@ mod reload;
 mod robustness;
 mod storage;
 mod support;
+mod token_times;
 mod tokens;
