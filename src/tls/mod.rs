@@ -13,19 +13,24 @@
 //! would skip the certificate and CRL checks. Revocation is also re-checked on every request
 //! ([`PartnerCertVerifier::check_still_valid`]) so a CRL loaded after a connection was opened
 //! still applies to it.
+//!
+//! CRLs are authenticated when they are loaded ([`crl`]): a forged, foreign, ambiguous or
+//! rolled-back CRL refuses the whole set, so it can neither replace a good set nor make rustls
+//! refuse every certificate of its issuer.
 
+mod crl;
 mod identity;
 
 use std::cell::RefCell;
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use arc_swap::ArcSwap;
 use rustls::client::danger::HandshakeSignatureValid;
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, CertificateRevocationListDer, PrivateKeyDer, UnixTime};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, UnixTime};
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::server::{NoServerSessionStorage, WebPkiClientVerifier};
 use rustls::{
@@ -50,6 +55,14 @@ pub enum TlsSetupError {
     /// rustls refused the material.
     #[error("TLS configuration refused: {0}")]
     Rustls(String),
+    /// A CRL was refused; the whole set with it.
+    #[error("CRL `{path}` refused: {reason}")]
+    Crl {
+        /// The file.
+        path: PathBuf,
+        /// Why, and what to do.
+        reason: String,
+    },
 }
 
 /// The rustls crypto provider used everywhere in the gateway (one provider only: compiling in
@@ -83,39 +96,15 @@ pub fn load_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsSetupError> {
     })
 }
 
-/// Reads CRL files, PEM or DER.
-pub fn load_crls(
-    paths: &[PathBuf],
-) -> Result<Vec<CertificateRevocationListDer<'static>>, TlsSetupError> {
-    let mut out = Vec::new();
-    for path in paths {
-        let bytes = std::fs::read(path).map_err(|e| TlsSetupError::File {
-            path: path.clone(),
-            message: e.to_string(),
-        })?;
-        if bytes.starts_with(b"-----BEGIN") {
-            let crls = CertificateRevocationListDer::pem_slice_iter(&bytes)
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(|e| TlsSetupError::File {
-                    path: path.clone(),
-                    message: e.to_string(),
-                })?;
-            out.extend(crls);
-        } else {
-            out.push(CertificateRevocationListDer::from(bytes));
-        }
-    }
-    Ok(out)
-}
-
 /// What the verifier holds; replaced whole on reload.
 #[derive(Debug)]
 struct VerifierState {
     webpki: Arc<dyn ClientCertVerifier>,
     trust_domain: String,
     registered: HashSet<PartnerId>,
-    /// (issuer DN, serial) of every revoked certificate, for the per-request re-check.
-    revoked: HashSet<identity::RevocationKey>,
+    /// The authenticated CRLs, with the revoked (issuer DN, serial) keys for the per-request
+    /// re-check.
+    crls: crl::CrlSet,
 }
 
 /// Verifies partner client certificates: the chain and CRLs (rustls webpki), then the partner
@@ -124,7 +113,10 @@ struct VerifierState {
 pub struct PartnerCertVerifier {
     state: ArcSwap<VerifierState>,
     roots: Arc<RootCertStore>,
+    cas: Vec<crl::ClientCa>,
     hints: Vec<DistinguishedName>,
+    /// Serializes reloads, so each new set is compared with the one it replaces.
+    reload_lock: Mutex<()>,
 }
 
 /// Why a presented certificate does not identify a registered partner.
@@ -149,6 +141,7 @@ pub enum CertIdentityError {
 
 impl PartnerCertVerifier {
     /// Builds the verifier from the CA bundle, CRLs, trust domain and registered partners.
+    /// Every CRL must be issued and signed by a CA of the bundle.
     pub fn new(
         client_ca: &Path,
         crls: &[PathBuf],
@@ -156,32 +149,41 @@ impl PartnerCertVerifier {
         registered: impl IntoIterator<Item = PartnerId>,
     ) -> Result<Self, TlsSetupError> {
         let mut roots = RootCertStore::empty();
+        let mut cas = Vec::new();
         for cert in load_certs(client_ca)? {
+            cas.push(
+                crl::ClientCa::from_der(&cert).map_err(|e| TlsSetupError::File {
+                    path: client_ca.to_owned(),
+                    message: e,
+                })?,
+            );
             roots
                 .add(cert)
                 .map_err(|e| TlsSetupError::Rustls(format!("client CA bundle: {e}")))?;
         }
         let roots = Arc::new(roots);
         let hints = roots.subjects();
-        let state = Self::build_state(&roots, crls, trust_domain, registered)?;
+        let state = Self::build_state(&roots, &cas, crls, None, trust_domain, registered)?;
         Ok(Self {
             state: ArcSwap::from_pointee(state),
             roots,
+            cas,
             hints,
+            reload_lock: Mutex::new(()),
         })
     }
 
     fn build_state(
         roots: &Arc<RootCertStore>,
+        cas: &[crl::ClientCa],
         crls: &[PathBuf],
+        running: Option<&crl::CrlSet>,
         trust_domain: &str,
         registered: impl IntoIterator<Item = PartnerId>,
     ) -> Result<VerifierState, TlsSetupError> {
-        let crls = load_crls(crls)?;
-        let revoked = identity::revoked_serials(&crls)
-            .map_err(|e| TlsSetupError::Rustls(format!("CRL: {e}")))?;
+        let crls = crl::CrlSet::load(crls, cas, roots, running)?;
         let webpki = WebPkiClientVerifier::builder_with_provider(roots.clone(), provider())
-            .with_crls(crls)
+            .with_crls(crls.ders.clone())
             .only_check_end_entity_revocation()
             .build()
             .map_err(|e| TlsSetupError::Rustls(e.to_string()))?;
@@ -189,18 +191,32 @@ impl PartnerCertVerifier {
             webpki,
             trust_domain: trust_domain.to_owned(),
             registered: registered.into_iter().collect(),
-            revoked,
+            crls,
         })
     }
 
-    /// Replaces CRLs and the registered partner set. On error the running state is kept.
+    /// Replaces CRLs and the registered partner set. A CRL that is not authentic, or older than
+    /// the one in force for its issuer, refuses the whole set; on error the running state is
+    /// kept.
     pub fn reload(
         &self,
         crls: &[PathBuf],
         trust_domain: &str,
         registered: impl IntoIterator<Item = PartnerId>,
     ) -> Result<(), TlsSetupError> {
-        let state = Self::build_state(&self.roots, crls, trust_domain, registered)?;
+        let _serial = self
+            .reload_lock
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let running = self.state.load();
+        let state = Self::build_state(
+            &self.roots,
+            &self.cas,
+            crls,
+            Some(&running.crls),
+            trust_domain,
+            registered,
+        )?;
         self.state.store(Arc::new(state));
         Ok(())
     }
@@ -227,7 +243,7 @@ impl PartnerCertVerifier {
         if !state.registered.contains(&id) {
             return Err(CertIdentityError::Unregistered(id.to_string()));
         }
-        if state.revoked.contains(&peer.revocation_key) {
+        if state.crls.revoked.contains(&peer.revocation_key) {
             return Err(CertIdentityError::Revoked);
         }
         if now_unix < peer.not_before || now_unix > peer.not_after {

@@ -5,6 +5,7 @@ mod audit;
 mod cli;
 mod consent_live;
 mod consents;
+mod crl;
 mod demo;
 mod emergency;
 mod handshake;
