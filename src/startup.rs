@@ -298,6 +298,7 @@ fn report_refused_handshake(
                 C::Expired | C::ExpiredContext { .. } => "certificate_expired",
                 C::NotValidYet | C::NotValidYetContext { .. } => "certificate_not_yet_valid",
                 C::Revoked => "certificate_revoked",
+                C::ExpiredRevocationList | C::ExpiredRevocationListContext { .. } => "crl_expired",
                 C::ApplicationVerificationFailure => "certificate_unregistered_partner",
                 _ => "certificate_invalid",
             };
