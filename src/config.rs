@@ -127,6 +127,14 @@ pub struct TlsSettings {
     /// Certificate revocation lists (PEM or DER), re-read on reload.
     #[serde(default)]
     pub crls: Vec<PathBuf>,
+    /// How long a CRL is still used after its nextUpdate, in seconds; past it the certificates
+    /// of its issuer are refused. Default: 604800 (7 days).
+    #[serde(default = "default_crl_grace")]
+    pub crl_grace_secs: u64,
+}
+
+fn default_crl_grace() -> u64 {
+    7 * 24 * 3600
 }
 
 /// Partner identity and token rules.
@@ -363,6 +371,7 @@ master_key_file = "master.key"
         assert_eq!(s.policy.dir, PathBuf::from("/srv/policies"));
         assert_eq!(s.audit, AuditSettings::default());
         assert_eq!(s.audit.retention_days, 2192);
+        assert_eq!(s.tls.crl_grace_secs, 604_800);
         assert_eq!(s.identity.max_token_lifetime_secs, 3600);
         assert_eq!(
             s.storage.url,

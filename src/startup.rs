@@ -72,8 +72,10 @@ impl Application {
         let verifier = Arc::new(PartnerCertVerifier::new(
             &settings.tls.client_ca,
             &settings.tls.crls,
+            settings.tls.crl_grace_secs,
             &settings.identity.trust_domain,
             policy.partners.iter().map(|p| p.id.clone()),
+            Utc::now().timestamp(),
         )?);
         let tls = crate::tls::server_config(
             &settings.tls.server_cert,
@@ -166,6 +168,7 @@ impl AppState {
                 &s.tls.crls,
                 &s.identity.trust_domain,
                 policy.partners.iter().map(|p| p.id.clone()),
+                Utc::now().timestamp(),
             )?;
             let hash = policy.hash.clone();
             self.policy.store(Arc::new(policy));

@@ -1,4 +1,5 @@
-//! Certificate revocation lists: loading them and proving where they come from.
+//! Certificate revocation lists: loading them, proving where they come from, and judging
+//! whether they are still current.
 //!
 //! Security role: a CRL decides which partner certificates are refused, and rustls checks its
 //! signature only during a handshake, where a bad CRL would refuse every certificate of its
@@ -11,6 +12,11 @@
 //! - has no CRL number or no nextUpdate, or is one of two CRLs of one issuer,
 //! - carries a CRL number lower than the CRL of its issuer now in force (a rollback, which
 //!   would un-revoke certificates), or leaves out an issuer the set in force covers.
+//!
+//! Freshness is judged at run time, with the time as a parameter: before nextUpdate a CRL is
+//! current; from nextUpdate until nextUpdate + grace it is stale (still used, and warned
+//! about); after that it is expired, and the certificates of its issuer are refused because
+//! their revocation status can no longer be known.
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -19,6 +25,7 @@ use std::sync::Arc;
 use rustls::RootCertStore;
 use rustls::pki_types::{CertificateDer, CertificateRevocationListDer};
 use rustls::server::WebPkiClientVerifier;
+use serde::Serialize;
 use x509_parser::asn1_rs::{Any, Tag};
 use x509_parser::num_bigint::BigUint;
 use x509_parser::prelude::{FromDer, X509Certificate};
@@ -78,6 +85,92 @@ pub(super) struct CrlInfo {
     issuer: String,
     /// The CRL number.
     number: BigUint,
+    /// thisUpdate, Unix seconds.
+    this_update: i64,
+    /// nextUpdate, Unix seconds.
+    next_update: i64,
+}
+
+/// Where a CRL stands at a given time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub(super) enum CrlStatus {
+    /// Before its nextUpdate.
+    Ok,
+    /// Past nextUpdate, within the grace period: still used, and warned about.
+    Stale,
+    /// Past nextUpdate + grace: the issuer's certificates are refused.
+    Expired,
+}
+
+impl CrlStatus {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Ok => "ok",
+            Self::Stale => "stale",
+            Self::Expired => "expired",
+        }
+    }
+}
+
+impl CrlInfo {
+    /// The end of the grace period: nextUpdate + `grace_secs`.
+    pub(super) fn grace_ends(&self, grace_secs: u64) -> i64 {
+        self.next_update
+            .saturating_add(i64::try_from(grace_secs).unwrap_or(i64::MAX))
+    }
+
+    /// Where this CRL stands at `now` (Unix seconds).
+    pub(super) fn status(&self, now: i64, grace_secs: u64) -> CrlStatus {
+        if now < self.next_update {
+            CrlStatus::Ok
+        } else if now < self.grace_ends(grace_secs) {
+            CrlStatus::Stale
+        } else {
+            CrlStatus::Expired
+        }
+    }
+
+    /// The issuer, readable.
+    pub(super) fn issuer(&self) -> &str {
+        &self.issuer
+    }
+
+    /// nextUpdate, Unix seconds.
+    pub(super) fn next_update(&self) -> i64 {
+        self.next_update
+    }
+
+    /// A sentence for the operator's log about this CRL's state at `now`.
+    pub(super) fn describe(&self, now: i64, grace_secs: u64) -> String {
+        let next = rfc3339(self.next_update);
+        let grace = rfc3339(self.grace_ends(grace_secs));
+        match self.status(now, grace_secs) {
+            CrlStatus::Ok => format!(
+                "the CRL of `{}` (number {}, `{}`) is current until {next}",
+                self.issuer,
+                self.number,
+                self.path.display()
+            ),
+            CrlStatus::Stale => format!(
+                "the CRL of `{}` (number {}, `{}`) is past its nextUpdate {next}; it is still \
+                 used until {grace} (tls.crl_grace_secs), after which certificates issued by \
+                 `{}` are refused: install a current CRL and reload (SIGHUP)",
+                self.issuer,
+                self.number,
+                self.path.display(),
+                self.issuer
+            ),
+            CrlStatus::Expired => format!(
+                "the CRL of `{}` (number {}, `{}`) passed its nextUpdate {next} and the grace \
+                 period ended {grace}: certificates issued by `{}` are refused until a current \
+                 CRL is installed and reloaded (SIGHUP)",
+                self.issuer,
+                self.number,
+                self.path.display(),
+                self.issuer
+            ),
+        }
+    }
 }
 
 /// An authenticated set of CRLs, at most one per issuer.
@@ -162,6 +255,133 @@ impl CrlSet {
     pub(super) fn for_issuer(&self, issuer: &[u8]) -> Option<&CrlInfo> {
         self.lists.iter().find(|l| l.issuer_der == issuer)
     }
+
+    /// The CRL of `issuer`, if it is expired at `now`.
+    pub(super) fn expired_for(&self, issuer: &[u8], now: i64, grace_secs: u64) -> Option<&CrlInfo> {
+        self.for_issuer(issuer)
+            .filter(|l| l.status(now, grace_secs) == CrlStatus::Expired)
+    }
+
+    /// The CRLs that are not current at `now`, worst first.
+    pub(super) fn not_current(&self, now: i64, grace_secs: u64) -> Vec<&CrlInfo> {
+        let mut out: Vec<&CrlInfo> = self
+            .lists
+            .iter()
+            .filter(|l| l.status(now, grace_secs) != CrlStatus::Ok)
+            .collect();
+        out.sort_by_key(|l| (std::cmp::Reverse(l.status(now, grace_secs)), l.next_update));
+        out
+    }
+
+    /// The health report at `now`.
+    pub(super) fn health(&self, now: i64, grace_secs: u64) -> CrlHealth {
+        let lists: Vec<CrlListHealth> = self
+            .lists
+            .iter()
+            .map(|l| CrlListHealth {
+                issuer: l.issuer.clone(),
+                crl_number: l.number.to_string(),
+                status: l.status(now, grace_secs).as_str(),
+                this_update: rfc3339(l.this_update),
+                next_update: rfc3339(l.next_update),
+                grace_ends: rfc3339(l.grace_ends(grace_secs)),
+            })
+            .collect();
+        // The list that determines the overall status: the worst, and of those the one whose
+        // nextUpdate came (or comes) first.
+        let decisive = self
+            .lists
+            .iter()
+            .max_by_key(|l| (l.status(now, grace_secs), std::cmp::Reverse(l.next_update)));
+        match decisive {
+            None => CrlHealth {
+                status: "none",
+                next_update: None,
+                grace_ends: None,
+                message: None,
+                lists,
+            },
+            Some(l) => {
+                let status = l.status(now, grace_secs);
+                CrlHealth {
+                    status: status.as_str(),
+                    next_update: Some(rfc3339(l.next_update)),
+                    grace_ends: Some(rfc3339(l.grace_ends(grace_secs))),
+                    message: (status != CrlStatus::Ok)
+                        .then(|| public_description(l, now, grace_secs)),
+                    lists,
+                }
+            }
+        }
+    }
+}
+
+/// The revocation lists' state, as `/healthz` reports it.
+#[derive(Debug, Clone, Serialize)]
+pub struct CrlHealth {
+    /// `none` (no CRL configured), `ok`, `stale` (past nextUpdate, within the grace period) or
+    /// `expired` (past the grace period: the issuer's certificates are refused).
+    pub status: &'static str,
+    /// nextUpdate of the CRL that determines `status` (the worst, then the earliest).
+    pub next_update: Option<String>,
+    /// When its grace period ends (or ended).
+    pub grace_ends: Option<String>,
+    /// What is wrong and what to do, when `status` is not `ok`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    /// Each CRL.
+    pub lists: Vec<CrlListHealth>,
+}
+
+impl CrlHealth {
+    /// Whether some partner certificates are refused because a CRL is past its grace period.
+    pub fn is_expired(&self) -> bool {
+        self.status == CrlStatus::Expired.as_str()
+    }
+}
+
+/// One CRL in the health report.
+#[derive(Debug, Clone, Serialize)]
+pub struct CrlListHealth {
+    /// The issuing CA.
+    pub issuer: String,
+    /// The CRL number, decimal.
+    pub crl_number: String,
+    /// `ok`, `stale` or `expired`.
+    pub status: &'static str,
+    /// thisUpdate, RFC 3339.
+    pub this_update: String,
+    /// nextUpdate, RFC 3339.
+    pub next_update: String,
+    /// nextUpdate + `tls.crl_grace_secs`, RFC 3339.
+    pub grace_ends: String,
+}
+
+/// Like [`CrlInfo::describe`], without the file path (the health answer goes to partners).
+fn public_description(l: &CrlInfo, now: i64, grace_secs: u64) -> String {
+    let next = rfc3339(l.next_update);
+    let grace = rfc3339(l.grace_ends(grace_secs));
+    match l.status(now, grace_secs) {
+        CrlStatus::Ok => format!("the CRL of `{}` is current until {next}", l.issuer),
+        CrlStatus::Stale => format!(
+            "the CRL of `{}` is past its nextUpdate {next}; it is used until {grace}, then \
+             certificates issued by `{}` are refused: the operator must install a current CRL",
+            l.issuer, l.issuer
+        ),
+        CrlStatus::Expired => format!(
+            "crl_expired: the CRL of `{}` passed its nextUpdate {next} and the grace period \
+             ended {grace}; certificates issued by `{}` are refused until the operator installs \
+             a current CRL",
+            l.issuer, l.issuer
+        ),
+    }
+}
+
+/// RFC 3339 (UTC, seconds) for a Unix time; out-of-range times are shown as the number.
+pub(super) fn rfc3339(secs: i64) -> String {
+    chrono::DateTime::from_timestamp(secs, 0)
+        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+        .unwrap_or_else(|| secs.to_string())
 }
 
 fn refused(path: &Path, reason: String) -> TlsSetupError {
@@ -279,7 +499,7 @@ fn authenticate(
             ),
         ));
     }
-    crl.next_update().ok_or_else(|| {
+    let next_update = crl.next_update().ok_or_else(|| {
         refused(
             path,
             "it has no nextUpdate: the gateway cannot tell when it goes out of date".to_owned(),
@@ -298,6 +518,8 @@ fn authenticate(
         issuer_der,
         issuer,
         number,
+        this_update: crl.last_update().timestamp(),
+        next_update: next_update.timestamp(),
     })
 }
 
@@ -392,6 +614,7 @@ mod tests {
     use time::OffsetDateTime;
 
     const HOUR: i64 = 3600;
+    const WEEK: u64 = 7 * 24 * 3600;
 
     /// A CRL of `ca_cert_pem`'s subject, signed by `key_pem`, with `number`, nextUpdate
     /// `next_update` (Unix seconds) and no revoked certificate.
@@ -546,5 +769,37 @@ mod tests {
         let running = f.load(&[f.good("a.pem", 1, now() + HOUR)], None).unwrap();
         let err = f.load(&[], Some(&running)).unwrap_err();
         assert!(err.contains("new set has none"), "{err}");
+    }
+
+    #[test]
+    fn freshness_is_a_function_of_now_and_the_grace_period() {
+        let f = fixture();
+        let next = 1_900_000_000;
+        let set = f.load(&[f.good("a.pem", 1, next)], None).unwrap();
+        let l = &set.lists[0];
+        assert_eq!(l.status(next - 1, WEEK), CrlStatus::Ok);
+        assert_eq!(l.status(next, WEEK), CrlStatus::Stale);
+        assert_eq!(l.status(next + WEEK as i64 - 1, WEEK), CrlStatus::Stale);
+        assert_eq!(l.status(next + WEEK as i64, WEEK), CrlStatus::Expired);
+        assert_eq!(l.status(next, 0), CrlStatus::Expired);
+        assert_eq!(l.grace_ends(u64::MAX), i64::MAX);
+
+        let issuer = l.issuer_der.clone();
+        assert!(set.expired_for(&issuer, next + HOUR, WEEK).is_none());
+        assert!(
+            set.expired_for(&issuer, next + 8 * 24 * HOUR, WEEK)
+                .is_some()
+        );
+
+        let h = set.health(next + HOUR, WEEK);
+        assert_eq!(h.status, "stale");
+        assert_eq!(h.next_update.as_deref(), Some("2030-03-17T17:46:40Z"));
+        assert_eq!(h.grace_ends.as_deref(), Some("2030-03-24T17:46:40Z"));
+        assert!(!h.is_expired());
+        let h = set.health(next + 8 * 24 * HOUR, WEEK);
+        assert!(h.is_expired());
+        assert!(h.message.unwrap().starts_with("crl_expired"));
+        assert_eq!(set.health(next - 1, WEEK).status, "ok");
+        assert_eq!(CrlSet::default().health(next, WEEK).status, "none");
     }
 }

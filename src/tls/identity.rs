@@ -15,6 +15,8 @@ pub struct PeerCertificate {
     pub san_partner: Result<PartnerId, CertIdentityError>,
     /// Issuer and serial number, in the form CRL entries are looked up by.
     pub revocation_key: RevocationKey,
+    /// The raw issuer DN, by which the issuer's CRL is found.
+    pub issuer: Vec<u8>,
     /// Validity start, Unix seconds.
     pub not_before: i64,
     /// Validity end, Unix seconds.
@@ -30,10 +32,17 @@ impl PeerCertificate {
             fingerprint: CertFingerprint::of_der(der),
             san_partner: partner_from_san(der, trust_domain),
             revocation_key: revocation_key(cert.issuer().as_raw(), cert.raw_serial()),
+            issuer: cert.issuer().as_raw().to_vec(),
             not_before: cert.validity().not_before.timestamp(),
             not_after: cert.validity().not_after.timestamp(),
         })
     }
+}
+
+/// The raw issuer DN of a DER certificate.
+pub(super) fn issuer_of(der: &[u8]) -> Option<Vec<u8>> {
+    let (_, cert) = X509Certificate::from_der(der).ok()?;
+    Some(cert.issuer().as_raw().to_vec())
 }
 
 /// The partner id in a certificate's URI SAN `spiffe://<trust_domain>/partner/<id>`.

@@ -16,7 +16,10 @@
 //!
 //! CRLs are authenticated when they are loaded ([`crl`]): a forged, foreign, ambiguous or
 //! rolled-back CRL refuses the whole set, so it can neither replace a good set nor make rustls
-//! refuse every certificate of its issuer.
+//! refuse every certificate of its issuer. A CRL past its nextUpdate is still used and warned
+//! about (in the log at most once an hour, and in `/healthz`); past nextUpdate +
+//! `tls.crl_grace_secs` its issuer's certificates are refused, in the handshake and on every
+//! request, because their revocation status can no longer be known.
 
 mod crl;
 mod identity;
@@ -24,7 +27,9 @@ mod identity;
 use std::cell::RefCell;
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use rustls::client::danger::HandshakeSignatureValid;
@@ -37,6 +42,8 @@ use rustls::{
     DigitallySignedStruct, DistinguishedName, RootCertStore, ServerConfig, SignatureScheme,
 };
 
+use crl::CrlStatus;
+pub use crl::{CrlHealth, CrlListHealth};
 pub use identity::{PeerCertificate, RevocationKey, partner_from_san};
 
 use crate::domain::{CertFingerprint, PartnerId};
@@ -107,17 +114,24 @@ struct VerifierState {
     crls: crl::CrlSet,
 }
 
-/// Verifies partner client certificates: the chain and CRLs (rustls webpki), then the partner
-/// URI SAN against the registry. Reloadable.
+/// Verifies partner client certificates: the chain and CRLs (rustls webpki), the freshness of
+/// the issuer's CRL, then the partner URI SAN against the registry. Reloadable.
 #[derive(Debug)]
 pub struct PartnerCertVerifier {
     state: ArcSwap<VerifierState>,
     roots: Arc<RootCertStore>,
     cas: Vec<crl::ClientCa>,
     hints: Vec<DistinguishedName>,
+    /// `tls.crl_grace_secs`.
+    crl_grace_secs: u64,
+    /// When the state of a stale or expired CRL was last logged (Unix seconds).
+    crl_warned_at: AtomicI64,
     /// Serializes reloads, so each new set is compared with the one it replaces.
     reload_lock: Mutex<()>,
 }
+
+/// How often a stale or expired CRL is logged again while it stays so.
+const CRL_WARNING_INTERVAL_SECS: i64 = 3600;
 
 /// Why a presented certificate does not identify a registered partner.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -137,16 +151,31 @@ pub enum CertIdentityError {
     /// The certificate expired while the connection was open.
     #[error("the client certificate is outside its validity period")]
     Expired,
+    /// The CRL of the certificate's issuer is past its nextUpdate and the grace period.
+    #[error(
+        "crl_expired: the revocation list of the certificate's issuer `{issuer}` passed its \
+         nextUpdate {next_update} and the grace period: revocation cannot be checked until the \
+         gateway's operator installs a current CRL"
+    )]
+    CrlExpired {
+        /// The issuing CA.
+        issuer: String,
+        /// The CRL's nextUpdate, RFC 3339.
+        next_update: String,
+    },
 }
 
 impl PartnerCertVerifier {
-    /// Builds the verifier from the CA bundle, CRLs, trust domain and registered partners.
-    /// Every CRL must be issued and signed by a CA of the bundle.
+    /// Builds the verifier from the CA bundle, CRLs, grace period after a CRL's nextUpdate
+    /// (seconds), trust domain and registered partners, at time `now` (Unix seconds). Every CRL
+    /// must be issued and signed by a CA of the bundle.
     pub fn new(
         client_ca: &Path,
         crls: &[PathBuf],
+        crl_grace_secs: u64,
         trust_domain: &str,
         registered: impl IntoIterator<Item = PartnerId>,
+        now: i64,
     ) -> Result<Self, TlsSetupError> {
         let mut roots = RootCertStore::empty();
         let mut cas = Vec::new();
@@ -164,13 +193,17 @@ impl PartnerCertVerifier {
         let roots = Arc::new(roots);
         let hints = roots.subjects();
         let state = Self::build_state(&roots, &cas, crls, None, trust_domain, registered)?;
-        Ok(Self {
+        let verifier = Self {
             state: ArcSwap::from_pointee(state),
             roots,
             cas,
             hints,
+            crl_grace_secs,
+            crl_warned_at: AtomicI64::new(i64::MIN),
             reload_lock: Mutex::new(()),
-        })
+        };
+        verifier.log_crl_state(now, true);
+        Ok(verifier)
     }
 
     fn build_state(
@@ -182,6 +215,8 @@ impl PartnerCertVerifier {
         registered: impl IntoIterator<Item = PartnerId>,
     ) -> Result<VerifierState, TlsSetupError> {
         let crls = crl::CrlSet::load(crls, cas, roots, running)?;
+        // The nextUpdate of each CRL is judged by the gateway (see `check_crl_freshness`), so
+        // webpki is told to ignore it, which is its default.
         let webpki = WebPkiClientVerifier::builder_with_provider(roots.clone(), provider())
             .with_crls(crls.ders.clone())
             .only_check_end_entity_revocation()
@@ -195,14 +230,15 @@ impl PartnerCertVerifier {
         })
     }
 
-    /// Replaces CRLs and the registered partner set. A CRL that is not authentic, or older than
-    /// the one in force for its issuer, refuses the whole set; on error the running state is
-    /// kept.
+    /// Replaces CRLs and the registered partner set, at time `now` (Unix seconds). A CRL that
+    /// is not authentic, or older than the one in force for its issuer, refuses the whole set;
+    /// on error the running state is kept.
     pub fn reload(
         &self,
         crls: &[PathBuf],
         trust_domain: &str,
         registered: impl IntoIterator<Item = PartnerId>,
+        now: i64,
     ) -> Result<(), TlsSetupError> {
         let _serial = self
             .reload_lock
@@ -218,6 +254,7 @@ impl PartnerCertVerifier {
             registered,
         )?;
         self.state.store(Arc::new(state));
+        self.log_crl_state(now, true);
         Ok(())
     }
 
@@ -232,7 +269,8 @@ impl PartnerCertVerifier {
     }
 
     /// Per-request re-check of a certificate accepted at handshake time: still registered, not
-    /// revoked by a CRL loaded since, still within its validity period.
+    /// revoked by a CRL loaded since, its issuer's CRL not past the grace period, still within
+    /// its validity period.
     pub fn check_still_valid(
         &self,
         peer: &PeerCertificate,
@@ -246,10 +284,64 @@ impl PartnerCertVerifier {
         if state.crls.revoked.contains(&peer.revocation_key) {
             return Err(CertIdentityError::Revoked);
         }
+        self.check_crl_freshness(&state, &peer.issuer, now_unix)?;
         if now_unix < peer.not_before || now_unix > peer.not_after {
             return Err(CertIdentityError::Expired);
         }
         Ok(id)
+    }
+
+    /// The state of the CRLs at `now` (Unix seconds), for `/healthz`.
+    pub fn crl_health(&self, now: i64) -> CrlHealth {
+        self.log_crl_state(now, false);
+        self.state.load().crls.health(now, self.crl_grace_secs)
+    }
+
+    /// Refuses a certificate whose issuer's CRL is past nextUpdate + grace.
+    fn check_crl_freshness(
+        &self,
+        state: &VerifierState,
+        issuer: &[u8],
+        now: i64,
+    ) -> Result<(), CertIdentityError> {
+        self.log_crl_state(now, false);
+        match state.crls.expired_for(issuer, now, self.crl_grace_secs) {
+            None => Ok(()),
+            Some(list) => Err(CertIdentityError::CrlExpired {
+                issuer: list.issuer().to_owned(),
+                next_update: crl::rfc3339(list.next_update()),
+            }),
+        }
+    }
+
+    /// Logs every CRL that is stale or expired at `now`: always when `loaded` (start-up and
+    /// reload), otherwise at most once per [`CRL_WARNING_INTERVAL_SECS`].
+    fn log_crl_state(&self, now: i64, loaded: bool) {
+        let state = self.state.load();
+        let lists = state.crls.not_current(now, self.crl_grace_secs);
+        if lists.is_empty() {
+            return;
+        }
+        let last = self.crl_warned_at.load(Ordering::Relaxed);
+        if !loaded
+            && (now.saturating_sub(last) < CRL_WARNING_INTERVAL_SECS
+                || self
+                    .crl_warned_at
+                    .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                    .is_err())
+        {
+            return;
+        }
+        if loaded {
+            self.crl_warned_at.store(now, Ordering::Relaxed);
+        }
+        for list in lists {
+            let message = list.describe(now, self.crl_grace_secs);
+            match list.status(now, self.crl_grace_secs) {
+                CrlStatus::Expired => tracing::error!(target: "tls", "{message}"),
+                _ => tracing::warn!(target: "tls", "{message}"),
+            }
+        }
     }
 }
 
@@ -277,6 +369,24 @@ impl ClientCertVerifier for PartnerCertVerifier {
         state
             .webpki
             .verify_client_cert(end_entity, intermediates, now)?;
+        let now_secs = i64::try_from(now.as_secs()).unwrap_or(i64::MAX);
+        let issuer = identity::issuer_of(end_entity.as_ref()).ok_or_else(|| {
+            HandshakeScope::note_refusal(&CertIdentityError::Unparsable.to_string());
+            rustls::Error::InvalidCertificate(rustls::CertificateError::BadEncoding)
+        })?;
+        if let Err(e) = self.check_crl_freshness(&state, &issuer, now_secs) {
+            HandshakeScope::note_refusal(&e.to_string());
+            let next_update = state
+                .crls
+                .for_issuer(&issuer)
+                .map_or(0, |l| u64::try_from(l.next_update()).unwrap_or(0));
+            return Err(rustls::Error::InvalidCertificate(
+                rustls::CertificateError::ExpiredRevocationListContext {
+                    time: now,
+                    next_update: UnixTime::since_unix_epoch(Duration::from_secs(next_update)),
+                },
+            ));
+        }
         match self.partner_of(end_entity) {
             Ok(id) => {
                 HandshakeScope::note_partner(&id);
