@@ -127,6 +127,14 @@ pub struct TlsSettings {
     /// Certificate revocation lists (PEM or DER), re-read on reload.
     #[serde(default)]
     pub crls: Vec<PathBuf>,
+    /// How long a CRL is still used after its nextUpdate, in seconds; past it the certificates
+    /// of its issuer are refused. Default: 604800 (7 days).
+    #[serde(default = "default_crl_grace")]
+    pub crl_grace_secs: u64,
+}
+
+fn default_crl_grace() -> u64 {
+    7 * 24 * 3600
 }
 
 /// Partner identity and token rules.
@@ -138,9 +146,13 @@ pub struct IdentitySettings {
     /// The `aud` every user token must carry.
     #[serde(default = "default_audience")]
     pub audience: String,
-    /// Clock-skew allowance for `exp` and `nbf`, in seconds.
+    /// Clock-skew allowance for `exp`, `nbf` and `iat`, in seconds.
     #[serde(default = "default_leeway")]
     pub leeway_secs: u64,
+    /// Longest accepted token lifetime (`exp - iat`, or `exp - now` without `iat`), in
+    /// seconds. Default: 3600.
+    #[serde(default = "default_max_token_lifetime")]
+    pub max_token_lifetime_secs: u64,
     /// Directory against which the registry's `jwks_file` entries resolve.
     pub partner_keys_dir: PathBuf,
 }
@@ -151,6 +163,10 @@ fn default_audience() -> String {
 
 fn default_leeway() -> u64 {
     30
+}
+
+fn default_max_token_lifetime() -> u64 {
+    3600
 }
 
 /// Policy files.
@@ -380,6 +396,8 @@ master_key_file = "master.key"
         assert_eq!(s.policy.dir, PathBuf::from("/srv/policies"));
         assert_eq!(s.audit, AuditSettings::default());
         assert_eq!(s.audit.retention_days, 2192);
+        assert_eq!(s.tls.crl_grace_secs, 604_800);
+        assert_eq!(s.identity.max_token_lifetime_secs, 3600);
         assert_eq!(
             s.storage.url,
             format!("sqlite://{}", dir.path().join("data/gateway.db").display())

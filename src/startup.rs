@@ -61,8 +61,10 @@ impl Application {
         let verifier = Arc::new(PartnerCertVerifier::new(
             &settings.tls.client_ca,
             &settings.tls.crls,
+            settings.tls.crl_grace_secs,
             &settings.identity.trust_domain,
             policy.partners.iter().map(|p| p.id.clone()),
+            Utc::now().timestamp(),
         )?);
         let tls = crate::tls::server_config(
             &settings.tls.server_cert,
@@ -86,6 +88,7 @@ impl Application {
             token_rules: TokenRules {
                 audience: settings.identity.audience.clone(),
                 leeway_secs: settings.identity.leeway_secs,
+                max_lifetime_secs: settings.identity.max_token_lifetime_secs,
             },
             settings,
             services,
@@ -167,6 +170,7 @@ impl AppState {
                 &s.tls.crls,
                 &s.identity.trust_domain,
                 policy.partners.iter().map(|p| p.id.clone()),
+                Utc::now().timestamp(),
             )?;
             let hash = policy.hash.clone();
             self.services.policy.store(Arc::new(policy));
@@ -300,6 +304,7 @@ fn report_refused_handshake(
                 C::Expired | C::ExpiredContext { .. } => "certificate_expired",
                 C::NotValidYet | C::NotValidYetContext { .. } => "certificate_not_yet_valid",
                 C::Revoked => "certificate_revoked",
+                C::ExpiredRevocationList | C::ExpiredRevocationListContext { .. } => "crl_expired",
                 C::ApplicationVerificationFailure => "certificate_unregistered_partner",
                 _ => "certificate_invalid",
             };

@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use actix_web::http::header;
 use actix_web::{HttpResponse, web};
+use chrono::Utc;
 use serde_json::json;
 
 use super::AppState;
@@ -36,7 +37,7 @@ impl Readiness {
     pub fn spawn(store: Store) -> Self {
         let r = Self {
             ok: Arc::new(AtomicBool::new(true)),
-            checked_at_us: Arc::new(AtomicI64::new(chrono::Utc::now().timestamp_micros())),
+            checked_at_us: Arc::new(AtomicI64::new(Utc::now().timestamp_micros())),
         };
         let probe = r.clone();
         tokio::spawn(async move {
@@ -55,7 +56,7 @@ impl Readiness {
                 }
                 probe
                     .checked_at_us
-                    .store(chrono::Utc::now().timestamp_micros(), Ordering::Relaxed);
+                    .store(Utc::now().timestamp_micros(), Ordering::Relaxed);
             }
         });
         r
@@ -67,7 +68,10 @@ impl Readiness {
     }
 }
 
-/// Answers 200 when the last probe reached the database, 503 otherwise.
+/// Answers 200 when the last probe reached the database and every CRL is within its grace
+/// period, 503 otherwise. The `crl` member reports the revocation lists: `ok`, `stale` (past
+/// nextUpdate, still used) or `expired` (past the grace period: the issuer's certificates are
+/// refused, and the answer is 503 with code `crl_expired`).
 #[tracing::instrument(skip_all)]
 pub(super) async fn healthz(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     if !state.readiness.is_ready() {
@@ -75,10 +79,24 @@ pub(super) async fn healthz(state: web::Data<AppState>) -> Result<HttpResponse, 
             "readiness probe: the database does not answer"
         )));
     }
+    let crl = state.verifier.crl_health(Utc::now().timestamp());
+    let policy_set = state.services.policy.load().hash.clone();
+    if crl.is_expired() {
+        return Ok(HttpResponse::ServiceUnavailable()
+            .insert_header((header::CACHE_CONTROL, "no-store"))
+            .json(json!({
+                "status": "unavailable",
+                "code": "crl_expired",
+                "message": crl.message,
+                "policy_set": policy_set,
+                "crl": crl,
+            })));
+    }
     Ok(HttpResponse::Ok()
         .insert_header((header::CACHE_CONTROL, "no-store"))
         .json(json!({
             "status": "ok",
-            "policy_set": state.services.policy.load().hash,
+            "policy_set": policy_set,
+            "crl": crl,
         })))
 }

@@ -92,7 +92,7 @@ impl TokenCache {
                 ..v.principal
             });
         }
-        let principal = verify_token(registry, rules, partner, peer, token)?;
+        let principal = verify_token(registry, rules, partner, peer, token, now)?;
         // The token verified: its claims can be read without checking the signature again.
         if let Ok(claims) = jsonwebtoken::dangerous::insecure_decode::<Lifetime>(token) {
             self.inner.insert(

@@ -1,10 +1,6 @@
 //! Reading a partner identity out of an X.509 certificate.
 
-use std::collections::HashSet;
-
-use rustls::pki_types::CertificateRevocationListDer;
 use x509_parser::prelude::{FromDer, GeneralName, X509Certificate};
-use x509_parser::revocation_list::CertificateRevocationList;
 
 use super::CertIdentityError;
 use crate::domain::{CertFingerprint, PartnerId};
@@ -19,6 +15,8 @@ pub struct PeerCertificate {
     pub san_partner: Result<PartnerId, CertIdentityError>,
     /// Issuer and serial number, in the form CRL entries are looked up by.
     pub revocation_key: RevocationKey,
+    /// The raw issuer DN, by which the issuer's CRL is found.
+    pub issuer: Vec<u8>,
     /// Validity start, Unix seconds.
     pub not_before: i64,
     /// Validity end, Unix seconds.
@@ -34,10 +32,17 @@ impl PeerCertificate {
             fingerprint: CertFingerprint::of_der(der),
             san_partner: partner_from_san(der, trust_domain),
             revocation_key: revocation_key(cert.issuer().as_raw(), cert.raw_serial()),
+            issuer: cert.issuer().as_raw().to_vec(),
             not_before: cert.validity().not_before.timestamp(),
             not_after: cert.validity().not_after.timestamp(),
         })
     }
+}
+
+/// The raw issuer DN of a DER certificate.
+pub(super) fn issuer_of(der: &[u8]) -> Option<Vec<u8>> {
+    let (_, cert) = X509Certificate::from_der(der).ok()?;
+    Some(cert.issuer().as_raw().to_vec())
 }
 
 /// The partner id in a certificate's URI SAN `spiffe://<trust_domain>/partner/<id>`.
@@ -67,27 +72,11 @@ pub fn partner_from_san(der: &[u8], trust_domain: &str) -> Result<PartnerId, Cer
 /// issuer DN, then the raw serial number.
 pub type RevocationKey = Vec<u8>;
 
-fn revocation_key(issuer: &[u8], serial: &[u8]) -> RevocationKey {
+pub(super) fn revocation_key(issuer: &[u8], serial: &[u8]) -> RevocationKey {
     let len = u32::try_from(issuer.len()).unwrap_or(u32::MAX);
     let mut key = Vec::with_capacity(4 + issuer.len() + serial.len());
     key.extend_from_slice(&len.to_be_bytes());
     key.extend_from_slice(issuer);
     key.extend_from_slice(serial);
     key
-}
-
-/// The revocation key of every certificate revoked by `crls`.
-pub(super) fn revoked_serials(
-    crls: &[CertificateRevocationListDer<'_>],
-) -> Result<HashSet<RevocationKey>, String> {
-    let mut out = HashSet::new();
-    for crl in crls {
-        let (_, parsed) =
-            CertificateRevocationList::from_der(crl.as_ref()).map_err(|e| e.to_string())?;
-        let issuer = parsed.issuer().as_raw();
-        for revoked in parsed.iter_revoked_certificates() {
-            out.insert(revocation_key(issuer, revoked.raw_serial()));
-        }
-    }
-    Ok(out)
 }

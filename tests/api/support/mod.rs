@@ -193,17 +193,58 @@ pub async fn settings(db: Db, workdir: &Path) -> Settings {
         Db::Sqlite => format!("sqlite://{}", workdir.join("gateway.db").display()),
         Db::Postgres => pg::PgCluster::get().fresh_database().await,
     };
-    // Each app gets its own CRL file so tests can revoke without affecting others.
+    // Each app gets its own CRL file so tests can revoke without affecting others. Its CRL
+    // number is 1, so any later CRL of the dev CA (random 128-bit numbers) replaces it.
     let crl = workdir.join("crl.pem");
+    let now = OffsetDateTime::now_utc();
     std::fs::write(
         &crl,
-        pki.ca
-            .crl(std::slice::from_ref(&pki.revoked_serial))
-            .unwrap(),
+        crl_pem(
+            &pki.ca.cert_pem,
+            &pki.ca.key_pem,
+            std::slice::from_ref(&pki.revoked_serial),
+            1,
+            now - time::Duration::minutes(5),
+            now + time::Duration::days(365),
+        ),
     )
     .unwrap();
     s.tls.crls = vec![crl];
     s
+}
+
+/// A CRL naming `ca_cert_pem`'s subject as issuer, signed with `signing_key_pem` (the CA's own
+/// key, or another one to forge it), revoking `serials`.
+pub fn crl_pem(
+    ca_cert_pem: &str,
+    signing_key_pem: &str,
+    serials: &[Vec<u8>],
+    number: u64,
+    this_update: OffsetDateTime,
+    next_update: OffsetDateTime,
+) -> String {
+    let key = rcgen::KeyPair::from_pem(signing_key_pem).unwrap();
+    let issuer = rcgen::Issuer::from_ca_cert_pem(ca_cert_pem, key).unwrap();
+    rcgen::CertificateRevocationListParams {
+        this_update,
+        next_update,
+        crl_number: rcgen::SerialNumber::from(number),
+        issuing_distribution_point: None,
+        revoked_certs: serials
+            .iter()
+            .map(|s| rcgen::RevokedCertParams {
+                serial_number: rcgen::SerialNumber::from_slice(s),
+                revocation_time: this_update,
+                reason_code: Some(rcgen::RevocationReason::KeyCompromise),
+                invalidity_date: None,
+            })
+            .collect(),
+        key_identifier_method: rcgen::KeyIdMethod::Sha256,
+    }
+    .signed_by(&issuer)
+    .unwrap()
+    .pem()
+    .unwrap()
 }
 
 pub async fn spawn_app(db: Db) -> TestApp {
