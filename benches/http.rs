@@ -12,6 +12,14 @@
 //! Prints requests per second and the p50/p99 latency of each. `HTTP_BENCH_SECS` (default 10)
 //! and `HTTP_BENCH_CONNECTIONS` (default 32) set the run.
 
+// Test and benchmark code may unwrap, expect, panic and index: a failure here is a failed
+// test, not an outage (library code denies all four, see Cargo.toml).
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
 #[allow(dead_code, unreachable_pub)]
 #[path = "../tests/api/support/mod.rs"]
 mod support;

@@ -44,8 +44,9 @@ pub(super) struct CoverageArgs {
     pub(super) json: bool,
 }
 
-/// Runs `consent coverage`: opens the store and keyring from the gateway configuration
-/// (offline: no gateway needs to run), reads the subject's consents and prints the coverage.
+/// Runs `consent coverage`: opens the store (read-only) and keyring from the gateway
+/// configuration (offline: no gateway needs to run), reads the subject's consents and prints
+/// the coverage.
 pub(super) async fn run(a: &CoverageArgs) -> anyhow::Result<ExitCode> {
     let settings = Settings::load(&a.config)?;
     crate::telemetry::init(&LogSettings {
@@ -71,9 +72,11 @@ pub(super) async fn run(a: &CoverageArgs) -> anyhow::Result<ExitCode> {
         }
         Err(e) => return Err(e.into()),
     };
-    let store = Store::open(&settings.storage).await?;
+    // Read-only, like `audit verify`: the command changes nothing, and a running gateway's
+    // locks cannot hold it up.
+    let store = Store::open_read_only(&settings.storage).await?;
     let result = async {
-        let keyring = keys::open(&settings.crypto.master_key_file, &store).await?;
+        let keyring = keys::open_read_only(&settings.crypto.master_key_file, &store).await?;
         let pseudonym = SubjectKey::new(keyring.subject_pseudonym_key())
             .pseudonym(subject.system(), subject.value());
         let subject_ref: SubjectRef = pseudonym.to_hex().parse()?;

@@ -168,7 +168,14 @@ impl DevCa {
         let params = CertificateRevocationListParams {
             this_update: now - Duration::minutes(5),
             next_update: now + Duration::days(365),
-            crl_number: random_serial(),
+            // Increasing with time (Unix microseconds), as RFC 5280 5.2.3 asks: a CRL made
+            // later always has the higher number, so the gateway's rollback check accepts
+            // it on reload.
+            crl_number: SerialNumber::from_slice(
+                &u64::try_from(now.unix_timestamp_nanos() / 1000)
+                    .unwrap_or(u64::MAX)
+                    .to_be_bytes(),
+            ),
             issuing_distribution_point: None,
             revoked_certs: serials
                 .iter()

@@ -131,6 +131,43 @@ pub async fn open(master_key_file: &Path, store: &Store) -> Result<Keyring, Keyr
     Ok(Keyring::new(master, index_key, pseudonym_key))
 }
 
+/// Opens the keyring of a database without writing anything (works on a read-only store):
+/// the master key file is checked as [`inspect`] does, and the stable keys must exist already
+/// (a gateway creates them on its first start).
+pub async fn open_read_only(
+    master_key_file: &Path,
+    store: &Store,
+) -> Result<Keyring, KeyringError> {
+    let master = MasterKeys::load(master_key_file)?;
+    check_master(&master, master_key_file, store, false).await?;
+    let mut stable = Vec::with_capacity(2);
+    for (meta_key, purpose) in [
+        (META_INDEX_KEY, KEY_PURPOSE_BLIND_INDEX),
+        (META_PSEUDONYM_KEY, KEY_PURPOSE_SUBJECT_PSEUDONYM),
+    ] {
+        let id = {
+            let mut pooled = store.acquire().await?;
+            meta::get(&mut pooled.conn(), meta_key).await?
+        };
+        let id = id.ok_or_else(|| KeyringError::Crypto {
+            key: meta_key.to_owned(),
+            source: CryptoError::Malformed(
+                "the database holds no keys yet: start a gateway on it once",
+            ),
+        })?;
+        stable.push(load_stable_key(&master, store, &id, purpose).await?);
+    }
+    let pseudonym_key = stable.pop();
+    let index_key = stable.pop();
+    match (index_key, pseudonym_key) {
+        (Some(i), Some(p)) => Ok(Keyring::new(master, i, p)),
+        _ => Err(KeyringError::Crypto {
+            key: "-".into(),
+            source: CryptoError::Malformed("stable keys"),
+        }),
+    }
+}
+
 /// Loads the master key file and checks it against the database as [`open`] does, but writes
 /// nothing (works on a read-only store): returns the keys and the versions whose check value
 /// the database has not recorded yet (added by `keys rotate` and not yet opened by a gateway).
@@ -203,6 +240,8 @@ async fn load_or_create_stable_key(
     let mut pooled = store.acquire().await?;
     let mut c = pooled.conn();
     if let Some(id) = meta::get(&mut c, meta_key).await? {
+        // Give the connection back first: a pool of one must serve the next read.
+        drop(pooled);
         return load_stable_key(master, store, &id, purpose).await;
     }
     let (raw, wrapped) = Keyring::new_stable_key(master, purpose).map_err(crypto_err("-"))?;

@@ -5,11 +5,11 @@
 
 use chrono::{Duration, Utc};
 use coresponse_gateway::audit::{LegalBasis, query};
-use coresponse_gateway::domain::ManualClock;
+use coresponse_gateway::domain::{Clock as _, ManualClock};
 use serde_json::{Value, json};
 
 use crate::records_api::{
-    clinician, incident_body, officer, post, put, read, safety_plan_body, who,
+    clinician, incident_body, officer, post, put, read, safety_plan_body, who, who_at,
 };
 use crate::support::{self, Db, TestApp, spawn_app, spawn_with, spawn_with_clock};
 
@@ -171,11 +171,14 @@ async fn expiry_changes_the_next_answer() {
         .await;
         let (s, _, b) = officer_reads_plan(&app).await;
         assert_eq!(s, 200, "{db:?}: {b}");
+        // The gateway checks tokens against its clock too: each read gets a token issued at
+        // the clock's time.
+        let officer_now = || who_at("metro-pd", "officer-17", &["officer"], clock.now());
         clock.advance(Duration::minutes(59));
-        let (s, _, b) = officer_reads_plan(&app).await;
+        let (s, _, b) = read(&app, &officer_now(), PLAN, Some("crisis-response"), &[]).await;
         assert_eq!(s, 200, "{db:?}: still in force: {b}");
         clock.advance(Duration::minutes(2));
-        let (s, _, b) = officer_reads_plan(&app).await;
+        let (s, _, b) = read(&app, &officer_now(), PLAN, Some("crisis-response"), &[]).await;
         assert_eq!(s, 403, "{db:?}: an expired consent no longer counts: {b}");
         app.stop().await;
     }

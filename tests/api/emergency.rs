@@ -3,10 +3,10 @@
 
 use chrono::{Duration, Utc};
 use coresponse_gateway::audit::{EntryKind, query};
-use coresponse_gateway::domain::ManualClock;
+use coresponse_gateway::domain::{Clock as _, ManualClock};
 use serde_json::{Value, json};
 
-use crate::records_api::{clinician, officer, post, put, read, safety_plan_body, who};
+use crate::records_api::{clinician, officer, post, put, read, safety_plan_body, who, who_at};
 use crate::support::{Db, TestApp, spawn_app, spawn_with_clock};
 
 const EMERGENCY: [(&str, &str); 3] = [
@@ -30,9 +30,13 @@ async fn seed(app: &TestApp) {
 }
 
 async fn emergency_read(app: &TestApp) -> Value {
+    emergency_read_as(app, &officer()).await
+}
+
+async fn emergency_read_as(app: &TestApp, w: &crate::records_api::Who) -> Value {
     let (s, _, b) = read(
         app,
-        &officer(),
+        w,
         "/v1/records/safety-plan/SP-1",
         Some("emergency"),
         &EMERGENCY,
@@ -47,14 +51,11 @@ fn auditor() -> crate::records_api::Who {
 }
 
 async fn reviews(app: &TestApp, state: &str) -> Vec<Value> {
-    let (s, _, b) = read(
-        app,
-        &auditor(),
-        &format!("/v1/reviews?state={state}"),
-        None,
-        &[],
-    )
-    .await;
+    reviews_as(app, &auditor(), state).await
+}
+
+async fn reviews_as(app: &TestApp, w: &crate::records_api::Who, state: &str) -> Vec<Value> {
+    let (s, _, b) = read(app, w, &format!("/v1/reviews?state={state}"), None, &[]).await;
     assert_eq!(s, 200, "{b}");
     b["reviews"].as_array().unwrap().clone()
 }
@@ -212,8 +213,10 @@ async fn a_stated_basis_lasts_one_time_box() {
         seed(&app).await;
         let a = emergency_read(&app).await;
         assert_eq!(a["emergency"]["review_opened"], true);
+        // Tokens are checked against the gateway's clock: each read gets one issued then.
+        let officer_now = || who_at("metro-pd", "officer-17", &["officer"], clock.now());
         clock.advance(Duration::seconds(599));
-        let inside = emergency_read(&app).await;
+        let inside = emergency_read_as(&app, &officer_now()).await;
         assert_eq!(
             inside["emergency"]["review_opened"], false,
             "{db:?}: still inside the window"
@@ -223,13 +226,14 @@ async fn a_stated_basis_lasts_one_time_box() {
             a["emergency"]["review_id"]
         );
         clock.advance(Duration::seconds(2));
-        let b = emergency_read(&app).await;
+        let b = emergency_read_as(&app, &officer_now()).await;
         assert_eq!(
             b["emergency"]["review_opened"], true,
             "{db:?}: the window closed; a new one opened"
         );
         assert_ne!(a["emergency"]["review_id"], b["emergency"]["review_id"]);
-        assert_eq!(reviews(&app, "open").await.len(), 2);
+        let auditor_now = who_at("oversight", "aud-1", &["compliance"], clock.now());
+        assert_eq!(reviews_as(&app, &auditor_now, "open").await.len(), 2);
         app.stop().await;
     }
 }
