@@ -605,13 +605,38 @@ fn revoked_keys(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::devinit::pki::DevCa;
     use rcgen::{
         CertificateRevocationListParams, Issuer, KeyIdMethod, KeyPair, PKCS_ECDSA_P256_SHA256,
         SerialNumber,
     };
     use rustls::pki_types::pem::PemObject;
     use time::OffsetDateTime;
+
+    /// A self-signed CA for these tests (rcgen directly: the dev CA lives in a layer above).
+    struct DevCa {
+        cert_pem: String,
+        key_pem: String,
+    }
+
+    impl DevCa {
+        fn generate(common_name: &str) -> Result<Self, rcgen::Error> {
+            let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256)?;
+            let mut params = rcgen::CertificateParams::default();
+            params
+                .distinguished_name
+                .push(rcgen::DnType::CommonName, common_name);
+            params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+            params.key_usages = vec![
+                rcgen::KeyUsagePurpose::KeyCertSign,
+                rcgen::KeyUsagePurpose::CrlSign,
+            ];
+            let cert = params.self_signed(&key)?;
+            Ok(Self {
+                cert_pem: cert.pem(),
+                key_pem: key.serialize_pem(),
+            })
+        }
+    }
 
     const HOUR: i64 = 3600;
     const WEEK: u64 = 7 * 24 * 3600;
