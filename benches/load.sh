@@ -46,6 +46,7 @@ Environment:
   PG_BIN            directory holding initdb and pg_ctl (default: newest
                     /usr/lib/postgresql/*/bin)
   CARGO             cargo binary (default: cargo)
+  CARGO_TARGET_DIR  where the release build goes (default: target/ in the repository)
 
 Needs: a Debian-like system (apt-get) for the installs, cargo, python3, curl, git. Run from
 anywhere inside the repository; initdb runs as the `postgres` user when started as root.

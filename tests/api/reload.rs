@@ -62,3 +62,48 @@ fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
         }
     }
 }
+
+/// Verified tokens are cached until they expire, but a reload of the partner registry empties
+/// the cache: a key the registry no longer holds stops its tokens on the very next request.
+#[tokio::test]
+async fn a_reloaded_registry_drops_cached_tokens() {
+    let keys = tempfile::tempdir().unwrap();
+    copy_dir(&pki().dir.join("partner-keys"), keys.path());
+    let keys_dir = keys.path().to_owned();
+    let app =
+        crate::support::spawn_with(Db::Sqlite, |s| s.identity.partner_keys_dir = keys_dir).await;
+    let identity = pki().partner_cert("metro-pd");
+    let token = pki().token("metro-pd", "officer-17", &["officer"], &identity.0);
+    let whoami = || async {
+        app.get(Some(&identity), "/v1/whoami", Some(&token))
+            .await
+            .unwrap()
+    };
+    assert_eq!(whoami().await.status(), 200);
+    assert_eq!(
+        whoami().await.status(),
+        200,
+        "answered from the token cache"
+    );
+
+    // The agency's identity provider key is replaced: the registry now holds another key.
+    std::fs::copy(
+        keys.path().join("county-mh.jwks.json"),
+        keys.path().join("metro-pd.jwks.json"),
+    )
+    .unwrap();
+    assert_eq!(
+        whoami().await.status(),
+        200,
+        "until the registry is reloaded, the running set is the one in force"
+    );
+    app.state.reload().expect("the registry reloads");
+    let res = whoami().await;
+    assert_eq!(res.status(), 401, "the cached token is no longer accepted");
+    let body: serde_json::Value = res.json().await.unwrap();
+    assert!(
+        body["code"].as_str().unwrap().starts_with("token_"),
+        "{body}"
+    );
+    app.stop().await;
+}
