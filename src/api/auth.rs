@@ -70,6 +70,8 @@ fn authenticate(req: &HttpRequest) -> Result<Principal, ApiError> {
             ));
         }
     };
+    // The generation first, then the registry: see `TokenCache`.
+    let generation = state.tokens.generation();
     let policy = state.services.policy.load();
     let header = req
         .headers()
@@ -78,6 +80,7 @@ fn authenticate(req: &HttpRequest) -> Result<Principal, ApiError> {
     let now = state.services.now().timestamp();
     let result = bearer_token(header).and_then(|token| {
         state.tokens.verify(
+            generation,
             &policy.partners,
             &state.token_rules,
             &partner,

@@ -370,11 +370,6 @@ enum WriterDb {
     Postgres(PgConnection),
 }
 
-/// WAL size, in pages, at which the SQLite writer connection folds the WAL back into the
-/// database (SQLite's default is 1,000 pages). Appends rewrite the same index pages commit
-/// after commit; a longer WAL folds each of them back once instead of every few commits.
-const SQLITE_WRITER_WAL_PAGES: u32 = 10_000;
-
 async fn write_batch(
     store: &Store,
     conn: &mut WriterConn,
@@ -384,10 +379,7 @@ async fn write_batch(
 ) -> Result<Vec<AppendedEntry>, LogError> {
     let entries: Vec<&NewEntry> = batch.iter().map(|j| &j.entry).collect();
     if matches!(conn.db, WriterDb::None) {
-        conn.db = if let Some(c) = store
-            .sqlite_connection(&[("wal_autocheckpoint", SQLITE_WRITER_WAL_PAGES.to_string())])
-            .await?
-        {
+        conn.db = if let Some(c) = store.sqlite_connection(&[]).await? {
             WriterDb::Sqlite(c)
         } else if let Some(c) = store.postgres_connection().await? {
             WriterDb::Postgres(c)

@@ -215,6 +215,33 @@ pub struct Store {
 static MIGRATE_SQLITE: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 static MIGRATE_POSTGRES: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
 
+/// How often the background task folds SQLite's WAL back into the database.
+const SQLITE_CHECKPOINT_EVERY: Duration = Duration::from_millis(500);
+
+/// Folds the WAL back into the database every [`SQLITE_CHECKPOINT_EVERY`] with a passive
+/// checkpoint, on a pooled connection, until the pool closes. A passive checkpoint waits for no
+/// lock: appends and reads go on while it copies pages and syncs the database file, so the copy
+/// is off every request's path. (With SQLite's default, the connection whose commit crossed the
+/// WAL threshold did the copy inside that commit.)
+fn spawn_sqlite_checkpointer(pool: SqlitePool) {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(SQLITE_CHECKPOINT_EVERY);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            if pool.is_closed() {
+                break;
+            }
+            if let Err(e) = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
+                .execute(&pool)
+                .await
+            {
+                tracing::warn!(error = %e, "SQLite checkpoint failed; the next one retries");
+            }
+        }
+    });
+}
+
 /// How long SQLite waits for a lock held by another connection before failing.
 const SQLITE_BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -256,6 +283,10 @@ impl Store {
                     .journal_mode(SqliteJournalMode::Wal)
                     .synchronous(SqliteSynchronous::Full)
                     .foreign_keys(true)
+                    // No connection folds the WAL back into the database in its commit path
+                    // (which made every request waiting on that commit wait for the copy and
+                    // its fsync); a background task does it (`spawn_sqlite_checkpointer`).
+                    .pragma("wal_autocheckpoint", "0")
             };
             let pool = SqlitePoolOptions::new()
                 .max_connections(settings.max_connections.max(2))
@@ -267,6 +298,9 @@ impl Store {
                 .connect_with(options.clone())
                 .await
                 .map_err(StoreError::Connect)?;
+            if !read_only {
+                spawn_sqlite_checkpointer(pool.clone());
+            }
             Pools::Sqlite {
                 pool,
                 options: (!read_only).then_some(options),
