@@ -113,6 +113,8 @@ pub fn remove_after_exit(dir: &Path) {
         pid = std::process::id(),
         dir = dir.display()
     );
+    // Never waited for: it is meant to outlive this process (then it is reaped by init).
+    #[allow(clippy::zombie_processes)]
     std::process::Command::new("sh")
         .args(["-c", &script])
         .stdin(std::process::Stdio::null())
