@@ -655,7 +655,8 @@ async fn revocation_takes_effect_at_once_is_kept_in_history_and_is_not_repeated(
         assert!(!c.is_active(Utc::now()));
         assert!(c.is_active(c.revoked_at.unwrap() - Duration::seconds(1)));
 
-        // One entry per change (and the refused repeat), committed with it; the chain holds.
+        // One entry per change, per refused malformed revocation (naming no consent) and for
+        // the refused repeat, committed with it; the chain holds.
         let entries = consent_entries(&app).await;
         let summary: Vec<(Outcome, Option<LegalBasis>)> = entries
             .iter()
@@ -668,13 +669,18 @@ async fn revocation_takes_effect_at_once_is_kept_in_history_and_is_not_repeated(
             summary,
             vec![
                 (Outcome::Permit, basis.clone()),
+                (Outcome::deny("invalid_json"), None),
+                (Outcome::deny("invalid_json"), None),
+                (Outcome::deny("invalid_json"), None),
+                (Outcome::deny("invalid_json"), None),
+                (Outcome::deny("invalid_revocation"), None),
                 (Outcome::Permit, basis.clone()),
                 (Outcome::deny("consent_already_revoked"), basis),
                 (Outcome::deny("consent_not_found"), None),
             ]
         );
         assert!(
-            entries[1]
+            entries[6]
                 .data
                 .detail
                 .as_deref()
