@@ -107,6 +107,14 @@ pub fn encode_into(buf: &mut Vec<u8>, seq: u64, prev: &ChainHash, data: &NewEntr
             buf.push(3);
             put_str(buf, stated_basis);
         }
+        Some(LegalBasis::CourtOrder { order_id }) => {
+            buf.push(4);
+            put_str(buf, order_id);
+        }
+        Some(LegalBasis::MedicalEmergency { documentation }) => {
+            buf.push(5);
+            put_str(buf, documentation);
+        }
     }
     put_opt(buf, data.justification.as_deref());
     match &data.subject {
@@ -210,6 +218,41 @@ mod tests {
         want.extend_from_slice(&[1, 0, 0, 0, 1, b'x']); // deny x
         want.extend_from_slice(&[0, 0, 0]); // source, cert, detail
         assert_eq!(buf, want);
+    }
+
+    #[test]
+    fn court_order_and_medical_emergency_bases_have_their_own_tags() {
+        let mut e = NewEntry::new(
+            EntryKind::Disclosure,
+            chrono::Utc.timestamp_micros(1).unwrap(),
+            Outcome::Permit,
+        );
+        let basis_bytes = |e: &NewEntry| {
+            let mut buf = Vec::new();
+            encode_into(&mut buf, 1, &ChainHash::GENESIS, e);
+            // domain, prev, seq, time, str "disclosure", 7 absent opt-strs: the basis follows.
+            let at = ENTRY_DOMAIN.len() + 32 + 8 + 8 + 4 + "disclosure".len() + 7;
+            buf[at..at + 8].to_vec()
+        };
+        e.basis = Some(LegalBasis::CourtOrder {
+            order_id: "co".into(),
+        });
+        assert_eq!(basis_bytes(&e), [4, 0, 0, 0, 2, b'c', b'o', 0]);
+        e.basis = Some(LegalBasis::MedicalEmergency {
+            documentation: "dx".into(),
+        });
+        assert_eq!(basis_bytes(&e), [5, 0, 0, 0, 2, b'd', b'x', 0]);
+        let consent = {
+            let mut c = e.clone();
+            c.basis = Some(LegalBasis::Consent {
+                consent_id: "dx".into(),
+            });
+            c
+        };
+        assert_ne!(
+            entry_hash(1, &ChainHash::GENESIS, &e),
+            entry_hash(1, &ChainHash::GENESIS, &consent)
+        );
     }
 
     #[test]

@@ -82,6 +82,14 @@ impl<'a> Row<'a> {
             Some(LegalBasis::Emergency { stated_basis }) => {
                 (Some("emergency"), Some(stated_basis.as_str()), None)
             }
+            Some(LegalBasis::CourtOrder { order_id }) => {
+                (Some("court_order"), Some(order_id.as_str()), None)
+            }
+            Some(LegalBasis::MedicalEmergency { documentation }) => (
+                Some("medical_emergency"),
+                Some(documentation.as_str()),
+                None,
+            ),
         };
         let reason = match &data.outcome {
             Outcome::Permit => None,
@@ -393,6 +401,12 @@ pub(super) fn row_to_entry(row: LogRow) -> Result<Entry, LogError> {
         (Some(k), Some(r), None) if k == "consent" => Some(LegalBasis::Consent { consent_id: r }),
         (Some(k), Some(r), None) if k == "emergency" => {
             Some(LegalBasis::Emergency { stated_basis: r })
+        }
+        (Some(k), Some(r), None) if k == "court_order" => {
+            Some(LegalBasis::CourtOrder { order_id: r })
+        }
+        (Some(k), Some(r), None) if k == "medical_emergency" => {
+            Some(LegalBasis::MedicalEmergency { documentation: r })
         }
         (Some(k), Some(m), Some(rule)) if k == "mou" => Some(LegalBasis::Mou { mou_id: m, rule }),
         _ => return Err(c("inconsistent legal basis columns")),

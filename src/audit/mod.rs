@@ -30,7 +30,7 @@
 //! | time | i64 Unix microseconds, 8 bytes big-endian |
 //! | kind | str |
 //! | request_id, decision_id, policy_hash, recipient_partner, recipient_user, recipient_role, purpose | opt-str each |
-//! | basis | `00` none; `01` str mou_id, str rule; `02` str consent_id; `03` str stated_basis |
+//! | basis | `00` none; `01` str mou_id, str rule; `02` str consent_id; `03` str stated_basis; `04` str order_id (court order, 42 CFR 2.64/2.65); `05` str documentation (medical emergency, 42 CFR 2.51) |
 //! | justification | opt-str |
 //! | subject | `00`, or `01` and the 32 pseudonym bytes |
 //! | record | `00`, or `01` str kind, str id |
@@ -44,8 +44,9 @@
 //! previous hash, the entry hash and the subject pseudonym are stored as their 32 raw bytes
 //! (BLOB on SQLite, BYTEA on PostgreSQL); the head row and the checkpoints keep hashes as
 //! lower-case hex, and the API, reports and CLI show every hash and pseudonym as lower-case
-//! hex. In the database the basis is split into `basis_kind` (`mou`, `consent`, `emergency`),
-//! `basis_ref` (MOU id, consent id or stated basis) and `basis_rule`; the fields disclosed are
+//! hex. In the database the basis is split into `basis_kind` (`mou`, `consent`, `emergency`,
+//! `court_order`, `medical_emergency`), `basis_ref` (MOU id, consent id, stated basis, order id
+//! or the 2.51 documentation) and `basis_rule`; the fields disclosed are
 //! a JSON array of `{"field", "transform"}` objects. A verifier reads the row, rebuilds `E`
 //! and compares; entry `n` must carry entry `n - 1`'s hash as its previous hash.
 //!
@@ -114,6 +115,7 @@ mod canonical;
 pub mod checkpoint;
 mod db;
 mod entry;
+pub mod part2;
 pub mod query;
 pub mod retention;
 pub mod suspension;
