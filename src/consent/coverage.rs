@@ -1,9 +1,9 @@
 //! Consent coverage: which fields of each record kind would flow to a recipient for a purpose,
 //! given a subject's consents and the MOUs, and why (or why not).
 //!
-//! The answer is computed by the pure [`decide()`] itself, once per record kind, holder and role,
-//! with a synthetic principal of the recipient partner, so it is exactly what a request made now
-//! would get. Used by `GET /v1/subjects/{system}/{value}/coverage` and by
+//! The answer is computed by the pure [`decide_with()`] itself (with the subject's consents and
+//! restrictions), once per record kind, holder and role, with a synthetic principal of the
+//! recipient partner, so it is exactly what a request made now would get. Used by `GET /v1/subjects/{system}/{value}/coverage` and by
 //! `coresponse-gateway consent coverage` (offline, on the database).
 
 use std::collections::BTreeSet;

@@ -11,7 +11,7 @@
 //! what it covers from the flows it names (see `policy::decide`).
 //!
 //! Validation is pure: the request, the recording partner, the policy set and the time in; a
-//! [`Restriction`](crate::domain::Restriction)-ready record or every problem at once out.
+//! [`Restriction`]-ready record or every problem at once out.
 
 use std::collections::BTreeSet;
 
