@@ -59,11 +59,13 @@ pub enum EntryKind {
     CourtOrderChanged,
     /// Restrictions, court orders or policy changes were read.
     DirectiveRead,
+    /// Connections were refused after the handshake (a partner over its connection cap).
+    ConnectionRefused,
 }
 
 impl EntryKind {
     /// Every kind, in a stable order.
-    pub const ALL: [EntryKind; 16] = [
+    pub const ALL: [EntryKind; 17] = [
         Self::Disclosure,
         Self::LogRead,
         Self::HandshakeRefused,
@@ -80,6 +82,7 @@ impl EntryKind {
         Self::RestrictionChanged,
         Self::CourtOrderChanged,
         Self::DirectiveRead,
+        Self::ConnectionRefused,
     ];
 
     /// The stable name stored, hashed and shown.
@@ -101,6 +104,7 @@ impl EntryKind {
             Self::RestrictionChanged => "restriction_changed",
             Self::CourtOrderChanged => "court_order_changed",
             Self::DirectiveRead => "directive_read",
+            Self::ConnectionRefused => "connection_refused",
         }
     }
 }

@@ -16,6 +16,7 @@ mod consents;
 mod crl;
 mod demo;
 mod directives;
+mod edges;
 mod emergency;
 mod handshake;
 mod policy_changes;
