@@ -35,6 +35,62 @@ impl FromRequest for Authenticated {
     }
 }
 
+/// A handler argument for routes that need the partner's certificate only, no user token
+/// (the transparency routes a partner's witness machine calls): the certificate is re-checked
+/// (validity and revocation at this instant) and names a registered partner.
+#[derive(Debug, Clone)]
+pub struct PartnerCertificate {
+    /// The partner the certificate names.
+    pub partner: crate::domain::PartnerId,
+    /// The certificate's SHA-256.
+    pub fingerprint: crate::domain::CertFingerprint,
+}
+
+impl FromRequest for PartnerCertificate {
+    type Error = ApiError;
+    type Future = Ready<Result<Self, ApiError>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        ready(certificate_only(req))
+    }
+}
+
+fn certificate_only(req: &HttpRequest) -> Result<PartnerCertificate, ApiError> {
+    let state = req
+        .app_data::<web::Data<AppState>>()
+        .ok_or_else(|| ApiError::Internal(anyhow::anyhow!("application state missing")))?;
+    let peer = req.conn_data::<PeerCertificate>().ok_or_else(|| {
+        ApiError::forbidden(
+            "certificate_required",
+            "a partner client certificate is required",
+        )
+    })?;
+    match state
+        .verifier
+        .check_still_valid(peer, Utc::now().timestamp())
+    {
+        Ok(partner) => Ok(PartnerCertificate {
+            partner,
+            fingerprint: peer.fingerprint,
+        }),
+        Err(e) => {
+            state.security.record(SecurityEvent {
+                at: Utc::now(),
+                kind: SecurityEventKind::AuthenticationFailed,
+                code: "certificate_refused".to_owned(),
+                peer: req.peer_addr(),
+                partner: None,
+                cert_fingerprint: Some(peer.fingerprint),
+                detail: e.to_string(),
+            });
+            Err(ApiError::forbidden(
+                "certificate_refused",
+                format!("{e}; connect with a current certificate issued to a registered partner"),
+            ))
+        }
+    }
+}
+
 fn authenticate(req: &HttpRequest) -> Result<Principal, ApiError> {
     let state = req
         .app_data::<web::Data<AppState>>()
