@@ -272,17 +272,19 @@ fn proofs_bench() {
         }
         let peaks = f.to_bytes();
         on_conn!(&mut pooled.conn(), |c| {
-            sqlx::query(
-                "UPDATE audit_head SET seq = ?, tree_size = ?, tree_peaks = ? WHERE id = 1",
-            )
-            .bind(n as i64)
-            .bind(n as i64)
-            .bind(peaks.clone())
-            .execute(&mut *c)
-            .await?;
-            sqlx::query("COMMIT").execute(&mut *c).await.map(|_| ())
+            sqlx::query("UPDATE audit_head SET seq = ?, tree_size = ?, tree_peaks = ? WHERE id = 1")
+                .bind(n as i64)
+                .bind(n as i64)
+                .bind(peaks.clone())
+                .execute(&mut *c)
+                .await
+                .map(|_| ())
         })
         .expect("head");
+        on_conn!(&mut pooled.conn(), |c| {
+            sqlx::query("COMMIT").execute(&mut *c).await.map(|_| ())
+        })
+        .expect("commit");
         drop(pooled);
         println!(
             "stored tree of {n} leaves built in {:.1} s",

@@ -64,7 +64,7 @@ pub enum ApiError {
         /// The reasons and the decision id.
         details: serde_json::Value,
         /// The log entry recording the denial.
-        disclosure_id: crate::audit::LogRef,
+        disclosure_id: Box<crate::audit::LogRef>,
     },
     /// 404: no such resource or route.
     #[error("{message}")]
@@ -300,11 +300,11 @@ mod tests {
                     code: "x",
                     message: "m".into(),
                     details: serde_json::json!({}),
-                    disclosure_id: crate::audit::LogRef {
+                    disclosure_id: Box::new(crate::audit::LogRef {
                         seq: 7,
                         leaf_index: 6,
                         leaf_hash: crate::audit::ChainHash([1; 32]),
-                    },
+                    }),
                 },
                 403,
             ),

@@ -80,7 +80,7 @@ impl Frontier {
 
     /// From the stored form: the peaks concatenated.
     pub fn from_bytes(size: u64, bytes: &[u8]) -> Option<Self> {
-        if bytes.len() % 32 != 0 {
+        if !bytes.len().is_multiple_of(32) {
             return None;
         }
         let peaks = bytes

@@ -56,8 +56,9 @@ pub fn key_id(name: &str, kind: u8, public: &[u8; 32]) -> u32 {
     h.update(b"\n");
     h.update([kind]);
     h.update(public);
-    let d = h.finalize();
-    u32::from_be_bytes([d[0], d[1], d[2], d[3]])
+    let d: [u8; 32] = h.finalize().into();
+    let [a, b, c, e, ..] = d;
+    u32::from_be_bytes([a, b, c, e])
 }
 
 /// A verifier key: a name, a signature type and an Ed25519 public key.
@@ -157,11 +158,11 @@ impl SignatureLine {
         let raw = STANDARD
             .decode(b64)
             .map_err(|_| err("a signature is not valid base64"))?;
-        if raw.len() < 5 {
+        let Some(([a, b, c, d], sig)) = raw.split_first_chunk::<4>().filter(|(_, s)| !s.is_empty())
+        else {
             return Err(err("a signature is too short"));
-        }
-        let (id, sig) = raw.split_at(4);
-        let id = u32::from_be_bytes([id[0], id[1], id[2], id[3]]);
+        };
+        let id = u32::from_be_bytes([*a, *b, *c, *d]);
         Ok(Self {
             name: name.to_owned(),
             id,

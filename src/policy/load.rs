@@ -485,7 +485,7 @@ fn check_partners(
                         span.clone(),
                         format!("partner `{}`: `witness.vkey`: {e}", p.id),
                         Some(
-                            "paste the vkey the partner's `audit witness --init` printed: \
+                            "paste the vkey the partner's `audit witness-key` printed: \
                              `<name>+<8 hex digits>+<base64>`"
                                 .into(),
                         ),

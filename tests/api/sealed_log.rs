@@ -94,13 +94,14 @@ async fn free_text_is_sealed_in_the_log_and_opens_only_for_compliance() {
         let seq = emergency_read(&app).await;
 
         // In the database: no clear column, a sealed value, format 2.
-        let rows: Vec<(
+        type Row = (
             Option<String>,
             Option<String>,
             Option<String>,
             Option<Vec<u8>>,
             i32,
-        )> = fetch_all(
+        );
+        let rows: Vec<Row> = fetch_all(
             app.store(),
             "SELECT justification, detail, basis_ref, sealed, format FROM audit_log \
                  WHERE basis_kind = 'emergency'",

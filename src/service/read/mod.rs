@@ -106,7 +106,7 @@ impl Denial {
                 "reasons": keys,
                 "decision_id": self.decision_id,
             }),
-            disclosure_id: self.disclosure_id,
+            disclosure_id: Box::new(self.disclosure_id),
         }
     }
 }
