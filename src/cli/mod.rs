@@ -981,21 +981,6 @@ async fn audit_command(command: AuditCommand) -> anyhow::Result<ExitCode> {
             }
             match &s.failure {
                 None => {
-                    if let Some(t) = &report.tree {
-                        outln!(
-                            "ok: Merkle tree of {} leaves (from entry {}) rebuilt; {} signed \
-                             tree heads checked{}",
-                            t.leaves,
-                            t.tree_base + 1,
-                            t.checkpoints_checked,
-                            t.witnessed_size
-                                .map(|n| format!(
-                                    "; the newest checkpoint cosigned by {} is of {n} leaves",
-                                    require_witnesses.join(", ")
-                                ))
-                                .unwrap_or_default()
-                        );
-                    }
                     outln!(
                         "ok: {} entries verified{}, last entry {} ({}); {} checkpoints checked{}",
                         s.entries_checked,
@@ -1013,6 +998,21 @@ async fn audit_command(command: AuditCommand) -> anyhow::Result<ExitCode> {
                             " (no checkpoint key configured: signatures not checked)"
                         },
                     );
+                    if let Some(t) = &report.tree {
+                        outln!(
+                            "ok: Merkle tree of {} leaves (from entry {}) rebuilt; {} signed \
+                             tree heads checked{}",
+                            t.leaves,
+                            t.tree_base + 1,
+                            t.checkpoints_checked,
+                            t.witnessed_size
+                                .map(|n| format!(
+                                    "; the newest checkpoint cosigned by {} is of {n} leaves",
+                                    require_witnesses.join(", ")
+                                ))
+                                .unwrap_or_default()
+                        );
+                    }
                     Ok(ExitCode::SUCCESS)
                 }
                 Some(f) => {
