@@ -52,13 +52,15 @@ pub enum EntryKind {
     /// A shared record was written (created, updated, a referral moved), or a write was refused
     /// for lack of authority.
     RecordChanged,
+    /// Connections were refused after the handshake (a partner over its connection cap).
+    ConnectionRefused,
     /// A partner's witness posted a cosignature of a checkpoint (accepted, or refused).
     WitnessCosignature,
 }
 
 impl EntryKind {
     /// Every kind, in a stable order.
-    pub const ALL: [EntryKind; 14] = [
+    pub const ALL: [EntryKind; 15] = [
         Self::Disclosure,
         Self::LogRead,
         Self::HandshakeRefused,
@@ -72,6 +74,7 @@ impl EntryKind {
         Self::RecordChanged,
         Self::ConsentRead,
         Self::AccountingSuspended,
+        Self::ConnectionRefused,
         Self::WitnessCosignature,
     ];
 
@@ -91,6 +94,7 @@ impl EntryKind {
             Self::RecordChanged => "record_changed",
             Self::ConsentRead => "consent_read",
             Self::AccountingSuspended => "accounting_suspended",
+            Self::ConnectionRefused => "connection_refused",
             Self::WitnessCosignature => "witness_cosignature",
         }
     }
