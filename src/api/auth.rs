@@ -40,7 +40,7 @@ impl FromRequest for Authenticated {
 
 /// A handler argument for routes that need the partner's certificate only, no user token
 /// (the transparency routes a partner's witness machine calls): the certificate is re-checked
-/// ([`certified_partner`]) and names a registered partner.
+/// (`certified_partner`: validity and revocation at this instant) and names a registered partner.
 #[derive(Debug, Clone)]
 pub struct PartnerCertificate {
     /// The partner the certificate names.
