@@ -151,7 +151,9 @@ mod tests {
             .collect();
         Entry {
             seq,
+            format: crate::audit::EntryFormat::V2,
             data: d,
+            sealed: None,
             prev_hash: ChainHash::GENESIS,
             hash: ChainHash::GENESIS,
         }

@@ -21,6 +21,9 @@ pub const KEY_PURPOSE_BLIND_INDEX: &str = "blind-index";
 pub const KEY_PURPOSE_SUBJECT_PSEUDONYM: &str = "subject-pseudonym";
 /// `purpose` of a restriction's or court order's data key in the `data_keys` table.
 pub const KEY_PURPOSE_DIRECTIVE: &str = "directive";
+/// Purpose of the disclosure log's free-text key (a stable key): it seals the free text of log
+/// entries (threat descriptions, stated bases, statements, notes, details).
+pub const KEY_PURPOSE_LOG_TEXT: &str = "log-text";
 
 const FORMAT_V1: u8 = 0x01;
 const ID_LEN: usize = 16;
