@@ -8,7 +8,7 @@ use std::process::ExitCode;
 
 use chrono::Utc;
 
-use crate::audit::{SubjectKey, part2, query};
+use crate::audit::{LogTextKey, SubjectKey, part2, query};
 use crate::config::{LogSettings, Settings};
 use crate::consent::directives::{self, DirectiveBody, StoredDirective};
 use crate::consent::orders::CourtOrderRecord;
@@ -119,7 +119,14 @@ pub(super) async fn part2(a: &Part2Args) -> anyhow::Result<ExitCode> {
             .map(|s| key.pseudonym(s.system(), s.value()))
             .collect();
         let f = part2_service::filter(pseudonym, others, now, years);
-        let entries = query::list_all_ascending(&mut c, &f).await?;
+        let mut entries = query::list_all_ascending(&mut c, &f).await?;
+        // The basis statement of a medical emergency quotes its sealed documentation.
+        if let Some(k) = keyring.log_text_key() {
+            let text = LogTextKey::new(&k);
+            for e in &mut entries {
+                text.open(e)?;
+            }
+        }
         let sets = part2_service::deciding_sets(&mut c, &entries, now)
             .await
             .map_err(|e| anyhow::anyhow!("{e}"))?;

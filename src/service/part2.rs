@@ -152,7 +152,9 @@ impl Services {
         let lines = {
             let mut pooled = self.store.acquire().await?;
             let mut c = pooled.conn();
-            let entries = query::list_all_ascending(&mut c, &f).await?;
+            let mut entries = query::list_all_ascending(&mut c, &f).await?;
+            // The basis statement of a medical emergency quotes its sealed documentation.
+            self.open_entries(&mut entries)?;
             let sets = deciding_sets(&mut c, &entries, now).await?;
             compute(&entries, &sets, &policy)
         };

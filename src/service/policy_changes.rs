@@ -316,6 +316,11 @@ impl Services {
             let entry = query::get(&mut c, seq).await?;
             (row, entry)
         };
+        // The digest is in the entry's detail, which is sealed.
+        let mut entry = entry;
+        if let Some(e) = entry.as_mut() {
+            self.open_entries(std::slice::from_mut(e))?;
+        }
         let mut e = self.read_entry(
             caller,
             Outcome::Permit,
