@@ -188,6 +188,14 @@ fn default_max_token_lifetime() -> u64 {
 pub struct PolicySettings {
     /// Directory holding `partners.toml`, record kinds and MOUs.
     pub dir: PathBuf,
+    /// How many days before an MOU expires `/healthz` and a daily log line start warning.
+    /// Default: 30.
+    #[serde(default = "default_expiry_warning_days")]
+    pub expiry_warning_days: u32,
+}
+
+fn default_expiry_warning_days() -> u32 {
+    30
 }
 
 /// The database.
@@ -261,6 +269,10 @@ pub struct AuditSettings {
     pub max_batch: usize,
     /// Entries that may wait for the writer before appends wait too. Default: 16384.
     pub queue_capacity: usize,
+    /// The origin line of the log's C2SP checkpoints (and the name of its note key): a
+    /// schema-less URL naming this log, no white space, no `+`. Default:
+    /// `<identity.trust_domain>/disclosure-log`.
+    pub origin: Option<String>,
 }
 
 impl Default for AuditSettings {
@@ -272,6 +284,7 @@ impl Default for AuditSettings {
             retention_days: 6 * 365 + 2,
             max_batch: 512,
             queue_capacity: 16_384,
+            origin: None,
         }
     }
 }

@@ -10,23 +10,28 @@
 mod audit;
 mod auth;
 mod consents;
+mod directives;
 pub mod health;
 mod json;
 mod middleware;
+mod part2;
+mod policy;
 mod purpose;
 mod records;
 mod referrals;
 mod reviews;
 mod state;
+mod transparency;
 mod whoami;
 
 use actix_web::{HttpMessage, HttpRequest, error::JsonPayloadError, web};
 
-pub use auth::Authenticated;
+pub use auth::{Authenticated, PartnerCertificate};
 pub use json::{BoundedJson, check_depth};
 pub use middleware::{REQUEST_ID, RequestId, body_guard, connection_gate, request_id};
 pub use purpose::{
-    EMERGENCY_BASIS, EMERGENCY_DESCRIPTION, EMERGENCY_SOURCE, PURPOSE_OF_USE, PurposeOfUse,
+    EMERGENCY_BASIS, EMERGENCY_DESCRIPTION, EMERGENCY_PERSONNEL, EMERGENCY_SOURCE,
+    MEDICAL_EMERGENCY, PURPOSE_OF_USE, PurposeOfUse,
 };
 pub use state::AppState;
 
@@ -56,6 +61,10 @@ pub fn configure(cfg: &mut web::ServiceConfig, body_limit: usize) {
     records::routes(cfg);
     referrals::routes(cfg);
     reviews::routes(cfg);
+    directives::routes(cfg);
+    policy::routes(cfg);
+    part2::routes(cfg);
+    transparency::routes(cfg);
 }
 
 /// What the log records of a request: its id and the peer's address.
