@@ -285,22 +285,23 @@ async fn policy_reload(replicas: &[Gateway], dev: &Dev, url: &str, clinician: &W
     // And each replica logged its reload of that set.
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
-        let details: Vec<(Option<String>,)> = sqlx::query_as(
-            "SELECT detail FROM audit_log WHERE kind = 'policy_reloaded' ORDER BY seq",
+        // Each reload is recorded as a `policy_reloaded` entry naming the set it put in force.
+        let hashes: Vec<(Option<String>,)> = sqlx::query_as(
+            "SELECT policy_hash FROM audit_log WHERE kind = 'policy_reloaded' ORDER BY seq",
         )
         .fetch_all(&mut db)
         .await
         .unwrap();
-        let with_new = details
+        let with_new = hashes
             .iter()
-            .filter(|(d,)| d.as_deref().is_some_and(|d| d.contains(&new)))
+            .filter(|(h,)| h.as_deref() == Some(new.as_str()))
             .count();
         if with_new == replicas.len() {
             break;
         }
         assert!(
             Instant::now() < deadline,
-            "expected {} policy_reloaded entries naming {new}: {details:?}",
+            "expected {} policy_reloaded entries naming {new}: {hashes:?}",
             replicas.len()
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
