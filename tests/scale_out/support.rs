@@ -245,6 +245,8 @@ impl PgCluster {
             pid = std::process::id(),
             dir = self.dir.display()
         );
+        // The watcher outlives this process by design: it is never waited for.
+        #[allow(clippy::zombie_processes)]
         Command::new("sh")
             .args(["-c", &script])
             .stdin(Stdio::null())
