@@ -28,16 +28,20 @@ use crate::service::compliance::SuspensionRequest;
 
 /// Registers the routes.
 pub(super) fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.route("/v1/disclosures", web::get().to(list))
-        .route("/v1/disclosures/{seq}", web::get().to(one))
-        .route(
-            "/v1/subjects/{system}/{value}/accounting",
-            web::get().to(accounting),
+    // One resource per path, so another method gets 405 with `Allow` (not 404).
+    cfg.service(web::resource("/v1/disclosures").route(web::get().to(list)))
+        .service(web::resource("/v1/disclosures/{seq}").route(web::get().to(one)))
+        .service(
+            web::resource("/v1/subjects/{system}/{value}/accounting")
+                .route(web::get().to(accounting)),
         )
-        .route("/v1/accounting-suspensions", web::post().to(suspend))
-        .route("/v1/accounting-suspensions", web::get().to(suspensions))
-        .route("/v1/audit/verify", web::get().to(verify))
-        .route("/v1/audit/checkpoints", web::get().to(checkpoints));
+        .service(
+            web::resource("/v1/accounting-suspensions")
+                .route(web::post().to(suspend))
+                .route(web::get().to(suspensions)),
+        )
+        .service(web::resource("/v1/audit/verify").route(web::get().to(verify)))
+        .service(web::resource("/v1/audit/checkpoints").route(web::get().to(checkpoints)));
 }
 
 fn bad_param(name: &str, why: impl std::fmt::Display) -> ApiError {

@@ -19,20 +19,17 @@ use crate::consent::directive::{self, ConsentDirective};
 use crate::consent::registry::ReceivedHow;
 use crate::domain::{PartnerId, Purpose, Role, SubjectIdentifier};
 use crate::error::ApiError;
-use crate::service::consents::{CoverageAsk, RevokeRequest};
+use crate::service::consents::{ConsentAction, CoverageAsk, RevokeRequest};
 
 /// Registers the routes.
 pub(super) fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.route("/v1/consents", web::post().to(create))
-        .route("/v1/consents/{id}", web::get().to(one))
-        .route("/v1/consents/{id}/revoke", web::post().to(revoke))
-        .route(
-            "/v1/subjects/{system}/{value}/consents",
-            web::get().to(list),
-        )
-        .route(
-            "/v1/subjects/{system}/{value}/coverage",
-            web::get().to(coverage),
+    // One resource per path, so another method gets 405 with `Allow` (not 404).
+    cfg.service(web::resource("/v1/consents").route(web::post().to(create)))
+        .service(web::resource("/v1/consents/{id}").route(web::get().to(one)))
+        .service(web::resource("/v1/consents/{id}/revoke").route(web::post().to(revoke)))
+        .service(web::resource("/v1/subjects/{system}/{value}/consents").route(web::get().to(list)))
+        .service(
+            web::resource("/v1/subjects/{system}/{value}/coverage").route(web::get().to(coverage)),
         );
 }
 
@@ -53,19 +50,39 @@ fn subject_from_path(system: &str, value: &str) -> Result<SubjectIdentifier, Api
     })
 }
 
+/// A consent request whose body was refused: the refusal is logged (the code only, never the
+/// body), then answered; if it cannot be logged, the answer is 503.
+async fn refused(
+    state: &AppState,
+    caller: &crate::service::Caller<'_>,
+    action: ConsentAction,
+    e: ApiError,
+) -> ApiError {
+    match state
+        .services
+        .refused_consent_request(caller, action, e.code(), None)
+        .await
+    {
+        Ok(()) => e,
+        Err(log) => log.into(),
+    }
+}
+
 /// `POST /v1/consents`.
 #[tracing::instrument(skip_all)]
 async fn create(
     who: Authenticated,
     req: HttpRequest,
     state: web::Data<AppState>,
-    body: BoundedJson<ConsentDirective>,
+    body: Result<BoundedJson<ConsentDirective>, ApiError>,
 ) -> Result<HttpResponse, ApiError> {
     let meta = RequestMeta::of(&req);
-    let view = state
-        .services
-        .create_consent(&meta.caller(&who.0), body.0)
-        .await?;
+    let caller = meta.caller(&who.0);
+    let body = match body {
+        Ok(b) => b,
+        Err(e) => return Err(refused(&state, &caller, ConsentAction::Record, e).await),
+    };
+    let view = state.services.create_consent(&caller, body.0).await?;
     Ok(HttpResponse::Created()
         .insert_header((header::LOCATION, format!("/v1/consents/{}", view.id)))
         .insert_header(NO_STORE)
@@ -111,14 +128,18 @@ async fn revoke(
     req: HttpRequest,
     state: web::Data<AppState>,
     path: web::Path<String>,
-    body: BoundedJson<RevokeBody>,
+    body: Result<BoundedJson<RevokeBody>, ApiError>,
 ) -> Result<HttpResponse, ApiError> {
     let meta = RequestMeta::of(&req);
-    let b = body.0;
+    let caller = meta.caller(&who.0);
+    let b = match body {
+        Ok(b) => b.0,
+        Err(e) => return Err(refused(&state, &caller, ConsentAction::Revoke, e).await),
+    };
     let view = state
         .services
         .revoke_consent(
-            &meta.caller(&who.0),
+            &caller,
             &path,
             RevokeRequest {
                 received_at: b.received_at,

@@ -21,13 +21,16 @@ use crate::error::{ApiError, DISCLOSURE_ID};
 use crate::service::{Asker, RecordAnswer};
 
 pub(super) fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.route("/v1/records/{kind}/{id}", web::put().to(put))
-        .route("/v1/records/{kind}/{id}", web::get().to(get))
-        .route("/v1/records/{kind}/{id}/versions", web::get().to(versions))
-        .route(
-            "/v1/subjects/{system}/{value}/records",
-            web::get().to(by_subject),
-        );
+    // One resource per path, so another method gets 405 with `Allow` (not 404).
+    cfg.service(
+        web::resource("/v1/records/{kind}/{id}")
+            .route(web::put().to(put))
+            .route(web::get().to(get)),
+    )
+    .service(web::resource("/v1/records/{kind}/{id}/versions").route(web::get().to(versions)))
+    .service(
+        web::resource("/v1/subjects/{system}/{value}/records").route(web::get().to(by_subject)),
+    );
 }
 
 /// The body of a record write (`PUT /v1/records/{kind}/{id}`).

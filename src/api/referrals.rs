@@ -22,9 +22,10 @@ use crate::referral::ReferralState;
 use crate::service::referrals::{NewReferral, Transition, referral_kind};
 
 pub(super) fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.route("/v1/referrals", web::post().to(create))
-        .route("/v1/referrals/{id}", web::get().to(read))
-        .route("/v1/referrals/{id}/transitions", web::post().to(move_to));
+    // One resource per path, so another method gets 405 with `Allow` (not 404).
+    cfg.service(web::resource("/v1/referrals").route(web::post().to(create)))
+        .service(web::resource("/v1/referrals/{id}").route(web::get().to(read)))
+        .service(web::resource("/v1/referrals/{id}/transitions").route(web::post().to(move_to)));
 }
 
 /// A new referral (`POST /v1/referrals`).

@@ -17,8 +17,9 @@ use crate::error::ApiError;
 use crate::service::reviews::ReviewState;
 
 pub(super) fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.route("/v1/reviews", web::get().to(list))
-        .route("/v1/reviews/{id}", web::post().to(close));
+    // One resource per path, so another method gets 405 with `Allow` (not 404).
+    cfg.service(web::resource("/v1/reviews").route(web::get().to(list)))
+        .service(web::resource("/v1/reviews/{id}").route(web::post().to(close)));
 }
 
 #[derive(Debug, Deserialize)]

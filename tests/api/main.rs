@@ -15,6 +15,7 @@ mod consent_live;
 mod consents;
 mod crl;
 mod demo;
+mod edges;
 mod emergency;
 mod handshake;
 mod records_api;
