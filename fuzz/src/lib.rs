@@ -551,7 +551,7 @@ fn new_entry(b: &mut Bytes<'_>) -> NewEntry {
     let at = DateTime::from_timestamp_micros(micros)
         .or_else(|| DateTime::from_timestamp_micros(micros % 1_000_000_000_000_000))
         .unwrap_or_default();
-    let outcome = if b.byte() % 2 == 0 {
+    let outcome = if b.byte().is_multiple_of(2) {
         Outcome::Permit
     } else {
         Outcome::deny(b.text())
@@ -822,7 +822,7 @@ fn recipient_key(partner: &PartnerId) -> Option<RecipientKey> {
 fn value(b: &mut Bytes<'_>) -> Value {
     match b.byte() % 8 {
         0 => Value::Null,
-        1 => json!(b.byte() % 2 == 0),
+        1 => json!(b.byte().is_multiple_of(2)),
         2 => json!(i64::from_be_bytes(b.u64().to_be_bytes())),
         3 => json!(f64::from_bits(b.u64())),
         4 => json!({"street": b.text(), "city": b.text(), "state": b.text(), "zip": b.text()}),
@@ -841,7 +841,7 @@ pub fn redaction(data: &[u8]) {
     let mut b = Bytes(data);
     // The transforms one by one.
     let s = b.text();
-    let keep = if b.byte() % 2 == 0 {
+    let keep = if b.byte().is_multiple_of(2) {
         MaskKeep::First
     } else {
         MaskKeep::Last
@@ -886,7 +886,7 @@ pub fn redaction(data: &[u8]) {
     };
     let mut fields = BTreeMap::new();
     for f in &kind.fields {
-        if b.byte() % 4 != 0 {
+        if !b.byte().is_multiple_of(4) {
             fields.insert(f.name.clone(), value(&mut b));
         }
     }

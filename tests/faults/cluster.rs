@@ -120,7 +120,9 @@ impl Cluster {
             stop = c.shell_stop(),
             dir = c.dir.display()
         );
-        Command::new("sh")
+        // The reaper must outlive this process, so it is never waited for.
+        #[allow(clippy::zombie_processes)]
+        let _reaper = Command::new("sh")
             .args(["-c", &script])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
