@@ -18,11 +18,12 @@ mod records;
 mod referrals;
 mod reviews;
 mod state;
+mod transparency;
 mod whoami;
 
 use actix_web::{HttpMessage, HttpRequest, error::JsonPayloadError, web};
 
-pub use auth::Authenticated;
+pub use auth::{Authenticated, PartnerCertificate};
 pub use json::{BoundedJson, check_depth};
 pub use middleware::{REQUEST_ID, RequestId, body_guard, connection_gate, request_id};
 pub use purpose::{
@@ -63,6 +64,7 @@ pub fn configure(cfg: &mut web::ServiceConfig, body_limit: usize) {
     records::routes(cfg);
     referrals::routes(cfg);
     reviews::routes(cfg);
+    transparency::routes(cfg);
 }
 
 /// What the log records of a request: its id and the peer's address.
