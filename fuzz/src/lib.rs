@@ -22,8 +22,8 @@ use coresponse_gateway::api::{
     check_depth,
 };
 use coresponse_gateway::audit::{
-    Anchor, ChainHash, ENTRY_DOMAIN, Entry, EntryKind, FieldDisclosure, LegalBasis, NewEntry,
-    Outcome, RecordRef, SubjectPseudonym, encode_into, entry_hash, verify_entries,
+    Anchor, ChainHash, ENTRY_DOMAIN, Entry, EntryFormat, EntryKind, FieldDisclosure, LegalBasis,
+    NewEntry, Outcome, RecordRef, SubjectPseudonym, encode_into, entry_hash, verify_entries,
 };
 use coresponse_gateway::consent::directive::{self, ConsentDirective};
 use coresponse_gateway::consent::{Consent, SubjectRef};
@@ -763,6 +763,10 @@ pub fn canonical_log(data: &[u8]) {
         let hash = entry_hash(seq, &prev, &e);
         entries.push(Entry {
             seq,
+            // The clear-text encoding of entries written before free text was sealed; the
+            // sealed (v2) encoding is exercised by the audit module's own tests.
+            format: EntryFormat::V1,
+            sealed: None,
             data: e,
             prev_hash: prev,
             hash,
