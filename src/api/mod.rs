@@ -10,9 +10,12 @@
 mod audit;
 mod auth;
 mod consents;
+mod directives;
 pub mod health;
 mod json;
 mod middleware;
+mod part2;
+mod policy;
 mod purpose;
 mod records;
 mod referrals;
@@ -27,7 +30,8 @@ pub use auth::{Authenticated, PartnerCertificate};
 pub use json::{BoundedJson, check_depth};
 pub use middleware::{REQUEST_ID, RequestId, body_guard, connection_gate, request_id};
 pub use purpose::{
-    EMERGENCY_BASIS, EMERGENCY_DESCRIPTION, EMERGENCY_SOURCE, PURPOSE_OF_USE, PurposeOfUse,
+    EMERGENCY_BASIS, EMERGENCY_DESCRIPTION, EMERGENCY_PERSONNEL, EMERGENCY_SOURCE,
+    MEDICAL_EMERGENCY, PURPOSE_OF_USE, PurposeOfUse,
 };
 pub use state::AppState;
 
@@ -64,6 +68,9 @@ pub fn configure(cfg: &mut web::ServiceConfig, body_limit: usize) {
     records::routes(cfg);
     referrals::routes(cfg);
     reviews::routes(cfg);
+    directives::routes(cfg);
+    policy::routes(cfg);
+    part2::routes(cfg);
     transparency::routes(cfg);
 }
 

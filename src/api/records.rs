@@ -113,6 +113,7 @@ pub(super) async fn read_one(
         caller: meta.caller(who),
         purpose: &purpose.purpose,
         emergency: purpose.emergency.as_ref(),
+        medical: purpose.medical.as_ref(),
     };
     match state.services.read_record(&asker, kind, id).await? {
         RecordAnswer::Disclosed(d) => Ok(HttpResponse::Ok()
@@ -184,6 +185,7 @@ async fn by_subject(
         caller: meta.caller(&who),
         purpose: &purpose.purpose,
         emergency: purpose.emergency.as_ref(),
+        medical: purpose.medical.as_ref(),
     };
     let answer = state
         .services
