@@ -29,11 +29,14 @@ struct ListQuery {
     limit: Option<u32>,
 }
 
+/// The body of `POST /v1/reviews/{id}`: the outcome of an emergency-access review.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct Decision {
-    outcome: String,
-    note: String,
+pub struct Decision {
+    /// `justified` or `not-justified`.
+    pub outcome: String,
+    /// Why.
+    pub note: String,
 }
 
 #[instrument(skip_all)]
