@@ -72,6 +72,18 @@ impl Readiness {
 /// period, 503 otherwise. The `crl` member reports the revocation lists: `ok`, `stale` (past
 /// nextUpdate, still used) or `expired` (past the grace period: the issuer's certificates are
 /// refused, and the answer is 503 with code `crl_expired`).
+#[utoipa::path(
+    get,
+    path = "/healthz",
+    tag = "health",
+    operation_id = "healthz",
+    summary = "Readiness (a partner certificate, no token)",
+    responses(
+        (status = 200, description = "`{status, policy_set, crl}`", body = Object),
+        (status = 503, description = "`service_unavailable` (database unreachable) or `crl_expired`", body = crate::error::ErrorBody),
+    ),
+    security(("mutual_tls" = [])),
+)]
 #[tracing::instrument(skip_all)]
 pub(super) async fn healthz(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     if !state.readiness.is_ready() {

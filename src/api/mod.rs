@@ -8,14 +8,19 @@
 mod audit;
 mod auth;
 mod consents;
+mod console;
 pub mod health;
 mod json;
 mod middleware;
+pub mod openapi;
+mod overview;
 mod purpose;
 mod records;
 mod referrals;
 mod reviews;
+mod routes;
 mod state;
+pub mod stats;
 mod whoami;
 
 use actix_web::{HttpMessage, HttpRequest, error::JsonPayloadError, web};
@@ -26,6 +31,7 @@ pub use middleware::{REQUEST_ID, RequestId, request_id};
 pub use purpose::{
     EMERGENCY_BASIS, EMERGENCY_DESCRIPTION, EMERGENCY_SOURCE, PURPOSE_OF_USE, PurposeOfUse,
 };
+pub use routes::{RouteInfo, Routes};
 pub use state::AppState;
 
 use crate::domain::{Principal, SubjectIdentifier};
@@ -34,25 +40,44 @@ use crate::service::Caller;
 
 /// Registers every route.
 pub fn configure(cfg: &mut web::ServiceConfig, body_limit: usize) {
-    cfg.app_data(
-        web::JsonConfig::default()
-            .limit(body_limit)
-            .error_handler(move |e, _req| json_error(e, body_limit).into()),
-    )
-    .app_data(web::PayloadConfig::new(body_limit))
-    .app_data(web::PathConfig::default().error_handler(|e, _| {
-        ApiError::bad_request("invalid_path", format!("invalid path parameter: {e}")).into()
-    }))
-    .app_data(web::QueryConfig::default().error_handler(|e, _| {
-        ApiError::bad_request("invalid_query", format!("invalid query string: {e}")).into()
-    }))
-    .route("/healthz", web::get().to(health::healthz))
-    .route("/v1/whoami", web::get().to(whoami::whoami));
-    audit::routes(cfg);
-    consents::routes(cfg);
-    records::routes(cfg);
-    referrals::routes(cfg);
-    reviews::routes(cfg);
+    configure_recorded(cfg, body_limit);
+}
+
+/// Registers every route and returns each one's method and path (the OpenAPI document is
+/// checked against this list).
+pub fn configure_recorded(cfg: &mut web::ServiceConfig, body_limit: usize) -> Vec<RouteInfo> {
+    let mut r = Routes::new(cfg);
+    r.config()
+        .app_data(
+            web::JsonConfig::default()
+                .limit(body_limit)
+                .error_handler(move |e, _req| json_error(e, body_limit).into()),
+        )
+        .app_data(web::PayloadConfig::new(body_limit))
+        .app_data(web::PathConfig::default().error_handler(|e, _| {
+            ApiError::bad_request("invalid_path", format!("invalid path parameter: {e}")).into()
+        }))
+        .app_data(web::QueryConfig::default().error_handler(|e, _| {
+            ApiError::bad_request("invalid_query", format!("invalid query string: {e}")).into()
+        }));
+    r.get("/healthz", health::healthz)
+        .get("/v1/whoami", whoami::whoami);
+    audit::routes(&mut r);
+    consents::routes(&mut r);
+    records::routes(&mut r);
+    referrals::routes(&mut r);
+    reviews::routes(&mut r);
+    overview::routes(&mut r);
+    openapi::routes(&mut r);
+    console::routes(&mut r);
+    r.into_registered()
+}
+
+/// Every route the gateway serves, as `(method, path)`.
+pub fn registered_routes() -> Vec<RouteInfo> {
+    let mut out = Vec::new();
+    let _ = actix_web::App::new().configure(|cfg| out = configure_recorded(cfg, 1024));
+    out
 }
 
 /// What the log records of a request: its id and the peer's address.

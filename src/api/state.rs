@@ -27,4 +27,6 @@ pub struct AppState {
     pub security: SecuritySink,
     /// Whether the database answers, as a background probe last found.
     pub readiness: Readiness,
+    /// Requests and connections counted for the metrics endpoint.
+    pub http: Arc<super::stats::HttpStats>,
 }

@@ -90,6 +90,7 @@ pub struct LogStats {
 
 struct Inner {
     counters: Arc<Counters>,
+    metrics: Arc<super::metrics::LogMetrics>,
     queue: mpsc::Sender<Job>,
     store: Store,
     subjects: SubjectKey,
@@ -124,16 +125,19 @@ impl DisclosureLog {
         let (queue, rx) = mpsc::channel(settings.queue_capacity.max(1));
         let signer = signer.map(Arc::new);
         let counters = Arc::new(Counters::default());
+        let metrics = Arc::new(super::metrics::LogMetrics::default());
         tokio::spawn(run_writer(
             rx,
             store.clone(),
             signer.clone(),
             settings.clone(),
             counters.clone(),
+            metrics.clone(),
         ));
         Self {
             inner: Arc::new(Inner {
                 counters,
+                metrics,
                 queue,
                 store,
                 subjects,
@@ -150,6 +154,8 @@ impl DisclosureLog {
         let entry = normalize(entry);
         entry.validate()?;
         let (decision_id, record) = (entry.decision_id.clone(), entry.record.clone());
+        let started = std::time::Instant::now();
+        let counted = super::metrics::LogMetrics::labels(&entry);
         let (done, wait) = oneshot::channel();
         self.inner
             .queue
@@ -157,6 +163,10 @@ impl DisclosureLog {
             .await
             .map_err(|_| LogError::Closed)?;
         let appended = wait.await.map_err(|_| LogError::Closed)??;
+        self.inner.metrics.appended(started.elapsed().as_secs_f64());
+        if let Some(e) = &counted {
+            self.inner.metrics.count(e);
+        }
         Ok(Receipt {
             seq: appended.seq,
             hash: appended.hash,
@@ -174,6 +184,8 @@ impl DisclosureLog {
         Ok(LogTx {
             tx,
             appended: Vec::new(),
+            counted: Vec::new(),
+            metrics: self.inner.metrics.clone(),
         })
     }
 
@@ -187,6 +199,11 @@ impl DisclosureLog {
     /// The checkpoint public key, if checkpoints are signed.
     pub fn checkpoint_key(&self) -> Option<VerifyingKey> {
         self.inner.signer.as_ref().map(|s| s.verifying_key())
+    }
+
+    /// The append path's instruments, for the metrics endpoint.
+    pub fn metrics(&self) -> &super::metrics::LogMetrics {
+        &self.inner.metrics
     }
 
     /// What the group-commit writer has done since start.
@@ -227,6 +244,9 @@ impl DisclosureLog {
 pub struct LogTx {
     tx: Tx,
     appended: Vec<Receipt>,
+    /// Disclosure entries to count once committed.
+    counted: Vec<super::metrics::DisclosureLabels>,
+    metrics: Arc<super::metrics::LogMetrics>,
 }
 
 impl LogTx {
@@ -245,12 +265,18 @@ impl LogTx {
         let appended = append_locked(&mut c, head, &entry).await?;
         let seq = appended.seq;
         self.appended.push(Receipt::new(appended, &entry));
+        if let Some(l) = super::metrics::LogMetrics::labels(&entry) {
+            self.counted.push(l);
+        }
         Ok(seq)
     }
 
     /// Commits durably; returns the receipts of the entries appended, in order.
     pub async fn commit(self) -> Result<Vec<Receipt>, LogError> {
         self.tx.commit().await?;
+        for e in &self.counted {
+            self.metrics.count(e);
+        }
         Ok(self.appended)
     }
 }
@@ -289,6 +315,7 @@ async fn run_writer(
     signer: Option<Arc<CheckpointSigner>>,
     settings: AuditSettings,
     counters: Arc<Counters>,
+    metrics: Arc<super::metrics::LogMetrics>,
 ) {
     let every = Duration::from_secs(settings.checkpoint_every_secs.max(1));
     let mut tick = tokio::time::interval(every);
@@ -307,6 +334,7 @@ async fn run_writer(
                         Err(_) => break,
                     }
                 }
+                metrics.batch(batch.len());
                 commit_batch(&store, &mut conn, signer.as_deref(), &settings, &counters, &mut batch)
                     .await;
             }

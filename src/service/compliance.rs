@@ -43,7 +43,7 @@ pub struct Accounting {
 }
 
 /// A time period (RFC 3339).
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Period {
     /// Start.
     pub from: String,
@@ -271,7 +271,7 @@ impl Services {
         let key = self.log.checkpoint_key();
         let report = verify_store(&self.store, key.as_ref(), None).await?;
         let outcome = match &report.summary.failure {
-            None => "the chain verifies".to_owned(),
+            None => crate::audit::summary::VERIFIED_OK.to_owned(),
             Some(f) => format!("the chain FAILS at entry {} ({})", f.seq, f.kind.as_str()),
         };
         self.log
@@ -279,7 +279,8 @@ impl Services {
                 caller,
                 Outcome::Permit,
                 format!(
-                    "verified the disclosure log ({} entries): {outcome}",
+                    "{}{} entries): {outcome}",
+                    crate::audit::summary::VERIFIED_PREFIX,
                     report.summary.entries_checked
                 ),
             ))

@@ -23,6 +23,7 @@ pub mod compliance;
 pub mod consents;
 mod error;
 pub mod keys;
+pub mod overview;
 pub mod read;
 pub mod records;
 pub mod referrals;

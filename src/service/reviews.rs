@@ -46,7 +46,8 @@ impl ReviewState {
 }
 
 impl Services {
-    async fn with_access(&self, review: Review) -> Result<ReviewView, Error> {
+    /// The review with the stated basis and threat of the access that opened it.
+    pub(super) async fn with_access(&self, review: Review) -> Result<ReviewView, Error> {
         let first = {
             let mut pooled = self.store.acquire().await?;
             query::get(&mut pooled.conn(), review.first_disclosure).await?

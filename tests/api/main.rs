@@ -10,13 +10,16 @@
     clippy::indexing_slicing
 )]
 mod audit;
+mod browser;
 mod cli;
 mod consent_live;
 mod consents;
+mod console;
 mod crl;
 mod demo;
 mod emergency;
 mod handshake;
+mod metrics;
 mod records_api;
 mod records_store;
 mod reload;

@@ -328,6 +328,7 @@ impl Services {
                 })
                 .collect();
             entry.fields_withheld = count(present.len().saturating_sub(disclosed.len()));
+            entry.detail = Some(field_reasons(permit, &disclosed));
             entry.fields_disclosed = disclosed;
             if permit
                 .fields()
@@ -586,6 +587,22 @@ fn recipient_key<'a>(
         .partners
         .get(permit.recipient())
         .and_then(|p| p.encryption.as_ref())
+}
+
+/// The `detail` of a permitted disclosure: why each disclosed field left (see
+/// [`audit::reasons`]).
+fn field_reasons(permit: &Permit, disclosed: &[FieldDisclosure]) -> String {
+    let fields: Vec<audit::reasons::FieldReasons> = disclosed
+        .iter()
+        .filter_map(|d| permit.fields().iter().find(|p| p.field == d.field))
+        .map(|p| {
+            (
+                p.field.clone(),
+                p.reasons.iter().map(|r| (r.key(), r.describe())).collect(),
+            )
+        })
+        .collect();
+    audit::reasons::to_detail(&fields)
 }
 
 fn count(n: usize) -> u32 {
