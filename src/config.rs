@@ -100,6 +100,13 @@ pub struct ServerSettings {
     pub disconnect_timeout_ms: u64,
     /// Largest JSON nesting depth accepted in a request body.
     pub max_json_depth: usize,
+    /// Time a client has to send the whole request body once the head has arrived, in
+    /// milliseconds; a slower body gets 408 and changes nothing. Default: 10000.
+    pub body_timeout_ms: u64,
+    /// Most connections open at once from one partner (all its certificates together); further
+    /// connections are refused (429 `too_many_connections`) and recorded as security events.
+    /// Default: 256.
+    pub max_connections_per_partner: usize,
 }
 
 impl Default for ServerSettings {
@@ -113,6 +120,8 @@ impl Default for ServerSettings {
             keep_alive_secs: 30,
             disconnect_timeout_ms: 1_000,
             max_json_depth: 16,
+            body_timeout_ms: 10_000,
+            max_connections_per_partner: 256,
         }
     }
 }
@@ -133,6 +142,10 @@ impl ServerSettings {
     /// `disconnect_timeout_ms` as a duration.
     pub fn disconnect_timeout(&self) -> Duration {
         Duration::from_millis(self.disconnect_timeout_ms)
+    }
+    /// `body_timeout_ms` as a duration.
+    pub fn body_timeout(&self) -> Duration {
+        Duration::from_millis(self.body_timeout_ms)
     }
 }
 
@@ -422,6 +435,8 @@ master_key_file = "master.key"
         assert_eq!(s.identity.max_token_lifetime_secs, 3600);
         assert!(!s.metrics.enabled);
         assert!(s.metrics.listen.ip().is_loopback());
+        assert_eq!(s.server.body_timeout_ms, 10_000);
+        assert_eq!(s.server.max_connections_per_partner, 256);
         assert_eq!(
             s.storage.url,
             format!("sqlite://{}", dir.path().join("data/gateway.db").display())

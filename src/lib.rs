@@ -42,6 +42,7 @@ pub mod consent;
 pub mod crypto;
 pub mod devinit;
 pub mod domain;
+pub mod edge;
 pub mod emergency;
 pub mod error;
 pub mod metrics;

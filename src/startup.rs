@@ -1,18 +1,24 @@
 //! Assembling and running the gateway.
 //!
-//! The listener is built from actix-server and actix-http directly (rather than
+//! The listener is built from actix-server, actix-tls and actix-http directly (rather than
 //! `actix_web::HttpServer`) so that each connection runs inside a [`HandshakeScope`]: when a
 //! TLS handshake is refused the gateway knows the peer address, what certificate was presented
 //! and why it was refused, and records a security event. Connections get `TCP_NODELAY`.
+//!
+//! Between the handshake and the HTTP dispatcher each connection passes the connection edge
+//! ([`crate::edge`]): it takes a slot under its partner's connection cap (or is marked refused),
+//! and its stream becomes an [`EdgeIo`], which gives the HTTP parser's own refusals the JSON
+//! error body. How a connection ended is logged through the edge's throttle. At start-up the
+//! open-file limit is raised and checked against the caps.
 
 use std::net::{SocketAddr, TcpListener};
 use std::sync::Arc;
 
-use actix_http::{HttpService, TlsAcceptorConfig, body::MessageBody};
+use actix_http::{HttpService, Protocol, body::MessageBody};
 use actix_server::Server;
-use actix_service::{apply_fn_factory, map_config};
+use actix_service::{ServiceFactoryExt as _, apply_fn_factory, fn_service, map_config};
 use actix_tls::accept::TlsError;
-use actix_tls::accept::rustls_0_23::TlsStream;
+use actix_tls::accept::rustls_0_23::{Acceptor, TlsStream};
 use actix_web::dev::AppConfig;
 use actix_web::{App, middleware::from_fn, web};
 use arc_swap::ArcSwap;
@@ -25,11 +31,13 @@ use crate::auth::{TokenCache, TokenRules};
 use crate::config::Settings;
 use crate::crypto::Keyring;
 use crate::domain::{CertFingerprint, SharedClock};
+use crate::edge::{self, ConnectionLimiter, ConnectionScope, EdgeIo};
 use crate::policy::PolicySet;
 use crate::security::{SecurityEvent, SecurityEventKind, SecuritySink};
 use crate::service::{self, Services};
 use crate::store::Store;
 use crate::tls::{HandshakeNotes, HandshakeScope, PartnerCertVerifier, PeerCertificate};
+use actix_http::error::DispatchError;
 
 pub use crate::api::AppState;
 
@@ -60,6 +68,19 @@ impl Application {
         let audit = open_log(&settings, store.clone(), &keyring)?;
         let security = SecuritySink::spawn(store.clone(), audit.clone());
         let readiness = Readiness::spawn(store.clone());
+        let server = &settings.server;
+        if server.body_timeout_ms == 0 {
+            anyhow::bail!("`server.body_timeout_ms` must be at least 1");
+        }
+        let sink = security.clone();
+        let connections =
+            ConnectionLimiter::new(server.max_connections_per_partner, move |e| sink.record(e))
+                .map_err(anyhow::Error::msg)?;
+        edge::nofile::raise_and_check(
+            policy.partners.iter().count(),
+            server.max_connections_per_partner,
+            settings.storage.max_connections,
+        );
         let verifier = Arc::new(PartnerCertVerifier::new(
             &settings.tls.client_ca,
             &settings.tls.crls,
@@ -98,6 +119,7 @@ impl Application {
             tokens: TokenCache::default(),
             security,
             readiness,
+            connections,
             http: Default::default(),
         });
         let server = serve(listener, state.clone(), tls)?;
@@ -238,15 +260,21 @@ fn app_factory(
     let limit = state.settings.server.body_limit_bytes;
     App::new()
         .app_data(state)
+        .wrap(from_fn(api::connection_gate))
         .wrap(from_fn(api::request_id))
+        // Outermost, so that it sees the answer as it is written.
+        .wrap(from_fn(api::body_guard))
         .configure(|cfg| api::configure(cfg, limit))
         .default_service(web::to(api::not_found))
 }
 
+/// A connection's stream as the HTTP dispatcher sees it.
+type Io = EdgeIo<TlsStream<TcpStream>>;
+
 fn serve(
     listener: TcpListener,
     state: web::Data<AppState>,
-    tls: rustls::ServerConfig,
+    mut tls: rustls::ServerConfig,
 ) -> anyhow::Result<Server> {
     let server_settings = state.settings.server.clone();
     let workers = if server_settings.workers == 0 {
@@ -254,12 +282,15 @@ fn serve(
     } else {
         server_settings.workers
     };
+    // HTTP/1.1 only.
+    tls.alpn_protocols = vec![b"http/1.1".to_vec()];
     let server = Server::build()
         .workers(workers)
         .disable_signals()
         .listen("gateway", listener, move || {
             let state = state.clone();
             let sink = state.security.clone();
+            let connections = state.connections.clone();
             let http_stats = state.http.clone();
             let trust_domain = state.settings.identity.trust_domain.clone();
             let s = &state.settings.server;
@@ -267,30 +298,54 @@ fn serve(
                 .client_request_timeout(s.request_timeout())
                 .client_disconnect_timeout(s.disconnect_timeout())
                 .keep_alive(s.keep_alive())
-                .on_connect_ext(move |io: &TlsStream<TcpStream>, ext| {
+                .on_connect_ext(move |io: &Io, ext| {
                     // Counted while the connection's data lives, i.e. while it is open.
                     ext.insert(http_stats.connection());
-                    if let Some(leaf) = io.get_ref().1.peer_certificates().and_then(|c| c.first())
-                        && let Some(peer) = PeerCertificate::from_der(leaf, &trust_domain)
-                    {
-                        ext.insert(peer);
+                    if let Some(peer) = io.peer() {
+                        ext.insert(peer.clone());
+                    }
+                    if let Some(refused) = io.refused() {
+                        ext.insert(refused.clone());
                     }
                 })
                 .finish(map_config(app_factory(state.clone()), |_| {
                     AppConfig::default()
-                }))
-                .rustls_0_23_with_config(
-                    tls.clone(),
-                    TlsAcceptorConfig::default().handshake_timeout(s.handshake_timeout()),
-                );
-            apply_fn_factory(http, move |io: TcpStream, svc: &_| {
+                }));
+            let mut acceptor = Acceptor::new(tls.clone());
+            acceptor.set_handshake_timeout(s.handshake_timeout());
+            // After the handshake: the partner takes a slot under its cap, or is marked refused.
+            let admit = fn_service(move |io: TlsStream<TcpStream>| {
+                let peer_addr = io.get_ref().0.peer_addr().ok();
+                let peer = io
+                    .get_ref()
+                    .1
+                    .peer_certificates()
+                    .and_then(|c| c.first())
+                    .and_then(|leaf| PeerCertificate::from_der(leaf, &trust_domain));
+                let admission = peer.as_ref().and_then(|p| {
+                    let partner = p.san_partner.as_ref().ok()?;
+                    Some(connections.admit(partner, peer_addr, Some(p.fingerprint)))
+                });
+                let io = EdgeIo::new(io, peer, admission);
+                std::future::ready(Ok::<_, TlsError<std::io::Error, DispatchError>>((
+                    io,
+                    Protocol::Http1,
+                    peer_addr,
+                )))
+            });
+            let connection = acceptor
+                .map_err(TlsError::into_service_error)
+                .and_then(admit)
+                .and_then(http.map_err(TlsError::Service));
+            apply_fn_factory(connection, move |io: TcpStream, svc: &_| {
                 let peer = io.peer_addr().ok();
                 let _ = io.set_nodelay(true);
                 let sink = sink.clone();
-                // The handshake runs when the future is polled, inside the scope.
+                // The handshake runs when the future is polled, inside the scopes.
                 let conn = actix_service::Service::call(svc, io);
                 async move {
-                    let (result, notes) = HandshakeScope::run(conn).await;
+                    let ((result, notes), edge_notes) =
+                        ConnectionScope::run(HandshakeScope::run(conn)).await;
                     match result {
                         Err(TlsError::Tls(e)) => {
                             report_refused_handshake(&sink, peer, Some(&e), notes)
@@ -298,9 +353,17 @@ fn serve(
                         Err(TlsError::Timeout) => {
                             report_refused_handshake(&sink, peer, None, notes)
                         }
-                        Err(TlsError::Service(_)) | Ok(()) => {}
+                        Err(TlsError::Service(e)) => {
+                            edge::report_connection_end(
+                                &e,
+                                peer,
+                                notes.partner.as_ref(),
+                                &edge_notes,
+                            );
+                        }
+                        Ok(()) => {}
                     }
-                    Ok::<(), TlsError<std::io::Error, actix_http::error::DispatchError>>(())
+                    Ok::<(), TlsError<std::io::Error, DispatchError>>(())
                 }
             })
         })?

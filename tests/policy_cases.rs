@@ -1,5 +1,7 @@
 //! Golden cases: every `policies/cases/*.toml` is a request and the expected decision with its
-//! reasons, run against the demo policy set in `policies/`.
+//! reasons, run against the demo policy set in `policies/`. A permit's `[expect.view]` lists
+//! what the record kind's workflow view changes on top of the plan (the police referral-status
+//! view, `coresponse_gateway::referral::view`); a case without it expects no change.
 
 // Test and benchmark code may unwrap, expect, panic and index: a failure here is a failed
 // test, not an outage (library code denies all four, see Cargo.toml).
@@ -18,6 +20,7 @@ use coresponse_gateway::domain::{CertFingerprint, PartnerId, Principal, Purpose,
 use coresponse_gateway::policy::{
     EmergencyAssertion, Outcome, PolicySet, Request, Transform, decide,
 };
+use coresponse_gateway::referral::view::{StatusView, ViewRequest};
 use serde::Deserialize;
 
 #[derive(Debug, Deserialize)]
@@ -60,6 +63,9 @@ struct Expect {
     reasons: Vec<String>,
     #[serde(default)]
     fields: BTreeMap<String, ExpectField>,
+    /// Field -> what the workflow view makes of it (e.g. `omit(referral-status)`).
+    #[serde(default)]
+    view: BTreeMap<String, String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -160,6 +166,30 @@ fn run_case(set: &PolicySet, name: &str, case: &Case) -> Result<(), String> {
                         "the case lists `{name}`, which the kind does not have"
                     ));
                 }
+            }
+            let view = StatusView::for_request(
+                set,
+                &ViewRequest {
+                    recipient: &r.partner,
+                    recipient_kind: partner_kind,
+                    purpose: &r.purpose,
+                    kind: &r.kind,
+                    subject: &r.subject,
+                },
+                &case.consent,
+                r.at,
+            );
+            let changes = view.changes(
+                permit
+                    .fields()
+                    .iter()
+                    .map(|f| (f.field.as_str(), f.transform)),
+            );
+            if changes != case.expect.view {
+                return Err(format!(
+                    "the workflow view changes {changes:?}, the case expects {:?}",
+                    case.expect.view
+                ));
             }
         }
         (outcome, want) => {

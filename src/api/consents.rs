@@ -19,7 +19,7 @@ use crate::consent::directive::{self, ConsentDirective};
 use crate::consent::registry::ReceivedHow;
 use crate::domain::{PartnerId, Purpose, Role, SubjectIdentifier};
 use crate::error::ApiError;
-use crate::service::consents::{CoverageAsk, RevokeRequest};
+use crate::service::consents::{ConsentAction, CoverageAsk, RevokeRequest};
 
 /// Registers the routes.
 pub(super) fn routes(r: &mut super::Routes<'_>) {
@@ -47,6 +47,24 @@ fn subject_from_path(system: &str, value: &str) -> Result<SubjectIdentifier, Api
     })
 }
 
+/// A consent request whose body was refused: the refusal is logged (the code only, never the
+/// body), then answered; if it cannot be logged, the answer is 503.
+async fn refused(
+    state: &AppState,
+    caller: &crate::service::Caller<'_>,
+    action: ConsentAction,
+    e: ApiError,
+) -> ApiError {
+    match state
+        .services
+        .refused_consent_request(caller, action, e.code(), None)
+        .await
+    {
+        Ok(()) => e,
+        Err(log) => log.into(),
+    }
+}
+
 /// `POST /v1/consents`.
 #[utoipa::path(
     post,
@@ -71,13 +89,15 @@ pub(super) async fn create(
     who: Authenticated,
     req: HttpRequest,
     state: web::Data<AppState>,
-    body: BoundedJson<ConsentDirective>,
+    body: Result<BoundedJson<ConsentDirective>, ApiError>,
 ) -> Result<HttpResponse, ApiError> {
     let meta = RequestMeta::of(&req);
-    let view = state
-        .services
-        .create_consent(&meta.caller(&who.0), body.0)
-        .await?;
+    let caller = meta.caller(&who.0);
+    let body = match body {
+        Ok(b) => b,
+        Err(e) => return Err(refused(&state, &caller, ConsentAction::Record, e).await),
+    };
+    let view = state.services.create_consent(&caller, body.0).await?;
     Ok(HttpResponse::Created()
         .insert_header((header::LOCATION, format!("/v1/consents/{}", view.id)))
         .insert_header(NO_STORE)
@@ -158,14 +178,18 @@ pub(super) async fn revoke(
     req: HttpRequest,
     state: web::Data<AppState>,
     path: web::Path<String>,
-    body: BoundedJson<RevokeBody>,
+    body: Result<BoundedJson<RevokeBody>, ApiError>,
 ) -> Result<HttpResponse, ApiError> {
     let meta = RequestMeta::of(&req);
-    let b = body.0;
+    let caller = meta.caller(&who.0);
+    let b = match body {
+        Ok(b) => b.0,
+        Err(e) => return Err(refused(&state, &caller, ConsentAction::Revoke, e).await),
+    };
     let view = state
         .services
         .revoke_consent(
-            &meta.caller(&who.0),
+            &caller,
             &path,
             RevokeRequest {
                 received_at: b.received_at,

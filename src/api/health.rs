@@ -1,5 +1,7 @@
 //! `GET /healthz`: readiness over the same mTLS listener (a client certificate is required, a
-//! user token is not).
+//! user token is not). The certificate is re-checked on every request like on every other
+//! route, so a connection whose certificate was revoked, expired or unregistered since it
+//! opened is refused (403 `certificate_refused`) here too.
 //!
 //! The answer comes from a readiness state that a background probe keeps fresh (one database
 //! round trip every [`PROBE_EVERY`], bounded by the acquire timeout), not from a query per
@@ -13,7 +15,7 @@ use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::time::Duration;
 
 use actix_web::http::header;
-use actix_web::{HttpResponse, web};
+use actix_web::{HttpRequest, HttpResponse, web};
 use chrono::Utc;
 use serde_json::json;
 
@@ -85,7 +87,11 @@ impl Readiness {
     security(("mutual_tls" = [])),
 )]
 #[tracing::instrument(skip_all)]
-pub(super) async fn healthz(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+pub(super) async fn healthz(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    super::auth::certified_partner(&state, &req)?;
     if !state.readiness.is_ready() {
         return Err(ApiError::Unavailable(anyhow::anyhow!(
             "readiness probe: the database does not answer"

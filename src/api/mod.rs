@@ -3,7 +3,9 @@
 //! is made here (the services own them).
 //!
 //! Also the request plumbing every route shares: the authentication extractor, request ids,
-//! JSON/path/query error mapping, the JSON 404/405 fallbacks, and [`AppState`].
+//! JSON/path/query error mapping, the JSON 404/405 fallbacks, and [`AppState`]. Each path is
+//! registered once, as one `web::resource` with all its methods, so that a method the path does
+//! not take is answered 405 with `Allow` rather than 404.
 
 mod audit;
 mod auth;
@@ -27,7 +29,7 @@ use actix_web::{HttpMessage, HttpRequest, error::JsonPayloadError, web};
 
 pub use auth::Authenticated;
 pub use json::{BoundedJson, check_depth};
-pub use middleware::{REQUEST_ID, RequestId, request_id};
+pub use middleware::{REQUEST_ID, RequestId, body_guard, connection_gate, request_id};
 pub use purpose::{
     EMERGENCY_BASIS, EMERGENCY_DESCRIPTION, EMERGENCY_SOURCE, PURPOSE_OF_USE, PurposeOfUse,
 };
@@ -132,7 +134,8 @@ fn json_error(e: JsonPayloadError, limit: usize) -> ApiError {
     }
 }
 
-/// Fallback for unknown routes and methods.
+/// Fallback for unknown paths (a known path asked with another method gets 405 from its
+/// resource).
 pub async fn not_found(req: HttpRequest) -> Result<actix_web::HttpResponse, ApiError> {
     Err(ApiError::not_found(
         "route_not_found",

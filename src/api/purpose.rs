@@ -8,8 +8,8 @@
 //!   `credible-representation`);
 //! - `Emergency-Description: <the serious and imminent threat>`.
 //!
-//! A missing or unknown purpose, a missing emergency header or an emergency header sent with
-//! another purpose is a 400 naming the header.
+//! A missing or unknown purpose, a missing emergency header, an emergency header sent with
+//! another purpose, or any of these headers sent more than once is a 400 naming the header.
 
 use std::future::{Ready, ready};
 
@@ -53,9 +53,17 @@ impl FromRequest for PurposeOfUse {
 }
 
 fn header<'a>(req: &'a HttpRequest, name: &'static str) -> Result<Option<&'a str>, ApiError> {
-    let Some(v) = req.headers().get(name) else {
+    let mut sent = req.headers().get_all(name);
+    let Some(v) = sent.next() else {
         return Ok(None);
     };
+    if sent.next().is_some() {
+        return Err(bad_header(
+            name,
+            "is sent more than once; state it once (two values would leave the basis of the \
+             disclosure ambiguous)",
+        ));
+    }
     let s = v
         .to_str()
         .map_err(|_| bad_header(name, "must be visible ASCII text"))?
@@ -187,7 +195,7 @@ mod tests {
     fn run(headers: &[(&'static str, &str)]) -> Result<PurposeOfUse, ApiError> {
         let mut r = TestRequest::default();
         for (k, v) in headers {
-            r = r.insert_header((*k, *v));
+            r = r.append_header((*k, *v));
         }
         parse(&r.to_http_request())
     }
@@ -246,6 +254,21 @@ mod tests {
         let em = ok.emergency.unwrap();
         assert!(em.basis.contains("caller's sister"), "{em:?}");
         assert_eq!(em.threat, "armed, threatening self-harm");
+    }
+
+    #[test]
+    fn a_header_sent_twice_is_refused_by_name() {
+        let e = run(&[(PURPOSE_OF_USE, "treatment"), (PURPOSE_OF_USE, "treatment")]).unwrap_err();
+        assert_eq!(e.code(), "invalid_header");
+        assert_eq!(header_named(&e), PURPOSE_OF_USE);
+        let e = run(&[
+            (PURPOSE_OF_USE, EMERGENCY),
+            (EMERGENCY_BASIS, "actual-knowledge"),
+            (EMERGENCY_DESCRIPTION, "armed"),
+            (EMERGENCY_DESCRIPTION, "not armed"),
+        ])
+        .unwrap_err();
+        assert_eq!(header_named(&e), EMERGENCY_DESCRIPTION);
     }
 
     #[test]

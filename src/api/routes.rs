@@ -1,6 +1,8 @@
 //! The route table: every route is registered through [`Routes`], which also records its
 //! method and path, so the OpenAPI document can be checked against what the server actually
-//! serves (a route missing from the document fails a test).
+//! serves (a route missing from the document fails a test). Each path becomes one
+//! `web::resource` with all its methods, so a method the path does not take is answered 405
+//! with `Allow` rather than 404.
 
 use actix_web::{FromRequest, Handler, Responder, web};
 
@@ -11,6 +13,8 @@ pub type RouteInfo = (&'static str, &'static str);
 pub struct Routes<'a> {
     cfg: &'a mut web::ServiceConfig,
     seen: Vec<RouteInfo>,
+    /// One resource per path, in the order the paths were first named.
+    resources: Vec<(&'static str, actix_web::Resource)>,
 }
 
 impl std::fmt::Debug for Routes<'_> {
@@ -25,6 +29,7 @@ impl<'a> Routes<'a> {
         Self {
             cfg,
             seen: Vec::new(),
+            resources: Vec::new(),
         }
     }
 
@@ -33,8 +38,11 @@ impl<'a> Routes<'a> {
         self.cfg
     }
 
-    /// What was registered.
+    /// Registers one resource per path and returns what was registered.
     pub(super) fn into_registered(self) -> Vec<RouteInfo> {
+        for (_, resource) in self.resources {
+            self.cfg.service(resource);
+        }
         self.seen
     }
 
@@ -49,7 +57,16 @@ impl<'a> Routes<'a> {
         Args: FromRequest + 'static,
         F::Output: Responder + 'static,
     {
-        self.cfg.route(path, route.to(h));
+        let route = route.to(h);
+        match self.resources.iter_mut().find(|(p, _)| *p == path) {
+            Some((_, resource)) => {
+                let r = std::mem::replace(resource, web::resource(path));
+                *resource = r.route(route);
+            }
+            None => self
+                .resources
+                .push((path, web::resource(path).route(route))),
+        }
         self.seen.push((method, path));
     }
 

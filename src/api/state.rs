@@ -4,6 +4,7 @@ use std::sync::Arc;
 
 use crate::auth::{TokenCache, TokenRules};
 use crate::config::Settings;
+use crate::edge::ConnectionLimiter;
 use crate::security::SecuritySink;
 use crate::service::Services;
 use crate::tls::PartnerCertVerifier;
@@ -29,4 +30,6 @@ pub struct AppState {
     pub readiness: Readiness,
     /// Requests and connections counted for the metrics endpoint.
     pub http: Arc<super::stats::HttpStats>,
+    /// Connections open per partner, under `server.max_connections_per_partner`.
+    pub connections: ConnectionLimiter,
 }

@@ -52,11 +52,13 @@ pub enum EntryKind {
     /// A shared record was written (created, updated, a referral moved), or a write was refused
     /// for lack of authority.
     RecordChanged,
+    /// Connections were refused after the handshake (a partner over its connection cap).
+    ConnectionRefused,
 }
 
 impl EntryKind {
     /// Every kind, in a stable order.
-    pub const ALL: [EntryKind; 13] = [
+    pub const ALL: [EntryKind; 14] = [
         Self::Disclosure,
         Self::LogRead,
         Self::HandshakeRefused,
@@ -70,6 +72,7 @@ impl EntryKind {
         Self::RecordChanged,
         Self::ConsentRead,
         Self::AccountingSuspended,
+        Self::ConnectionRefused,
     ];
 
     /// The stable name stored, hashed and shown.
@@ -88,6 +91,7 @@ impl EntryKind {
             Self::RecordChanged => "record_changed",
             Self::ConsentRead => "consent_read",
             Self::AccountingSuspended => "accounting_suspended",
+            Self::ConnectionRefused => "connection_refused",
         }
     }
 }

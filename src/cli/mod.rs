@@ -267,8 +267,10 @@ fn policy_check(dir: &Path) -> anyhow::Result<ExitCode> {
         outln!("{}: no problems found", dir.display());
         return Ok(ExitCode::SUCCESS);
     }
+    // Each problem once (file:line:column, the source excerpt, what is wrong and the hint),
+    // then the count.
     errln!("{}", report.render().trim_end_matches('\n'));
-    errln!("{report}");
+    errln!("{}", report.summary());
     Ok(if report.has_errors() {
         ExitCode::FAILURE
     } else {

@@ -119,9 +119,10 @@ pub fn init(opts: &InitOptions) -> anyhow::Result<InitReport> {
             .map(|e| e.jwk_file.clone())
             .unwrap_or_else(|| PathBuf::from(format!("{id}.enc.jwk.json")));
         let (public_jwk, private_jwk) = encryption_key_pair(&format!("{id}-enc-dev-1"))?;
+        // The partner's private key goes with its other private material, not into
+        // `partner-keys/`, the directory the gateway reads partners' public keys from.
         write_secret(
-            &dir.join("partner-keys")
-                .join(format!("{id}-encryption-key.jwk.json")),
+            &dir.join(format!("{id}-encryption-key.jwk.json")),
             &private_jwk,
         )?;
         write_public(&dir.join("partner-keys").join(enc_name), &public_jwk)?;

@@ -439,3 +439,53 @@ fn output_into_a_closed_pipe_ends_quietly() {
         assert!(out.status.success(), "{:?}: {err}", out.status);
     }
 }
+
+#[test]
+fn policy_check_reports_each_problem_once_and_ends_its_lines() {
+    let out = Command::new(BIN)
+        .args(["policy", "check"])
+        .arg(repo_root().join("policies"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    assert!(stdout.ends_with("no problems found\n"), "{stdout:?}");
+
+    let broken = repo_root().join("tests/fixtures/broken");
+    let out = Command::new(BIN)
+        .args(["policy", "check"])
+        .arg(&broken)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = text(&out.stderr);
+    let report = coresponse_gateway::policy::PolicySet::check(&broken, Utc::now());
+    assert!(!report.diagnostics.is_empty());
+    let headline = |d: &coresponse_gateway::policy::Diagnostic| {
+        // Long messages are wrapped; the location starts each headline.
+        format!("{}:{}:{}: ", d.file, d.line, d.column)
+    };
+    // Each headline as often as the report has it (once, unless two problems share it), not
+    // twice.
+    for d in &report.diagnostics {
+        let h = headline(d);
+        let want = report
+            .diagnostics
+            .iter()
+            .filter(|o| headline(o) == h)
+            .count();
+        assert_eq!(stderr.matches(&h).count(), want, "{h}\n{stderr}");
+    }
+    // Each hint once, as the report's `help:` (the plain copy's `hint:` lines are gone).
+    let hints = report
+        .diagnostics
+        .iter()
+        .filter(|d| d.hint.is_some())
+        .count();
+    assert_eq!(stderr.matches("help:").count(), hints, "{stderr}");
+    assert!(!stderr.contains("hint:"), "{stderr}");
+    assert!(
+        stderr.ends_with(&format!("{}\n", report.summary())),
+        "{stderr:?}"
+    );
+}

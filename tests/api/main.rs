@@ -17,6 +17,7 @@ mod consents;
 mod console;
 mod crl;
 mod demo;
+mod edges;
 mod emergency;
 mod handshake;
 mod metrics;

@@ -310,7 +310,7 @@ impl Services {
             policy,
             now,
         );
-        let view = views::View::for_record(policy, asker, &rec, &consents, &subject, now);
+        let view = views::for_record(policy, asker, &rec, &consents, &subject, now);
         let mut entry = decision_entry(policy, asker, &decision, now);
         entry.subject = rec.subjects.first().map(|s| self.log.pseudonym(s));
         entry.record = Some(audit::RecordRef {
@@ -322,7 +322,11 @@ impl Services {
             let disclosed: Vec<FieldDisclosure> = permit
                 .fields()
                 .iter()
-                .filter(|p| p.transform != Transform::Omit && present.contains(p.field.as_str()))
+                .filter(|p| {
+                    p.transform != Transform::Omit
+                        && present.contains(p.field.as_str())
+                        && !view.withholds(&p.field)
+                })
                 .map(|p| {
                     FieldDisclosure::new(&p.field, view.transform_label(&p.field, p.transform))
                 })
@@ -384,7 +388,7 @@ impl Services {
             }
             Outcome::Permit(permit) => permit,
         };
-        self.answer(policy, asker, rec, &permit, &receipt, &view, review)
+        self.answer(policy, asker, rec, &permit, &receipt, view, review)
     }
 
     /// Opens the values with the permit and the receipt, redacts them and builds the answer.
@@ -398,7 +402,7 @@ impl Services {
         rec: DecryptedRecord,
         permit: &Permit,
         receipt: &Receipt,
-        view: &views::View,
+        view: crate::referral::view::StatusView,
         review: Option<emergency::ReviewRef>,
     ) -> Result<RecordAnswer, Error> {
         let version = rec.version;

@@ -48,11 +48,14 @@ pub fn repo_root() -> PathBuf {
 pub fn pki() -> &'static Pki {
     PKI.get_or_init(|| {
         let _ = rustls::crypto::ring::default_provider().install_default();
+        // Under the target directory, and removed once this test process has exited (the dev
+        // CA's private key must not pile up in the system's temp directory, run after run).
         let dir = tempfile::Builder::new()
             .prefix("gateway-test-pki-")
-            .tempdir()
+            .tempdir_in(env!("CARGO_TARGET_TMPDIR"))
             .expect("tempdir")
             .keep();
+        remove_after_exit(&dir);
         devinit::init(&InitOptions {
             dir: dir.clone(),
             policy_dir: repo_root().join("policies"),
@@ -100,6 +103,25 @@ pub fn pki() -> &'static Pki {
             revoked_serial,
         }
     })
+}
+
+/// Removes `dir` once this process has exited: a watcher process outlives it by at most a
+/// second. (The material must live as long as the process, which has no exit hook.)
+pub fn remove_after_exit(dir: &Path) {
+    let script = format!(
+        "while kill -0 {pid} 2>/dev/null; do sleep 1; done; rm -rf '{dir}'",
+        pid = std::process::id(),
+        dir = dir.display()
+    );
+    // Never waited for: it is meant to outlive this process (then it is reaped by init).
+    #[allow(clippy::zombie_processes)]
+    std::process::Command::new("sh")
+        .args(["-c", &script])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("start the watcher that removes the test PKI");
 }
 
 impl Pki {
