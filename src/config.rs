@@ -283,6 +283,10 @@ pub struct AuditSettings {
     pub max_batch: usize,
     /// Entries that may wait for the writer before appends wait too. Default: 16384.
     pub queue_capacity: usize,
+    /// The origin line of the log's C2SP checkpoints (and the name of its note key): a
+    /// schema-less URL naming this log, no white space, no `+`. Default:
+    /// `<identity.trust_domain>/disclosure-log`.
+    pub origin: Option<String>,
 }
 
 impl Default for AuditSettings {
@@ -294,6 +298,7 @@ impl Default for AuditSettings {
             retention_days: 6 * 365 + 2,
             max_batch: 512,
             queue_capacity: 16_384,
+            origin: None,
         }
     }
 }

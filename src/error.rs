@@ -65,7 +65,7 @@ pub enum ApiError {
         /// The reasons and the decision id.
         details: serde_json::Value,
         /// The log entry recording the denial.
-        disclosure_id: u64,
+        disclosure_id: Box<crate::audit::LogRef>,
     },
     /// 404: no such resource or route.
     #[error("{message}")]
@@ -252,6 +252,8 @@ impl ResponseError for ApiError {
         }
         if let Self::Denied { disclosure_id, .. } = self {
             res.insert_header((DISCLOSURE_ID, disclosure_id.to_string()));
+            res.insert_header((LOG_LEAF_INDEX, disclosure_id.leaf_index.to_string()));
+            res.insert_header((LOG_LEAF_HASH, disclosure_id.leaf_hash_b64()));
         }
         if let Self::MethodNotAllowed { allowed, .. } = self
             && let Ok(v) = HeaderValue::from_str(&allowed.join(", "))
@@ -273,6 +275,13 @@ impl ResponseError for ApiError {
 
 /// The response header naming the disclosure-log entries of an answer (or of a denial).
 pub const DISCLOSURE_ID: &str = "Disclosure-Id";
+
+/// The response header giving the Merkle leaf index of each entry named by `Disclosure-Id`
+/// (in the same order): what `GET /v1/audit/proof/inclusion?index=` takes.
+pub const LOG_LEAF_INDEX: &str = "Log-Leaf-Index";
+
+/// The response header giving the leaf hash (base64) of each entry named by `Disclosure-Id`.
+pub const LOG_LEAF_HASH: &str = "Log-Leaf-Hash";
 
 impl From<crate::service::Error> for ApiError {
     fn from(e: crate::service::Error) -> Self {
@@ -340,7 +349,11 @@ mod tests {
                     code: "x",
                     message: "m".into(),
                     details: serde_json::json!({}),
-                    disclosure_id: 7,
+                    disclosure_id: Box::new(crate::audit::LogRef {
+                        seq: 7,
+                        leaf_index: 6,
+                        leaf_hash: crate::audit::ChainHash([1; 32]),
+                    }),
                 },
                 403,
             ),

@@ -26,7 +26,7 @@ use chrono::Utc;
 use tokio::net::TcpStream;
 
 use crate::api::{self, health::Readiness};
-use crate::audit::{CheckpointSigner, DisclosureLog, SubjectKey};
+use crate::audit::{CheckpointSigner, DisclosureLog, LogTextKey, SubjectKey};
 use crate::auth::{TokenCache, TokenRules};
 use crate::config::Settings;
 use crate::crypto::Keyring;
@@ -170,6 +170,16 @@ impl Application {
     }
 }
 
+/// The origin line of the log's checkpoints: `audit.origin`, or
+/// `<identity.trust_domain>/disclosure-log`.
+pub fn log_origin(settings: &Settings) -> String {
+    settings
+        .audit
+        .origin
+        .clone()
+        .unwrap_or_else(|| format!("{}/disclosure-log", settings.identity.trust_domain))
+}
+
 /// Starts the disclosure log writer: the pseudonym key is derived from the master key, the
 /// checkpoint key is read from `audit.checkpoint_key_file` (if set).
 pub fn open_log(
@@ -178,8 +188,12 @@ pub fn open_log(
     keyring: &Keyring,
 ) -> anyhow::Result<DisclosureLog> {
     let subjects = SubjectKey::new(keyring.subject_pseudonym_key());
+    let text = keyring
+        .log_text_key()
+        .map(|k| LogTextKey::new(&k))
+        .ok_or_else(|| anyhow::anyhow!("the disclosure log's free-text key is not loaded"))?;
     let signer = match &settings.audit.checkpoint_key_file {
-        Some(path) => Some(CheckpointSigner::load(path)?),
+        Some(path) => Some(CheckpointSigner::load(path)?.with_origin(&log_origin(settings))?),
         None => {
             tracing::warn!(
                 "no `audit.checkpoint_key_file`: the disclosure log is not checkpointed and \
@@ -191,6 +205,7 @@ pub fn open_log(
     Ok(DisclosureLog::start(
         store,
         subjects,
+        text,
         signer,
         settings.audit.clone(),
     ))

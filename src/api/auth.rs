@@ -38,6 +38,37 @@ impl FromRequest for Authenticated {
     }
 }
 
+/// A handler argument for routes that need the partner's certificate only, no user token
+/// (the transparency routes a partner's witness machine calls): the certificate is re-checked
+/// (`certified_partner`: validity and revocation at this instant) and names a registered partner.
+#[derive(Debug, Clone)]
+pub struct PartnerCertificate {
+    /// The partner the certificate names.
+    pub partner: PartnerId,
+    /// The certificate's SHA-256.
+    pub fingerprint: crate::domain::CertFingerprint,
+}
+
+impl FromRequest for PartnerCertificate {
+    type Error = ApiError;
+    type Future = Ready<Result<Self, ApiError>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        ready(certificate_only(req))
+    }
+}
+
+fn certificate_only(req: &HttpRequest) -> Result<PartnerCertificate, ApiError> {
+    let state = req
+        .app_data::<web::Data<AppState>>()
+        .ok_or_else(|| ApiError::Internal(anyhow::anyhow!("application state missing")))?;
+    let (partner, peer) = certified_partner(state, req)?;
+    Ok(PartnerCertificate {
+        partner,
+        fingerprint: peer.fingerprint,
+    })
+}
+
 fn record(
     state: &AppState,
     req: &HttpRequest,

@@ -23,11 +23,12 @@ mod reviews;
 mod routes;
 mod state;
 pub mod stats;
+mod transparency;
 mod whoami;
 
 use actix_web::{HttpMessage, HttpRequest, error::JsonPayloadError, web};
 
-pub use auth::Authenticated;
+pub use auth::{Authenticated, PartnerCertificate};
 pub use json::{BoundedJson, check_depth};
 pub use middleware::{REQUEST_ID, RequestId, body_guard, connection_gate, request_id};
 pub use purpose::{
@@ -72,6 +73,7 @@ pub fn configure_recorded(cfg: &mut web::ServiceConfig, body_limit: usize) -> Ve
     overview::routes(&mut r);
     openapi::routes(&mut r);
     console::routes(&mut r);
+    transparency::routes(&mut r);
     r.into_registered()
 }
 

@@ -16,8 +16,9 @@ use tracing::instrument;
 use super::json::BoundedJson;
 use super::purpose::PurposeOfUse;
 use super::{AppState, Authenticated, NO_STORE, RequestMeta, subject_param};
+use crate::audit;
 use crate::domain::{InvalidInput, Principal, RecordId, RecordKind, SubjectIdentifier};
-use crate::error::{ApiError, DISCLOSURE_ID};
+use crate::error::{ApiError, DISCLOSURE_ID, LOG_LEAF_HASH, LOG_LEAF_INDEX};
 use crate::service::{Asker, RecordAnswer};
 
 pub(super) fn routes(r: &mut super::Routes<'_>) {
@@ -159,6 +160,8 @@ pub(super) async fn read_one(
     match state.services.read_record(&asker, kind, id).await? {
         RecordAnswer::Disclosed(d) => Ok(HttpResponse::Ok()
             .insert_header((DISCLOSURE_ID, d.disclosure_id.to_string()))
+            .insert_header((LOG_LEAF_INDEX, d.disclosure_id.leaf_index.to_string()))
+            .insert_header((LOG_LEAF_HASH, d.disclosure_id.leaf_hash_b64()))
             .insert_header(NO_STORE)
             .json(d.body)),
         RecordAnswer::Denied(d) => Err(d.into_error().into()),
@@ -277,9 +280,21 @@ pub(super) async fn by_subject(
         .iter()
         .map(ToString::to_string)
         .collect();
+    let leaves: Vec<String> = answer
+        .disclosure_ids
+        .iter()
+        .map(|r| r.leaf_index.to_string())
+        .collect();
+    let hashes: Vec<String> = answer
+        .disclosure_ids
+        .iter()
+        .map(audit::LogRef::leaf_hash_b64)
+        .collect();
     let records: Vec<Value> = answer.records.into_iter().map(|r| r.body).collect();
     Ok(HttpResponse::Ok()
         .insert_header((DISCLOSURE_ID, ids.join(",")))
+        .insert_header((LOG_LEAF_INDEX, leaves.join(",")))
+        .insert_header((LOG_LEAF_HASH, hashes.join(",")))
         .insert_header(NO_STORE)
         .json(json!({ "records": records })))
 }

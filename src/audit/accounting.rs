@@ -216,7 +216,9 @@ mod tests {
         }
         Entry {
             seq,
+            format: crate::audit::EntryFormat::V2,
             data: d,
+            sealed: None,
             prev_hash: ChainHash::GENESIS,
             hash: ChainHash::GENESIS,
         }

@@ -54,11 +54,13 @@ pub enum EntryKind {
     RecordChanged,
     /// Connections were refused after the handshake (a partner over its connection cap).
     ConnectionRefused,
+    /// A partner's witness posted a cosignature of a checkpoint (accepted, or refused).
+    WitnessCosignature,
 }
 
 impl EntryKind {
     /// Every kind, in a stable order.
-    pub const ALL: [EntryKind; 14] = [
+    pub const ALL: [EntryKind; 15] = [
         Self::Disclosure,
         Self::LogRead,
         Self::HandshakeRefused,
@@ -73,6 +75,7 @@ impl EntryKind {
         Self::ConsentRead,
         Self::AccountingSuspended,
         Self::ConnectionRefused,
+        Self::WitnessCosignature,
     ];
 
     /// The stable name stored, hashed and shown.
@@ -92,6 +95,7 @@ impl EntryKind {
             Self::ConsentRead => "consent_read",
             Self::AccountingSuspended => "accounting_suspended",
             Self::ConnectionRefused => "connection_refused",
+            Self::WitnessCosignature => "witness_cosignature",
         }
     }
 }
@@ -409,17 +413,74 @@ impl NewEntry {
     }
 }
 
+/// The encoding an entry was written with (see the module documentation).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+pub enum EntryFormat {
+    /// Written before free text was sealed and before the Merkle tree: free text in clear,
+    /// hash `SHA-256(E1)`, covered by the hash chain only.
+    #[serde(rename = "v1")]
+    V1,
+    /// Free text sealed; hash `SHA-256(0x00 || E2)`, which is also the entry's RFC 6962 leaf
+    /// hash in the Merkle tree.
+    #[serde(rename = "v2")]
+    V2,
+}
+
+impl EntryFormat {
+    /// The number stored in the `format` column.
+    pub fn as_i32(self) -> i32 {
+        match self {
+            Self::V1 => 1,
+            Self::V2 => 2,
+        }
+    }
+
+    /// The format stored as `n`.
+    pub fn from_i32(n: i32) -> Option<Self> {
+        match n {
+            1 => Some(Self::V1),
+            2 => Some(Self::V2),
+            _ => None,
+        }
+    }
+}
+
 /// A stored, chained entry.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Entry {
     /// Sequence number, from 1, without gaps.
     pub seq: u64,
-    /// The content.
+    /// The encoding it was written with.
+    pub format: EntryFormat,
+    /// The content. In a [`EntryFormat::V2`] entry read from the database the free text
+    /// (justification, detail, an emergency's stated basis) is empty until it is opened with
+    /// the log's free-text key ([`super::LogTextKey::open`]).
     pub data: NewEntry,
+    /// The sealed free text of a [`EntryFormat::V2`] entry, if it had any.
+    pub sealed: Option<Vec<u8>>,
     /// Hash of the previous entry (32 zero bytes before the first).
     pub prev_hash: ChainHash,
     /// This entry's hash (see the module documentation for the encoding).
     pub hash: ChainHash,
+}
+
+impl Entry {
+    /// Recomputes this entry's hash from its content, as it would be at sequence number
+    /// `seq`, with `buf` as scratch space.
+    pub fn compute_hash(&self, buf: &mut Vec<u8>, seq: u64) -> ChainHash {
+        match self.format {
+            EntryFormat::V1 => {
+                super::canonical::entry_hash_with(buf, seq, &self.prev_hash, &self.data)
+            }
+            EntryFormat::V2 => super::canonical::leaf_hash_with(
+                buf,
+                seq,
+                &self.prev_hash,
+                &self.data,
+                self.sealed.as_deref(),
+            ),
+        }
+    }
 }
 
 /// What [`DisclosureLog::append`](super::DisclosureLog::append) returns once the entry is
@@ -428,6 +489,8 @@ pub struct Entry {
 pub struct AppendedEntry {
     /// The entry's sequence number.
     pub seq: u64,
-    /// The entry's hash.
+    /// The entry's hash (for a format-2 entry, also its Merkle leaf hash).
     pub hash: ChainHash,
+    /// Its leaf index in the Merkle tree.
+    pub leaf_index: u64,
 }

@@ -6,7 +6,10 @@
 //! describes leaves the gateway. Compliance officers query it, produce a subject's accounting
 //! of disclosures (HIPAA 164.528) from it, and verify it; partners keep copies of its signed
 //! checkpoints so that even a rewrite by someone able to recompute every hash is caught
-//! (CJIS AU-9). Subjects appear only as keyed pseudonyms: a leaked log names nobody.
+//! (CJIS AU-9). Subjects appear only as keyed pseudonyms and free text is sealed
+//! ([`LogTextKey`]): a leaked log names nobody. An RFC 6962 Merkle tree over the entries,
+//! C2SP checkpoints, proofs and witness cosignatures ([`tree`], [`transparency`], [`witness`])
+//! let partners check the log without trusting the operator and without reading entries.
 //!
 //! # Entries
 //!
@@ -18,9 +21,9 @@
 //! (permit, or deny with a reason code), the source address, the client-certificate
 //! fingerprint, a detail text, the previous entry's hash and its own hash.
 //!
-//! # Canonical encoding (version 1)
+//! # Canonical encoding, format 1 (entries written before free text was sealed)
 //!
-//! An entry's hash is `SHA-256(E)` where `E` is the concatenation of, in this order:
+//! A format-1 entry's hash is `SHA-256(E)` where `E` is the concatenation of, in this order:
 //!
 //! | item | encoding |
 //! |---|---|
@@ -49,6 +52,28 @@
 //! a JSON array of `{"field", "transform"}` objects. A verifier reads the row, rebuilds `E`
 //! and compares; entry `n` must carry entry `n - 1`'s hash as its previous hash.
 //!
+//! # Canonical encoding, format 2 (sealed free text; the Merkle leaf)
+//!
+//! Every entry written since migration `20261201000100` (`audit_log.format = 2`) is encoded as
+//! `E2`: the same items in the same order as format 1 with these changes: the domain is the
+//! 33 ASCII bytes `coresponse-gateway/audit-entry/v2`; an emergency basis is `03` alone (the
+//! stated basis is sealed); the justification and the detail are left out; and the last item
+//! is the sealed free text, `00`, or `01` and a u32 big-endian length and the sealed bytes
+//! ([`LogTextKey`]: `0x01 || nonce || AES-256-GCM ciphertext and tag` of the three optional
+//! strings stated basis, justification, detail). The entry's hash is
+//! `SHA-256(0x00 || E2)`: the RFC 6962 leaf hash, which is also its chain hash (the next
+//! entry's previous hash). The first format-2 entry's previous hash is the last format-1
+//! entry's hash.
+//!
+//! # Merkle tree
+//!
+//! Leaf `i` of the tree is entry `tree_base + 1 + i` (`tree_base`: the head when migration
+//! `20261201000110` ran; 0 for a log created since). The tree's size and right edge are kept
+//! in the head row and moved in the appending transaction under the same lock; each append
+//! stores its leaf and the subtree hashes it completes in `audit_tree` ([`tree`]). Signed tree
+//! heads are C2SP checkpoints ([`TreeCheckpoint`], [`crate::crypto::note`]), made with the
+//! chain checkpoints and by the same key.
+//!
 //! # Chain, head and checkpoints
 //!
 //! The `audit_head` row holds the last sequence number and hash. Every append runs in one
@@ -70,7 +95,9 @@
 //! and names the first failing entry and how it fails ([`FailureKind`]): altered, deleted
 //! (gap, renumbering or truncated tail), inserted, reordered, a broken link (an earlier entry
 //! rewritten and re-hashed) or a checkpoint mismatch. Partners' copies of checkpoints are
-//! checked the same way. The offline command opens the database read-only
+//! checked the same way. Then the Merkle tree is rebuilt from the stored leaves: every stored
+//! subtree hash, every signed tree head's signature and root, and the leaves of the stored
+//! entries are checked ([`transparency`]). The offline command opens the database read-only
 //! (`Store::open_read_only`): it creates, migrates and writes nothing. Non-goal: the chain is not keyed, so entries appended after the
 //! last checkpoint by someone who can write to the database and recompute hashes are caught
 //! only by the head row (also in the database); the checkpoint interval bounds that window.
@@ -115,30 +142,41 @@ pub mod checkpoint;
 mod db;
 mod entry;
 pub mod metrics;
+pub use crate::crypto::note;
 pub mod query;
 pub mod reasons;
 pub mod retention;
+mod sealed;
 pub mod summary;
 pub mod suspension;
+pub mod transparency;
+pub mod tree;
 mod verify;
+pub mod witness;
 mod writer;
 
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
-pub use canonical::{ChainHash, ENTRY_DOMAIN, encode_into, entry_hash, entry_hash_with};
-pub use checkpoint::{Checkpoint, CheckpointExport, CheckpointSigner};
-pub use entry::{
-    AppendedEntry, Entry, EntryKind, FieldDisclosure, LegalBasis, MAX_FIELDS, MAX_TEXT, NewEntry,
-    Outcome, RecordRef, SubjectPseudonym,
+pub use canonical::{
+    ChainHash, ENTRY_DOMAIN, ENTRY_DOMAIN_V2, encode_into, encode_v2_into, entry_hash,
+    entry_hash_with, leaf_hash_with,
 };
+pub use checkpoint::{
+    Checkpoint, CheckpointExport, CheckpointSigner, DEFAULT_ORIGIN, TreeCheckpoint,
+};
+pub use entry::{
+    AppendedEntry, Entry, EntryFormat, EntryKind, FieldDisclosure, LegalBasis, MAX_FIELDS,
+    MAX_TEXT, NewEntry, Outcome, RecordRef, SubjectPseudonym,
+};
+pub use sealed::{LogTextKey, SealedEntry, TEXT_DOMAIN};
 pub use verify::{
     Anchor, ChainFailure, FailureKind, Verifier, VerifySummary, verify_entries,
     verify_entries_parallel,
 };
-pub use writer::{DisclosureLog, LogStats, LogTx, Receipt};
+pub use writer::{DisclosureLog, LogRef, LogStats, LogTx, Receipt};
 
-use crate::store::{Store, StoreError};
+use crate::store::{Conn, Store, StoreError};
 
 /// A disclosure-log failure. Whatever the variant, nothing may be disclosed.
 #[derive(Debug, thiserror::Error)]
@@ -246,12 +284,15 @@ pub struct StoreVerification {
     pub checkpoints_checked: usize,
     /// Whether checkpoint signatures could be checked (a public key was known).
     pub signatures_checked: bool,
+    /// The Merkle tree: its stored hashes rebuilt from the leaves, the signed tree heads, and
+    /// the witnesses required (none when the chain failed first).
+    pub tree: Option<transparency::TreeVerification>,
 }
 
 impl StoreVerification {
-    /// Whether the whole log verified.
+    /// Whether the whole log verified: the chain and the tree.
     pub fn ok(&self) -> bool {
-        self.summary.failure.is_none()
+        self.summary.failure.is_none() && self.tree.as_ref().is_none_or(|t| t.failure.is_none())
     }
 }
 
@@ -259,9 +300,62 @@ impl StoreVerification {
 const PAGE: i64 = 5_000;
 
 /// Verifies the whole stored log: every hash and link, the head, every stored checkpoint and
-/// each of `partner_checkpoints` (a partner's copies). `key` checks checkpoint signatures;
-/// without it only their hashes are compared, and a purged log cannot be anchored.
+/// each of `partner_checkpoints` (a partner's copies), and the Merkle tree. `key` checks
+/// checkpoint signatures; without it only their hashes are compared, and a purged log cannot
+/// be anchored.
 pub async fn verify_store(
+    store: &Store,
+    key: Option<&ed25519_dalek::VerifyingKey>,
+    partner_checkpoints: Option<&CheckpointExport>,
+) -> Result<StoreVerification, LogError> {
+    verify_store_witnessed(store, key, partner_checkpoints, &[]).await
+}
+
+/// [`verify_store`], also requiring a signed tree head cosigned by every witness of
+/// `witnesses` (name and cosignature key).
+pub async fn verify_store_witnessed(
+    store: &Store,
+    key: Option<&ed25519_dalek::VerifyingKey>,
+    partner_checkpoints: Option<&CheckpointExport>,
+    witnesses: &[(String, note::VerifierKey)],
+) -> Result<StoreVerification, LogError> {
+    let mut out = verify_chain(store, key, partner_checkpoints).await?;
+    if out.summary.failure.is_none() {
+        let mut pooled = store.acquire().await?;
+        let mut c = pooled.conn();
+        let base = db::read_full_head(&mut c).await?.tree_base;
+        let (first_leaf, leaves) = collect_leaves(&mut c, base).await?;
+        out.tree =
+            Some(transparency::verify_tree(&mut c, key, witnesses, (first_leaf, &leaves)).await?);
+    }
+    Ok(out)
+}
+
+/// The leaf hashes of the stored entries in the tree (sequence numbers above `base`): the
+/// first leaf index and the hashes in order. Their content was checked by the chain
+/// verification just before.
+async fn collect_leaves(c: &mut Conn<'_>, base: u64) -> Result<(u64, Vec<[u8; 32]>), LogError> {
+    let first = db::first_seq(c).await?.unwrap_or(base + 1).max(base + 1);
+    let mut leaves = Vec::new();
+    let mut after = first - 1;
+    loop {
+        let rows = db::hash_page_after(c, after, 50_000).await?;
+        let Some(last) = rows.last() else { break };
+        after = last.0;
+        for (seq, format, hash) in rows {
+            if format != EntryFormat::V2 {
+                return Err(LogError::Corrupt {
+                    seq,
+                    why: "an entry in the tree's range was not written as a tree leaf".into(),
+                });
+            }
+            leaves.push(hash);
+        }
+    }
+    Ok((first - base - 1, leaves))
+}
+
+async fn verify_chain(
     store: &Store,
     key: Option<&ed25519_dalek::VerifyingKey>,
     partner_checkpoints: Option<&CheckpointExport>,
@@ -286,6 +380,7 @@ pub async fn verify_store(
         first_seq: None,
         checkpoints_checked: 0,
         signatures_checked: key.is_some(),
+        tree: None,
     };
     if let Some(k) = key {
         for c in &stored {
@@ -374,6 +469,7 @@ pub async fn verify_store(
                 first_seq: first,
                 checkpoints_checked: stored.len() + partner.len(),
                 signatures_checked: key.is_some(),
+                tree: None,
             });
         }
         for row in rows {
@@ -402,6 +498,7 @@ pub async fn verify_store(
                         first_seq: first,
                         checkpoints_checked: stored.len() + partner.len(),
                         signatures_checked: key.is_some(),
+                        tree: None,
                     });
                 }
             }
@@ -416,6 +513,7 @@ pub async fn verify_store(
                 first_seq: first,
                 checkpoints_checked: stored.len() + partner.len(),
                 signatures_checked: key.is_some(),
+                tree: None,
             });
         }
     }

@@ -1,6 +1,7 @@
 //! The command line: `demo`, `init`, `serve`, `token`, `policy`, `keys`, `audit`, `consent`.
 
 mod consent;
+pub mod witness;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -807,6 +808,58 @@ enum AuditCommand {
         /// A partner's copy of the checkpoints (the JSON of `GET /v1/audit/checkpoints`).
         #[arg(long)]
         checkpoints: Option<PathBuf>,
+        /// Partner ids whose witnesses must have cosigned a checkpoint (comma-separated, e.g.
+        /// `metro-pd,county-mh`); their witness keys come from the partner registry.
+        #[arg(long, value_delimiter = ',')]
+        require_witnesses: Vec<String>,
+    },
+    /// Print entries with their sealed free text opened (compliance use; newest first).
+    Entries {
+        /// Config file.
+        #[arg(long, env = "GATEWAY_CONFIG")]
+        config: PathBuf,
+        /// Only entries with a smaller sequence number.
+        #[arg(long)]
+        before: Option<u64>,
+        /// How many (1 to 500).
+        #[arg(long, default_value_t = 50)]
+        limit: u32,
+    },
+    /// Witness the gateway's log (a partner runs this from cron): fetch the latest checkpoint,
+    /// check it against the last one seen, cosign it and post the cosignature. Exit status 2
+    /// on a conflict, with both checkpoints written to STATE.conflict.
+    Witness {
+        /// The gateway's base URL, e.g. `https://localhost:8443`.
+        #[arg(long)]
+        url: String,
+        /// The log's note verifier key (vkey text, or a file holding it).
+        #[arg(long)]
+        log_key: String,
+        /// This partner's witness private key file (written by `audit witness-key`).
+        #[arg(long)]
+        witness_key: PathBuf,
+        /// Where the last verified checkpoint is kept between runs.
+        #[arg(long)]
+        state: PathBuf,
+        /// This partner's client certificate (PEM).
+        #[arg(long)]
+        cert: PathBuf,
+        /// Its private key (PEM).
+        #[arg(long)]
+        key: PathBuf,
+        /// The CA bundle the gateway's server certificate chains to.
+        #[arg(long)]
+        ca: PathBuf,
+    },
+    /// Make a witness key: writes the private key to OUT and prints the vkey to register as
+    /// `[partner.witness] vkey` in `policies/partners.toml`.
+    WitnessKey {
+        /// The key name (the partner id, or a URL naming the witness).
+        #[arg(long)]
+        name: String,
+        /// Where to write the private key (refused if it exists).
+        #[arg(long)]
+        out: PathBuf,
     },
     /// Print the signed checkpoints and the public key as JSON.
     Checkpoints {
@@ -830,7 +883,65 @@ async fn audit_command(command: AuditCommand) -> anyhow::Result<ExitCode> {
     let config = match &command {
         AuditCommand::Verify { config, .. }
         | AuditCommand::Checkpoints { config }
+        | AuditCommand::Entries { config, .. }
         | AuditCommand::Purge { config, .. } => config,
+        AuditCommand::Witness {
+            url,
+            log_key,
+            witness_key,
+            state,
+            cert,
+            key,
+            ca,
+        } => {
+            let log_key =
+                crate::crypto::note::VerifierKey::parse(&witness::read_key_text(log_key)?)
+                    .map_err(|e| anyhow::anyhow!("`--log-key`: {e}"))?;
+            let signer = crate::crypto::note::NoteSigner::parse(
+                &std::fs::read_to_string(witness_key)
+                    .map_err(|e| anyhow::anyhow!("cannot read `{}`: {e}", witness_key.display()))?,
+            )
+            .map_err(|e| anyhow::anyhow!("`{}`: {e}", witness_key.display()))?;
+            let client = witness::client(cert, key, ca)?;
+            let opts = witness::WitnessOptions {
+                url: url.clone(),
+                log_key,
+                witness: std::sync::Arc::new(signer),
+                state: state.clone(),
+            };
+            return match witness::run_once(&client, &opts).await? {
+                witness::WitnessOutcome::Cosigned { size, from } => {
+                    outln!(
+                        "cosigned the checkpoint of {size} entries ({})",
+                        if from == 0 {
+                            "first checkpoint seen: trusted on first use".to_owned()
+                        } else if from == size {
+                            "unchanged since the last run".to_owned()
+                        } else {
+                            format!("consistent with the {from} entries seen before")
+                        }
+                    );
+                    Ok(ExitCode::SUCCESS)
+                }
+                witness::WitnessOutcome::Conflict { reason, evidence } => {
+                    errln!(
+                        "CONFLICT: {reason}. Nothing was cosigned; both signed checkpoints are \
+                         in `{}`: keep them as evidence and alert the other partners",
+                        evidence.display()
+                    );
+                    Ok(ExitCode::from(2))
+                }
+            };
+        }
+        AuditCommand::WitnessKey { name, out } => {
+            if out.exists() {
+                anyhow::bail!("`{}` exists; choose another file", out.display());
+            }
+            let (skey, vkey) = witness::new_witness_key(name)?;
+            crate::devinit::write_secret_file(out, &skey)?;
+            outln!("{vkey}");
+            return Ok(ExitCode::SUCCESS);
+        }
     };
     let settings = Settings::load(config)?;
     crate::telemetry::init(&LogSettings {
@@ -841,16 +952,18 @@ async fn audit_command(command: AuditCommand) -> anyhow::Result<ExitCode> {
     // migrated). A purge writes.
     let store = match command {
         AuditCommand::Purge { .. } => crate::store::Store::open(&settings.storage).await?,
-        AuditCommand::Verify { .. } | AuditCommand::Checkpoints { .. } => {
-            crate::store::Store::open_read_only(&settings.storage).await?
-        }
+        _ => crate::store::Store::open_read_only(&settings.storage).await?,
     };
     let key = match &settings.audit.checkpoint_key_file {
         Some(p) => Some(CheckpointSigner::load(p)?.verifying_key()),
         None => None,
     };
     match command {
-        AuditCommand::Verify { checkpoints, .. } => {
+        AuditCommand::Verify {
+            checkpoints,
+            require_witnesses,
+            ..
+        } => {
             let partner: Option<CheckpointExport> = match checkpoints {
                 Some(path) => {
                     let text = std::fs::read_to_string(&path)
@@ -864,8 +977,48 @@ async fn audit_command(command: AuditCommand) -> anyhow::Result<ExitCode> {
                 }
                 None => None,
             };
-            let report = crate::audit::verify_store(&store, key.as_ref(), partner.as_ref()).await?;
+            let witnesses = if require_witnesses.is_empty() {
+                Vec::new()
+            } else {
+                let registry = crate::policy::partners::PartnerRegistry::load(
+                    &settings.policy.dir,
+                    &settings.identity.partner_keys_dir,
+                )?;
+                let mut out = Vec::new();
+                for id in &require_witnesses {
+                    let pid: crate::domain::PartnerId = id
+                        .parse()
+                        .map_err(|e| anyhow::anyhow!("`--require-witnesses`: {e}"))?;
+                    let key = registry
+                        .get(&pid)
+                        .ok_or_else(|| anyhow::anyhow!("`--require-witnesses`: no partner `{id}`"))?
+                        .witness
+                        .clone()
+                        .ok_or_else(|| {
+                            anyhow::anyhow!(
+                                "`--require-witnesses`: partner `{id}` has no witness key in \
+                                 the partner registry"
+                            )
+                        })?;
+                    out.push((id.clone(), key));
+                }
+                out
+            };
+            let report = crate::audit::verify_store_witnessed(
+                &store,
+                key.as_ref(),
+                partner.as_ref(),
+                &witnesses,
+            )
+            .await?;
             let s = &report.summary;
+            if s.failure.is_none()
+                && let Some(t) = &report.tree
+                && let Some(why) = &t.failure
+            {
+                errln!("FAILED: the Merkle tree: {why}");
+                return Ok(ExitCode::from(2));
+            }
             match &s.failure {
                 None => {
                     outln!(
@@ -885,6 +1038,21 @@ async fn audit_command(command: AuditCommand) -> anyhow::Result<ExitCode> {
                             " (no checkpoint key configured: signatures not checked)"
                         },
                     );
+                    if let Some(t) = &report.tree {
+                        outln!(
+                            "ok: Merkle tree of {} leaves (from entry {}) rebuilt; {} signed \
+                             tree heads checked{}",
+                            t.leaves,
+                            t.tree_base + 1,
+                            t.checkpoints_checked,
+                            t.witnessed_size
+                                .map(|n| format!(
+                                    "; the newest checkpoint cosigned by {} is of {n} leaves",
+                                    require_witnesses.join(", ")
+                                ))
+                                .unwrap_or_default()
+                        );
+                    }
                     Ok(ExitCode::SUCCESS)
                 }
                 Some(f) => {
@@ -906,6 +1074,33 @@ async fn audit_command(command: AuditCommand) -> anyhow::Result<ExitCode> {
             outln!("{}", serde_json::to_string_pretty(&export)?);
             Ok(ExitCode::SUCCESS)
         }
+        AuditCommand::Entries { before, limit, .. } => {
+            let keyring =
+                crate::service::keys::open_read_only(&settings.crypto.master_key_file, &store)
+                    .await?;
+            let text = keyring
+                .log_text_key()
+                .map(|k| crate::audit::LogTextKey::new(&k));
+            let filter = crate::audit::query::Filter {
+                before_seq: before,
+                limit,
+                ..Default::default()
+            };
+            let mut entries = {
+                let mut pooled = store.acquire().await?;
+                crate::audit::query::list(&mut pooled.conn(), &filter).await?
+            };
+            for e in &mut entries {
+                if let Some(k) = &text {
+                    k.open(e)?;
+                }
+                outln!(
+                    "{}",
+                    serde_json::to_string(&crate::audit::query::EntryView::from(&*e))?
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
         AuditCommand::Purge { dry_run, .. } => {
             let keyring =
                 crate::service::keys::open(&settings.crypto.master_key_file, &store).await?;
@@ -914,5 +1109,7 @@ async fn audit_command(command: AuditCommand) -> anyhow::Result<ExitCode> {
             outln!("{}", serde_json::to_string_pretty(&report)?);
             Ok(ExitCode::SUCCESS)
         }
+        // Run above, without a configuration or a database.
+        AuditCommand::Witness { .. } | AuditCommand::WitnessKey { .. } => Ok(ExitCode::SUCCESS),
     }
 }

@@ -19,6 +19,9 @@ pub const KEY_PURPOSE_CONSENT: &str = "consent";
 pub const KEY_PURPOSE_BLIND_INDEX: &str = "blind-index";
 /// Purpose of the disclosure log's subject-pseudonym key (a stable key, like the blind-index key).
 pub const KEY_PURPOSE_SUBJECT_PSEUDONYM: &str = "subject-pseudonym";
+/// Purpose of the disclosure log's free-text key (a stable key): it seals the free text of log
+/// entries (threat descriptions, stated bases, statements, notes, details).
+pub const KEY_PURPOSE_LOG_TEXT: &str = "log-text";
 
 const FORMAT_V1: u8 = 0x01;
 const ID_LEN: usize = 16;

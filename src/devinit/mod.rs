@@ -12,6 +12,7 @@ pub mod pkcs12;
 pub mod pki;
 pub mod seed;
 
+use crate::crypto::note::{NoteSigner, TYPE_COSIGNATURE};
 use std::fs;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
@@ -126,14 +127,32 @@ pub fn init(opts: &InitOptions) -> anyhow::Result<InitReport> {
             &private_jwk,
         )?;
         write_public(&dir.join("partner-keys").join(enc_name), &public_jwk)?;
+        if let Some(vkey_file) = p.witness.as_ref().and_then(|w| w.vkey_file.as_ref()) {
+            // The partner's witness key: the private key for `audit witness --witness-key`,
+            // the vkey the registry names.
+            let seed: [u8; 32] = rand::random();
+            let signer = NoteSigner::new(id, TYPE_COSIGNATURE, &seed)?;
+            write_secret(&dir.join(format!("{id}-witness.key")), &signer.to_skey())?;
+            write_public(
+                &dir.join("partner-keys").join(vkey_file),
+                &format!("{}\n", signer.verifier().to_vkey()),
+            )?;
+        }
         partners.push(p.id.clone());
     }
 
     let master: [u8; 32] = rand::random();
     write_secret(&dir.join("master.key"), &hex::encode(master))?;
-    write_secret(
-        &dir.join("audit-checkpoint.key"),
-        &crate::audit::CheckpointSigner::generate_hex(),
+    let checkpoint_seed = crate::audit::CheckpointSigner::generate_hex();
+    write_secret(&dir.join("audit-checkpoint.key"), &checkpoint_seed)?;
+    // The log's note verifier key, as partners pin it (`audit witness --log-key`).
+    let mut seed = [0u8; 32];
+    hex::decode_to_slice(&checkpoint_seed, &mut seed)?;
+    let log_signer = crate::audit::CheckpointSigner::from_seed(&seed)
+        .with_origin(&format!("{DEV_TRUST_DOMAIN}/disclosure-log"))?;
+    write_public(
+        &dir.join("audit-log.vkey"),
+        &format!("{}\n", log_signer.note_verifier().to_vkey()),
     )?;
 
     let policy_dir = fs::canonicalize(&opts.policy_dir)?;
@@ -264,6 +283,11 @@ pub fn cert_der_from_pem_file(path: &Path) -> anyhow::Result<Vec<u8>> {
 
 fn write_public(path: &Path, text: &str) -> std::io::Result<()> {
     fs::write(path, text)
+}
+
+/// Writes a secret file (mode 0600 where the platform has modes).
+pub fn write_secret_file(path: &Path, text: &str) -> std::io::Result<()> {
+    write_secret(path, text)
 }
 
 fn write_secret(path: &Path, text: &str) -> std::io::Result<()> {

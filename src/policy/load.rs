@@ -430,6 +430,7 @@ fn check_partners(
         .unwrap_or_default();
     let mut cx = Cx { file: f, report };
     let mut issuers = BTreeMap::new();
+    let mut witness_names = BTreeMap::new();
     for (i, p) in file.partners.iter().enumerate() {
         let span = id_spans.get(i).cloned().flatten();
         if facts.contains_key(&p.id) {
@@ -461,6 +462,47 @@ fn check_partners(
                 format!("partner `{}` has no token verification key", p.id),
                 Some("set `token.jwks_file` or add `[[partner.token.keys]]`".into()),
             );
+        }
+        if let Some(w) = &p.witness {
+            match (&w.vkey, &w.vkey_file) {
+                (Some(v), None) => match crate::policy::partners::WitnessEntry::parse_vkey(v) {
+                    Ok(vk) => {
+                        if let Some(other) = witness_names.insert(vk.name.clone(), p.id.clone()) {
+                            cx.error(
+                                "duplicate",
+                                span.clone(),
+                                format!(
+                                    "partner `{}` uses witness key name `{}` which partner \
+                                     `{other}` already uses",
+                                    p.id, vk.name
+                                ),
+                                Some("each witness needs its own key name".into()),
+                            );
+                        }
+                    }
+                    Err(e) => cx.error(
+                        "invalid-witness-key",
+                        span.clone(),
+                        format!("partner `{}`: `witness.vkey`: {e}", p.id),
+                        Some(
+                            "paste the vkey the partner's `audit witness-key` printed: \
+                             `<name>+<8 hex digits>+<base64>`"
+                                .into(),
+                        ),
+                    ),
+                },
+                (None, Some(_)) => {}
+                _ => cx.error(
+                    "invalid-witness-key",
+                    span.clone(),
+                    format!(
+                        "partner `{}`: `[partner.witness]` needs exactly one of `vkey` and \
+                         `vkey_file`",
+                        p.id
+                    ),
+                    Some("keep one of the two".into()),
+                ),
+            }
         }
         facts.insert(
             p.id.clone(),

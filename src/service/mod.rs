@@ -28,6 +28,7 @@ pub mod read;
 pub mod records;
 pub mod referrals;
 pub mod reviews;
+pub mod transparency;
 
 use std::sync::Arc;
 

@@ -134,6 +134,12 @@ async fn key_entries(dev: &Dev) -> Vec<audit::Entry> {
     .await
     .unwrap();
     drop(pooled);
+    // Their details are sealed: opened with the log's free-text key, as compliance reads them.
+    let keyring = keys::open_read_only(&dev.key_file(), &store).await.unwrap();
+    let text = audit::LogTextKey::new(&keyring.log_text_key().unwrap());
+    for e in &mut entries {
+        text.open(e).unwrap();
+    }
     store.close().await;
     entries.reverse();
     entries
@@ -173,8 +179,9 @@ async fn key_commands_record_their_entries_and_keep_records_readable() {
             }
             store.close().await;
         }
-        // Three records' data keys, the blind-index key and the subject-pseudonym key.
-        assert_eq!(data_keys_per_version(&dev).await, vec![(1, 5)], "{db:?}");
+        // Three records' data keys, the blind-index key, the subject-pseudonym key and the
+        // disclosure log's free-text key.
+        assert_eq!(data_keys_per_version(&dev).await, vec![(1, 6)], "{db:?}");
         let key_file_before = std::fs::read_to_string(dev.key_file()).unwrap();
 
         let out = ok(&dev.run(&["keys", "rotate"]));
@@ -186,7 +193,7 @@ async fn key_commands_record_their_entries_and_keep_records_readable() {
         assert_eq!(
             detail(rotated),
             "keys rotate: master key version 2 added to the key file and made current \
-             (previous current version 1); data keys per master-key version: v1: 5"
+             (previous current version 1); data keys per master-key version: v1: 6"
         );
         assert_readable(&dev, &records).await;
 
@@ -198,17 +205,17 @@ async fn key_commands_record_their_entries_and_keep_records_readable() {
 
         let out = ok(&dev.run(&["keys", "rewrap"]));
         assert!(
-            out.contains("re-wrapped 5 data key(s) under version 2"),
+            out.contains("re-wrapped 6 data key(s) under version 2"),
             "{out}"
         );
         let entries = key_entries(&dev).await;
         assert_eq!(entries.len(), 2, "{db:?}");
         assert_eq!(
             detail(&entries[1]),
-            "keys rewrap: 5 data key(s) re-wrapped under master key version 2; data keys per \
-             master-key version now: v2: 5"
+            "keys rewrap: 6 data key(s) re-wrapped under master key version 2; data keys per \
+             master-key version now: v2: 6"
         );
-        assert_eq!(data_keys_per_version(&dev).await, vec![(2, 5)]);
+        assert_eq!(data_keys_per_version(&dev).await, vec![(2, 6)]);
         assert_readable(&dev, &records).await;
 
         let out = ok(&dev.run(&["keys", "retire", "1"]));
@@ -225,13 +232,13 @@ async fn key_commands_record_their_entries_and_keep_records_readable() {
         // Rotation with an immediate rewrap records both steps, in order.
         let out = ok(&dev.run(&["keys", "rotate", "--rewrap"]));
         assert!(
-            out.contains("re-wrapped 5 data key(s) under version 3"),
+            out.contains("re-wrapped 6 data key(s) under version 3"),
             "{out}"
         );
         let entries = key_entries(&dev).await;
         assert_eq!(entries.len(), 5, "{db:?}");
         assert!(detail(&entries[3]).starts_with("keys rotate: master key version 3 added"));
-        assert!(detail(&entries[4]).starts_with("keys rewrap: 5 data key(s)"));
+        assert!(detail(&entries[4]).starts_with("keys rewrap: 6 data key(s)"));
         assert!(entries.windows(2).all(|w| w[0].seq < w[1].seq));
         assert_readable(&dev, &records).await;
 
@@ -254,7 +261,7 @@ async fn key_commands_record_their_entries_and_keep_records_readable() {
         // `keys status` reads only; the chain verifies.
         let out = ok(&dev.run(&["keys", "status"]));
         assert!(out.contains("master key v3 (current)"), "{out}");
-        assert!(out.contains("wraps 5 data key(s)"), "{out}");
+        assert!(out.contains("wraps 6 data key(s)"), "{out}");
         let store = dev.store().await;
         let v = audit::verify_store(&store, None, None).await.unwrap();
         assert!(v.ok(), "{db:?}: {v:?}");

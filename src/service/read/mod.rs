@@ -65,8 +65,8 @@ pub struct Asker<'a> {
 /// One record as disclosed: the body for the recipient and its log entry.
 #[derive(Debug)]
 pub struct DisclosedRecord {
-    /// The disclosure-log entry's sequence number.
-    pub disclosure_id: u64,
+    /// The disclosure-log entry (its sequence number is the disclosure id).
+    pub disclosure_id: audit::LogRef,
     /// The JSON the recipient receives.
     pub body: Value,
 }
@@ -84,7 +84,7 @@ pub enum RecordAnswer {
 #[derive(Debug)]
 pub struct Denial {
     /// The log entry.
-    pub disclosure_id: u64,
+    pub disclosure_id: audit::LogRef,
     /// The decision.
     pub decision_id: Uuid,
     /// Why.
@@ -106,7 +106,7 @@ impl Denial {
                 "reasons": keys,
                 "decision_id": self.decision_id,
             }),
-            disclosure_id: self.disclosure_id,
+            disclosure_id: Box::new(self.disclosure_id),
         }
     }
 }
@@ -119,7 +119,7 @@ pub struct SubjectAnswer {
     /// The log entries to quote to the caller: one per record disclosed, or, when nothing was
     /// disclosed, the one entry recording that (never one per record denied, which would tell
     /// the caller how many records it may not see).
-    pub disclosure_ids: Vec<u64>,
+    pub disclosure_ids: Vec<audit::LogRef>,
 }
 
 impl Services {
@@ -216,7 +216,7 @@ impl Services {
                 "subject lookup: {found} record(s) found, {denied} denied"
             ));
             let receipt = self.log.append(e).await.map_err(log_error)?;
-            out.disclosure_ids.push(receipt.seq());
+            out.disclosure_ids.push(receipt.log_ref());
         }
         Ok(out)
     }
@@ -381,7 +381,7 @@ impl Services {
         let permit = match decision.outcome {
             Outcome::Deny { reasons } => {
                 return Ok(RecordAnswer::Denied(Denial {
-                    disclosure_id: receipt.seq(),
+                    disclosure_id: receipt.log_ref(),
                     decision_id: decision.id,
                     reasons,
                 }));
@@ -437,7 +437,7 @@ impl Services {
         }
         let body = Value::Object(body);
         Ok(RecordAnswer::Disclosed(DisclosedRecord {
-            disclosure_id: receipt.seq(),
+            disclosure_id: receipt.log_ref(),
             body,
         }))
     }
@@ -491,7 +491,7 @@ impl Services {
                 return Err(Error::internal("a denial that permits"));
             };
             return Ok(RecordAnswer::Denied(Denial {
-                disclosure_id: receipt.seq(),
+                disclosure_id: receipt.log_ref(),
                 decision_id: d.id,
                 reasons,
             }));

@@ -356,13 +356,21 @@ impl TestApp {
     /// The log entries `filter` selects, newest first.
     pub async fn log_entries(&self, filter: &query::Filter) -> Vec<audit::Entry> {
         let mut pooled = self.store().acquire().await.unwrap();
-        query::list(&mut pooled.conn(), filter).await.unwrap()
+        let mut out = query::list(&mut pooled.conn(), filter).await.unwrap();
+        for e in &mut out {
+            self.services().log.open(e).unwrap();
+        }
+        out
     }
 
-    /// The log entry `seq`.
+    /// The log entry `seq`, its sealed free text opened (as compliance officers see it).
     pub async fn log_entry(&self, seq: u64) -> Option<audit::Entry> {
         let mut pooled = self.store().acquire().await.unwrap();
-        query::get(&mut pooled.conn(), seq).await.unwrap()
+        let mut e = query::get(&mut pooled.conn(), seq).await.unwrap();
+        if let Some(e) = &mut e {
+            self.services().log.open(e).unwrap();
+        }
+        e
     }
 
     /// Verifies the whole chain (with the checkpoint key) and asserts that it holds.
