@@ -39,6 +39,10 @@ pub use crate::service::overview::Overview;
         super::audit::suspensions,
         super::audit::verify,
         super::audit::checkpoints,
+        super::transparency::checkpoint,
+        super::transparency::inclusion,
+        super::transparency::consistency,
+        super::transparency::cosign,
         super::overview::overview,
         super::consents::create,
         super::consents::one,
@@ -68,6 +72,7 @@ pub use crate::service::overview::Overview;
         (name = "referrals", description = "the referral life cycle"),
         (name = "consents", description = "consent directives and coverage"),
         (name = "compliance", description = "the disclosure log, accounting, verification, reviews"),
+        (name = "transparency", description = "the log's Merkle tree: signed tree heads (C2SP checkpoints), inclusion and consistency proofs, witness cosignatures; hashes only, for any partner certificate"),
         (name = "console", description = "the compliance console's static files"),
     ),
 )]
@@ -146,7 +151,7 @@ mod tests {
         let doc = doc();
         assert!(doc["openapi"].as_str().unwrap().starts_with("3.1"));
         let routes = super::super::registered_routes();
-        assert!(routes.len() >= 29, "{routes:?}");
+        assert!(routes.len() >= 33, "{routes:?}");
         let mut missing = Vec::new();
         for (method, path) in &routes {
             let op = &doc["paths"][*path][method.to_lowercase()];
@@ -200,6 +205,29 @@ mod tests {
         }
         assert!(doc["components"]["securitySchemes"]["bearer"].is_object());
         assert!(doc["components"]["securitySchemes"]["mutual_tls"].is_object());
+        // The transparency routes take a partner certificate and no token.
+        for (path, method) in [
+            ("/v1/audit/checkpoint", "get"),
+            ("/v1/audit/proof/inclusion", "get"),
+            ("/v1/audit/proof/consistency", "get"),
+            ("/v1/audit/cosignatures", "post"),
+        ] {
+            let op = &doc["paths"][path][method];
+            assert_eq!(op["tags"][0], "transparency", "{method} {path}");
+            assert_eq!(
+                op["security"],
+                serde_json::json!([{ "mutual_tls": [] }]),
+                "{method} {path}"
+            );
+        }
+        let inclusion = &doc["paths"]["/v1/audit/proof/inclusion"]["get"]["parameters"];
+        let names: Vec<&str> = inclusion
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["name"].as_str().unwrap())
+            .collect();
+        assert_eq!(names, ["index", "size"]);
     }
 
     #[test]

@@ -121,9 +121,9 @@ pub(super) async fn put(
         ("Emergency-Description" = Option<String>, Header, description = "with purpose `emergency`: the serious and imminent threat"),
     ),
     responses(
-        (status = 200, description = "`{kind, id, version, disclosure_id, decision_id, purpose, fields, emergency?, notices?, refrains?}`; `Disclosure-Id` header", body = Object),
+        (status = 200, description = "`{kind, id, version, disclosure_id, decision_id, purpose, fields, emergency?, notices?, refrains?}`; the receipt headers `Disclosure-Id`, `Log-Leaf-Index` and `Log-Leaf-Hash` (the entry's leaf in the log's Merkle tree)", body = Object),
         (status = 400, description = "`header_missing`, `invalid_header` (with `details.header`), `unknown_purpose`, `invalid_path`", body = crate::error::ErrorBody),
-        (status = 403, description = "`disclosure_denied` with `details.reasons` and `details.decision_id`; the `Disclosure-Id` header names the logged denial", body = crate::error::ErrorBody),
+        (status = 403, description = "`disclosure_denied` with `details.reasons` and `details.decision_id`; the `Disclosure-Id`, `Log-Leaf-Index` and `Log-Leaf-Hash` headers name the logged denial", body = crate::error::ErrorBody),
         (status = 404, description = "`record_not_found` (only to a caller entitled to the kind outright), `unknown_kind`", body = crate::error::ErrorBody),
         (status = 401, description = "a `token_*` code: token missing, malformed, expired, not yet valid, wrongly bound, ...", body = crate::error::ErrorBody),
         (status = 503, description = "`service_unavailable`: nothing was disclosed or changed; retry", body = crate::error::ErrorBody),
@@ -241,7 +241,7 @@ pub(super) struct KindQuery {
         ("Emergency-Description" = Option<String>, Header, description = "with purpose `emergency`: the serious and imminent threat"),
     ),
     responses(
-        (status = 200, description = "`{\"records\": [...]}`; `Disclosure-Id` lists the entries", body = Object),
+        (status = 200, description = "`{\"records\": [...]}`; `Disclosure-Id` lists the entries, `Log-Leaf-Index` and `Log-Leaf-Hash` their leaves, in the same order", body = Object),
         (status = 400, description = "`header_missing`, `invalid_header` (with `details.header`), `unknown_purpose`, `invalid_path`", body = crate::error::ErrorBody),
         (status = 400, description = "`invalid_query`", body = crate::error::ErrorBody),
         (status = 401, description = "a `token_*` code: token missing, malformed, expired, not yet valid, wrongly bound, ...", body = crate::error::ErrorBody),
