@@ -10,14 +10,14 @@ use chrono::{DateTime, NaiveDate, Utc};
 use serde::Serialize;
 
 use super::LogError;
-use super::entry::EntryKind;
+use super::entry::{Entry, EntryKind};
 use crate::store::{Conn, on_conn};
 
 /// Microseconds in a day.
 const DAY_US: i64 = 86_400_000_000;
 
-/// The text a chain verification requested over the API starts its `log_read` entry's detail
-/// with; [`last_verification`] finds the newest one by it.
+/// The text a chain verification requested over the API starts its `log_verified` entry's
+/// detail with (format-1 entries: its `log_read` entry's, found by it).
 pub const VERIFIED_PREFIX: &str = "verified the disclosure log (";
 
 /// What the verification entry's detail says when the chain held.
@@ -137,30 +137,56 @@ pub async fn extent(c: &mut Conn<'_>) -> Result<Extent, LogError> {
     })
 }
 
-/// The newest `log_read` entry recording a chain verification, if any.
-pub async fn last_verification(c: &mut Conn<'_>) -> Result<Option<LastVerification>, LogError> {
-    let pattern = format!("{VERIFIED_PREFIX}%");
-    let row: Option<(i64, i64, Option<String>)> = on_conn!(c, |c| {
-        sqlx::query_as(
-            "SELECT seq, at_us, detail FROM audit_log WHERE kind = $1 AND detail LIKE $2 \
-             ORDER BY seq DESC LIMIT 1",
-        )
-        .bind(EntryKind::LogRead.as_str())
-        .bind(&pattern)
-        .fetch_optional(c)
-        .await
+/// The newest entry recording a chain verification requested over the API, if any: the
+/// newest `log_verified` entry (found by kind, through the kind index), else, for a log
+/// verified only before entries were sealed, the newest format-1 `log_read` entry whose clear
+/// detail starts with [`VERIFIED_PREFIX`]. The entry is returned as stored: its detail is
+/// sealed, and [`LastVerification::of`] needs it opened (the compliance services do that).
+pub async fn last_verification(c: &mut Conn<'_>) -> Result<Option<Entry>, LogError> {
+    let seq: Option<(i64,)> = on_conn!(c, |c| {
+        sqlx::query_as("SELECT seq FROM audit_log WHERE kind = $1 ORDER BY seq DESC LIMIT 1")
+            .bind(EntryKind::LogVerified.as_str())
+            .fetch_optional(c)
+            .await
     })?;
-    Ok(row.map(|(seq, at_us, detail)| {
-        let detail = detail.unwrap_or_default();
-        LastVerification {
-            seq: u64::try_from(seq).unwrap_or(0),
-            at: DateTime::<Utc>::from_timestamp_micros(at_us)
-                .map(|t| super::query::rfc3339(&t))
-                .unwrap_or_default(),
-            ok: detail.ends_with(VERIFIED_OK),
-            detail,
+    let seq = match seq {
+        Some(s) => Some(s),
+        None => {
+            let pattern = format!("{VERIFIED_PREFIX}%");
+            on_conn!(c, |c| {
+                sqlx::query_as(
+                    "SELECT seq FROM audit_log WHERE kind = $1 AND detail LIKE $2 \
+                     ORDER BY seq DESC LIMIT 1",
+                )
+                .bind(EntryKind::LogRead.as_str())
+                .bind(&pattern)
+                .fetch_optional(c)
+                .await
+            })?
         }
-    }))
+    };
+    match seq.and_then(|(s,)| u64::try_from(s).ok()) {
+        Some(seq) => super::query::get(c, seq).await,
+        None => Ok(None),
+    }
+}
+
+impl LastVerification {
+    /// The verification `e` records. `e`'s sealed text must be opened: an entry whose detail
+    /// is not a verification's (still sealed, or another entry) gives `None`, never a result
+    /// that claims the chain held.
+    pub fn of(e: &Entry) -> Option<Self> {
+        let detail = e.data.detail.as_deref()?;
+        if !detail.starts_with(VERIFIED_PREFIX) {
+            return None;
+        }
+        Some(Self {
+            seq: e.seq,
+            at: super::query::rfc3339(&e.data.at),
+            ok: detail.ends_with(VERIFIED_OK),
+            detail: detail.to_owned(),
+        })
+    }
 }
 
 #[cfg(test)]

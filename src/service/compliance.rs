@@ -292,18 +292,19 @@ impl Services {
             None => crate::audit::summary::VERIFIED_OK.to_owned(),
             Some(f) => format!("the chain FAILS at entry {} ({})", f.seq, f.kind.as_str()),
         };
-        self.log
-            .append(self.read_entry(
-                caller,
-                Outcome::Permit,
-                format!(
-                    "{}{} entries): {outcome}",
-                    crate::audit::summary::VERIFIED_PREFIX,
-                    report.summary.entries_checked
-                ),
-            ))
-            .await
-            .map_err(log_error)?;
+        let mut entry = self.read_entry(
+            caller,
+            Outcome::Permit,
+            format!(
+                "{}{} entries): {outcome}",
+                crate::audit::summary::VERIFIED_PREFIX,
+                report.summary.entries_checked
+            ),
+        );
+        // Its own kind: the overview finds the newest verification by kind, since the detail
+        // is sealed.
+        entry.kind = EntryKind::LogVerified;
+        self.log.append(entry).await.map_err(log_error)?;
         Ok(report)
     }
 

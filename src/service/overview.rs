@@ -131,6 +131,15 @@ impl Services {
             let closed = crate::store::reviews::count(&mut c, "closed").await?;
             (days, log, last, ReviewCounts { open, closed })
         };
+        // The verification's detail is sealed: open it as for any compliance read (a text
+        // that does not open fails the overview rather than showing a result it cannot read).
+        let last_verification = match last_verification {
+            Some(mut e) => {
+                self.open_entries(std::slice::from_mut(&mut e))?;
+                LastVerification::of(&e)
+            }
+            None => None,
+        };
         let mut totals = Totals::default();
         for d in &days {
             match d.outcome.as_str() {
@@ -208,6 +217,7 @@ impl Services {
             let mut pooled = self.store.acquire().await?;
             query::list(&mut pooled.conn(), &filter).await?
         };
+        self.open_entries(&mut disclosures)?;
         // A window over a record that names nobody is keyed by the record, not a pseudonym.
         if subject.is_none() {
             disclosures.retain(|e| e.data.subject.is_none());

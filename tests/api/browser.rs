@@ -101,7 +101,7 @@ async fn the_console_works_in_a_real_browser_and_refuses_a_clinician() {
     assert_eq!(s, 200, "{b}");
     let before = app
         .log_entries(&query::Filter {
-            kinds: vec![EntryKind::LogRead],
+            kinds: vec![EntryKind::LogRead, EntryKind::LogVerified],
             limit: 500,
             ..Default::default()
         })
@@ -158,7 +158,7 @@ async fn the_console_works_in_a_real_browser_and_refuses_a_clinician() {
     // was closed with its entry.
     let reads = app
         .log_entries(&query::Filter {
-            kinds: vec![EntryKind::LogRead],
+            kinds: vec![EntryKind::LogRead, EntryKind::LogVerified],
             limit: 500,
             ..Default::default()
         })

@@ -258,6 +258,15 @@ async fn an_entry_names_each_fields_reasons_and_a_review_lists_its_window() {
             ds[0]["seq"].as_u64() < ds[1]["seq"].as_u64(),
             "oldest first"
         );
+        // The window's entries carry their sealed text opened: the threat and stated basis.
+        assert!(
+            ds.iter()
+                .all(|d| d["justification"] == "person on a bridge with a knife"
+                    && d["basis"]["stated_basis"]
+                        .as_str()
+                        .is_some_and(|b| !b.is_empty())),
+            "{r}"
+        );
         // Closing it through the API, then it shows closed.
         let (s, b) = post(
             &app,
@@ -269,6 +278,7 @@ async fn an_entry_names_each_fields_reasons_and_a_review_lists_its_window() {
         assert_eq!(s, 200, "{b}");
         let (_, _, r) = read(&app, &aud, &format!("/v1/reviews/{rid}"), None, &[]).await;
         assert_eq!(r["review"]["state"], "closed");
+        assert_eq!(r["review"]["note"], "dispatch confirms", "{r}");
         // Unknown reviews are 404; clinicians are refused; each read is logged.
         let (s, _, b) = read(&app, &aud, "/v1/reviews/no-such-review", None, &[]).await;
         assert_eq!((s, b["code"].as_str()), (404, Some("review_not_found")));
