@@ -120,8 +120,8 @@ async function postJson(path, body) {
   return res.json();
 }
 
-async function getText(path, params) {
-  const { res } = await call('GET', path, { params, accept: 'text/csv' });
+async function getText(path, params, accept = 'text/csv') {
+  const { res } = await call('GET', path, { params, accept });
   return res.text();
 }
 
@@ -136,6 +136,7 @@ export const api = {
   entry: (seq) => getJson(`/v1/disclosures/${enc(seq)}`),
   verify: () => getJson('/v1/audit/verify'),
   checkpoints: () => getJson('/v1/audit/checkpoints'),
+  treeHead: () => getText('/v1/audit/checkpoint', undefined, 'text/plain'),
   accounting: (system, value) => getJson(`/v1/subjects/${enc(system)}/${enc(value)}/accounting`, { format: 'json' }),
   accountingCsv: (system, value) => getText(`/v1/subjects/${enc(system)}/${enc(value)}/accounting`, { format: 'csv' }),
   suspensions: () => getJson('/v1/accounting-suspensions'),

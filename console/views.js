@@ -154,7 +154,7 @@ export async function search(main, params) {
   };
   sel('basis', 'Legal basis', [['', 'any'], ['mou', 'MOU'], ['consent', 'consent'], ['emergency', 'emergency']]);
   sel('outcome', 'Outcome', [['', 'any'], ['permit', 'permit'], ['deny', 'deny']]);
-  sel('kind', 'Entry kind', [['', 'disclosures'], ['all', 'all kinds'], ['log_read', 'log reads'], ['consent_changed', 'consent changes'], ['consent_read', 'consent reads'], ['record_changed', 'record writes'], ['emergency_reviewed', 'review outcomes'], ['authentication_failed', 'failed authentications'], ['handshake_refused', 'refused handshakes']]);
+  sel('kind', 'Entry kind', [['', 'disclosures'], ['all', 'all kinds'], ['log_read', 'log reads'], ['log_verified', 'verifications'], ['consent_changed', 'consent changes'], ['consent_read', 'consent reads'], ['record_changed', 'record writes'], ['emergency_reviewed', 'review outcomes'], ['authentication_failed', 'failed authentications'], ['handshake_refused', 'refused handshakes']]);
   for (const [name, label] of [['since', 'From (UTC)'], ['until', 'To (UTC)']]) {
     const v = params.get(name) || '';
     inputs[name] = h('input', { name, type: 'datetime-local', step: '1', value: v ? v.replace(/Z$/, '').slice(0, 19) : '' });
@@ -270,8 +270,132 @@ async function checkSignature(key, c) {
   }
 }
 
+/** The first line of a signed note's signature (C2SP signed-note): an em dash and a space. */
+const NOTE_SIG_PREFIX = '\u2014 ';
+
+function b64Bytes(s) {
+  const bin = atob(s);
+  const out = new Uint8Array(bin.length);
+  for (let i = 0; i < bin.length; i += 1) out[i] = bin.charCodeAt(i);
+  return out;
+}
+
+function bytesB64(b) {
+  let bin = '';
+  for (const x of b) bin += String.fromCharCode(x);
+  return btoa(bin);
+}
+
+function bytesHex(b) {
+  return Array.from(b, (x) => x.toString(16).padStart(2, '0')).join('');
+}
+
+/**
+ * Parses a C2SP signed note: its text (up to and including the newline before the last empty
+ * line) and its signature lines `— <key name> base64(key id (4 bytes) || signature)`. A
+ * checkpoint's text is its origin, tree size and base64 root hash, one per line. Null when the
+ * note is malformed.
+ */
+export function parseNote(text) {
+  const split = text.lastIndexOf('\n\n');
+  if (split < 0 || !text.endsWith('\n')) return null;
+  const body = text.slice(0, split + 1);
+  const signatures = [];
+  for (const line of text.slice(split + 2, -1).split('\n')) {
+    if (!line.startsWith(NOTE_SIG_PREFIX)) return null;
+    const parts = line.slice(NOTE_SIG_PREFIX.length).split(' ');
+    if (parts.length !== 2 || !parts[0]) return null;
+    let raw;
+    try { raw = b64Bytes(parts[1]); } catch { return null; }
+    if (raw.length < 5) return null;
+    signatures.push({ name: parts[0], id: bytesHex(raw.slice(0, 4)), signature: raw.slice(4) });
+  }
+  if (signatures.length === 0) return null;
+  const [origin, size, root] = body.split('\n');
+  if (!origin || !/^[0-9]+$/.test(size || '') || !root) return null;
+  return { body, origin, size, root, signatures };
+}
+
+/**
+ * Checks the gateway's signature on a signed tree head (a C2SP checkpoint) in the browser:
+ * the note key is named by the checkpoint's origin, its id is
+ * `SHA-256(name || "\n" || 0x01 || public key)[:4]`, and the signature is Ed25519 over the
+ * note's text (c2sp.org/signed-note). Returns the parsed note, the log's verifier key
+ * (`vkey`, as partners pin it) and `valid`: true, false (missing or bad signature, or a
+ * malformed note), or null when this browser cannot check Ed25519.
+ */
+export async function checkTreeHead(text, publicKeyHex) {
+  const note = parseNote(text);
+  if (!note) return { note: null, vkey: null, valid: false };
+  const pub = hexBytes(publicKeyHex);
+  const name = new TextEncoder().encode(`${note.origin}\n`);
+  const keyed = new Uint8Array(name.length + 1 + pub.length);
+  keyed.set(name, 0);
+  keyed[name.length] = 0x01;
+  keyed.set(pub, name.length + 1);
+  const id = bytesHex(new Uint8Array(await crypto.subtle.digest('SHA-256', keyed)).slice(0, 4));
+  const typed = new Uint8Array(1 + pub.length);
+  typed[0] = 0x01;
+  typed.set(pub, 1);
+  const vkey = `${note.origin}+${id}+${bytesB64(typed)}`;
+  const mine = note.signatures.filter((s) => s.name === note.origin && s.id === id && s.signature.length === 64);
+  if (mine.length === 0) return { note, vkey, valid: false };
+  let key;
+  try {
+    key = await crypto.subtle.importKey('raw', pub, { name: 'Ed25519' }, false, ['verify']);
+  } catch {
+    return { note, vkey, valid: null };
+  }
+  const message = new TextEncoder().encode(note.body);
+  for (const s of mine) {
+    try {
+      if (await crypto.subtle.verify('Ed25519', key, s.signature, message)) return { note, vkey, valid: true };
+    } catch {
+      return { note, vkey, valid: null };
+    }
+  }
+  return { note, vkey, valid: false };
+}
+
+/** The latest signed tree head, its gateway signature checked here, and its cosigners. */
+async function treeHead(main, publicKeyHex) {
+  main.append(h('h2', {}, 'Signed tree head'));
+  const box = h('section', { id: 'tree-head' });
+  main.append(box);
+  let text;
+  try {
+    text = await api.treeHead();
+  } catch (e) {
+    if (e instanceof ApiError && e.status === 404) {
+      box.append(h('p', {}, `No signed tree head: ${e.message}`));
+      return;
+    }
+    throw e;
+  }
+  const { note, vkey, valid } = await checkTreeHead(text, publicKeyHex);
+  const status = h('span', { class: valid === true ? 'ok' : valid === false ? 'bad' : 'unknown', id: 'tree-head-signature' },
+    valid === true ? 'valid (checked here)' : valid === false ? 'INVALID' : 'not checked by this browser');
+  if (!note) {
+    box.append(h('p', {}, 'The gateway\'s signed tree head is not a well-formed signed note: ', status));
+    return;
+  }
+  const cosigners = note.signatures.filter((s) => s.name !== note.origin).map((s) => s.name);
+  box.append(
+    h('p', {}, 'The Merkle tree of the log as last signed (a C2SP checkpoint). Witnesses keep it and check that each new one extends it; the proofs are at /v1/audit/proof/inclusion and /v1/audit/proof/consistency.'),
+    dl([
+      ['origin', h('code', {}, note.origin)],
+      ['tree size', note.size],
+      ['root hash', h('code', { class: 'hex' }, note.root)],
+      ['gateway signature (Ed25519 over the note text)', status],
+      ['log verifier key', h('code', { class: 'hex' }, vkey)],
+      ['witness cosignatures', cosigners.length ? cosigners.join(', ') : 'none yet'],
+    ]),
+    h('pre', { class: 'note' }, text),
+  );
+}
+
 export async function verify(main) {
-  const p = page(main, 'Verify the chain', 'Recomputes every hash and link of the disclosure log and checks every signed checkpoint; a failure names the first bad entry. Below, the signed checkpoints, each signature also checked by this browser.');
+  const p = page(main, 'Verify the chain', 'Recomputes every hash and link of the disclosure log and checks every signed checkpoint; a failure names the first bad entry. Below, the signed checkpoints of the chain and the latest signed tree head of the Merkle tree, each signature also checked by this browser.');
   const result = h('section', { id: 'verify-result', 'aria-live': 'polite' });
   const button = h('button', { type: 'button', id: 'verify-button' }, 'Verify the chain now');
   button.addEventListener('click', async () => {
@@ -319,6 +443,7 @@ export async function verify(main) {
     }
     main.append(table(`${x.checkpoints.length} checkpoint(s), newest first${x.checkpoints.length > 50 ? ' (50 shown)' : ''}`,
       ['entry', 'signed at (UTC)', 'head hash', 'key id', 'signature'], rows, { class: 'checkpoints' }));
+    await treeHead(main, x.public_key);
     p.done();
   });
 }

@@ -131,6 +131,34 @@ def officer_session(browser):
     shot(page, "verify")
     step("verifies the chain and lists the signed checkpoints, each signature checked by the browser")
 
+    # The latest signed tree head (a C2SP checkpoint): the browser checks the gateway's Ed25519
+    # signature over the note text itself, and refuses the note once its tree size or root is
+    # changed, or its signature comes from another key.
+    head = page.locator("#tree-head")
+    expect(head.locator("#tree-head-signature")).to_have_text("valid (checked here)")
+    assert "+" in head.inner_text() and "tree size" in head.inner_text(), head.inner_text()
+    checked = page.evaluate("""async () => {
+        const m = await import('/console/views.js');
+        const res = await fetch('/v1/audit/checkpoint', { headers: { Authorization: 'Bearer ' + TOKEN } });
+        const note = await res.text();
+        const x = await (await fetch('/v1/audit/checkpoints', { headers: { Authorization: 'Bearer ' + TOKEN } })).json();
+        const lines = note.split('\\n');
+        const grown = [lines[0], String(Number(lines[1]) + 1), ...lines.slice(2)].join('\\n');
+        const root = lines[2];
+        const flipped = root[0] === 'A' ? 'B' + root.slice(1) : 'A' + root.slice(1);
+        const forked = [lines[0], lines[1], flipped, ...lines.slice(3)].join('\\n');
+        const other = '11'.repeat(32);
+        return [
+            (await m.checkTreeHead(note, x.public_key)).valid,
+            (await m.checkTreeHead(grown, x.public_key)).valid,
+            (await m.checkTreeHead(forked, x.public_key)).valid,
+            (await m.checkTreeHead(note, other)).valid,
+            (await m.checkTreeHead('not a note', x.public_key)).valid,
+        ];
+    }""".replace("TOKEN", repr(os.environ["CONSOLE_TOKEN"])))
+    assert checked == [True, False, False, False, False], checked
+    step("checks the signed tree head's C2SP signature in the browser and refuses it once altered")
+
     # The accounting of disclosures, with its CSV.
     nav(page, "Accounting")
     page.get_by_label("Identifier system").fill("metro-pd")
