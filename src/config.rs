@@ -210,6 +210,14 @@ fn default_max_token_lifetime() -> u64 {
 pub struct PolicySettings {
     /// Directory holding `partners.toml`, record kinds and MOUs.
     pub dir: PathBuf,
+    /// How many days before an MOU expires `/healthz` and a daily log line start warning.
+    /// Default: 30.
+    #[serde(default = "default_expiry_warning_days")]
+    pub expiry_warning_days: u32,
+}
+
+fn default_expiry_warning_days() -> u32 {
+    30
 }
 
 /// The database.

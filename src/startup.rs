@@ -34,6 +34,7 @@ use crate::domain::{CertFingerprint, SharedClock};
 use crate::edge::{self, ConnectionLimiter, ConnectionScope, EdgeIo};
 use crate::policy::PolicySet;
 use crate::security::{SecurityEvent, SecurityEventKind, SecuritySink};
+use crate::service::policy_changes::LoadTrigger;
 use crate::service::{self, Services};
 use crate::store::Store;
 use crate::tls::{HandshakeNotes, HandshakeScope, PartnerCertVerifier, PeerCertificate};
@@ -59,8 +60,12 @@ impl Application {
 
     /// [`Application::build`] with the services reading the time from `clock` (tests set it).
     pub async fn build_with_clock(settings: Settings, clock: SharedClock) -> anyhow::Result<Self> {
-        let policy = PolicySet::load(&settings.policy.dir, &settings.identity.partner_keys_dir)
-            .map_err(|e| anyhow::anyhow!("policy: {e}"))?;
+        let policy = PolicySet::load_at(
+            &settings.policy.dir,
+            &settings.identity.partner_keys_dir,
+            clock.now(),
+        )
+        .map_err(|e| anyhow::anyhow!("policy: {e}"))?;
         log_policy_warnings(&policy);
         let store = Store::open(&settings.storage).await?;
         let keyring =
@@ -99,14 +104,23 @@ impl Application {
         listener.set_nonblocking(true)?;
         let addr = listener.local_addr()?;
 
+        let policy = Arc::new(policy);
         let services = Arc::new(Services::new(
             store,
             keyring,
-            Arc::new(ArcSwap::from_pointee(policy)),
+            Arc::new(ArcSwap::from(Arc::clone(&policy))),
             audit,
             clock,
             settings.emergency.window_secs,
         ));
+        // CJIS AU-2: the set loaded at start-up is recorded, with what it changes against the
+        // set this database recorded last, before the gateway answers anything. A set whose
+        // change cannot be recorded is not used.
+        services
+            .record_policy_load(&policy, None, LoadTrigger::StartUp)
+            .await
+            .map_err(|e| anyhow::anyhow!("recording the policy set loaded at start-up: {e}"))?;
+        spawn_term_watch(Arc::clone(&services), settings.policy.expiry_warning_days);
         let state = web::Data::new(AppState {
             token_rules: TokenRules {
                 audience: settings.identity.audience.clone(),
@@ -212,18 +226,27 @@ pub fn open_log(
 }
 
 /// Re-reads the policy directory and CRLs. A set that fails validation is refused and the
-/// running one kept; either outcome is recorded as a security event. A new set also empties the
-/// token cache (a removed key or partner takes effect at once).
-pub fn reload(state: &AppState) -> anyhow::Result<()> {
-    state.reload()
+/// running one kept, and so is a set whose change cannot be recorded in the disclosure log; a
+/// refusal is recorded as a security event. A new set is recorded (`policy_reloaded`, with the
+/// old and new hashes and what changed) before it is put in force, and empties the token
+/// cache (a removed key or partner takes effect at once).
+pub async fn reload(state: &AppState) -> anyhow::Result<()> {
+    state.reload().await
 }
 
 impl AppState {
     /// See [`reload`].
-    pub fn reload(&self) -> anyhow::Result<()> {
-        let result = (|| -> anyhow::Result<String> {
+    pub async fn reload(&self) -> anyhow::Result<()> {
+        let services = &self.services;
+        // One load at a time, so each is compared with the set it replaces.
+        let _one = services.policy_lock.lock().await;
+        let result = async {
             let s = &self.settings;
-            let policy = PolicySet::load(&s.policy.dir, &s.identity.partner_keys_dir)?;
+            let policy = Arc::new(PolicySet::load_at(
+                &s.policy.dir,
+                &s.identity.partner_keys_dir,
+                services.now(),
+            )?);
             log_policy_warnings(&policy);
             self.verifier.reload(
                 &s.tls.crls,
@@ -231,33 +254,81 @@ impl AppState {
                 policy.partners.iter().map(|p| p.id.clone()),
                 Utc::now().timestamp(),
             )?;
-            let hash = policy.hash.clone();
-            self.services.policy.store(Arc::new(policy));
+            let running = services.policy();
+            let change = services
+                .record_policy_load(&policy, Some(running), LoadTrigger::Reload)
+                .await
+                .map_err(|e| anyhow::anyhow!("the change could not be recorded: {e}"))?;
+            services.policy.store(policy);
             self.tokens.clear();
-            Ok(hash)
-        })();
-        let (kind, code, detail) = match &result {
-            Ok(hash) => (
-                SecurityEventKind::PolicyReloaded,
-                "policy_reloaded",
-                format!("policy set {hash} and CRLs loaded"),
-            ),
-            Err(e) => (
-                SecurityEventKind::PolicyReloadFailed,
-                "policy_reload_failed",
-                format!("reload refused, running set kept: {e:#}"),
-            ),
-        };
-        self.security.record(SecurityEvent {
-            at: Utc::now(),
-            kind,
-            code: code.to_owned(),
-            peer: None,
-            partner: None,
-            cert_fingerprint: None,
-            detail,
-        });
-        result.map(|_| ())
+            anyhow::Ok(change)
+        }
+        .await;
+        match result {
+            Ok(change) => {
+                tracing::info!(
+                    target: "policy",
+                    seq = change.seq,
+                    "policy set {} and CRLs loaded",
+                    change.new_hash
+                );
+                Ok(())
+            }
+            Err(e) => {
+                self.security.record(SecurityEvent {
+                    at: Utc::now(),
+                    kind: SecurityEventKind::PolicyReloadFailed,
+                    code: "policy_reload_failed".to_owned(),
+                    peer: None,
+                    partner: None,
+                    cert_fingerprint: None,
+                    detail: format!("reload refused, running set kept: {e:#}"),
+                });
+                Err(e)
+            }
+        }
+    }
+}
+
+/// Logs, once a day, a warning for each MOU expiring within `warn_days` days, and once each
+/// MOU that has expired (its rules no longer apply). Checks every hour, on the services'
+/// clock.
+fn spawn_term_watch(services: Arc<Services>, warn_days: u32) {
+    tokio::spawn(async move {
+        let mut watch = crate::policy::term::TermWatch::default();
+        let mut tick = tokio::time::interval(std::time::Duration::from_secs(3600));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            let policy = services.policy();
+            for notice in watch.due(&policy, services.now(), warn_days) {
+                log_term_notice(&notice);
+            }
+        }
+    });
+}
+
+fn log_term_notice(notice: &crate::policy::term::TermNotice) {
+    use crate::policy::term::TermNotice;
+    match notice {
+        TermNotice::Expiring {
+            id,
+            expires,
+            days_left,
+        } => tracing::warn!(
+            target: "policy",
+            mou = %id,
+            %expires,
+            days_left,
+            "MOU `{id}` expires on {expires} ({days_left} day(s) left): renew it and update \
+             `expires`, or its rules stop applying"
+        ),
+        TermNotice::Expired { id, expires } => tracing::error!(
+            target: "policy",
+            mou = %id,
+            %expires,
+            "MOU `{id}` expired on {expires}: its rules no longer apply"
+        ),
     }
 }
 

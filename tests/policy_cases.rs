@@ -16,9 +16,12 @@ use std::path::Path;
 
 use chrono::{DateTime, Utc};
 use coresponse_gateway::consent::{Consent, SubjectRef};
-use coresponse_gateway::domain::{CertFingerprint, PartnerId, Principal, Purpose, Role};
+use coresponse_gateway::domain::{
+    CertFingerprint, CourtOrder, PartnerId, Principal, Purpose, Restriction, Role,
+};
 use coresponse_gateway::policy::{
-    EmergencyAssertion, Outcome, PolicySet, Request, Transform, decide,
+    EmergencyAssertion, Inputs, MedicalEmergency, Outcome, PolicySet, Request, Transform,
+    decide_with,
 };
 use coresponse_gateway::referral::view::{StatusView, ViewRequest};
 use serde::Deserialize;
@@ -30,6 +33,10 @@ struct Case {
     request: CaseRequest,
     #[serde(default)]
     consent: Vec<Consent>,
+    #[serde(default)]
+    restriction: Vec<Restriction>,
+    #[serde(default)]
+    court_order: Vec<CourtOrder>,
     expect: Expect,
 }
 
@@ -46,6 +53,15 @@ struct CaseRequest {
     at: DateTime<Utc>,
     #[serde(default)]
     emergency: Option<CaseEmergency>,
+    #[serde(default)]
+    medical_emergency: Option<CaseMedical>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CaseMedical {
+    personnel: String,
+    nature: String,
 }
 
 #[derive(Debug, Deserialize)]
@@ -118,7 +134,21 @@ fn run_case(set: &PolicySet, name: &str, case: &Case) -> Result<(), String> {
         subject: &r.subject,
         emergency: emergency.as_ref(),
     };
-    let decision = decide(&req, &case.consent, set, r.at);
+    let medical = r.medical_emergency.as_ref().map(|m| MedicalEmergency {
+        personnel: m.personnel.clone(),
+        nature: m.nature.clone(),
+    });
+    let decision = decide_with(
+        &req,
+        &Inputs {
+            consents: &case.consent,
+            restrictions: &case.restriction,
+            court_orders: &case.court_order,
+            medical_emergency: medical.as_ref(),
+        },
+        set,
+        r.at,
+    );
     if decision.policy_hash != set.hash {
         return Err("the decision does not carry the policy hash".into());
     }
@@ -272,5 +302,18 @@ fn golden_cases() {
         "hard-limit-cji",
     ] {
         assert!(reasons.contains(limit), "no golden case covers `{limit}`");
+    }
+    // Court orders, restrictions and 2.51 medical emergencies each have cases.
+    for prefix in [
+        "court-order:",
+        "restriction:",
+        "restriction-not-effective:",
+        "medical-emergency-basis",
+        "medical-emergency-missing:",
+    ] {
+        assert!(
+            reasons.iter().any(|r| r.starts_with(prefix)),
+            "no golden case covers `{prefix}`"
+        );
     }
 }

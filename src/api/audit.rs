@@ -148,8 +148,11 @@ fn parse_filter(
         f.purpose = Some(p.to_string());
     }
     if let Some(v) = params.get("basis") {
-        if !["mou", "consent", "emergency"].contains(v) {
-            return Err(bad_param("basis", "use `mou`, `consent` or `emergency`"));
+        if !crate::audit::LegalBasis::KINDS.contains(v) {
+            return Err(bad_param(
+                "basis",
+                "use `mou`, `consent`, `emergency`, `court_order` or `medical_emergency`",
+            ));
         }
         f.basis = Some((*v).to_owned());
     }

@@ -71,9 +71,10 @@ impl Readiness {
 }
 
 /// Answers 200 when the last probe reached the database and every CRL is within its grace
-/// period, 503 otherwise. The `crl` member reports the revocation lists: `ok`, `stale` (past
-/// nextUpdate, still used) or `expired` (past the grace period: the issuer's certificates are
-/// refused, and the answer is 503 with code `crl_expired`).
+/// period, 503 otherwise. The `mou` member warns of MOUs expiring within
+/// `policy.expiry_warning_days` days or expired. The `crl` member reports the revocation lists:
+/// `ok`, `stale` (past nextUpdate, still used) or `expired` (past the grace period: the issuer's
+/// certificates are refused, and the answer is 503 with code `crl_expired`).
 #[utoipa::path(
     get,
     path = "/healthz",
@@ -81,7 +82,7 @@ impl Readiness {
     operation_id = "healthz",
     summary = "Readiness (a partner certificate, no token)",
     responses(
-        (status = 200, description = "`{status, policy_set, crl}`", body = Object),
+        (status = 200, description = "`{status, policy_set, crl, mou}`: `mou` warns of MOUs expiring within `policy.expiry_warning_days` days or expired (a warning, never a 503)", body = Object),
         (status = 503, description = "`service_unavailable` (database unreachable) or `crl_expired`", body = crate::error::ErrorBody),
     ),
     security(("mutual_tls" = [])),
@@ -98,7 +99,13 @@ pub(super) async fn healthz(
         )));
     }
     let crl = state.verifier.crl_health(Utc::now().timestamp());
-    let policy_set = state.services.policy.load().hash.clone();
+    let policy = state.services.policy.load();
+    let policy_set = policy.hash.clone();
+    let mou = mou_health(
+        &policy,
+        state.services.now(),
+        state.settings.policy.expiry_warning_days,
+    );
     if crl.is_expired() {
         return Ok(HttpResponse::ServiceUnavailable()
             .insert_header((header::CACHE_CONTROL, "no-store"))
@@ -108,6 +115,7 @@ pub(super) async fn healthz(
                 "message": crl.message,
                 "policy_set": policy_set,
                 "crl": crl,
+                "mou": mou,
             })));
     }
     Ok(HttpResponse::Ok()
@@ -116,5 +124,27 @@ pub(super) async fn healthz(
             "status": "ok",
             "policy_set": policy_set,
             "crl": crl,
+            "mou": mou,
         })))
+}
+
+/// The MOU terms for `/healthz`: `status` is `expired` when an MOU has expired (its rules no
+/// longer apply), `expiring` when one expires within `warn_days` days, `ok` otherwise; `terms`
+/// lists every MOU with its last day and the days left. A warning, never a 503: the gateway
+/// still answers, and what an expired MOU granted is refused.
+fn mou_health(
+    policy: &crate::policy::PolicySet,
+    now: chrono::DateTime<Utc>,
+    warn_days: u32,
+) -> serde_json::Value {
+    use crate::policy::term::{TermStatus, terms};
+    let terms = terms(policy, now, warn_days);
+    let status = if terms.iter().any(|t| t.status == TermStatus::Expired) {
+        "expired"
+    } else if terms.iter().any(|t| t.status == TermStatus::Expiring) {
+        "expiring"
+    } else {
+        "ok"
+    };
+    json!({ "status": status, "warning_days": warn_days, "terms": terms })
 }

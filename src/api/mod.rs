@@ -11,11 +11,14 @@ mod audit;
 mod auth;
 mod consents;
 mod console;
+mod directives;
 pub mod health;
 mod json;
 mod middleware;
 pub mod openapi;
 mod overview;
+mod part2;
+mod policy;
 mod purpose;
 mod records;
 mod referrals;
@@ -32,7 +35,8 @@ pub use auth::{Authenticated, PartnerCertificate};
 pub use json::{BoundedJson, check_depth};
 pub use middleware::{REQUEST_ID, RequestId, body_guard, connection_gate, request_id};
 pub use purpose::{
-    EMERGENCY_BASIS, EMERGENCY_DESCRIPTION, EMERGENCY_SOURCE, PURPOSE_OF_USE, PurposeOfUse,
+    EMERGENCY_BASIS, EMERGENCY_DESCRIPTION, EMERGENCY_PERSONNEL, EMERGENCY_SOURCE,
+    MEDICAL_EMERGENCY, PURPOSE_OF_USE, PurposeOfUse,
 };
 pub use routes::{RouteInfo, Routes};
 pub use state::AppState;
@@ -73,6 +77,9 @@ pub fn configure_recorded(cfg: &mut web::ServiceConfig, body_limit: usize) -> Ve
     overview::routes(&mut r);
     openapi::routes(&mut r);
     console::routes(&mut r);
+    directives::routes(&mut r);
+    policy::routes(&mut r);
+    part2::routes(&mut r);
     transparency::routes(&mut r);
     r.into_registered()
 }

@@ -156,6 +156,7 @@ pub(super) async fn read_one(
         caller: meta.caller(who),
         purpose: &purpose.purpose,
         emergency: purpose.emergency.as_ref(),
+        medical: purpose.medical.as_ref(),
     };
     match state.services.read_record(&asker, kind, id).await? {
         RecordAnswer::Disclosed(d) => Ok(HttpResponse::Ok()
@@ -270,6 +271,7 @@ pub(super) async fn by_subject(
         caller: meta.caller(&who),
         purpose: &purpose.purpose,
         emergency: purpose.emergency.as_ref(),
+        medical: purpose.medical.as_ref(),
     };
     let answer = state
         .services

@@ -110,6 +110,14 @@ pub fn encode_into(buf: &mut Vec<u8>, seq: u64, prev: &ChainHash, data: &NewEntr
             buf.push(3);
             put_str(buf, stated_basis);
         }
+        Some(LegalBasis::CourtOrder { order_id }) => {
+            buf.push(4);
+            put_str(buf, order_id);
+        }
+        Some(LegalBasis::MedicalEmergency { documentation }) => {
+            buf.push(5);
+            put_str(buf, documentation);
+        }
     }
     put_opt(buf, data.justification.as_deref());
     match &data.subject {
@@ -147,8 +155,9 @@ pub fn encode_into(buf: &mut Vec<u8>, seq: u64, prev: &ChainHash, data: &NewEntr
 }
 
 /// Writes the format-2 encoding of the entry `(seq, prev, data, sealed)` into `buf` (cleared
-/// first). The free text of `data` (justification, detail, an emergency's stated basis) is not
-/// encoded: it travels sealed, and the sealed bytes are.
+/// first). The free text of `data` (justification, detail, an emergency's stated basis, a
+/// medical emergency's documentation) is not encoded: it travels sealed, and the sealed bytes
+/// are.
 pub fn encode_v2_into(
     buf: &mut Vec<u8>,
     seq: u64,
@@ -181,6 +190,11 @@ pub fn encode_v2_into(
             put_str(buf, consent_id);
         }
         Some(LegalBasis::Emergency { .. }) => buf.push(3),
+        Some(LegalBasis::CourtOrder { order_id }) => {
+            buf.push(4);
+            put_str(buf, order_id);
+        }
+        Some(LegalBasis::MedicalEmergency { .. }) => buf.push(5),
     }
     match &data.subject {
         None => buf.push(0),
@@ -307,6 +321,74 @@ mod tests {
         want.extend_from_slice(&[1, 0, 0, 0, 1, b'x']); // deny x
         want.extend_from_slice(&[0, 0, 0]); // source, cert, detail
         assert_eq!(buf, want);
+    }
+
+    #[test]
+    fn court_order_and_medical_emergency_bases_have_their_own_tags() {
+        let mut e = NewEntry::new(
+            EntryKind::Disclosure,
+            chrono::Utc.timestamp_micros(1).unwrap(),
+            Outcome::Permit,
+        );
+        let basis_bytes = |e: &NewEntry| {
+            let mut buf = Vec::new();
+            encode_into(&mut buf, 1, &ChainHash::GENESIS, e);
+            // domain, prev, seq, time, str "disclosure", 7 absent opt-strs: the basis follows.
+            let at = ENTRY_DOMAIN.len() + 32 + 8 + 8 + 4 + "disclosure".len() + 7;
+            buf[at..at + 8].to_vec()
+        };
+        e.basis = Some(LegalBasis::CourtOrder {
+            order_id: "co".into(),
+        });
+        assert_eq!(basis_bytes(&e), [4, 0, 0, 0, 2, b'c', b'o', 0]);
+        e.basis = Some(LegalBasis::MedicalEmergency {
+            documentation: "dx".into(),
+        });
+        assert_eq!(basis_bytes(&e), [5, 0, 0, 0, 2, b'd', b'x', 0]);
+        let consent = {
+            let mut c = e.clone();
+            c.basis = Some(LegalBasis::Consent {
+                consent_id: "dx".into(),
+            });
+            c
+        };
+        assert_ne!(
+            entry_hash(1, &ChainHash::GENESIS, &e),
+            entry_hash(1, &ChainHash::GENESIS, &consent)
+        );
+    }
+
+    #[test]
+    fn format_2_keeps_a_court_order_id_and_seals_the_medical_emergency_documentation() {
+        let mut e = NewEntry::new(
+            EntryKind::Disclosure,
+            chrono::Utc.timestamp_micros(1).unwrap(),
+            Outcome::Permit,
+        );
+        let basis_bytes = |e: &NewEntry| {
+            let mut buf = Vec::new();
+            encode_v2_into(&mut buf, 1, &ChainHash::GENESIS, e, None);
+            let at = ENTRY_DOMAIN_V2.len() + 32 + 8 + 8 + 4 + "disclosure".len() + 7;
+            buf[at..at + 8].to_vec()
+        };
+        e.basis = Some(LegalBasis::CourtOrder {
+            order_id: "co".into(),
+        });
+        assert_eq!(basis_bytes(&e), [4, 0, 0, 0, 2, b'c', b'o', 0]);
+        // The documentation is not encoded in clear (it travels in the sealed text): the tag
+        // alone, then the subject.
+        e.basis = Some(LegalBasis::MedicalEmergency {
+            documentation: "dx".into(),
+        });
+        assert_eq!(basis_bytes(&e)[..2], [5, 0]);
+        let mut other = e.clone();
+        other.basis = Some(LegalBasis::MedicalEmergency {
+            documentation: "other".into(),
+        });
+        let (mut a, mut b) = (Vec::new(), Vec::new());
+        encode_v2_into(&mut a, 1, &ChainHash::GENESIS, &e, None);
+        encode_v2_into(&mut b, 1, &ChainHash::GENESIS, &other, None);
+        assert_eq!(a, b);
     }
 
     #[test]

@@ -105,8 +105,14 @@ impl<'a> Row<'a> {
             Some(LegalBasis::Consent { consent_id }) => {
                 (Some("consent"), Some(consent_id.as_str()), None)
             }
-            // The stated basis is sealed with the entry's other free text.
+            // The stated basis and the 42 CFR 2.51(c) documentation (which names the medical
+            // personnel) are sealed with the entry's other free text; a court order's id is a
+            // random id the gateway gave it, kept in clear.
             Some(LegalBasis::Emergency { .. }) => (Some("emergency"), None, None),
+            Some(LegalBasis::CourtOrder { order_id }) => {
+                (Some("court_order"), Some(order_id.as_str()), None)
+            }
+            Some(LegalBasis::MedicalEmergency { .. }) => (Some("medical_emergency"), None, None),
         };
         let reason = match &data.outcome {
             Outcome::Permit => None,
@@ -547,6 +553,17 @@ pub(super) fn row_to_entry(row: LogRow) -> Result<Entry, LogError> {
         (Some(k), None, None) if k == "emergency" && !v1 => Some(LegalBasis::Emergency {
             stated_basis: String::new(),
         }),
+        (Some(k), Some(r), None) if k == "court_order" => {
+            Some(LegalBasis::CourtOrder { order_id: r })
+        }
+        (Some(k), Some(r), None) if k == "medical_emergency" && v1 => {
+            Some(LegalBasis::MedicalEmergency { documentation: r })
+        }
+        (Some(k), None, None) if k == "medical_emergency" && !v1 => {
+            Some(LegalBasis::MedicalEmergency {
+                documentation: String::new(),
+            })
+        }
         (Some(k), Some(m), Some(rule)) if k == "mou" => Some(LegalBasis::Mou { mou_id: m, rule }),
         _ => return Err(c("inconsistent legal basis columns")),
     };

@@ -52,6 +52,13 @@ pub enum EntryKind {
     /// A shared record was written (created, updated, a referral moved), or a write was refused
     /// for lack of authority.
     RecordChanged,
+    /// An agreed restriction (HIPAA 164.522(a), 42 CFR 2.26) was recorded or terminated, or an
+    /// attempt was refused.
+    RestrictionChanged,
+    /// A court order (42 CFR 2.64, 2.65) was recorded or ended, or an attempt was refused.
+    CourtOrderChanged,
+    /// Restrictions, court orders or policy changes were read.
+    DirectiveRead,
     /// Connections were refused after the handshake (a partner over its connection cap).
     ConnectionRefused,
     /// A partner's witness posted a cosignature of a checkpoint (accepted, or refused).
@@ -64,7 +71,7 @@ pub enum EntryKind {
 
 impl EntryKind {
     /// Every kind, in a stable order.
-    pub const ALL: [EntryKind; 16] = [
+    pub const ALL: [EntryKind; 19] = [
         Self::Disclosure,
         Self::LogRead,
         Self::HandshakeRefused,
@@ -78,6 +85,9 @@ impl EntryKind {
         Self::RecordChanged,
         Self::ConsentRead,
         Self::AccountingSuspended,
+        Self::RestrictionChanged,
+        Self::CourtOrderChanged,
+        Self::DirectiveRead,
         Self::ConnectionRefused,
         Self::WitnessCosignature,
         Self::LogVerified,
@@ -99,6 +109,9 @@ impl EntryKind {
             Self::RecordChanged => "record_changed",
             Self::ConsentRead => "consent_read",
             Self::AccountingSuspended => "accounting_suspended",
+            Self::RestrictionChanged => "restriction_changed",
+            Self::CourtOrderChanged => "court_order_changed",
+            Self::DirectiveRead => "directive_read",
             Self::ConnectionRefused => "connection_refused",
             Self::WitnessCosignature => "witness_cosignature",
             Self::LogVerified => "log_verified",
@@ -175,16 +188,44 @@ pub enum LegalBasis {
         /// source).
         stated_basis: String,
     },
+    /// A court order authorizing the disclosure of Part 2 records (42 CFR 2.64, 2.65).
+    CourtOrder {
+        /// The recorded order's id.
+        order_id: String,
+    },
+    /// A bona fide medical emergency, to medical personnel (42 CFR 2.51): requires the
+    /// nature of the emergency as the justification on the entry.
+    MedicalEmergency {
+        /// What 42 CFR 2.51(c) asks to be documented besides the date, time and nature: the
+        /// medical personnel's name and affiliation, and who disclosed.
+        documentation: String,
+    },
 }
 
 impl LegalBasis {
-    /// `mou`, `consent` or `emergency`.
+    /// `mou`, `consent`, `emergency`, `court_order` or `medical_emergency`.
     pub fn kind(&self) -> &'static str {
         match self {
             Self::Mou { .. } => "mou",
             Self::Consent { .. } => "consent",
             Self::Emergency { .. } => "emergency",
+            Self::CourtOrder { .. } => "court_order",
+            Self::MedicalEmergency { .. } => "medical_emergency",
         }
+    }
+
+    /// Every kind, in the order of the canonical encoding's tags (1 to 5).
+    pub const KINDS: [&'static str; 5] = [
+        "mou",
+        "consent",
+        "emergency",
+        "court_order",
+        "medical_emergency",
+    ];
+
+    /// Whether this is one of the two emergency bases (break-glass, reviewed afterwards).
+    pub fn is_emergency(&self) -> bool {
+        matches!(self, Self::Emergency { .. } | Self::MedicalEmergency { .. })
     }
 
     /// A short statement of the basis, for people.
@@ -195,6 +236,13 @@ impl LegalBasis {
             Self::Emergency { stated_basis } => format!(
                 "emergency disclosure to avert a serious and imminent threat (HIPAA \
                  164.512(j)); stated basis: {stated_basis}"
+            ),
+            Self::CourtOrder { order_id } => {
+                format!("court order `{order_id}` authorizing the disclosure (42 CFR 2.64, 2.65)")
+            }
+            Self::MedicalEmergency { documentation } => format!(
+                "disclosure to medical personnel in a bona fide medical emergency (42 CFR \
+                 2.51); {documentation}"
             ),
         }
     }
@@ -397,6 +445,23 @@ impl NewEntry {
             Some(LegalBasis::Consent { consent_id }) if consent_id.is_empty() => {
                 return bad("a consent basis needs the consent id".into());
             }
+            Some(LegalBasis::CourtOrder { order_id })
+                if order_id.is_empty() || order_id.len() > MAX_TEXT =>
+            {
+                return bad("a court-order basis needs the order id".into());
+            }
+            Some(LegalBasis::MedicalEmergency { documentation }) => {
+                if documentation.trim().is_empty() || documentation.len() > MAX_TEXT {
+                    return bad("a medical emergency needs its 42 CFR 2.51(c) documentation".into());
+                }
+                if self
+                    .justification
+                    .as_deref()
+                    .is_none_or(|j| j.trim().is_empty())
+                {
+                    return bad("a medical emergency needs the nature of the emergency".into());
+                }
+            }
             _ => {}
         }
         if let Some(LegalBasis::Mou { mou_id, rule }) = &self.basis
@@ -459,8 +524,9 @@ pub struct Entry {
     /// The encoding it was written with.
     pub format: EntryFormat,
     /// The content. In a [`EntryFormat::V2`] entry read from the database the free text
-    /// (justification, detail, an emergency's stated basis) is empty until it is opened with
-    /// the log's free-text key ([`super::LogTextKey::open`]).
+    /// (justification, detail, an emergency's stated basis, a medical emergency's
+    /// documentation) is empty until it is opened with the log's free-text key
+    /// ([`super::LogTextKey::open`]).
     pub data: NewEntry,
     /// The sealed free text of a [`EntryFormat::V2`] entry, if it had any.
     pub sealed: Option<Vec<u8>>,

@@ -15,7 +15,8 @@
 //!
 //! An entry ([`Entry`]) holds its sequence number (from 1, no gaps), the time (UTC,
 //! microseconds), request id, decision id, policy-set hash, recipient partner, user and role,
-//! purpose, legal basis (MOU id and rule, consent id, or emergency with its stated basis),
+//! purpose, legal basis (MOU id and rule, consent id, emergency with its stated basis, court
+//! order id, or 42 CFR 2.51 medical emergency with its documentation),
 //! justification (required for emergency access), the subject as a pseudonym, the record kind
 //! and id, the fields disclosed with their transforms, the count of fields withheld, the outcome
 //! (permit, or deny with a reason code), the source address, the client-certificate
@@ -33,7 +34,7 @@
 //! | time | i64 Unix microseconds, 8 bytes big-endian |
 //! | kind | str |
 //! | request_id, decision_id, policy_hash, recipient_partner, recipient_user, recipient_role, purpose | opt-str each |
-//! | basis | `00` none; `01` str mou_id, str rule; `02` str consent_id; `03` str stated_basis |
+//! | basis | `00` none; `01` str mou_id, str rule; `02` str consent_id; `03` str stated_basis; `04` str order_id (court order, 42 CFR 2.64/2.65); `05` str documentation (medical emergency, 42 CFR 2.51) |
 //! | justification | opt-str |
 //! | subject | `00`, or `01` and the 32 pseudonym bytes |
 //! | record | `00`, or `01` str kind, str id |
@@ -47,8 +48,9 @@
 //! previous hash, the entry hash and the subject pseudonym are stored as their 32 raw bytes
 //! (BLOB on SQLite, BYTEA on PostgreSQL); the head row and the checkpoints keep hashes as
 //! lower-case hex, and the API, reports and CLI show every hash and pseudonym as lower-case
-//! hex. In the database the basis is split into `basis_kind` (`mou`, `consent`, `emergency`),
-//! `basis_ref` (MOU id, consent id or stated basis) and `basis_rule`; the fields disclosed are
+//! hex. In the database the basis is split into `basis_kind` (`mou`, `consent`, `emergency`,
+//! `court_order`, `medical_emergency`), `basis_ref` (MOU id, consent id, stated basis, order id
+//! or the 2.51 documentation) and `basis_rule`; the fields disclosed are
 //! a JSON array of `{"field", "transform"}` objects. A verifier reads the row, rebuilds `E`
 //! and compares; entry `n` must carry entry `n - 1`'s hash as its previous hash.
 //!
@@ -57,10 +59,14 @@
 //! Every entry written since migration `20261201000100` (`audit_log.format = 2`) is encoded as
 //! `E2`: the same items in the same order as format 1 with these changes: the domain is the
 //! 33 ASCII bytes `coresponse-gateway/audit-entry/v2`; an emergency basis is `03` alone (the
-//! stated basis is sealed); the justification and the detail are left out; and the last item
-//! is the sealed free text, `00`, or `01` and a u32 big-endian length and the sealed bytes
-//! ([`LogTextKey`]: `0x01 || nonce || AES-256-GCM ciphertext and tag` of the three optional
-//! strings stated basis, justification, detail). The entry's hash is
+//! stated basis is sealed) and a medical-emergency basis `05` alone (the 42 CFR 2.51(c)
+//! documentation, which names the medical personnel, is sealed), while a court-order basis
+//! stays `04` str order_id (a random id the gateway gave the order); the justification and
+//! the detail are left out; and the last item is the sealed free text, `00`, or `01` and a
+//! u32 big-endian length and the sealed bytes ([`LogTextKey`]: `0x01 || nonce || AES-256-GCM
+//! ciphertext and tag` of the three optional strings basis text (stated basis or 2.51
+//! documentation), justification, detail). In the database a format-2 entry's `basis_ref` is
+//! empty for both emergency bases and holds the order id for a court order. The entry's hash is
 //! `SHA-256(0x00 || E2)`: the RFC 6962 leaf hash, which is also its chain hash (the next
 //! entry's previous hash). The first format-2 entry's previous hash is the last format-1
 //! entry's hash.
@@ -142,6 +148,7 @@ pub mod checkpoint;
 mod db;
 mod entry;
 pub mod metrics;
+pub mod part2;
 pub use crate::crypto::note;
 pub mod query;
 pub mod reasons;

@@ -1,5 +1,6 @@
 //! Sealed free text: the words people type that reach a log entry (an emergency's threat
-//! description and stated basis, with the source of a credible representation; accounting
+//! description and stated basis, with the source of a credible representation; a 42 CFR 2.51
+//! medical emergency's nature and documentation, with the medical personnel's name; accounting
 //! suspension statements; review notes; every entry's detail) are stored only encrypted.
 //!
 //! Security role: DESIGN guarantee 7, the log holds no clear-text personal data. A threat
@@ -12,8 +13,9 @@
 //! # Format
 //!
 //! The plaintext is the canonical encoding of three optional strings, in this order: the
-//! emergency stated basis, the justification, the detail (each `opt-str` as in the entry
-//! encoding). The sealed value is `0x01 || nonce (12 bytes) || AES-256-GCM ciphertext and tag`
+//! basis text (an emergency's stated basis, or a 42 CFR 2.51 medical emergency's
+//! documentation, which names the medical personnel), the justification, the detail (each
+//! `opt-str` as in the entry encoding). The sealed value is `0x01 || nonce (12 bytes) || AES-256-GCM ciphertext and tag`
 //! under the log's free-text key, with associated data
 //! `"coresponse-gateway/audit-text/v1" || at_us (i64 BE) || str(kind)`, so a sealed text moved
 //! to an entry of another time or kind fails to open. The key is a random 256-bit key stored
@@ -54,7 +56,7 @@ impl std::fmt::Debug for LogTextKey {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SealedEntry {
     /// The entry without clear free text (justification and detail empty; an emergency basis
-    /// with an empty stated basis).
+    /// with an empty stated basis, a medical-emergency basis with empty documentation).
     pub data: NewEntry,
     /// The sealed free text, if the entry had any.
     pub sealed: Option<Vec<u8>>,
@@ -126,6 +128,9 @@ impl LogTextKey {
     pub fn seal(&self, mut data: NewEntry) -> Result<SealedEntry, LogError> {
         let stated = match &mut data.basis {
             Some(LegalBasis::Emergency { stated_basis }) => Some(std::mem::take(stated_basis)),
+            Some(LegalBasis::MedicalEmergency { documentation }) => {
+                Some(std::mem::take(documentation))
+            }
             _ => None,
         };
         let justification = data.justification.take();
@@ -256,6 +261,7 @@ impl LogTextKey {
         }
         match (&mut e.data.basis, stated) {
             (Some(LegalBasis::Emergency { stated_basis }), Some(s)) => *stated_basis = s,
+            (Some(LegalBasis::MedicalEmergency { documentation }), Some(s)) => *documentation = s,
             (_, None) => {}
             _ => {
                 return Err(bad(
@@ -357,6 +363,42 @@ mod tests {
             k.open_field("review-note", "x", "old clear").unwrap(),
             "old clear"
         );
+    }
+
+    #[test]
+    fn medical_emergency_documentation_is_sealed_and_opens_back() {
+        let k = LogTextKey::new(&[5; 32]);
+        let mut e = entry();
+        e.basis = Some(LegalBasis::MedicalEmergency {
+            documentation: "medical personnel: Dr. Rosa Quintero, St. Elsewhere ED".into(),
+        });
+        e.justification = Some("overdose, unresponsive".into());
+        let s = k.seal(e.clone()).unwrap();
+        assert_eq!(
+            s.data.basis,
+            Some(LegalBasis::MedicalEmergency {
+                documentation: String::new()
+            })
+        );
+        let blob = s.sealed.clone().unwrap();
+        for needle in ["Quintero", "Elsewhere", "overdose"] {
+            assert!(!blob.windows(needle.len()).any(|w| w == needle.as_bytes()));
+        }
+        let mut stored = stored(&s);
+        k.open(&mut stored).unwrap();
+        assert_eq!(stored.data, e);
+    }
+
+    #[test]
+    fn a_court_order_id_stays_in_clear() {
+        let k = LogTextKey::new(&[5; 32]);
+        let mut e = NewEntry::new(EntryKind::Disclosure, chrono::Utc::now(), Outcome::Permit);
+        e.basis = Some(LegalBasis::CourtOrder {
+            order_id: "co-0190".into(),
+        });
+        let s = k.seal(e.clone()).unwrap();
+        assert_eq!(s.sealed, None);
+        assert_eq!(s.data, e);
     }
 
     #[test]

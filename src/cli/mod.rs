@@ -1,6 +1,9 @@
-//! The command line: `demo`, `init`, `serve`, `token`, `policy`, `keys`, `audit`, `consent`.
+//! The command line: `demo`, `init`, `serve`, `token`, `policy`, `keys`, `audit`, `consent`,
+//! `court-orders`, `restrictions`.
 
 mod consent;
+mod directives;
+mod policy_diff;
 pub mod witness;
 
 use std::path::{Path, PathBuf};
@@ -134,6 +137,23 @@ enum Command {
         #[command(subcommand)]
         command: ConsentCommand,
     },
+    /// Inspect recorded court orders (42 CFR 2.64, 2.65; offline, on the database).
+    CourtOrders {
+        #[command(subcommand)]
+        command: DirectivesCommand,
+    },
+    /// Inspect recorded restrictions (HIPAA 164.522(a), 42 CFR 2.26; offline, on the
+    /// database).
+    Restrictions {
+        #[command(subcommand)]
+        command: DirectivesCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum DirectivesCommand {
+    /// List those in force (or, with `--all`, every one), optionally of one subject.
+    List(Box<directives::ListArgs>),
 }
 
 #[derive(Debug, Subcommand)]
@@ -190,6 +210,9 @@ enum PolicyCommand {
     },
     /// Print the decision for a request, field by field, with the reasons.
     Explain(Box<ExplainArgs>),
+    /// List every flow whose outcome differs between two policy directories; exit 3 when
+    /// something is newly revealed.
+    Diff(Box<policy_diff::DiffArgs>),
 }
 
 /// Parses the command line and runs it.
@@ -249,6 +272,15 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Audit { command } => audit_command(command).await,
+        Command::CourtOrders {
+            command: DirectivesCommand::List(args),
+        } => directives::list(directives::Which::CourtOrders, &args).await,
+        Command::Restrictions {
+            command: DirectivesCommand::List(args),
+        } => directives::list(directives::Which::Restrictions, &args).await,
+        Command::Policy {
+            command: PolicyCommand::Diff(args),
+        } => policy_diff::run(&args),
         Command::Consent {
             command: ConsentCommand::Coverage(args),
         } => consent::run(&args).await,
@@ -316,15 +348,38 @@ struct ExplainArgs {
     /// Emergency: the threat.
     #[arg(long)]
     threat: Option<String>,
+    /// A 42 CFR 2.51 medical emergency: the name of the medical personnel (with
+    /// `--medical-nature`, for purpose `emergency`).
+    #[arg(long, requires = "medical_nature")]
+    medical_personnel: Option<String>,
+    /// A 42 CFR 2.51 medical emergency: the nature of the emergency.
+    #[arg(long, requires = "medical_personnel")]
+    medical_nature: Option<String>,
+    /// A restriction file (TOML, one restriction, see policies/README.md); repeat for several.
+    #[arg(long = "restriction")]
+    restrictions: Vec<PathBuf>,
+    /// A court-order file (TOML, one order, see policies/README.md); repeat for several.
+    #[arg(long = "court-order")]
+    court_orders: Vec<PathBuf>,
     /// Print the decision as JSON.
     #[arg(long)]
     json: bool,
 }
 
+/// Reads one TOML file of a decision input (consent, restriction, court order).
+fn read_input<T: serde::de::DeserializeOwned>(p: &Path, what: &str) -> anyhow::Result<T> {
+    let text = std::fs::read_to_string(p)
+        .map_err(|e| anyhow::anyhow!("cannot read `{}`: {e}", p.display()))?;
+    toml_edit::de::from_str(&text)
+        .map_err(|e| anyhow::anyhow!("`{}` is not a {what}: {e}", p.display()))
+}
+
 fn policy_explain(a: &ExplainArgs) -> anyhow::Result<ExitCode> {
     use crate::consent::{Consent, SubjectRef};
-    use crate::domain::{CertFingerprint, Principal, Purpose, Role};
-    use crate::policy::{EmergencyAssertion, Outcome, PolicySet, Request, decide};
+    use crate::domain::{CertFingerprint, CourtOrder, Principal, Purpose, Restriction, Role};
+    use crate::policy::{
+        EmergencyAssertion, Inputs, MedicalEmergency, Outcome, PolicySet, Request, decide_with,
+    };
 
     let now = match &a.at {
         Some(t) => chrono::DateTime::parse_from_rfc3339(t)
@@ -353,17 +408,34 @@ fn policy_explain(a: &ExplainArgs) -> anyhow::Result<ExitCode> {
     let consents = a
         .consents
         .iter()
-        .map(|p| -> anyhow::Result<Consent> {
-            let text = std::fs::read_to_string(p)
-                .map_err(|e| anyhow::anyhow!("cannot read `{}`: {e}", p.display()))?;
-            toml_edit::de::from_str(&text)
-                .map_err(|e| anyhow::anyhow!("`{}` is not a consent: {e}", p.display()))
-        })
+        .map(|p| read_input::<Consent>(p, "consent"))
         .collect::<anyhow::Result<Vec<_>>>()?;
-    let subject: SubjectRef = match (&a.subject, consents.first()) {
-        (Some(s), _) => s.parse()?,
-        (None, Some(c)) => c.subject.clone(),
-        (None, None) => "subject-under-review".parse()?,
+    let restrictions = a
+        .restrictions
+        .iter()
+        .map(|p| read_input::<Restriction>(p, "restriction"))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let court_orders = a
+        .court_orders
+        .iter()
+        .map(|p| read_input::<CourtOrder>(p, "court order"))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let medical = match (&a.medical_personnel, &a.medical_nature) {
+        (Some(personnel), Some(nature)) => Some(MedicalEmergency {
+            personnel: personnel.clone(),
+            nature: nature.clone(),
+        }),
+        _ => None,
+    };
+    let subject: SubjectRef = match (
+        &a.subject,
+        consents.first().map(|c| &c.subject),
+        restrictions.first().map(|r| &r.subject),
+        court_orders.first().map(|o| &o.subject),
+    ) {
+        (Some(s), ..) => s.parse()?,
+        (None, Some(s), ..) | (None, None, Some(s), _) | (None, None, None, Some(s)) => s.clone(),
+        (None, None, None, None) => "subject-under-review".parse()?,
     };
     let holder: PartnerId = match &a.holder {
         Some(h) => h.parse()?,
@@ -405,7 +477,17 @@ fn policy_explain(a: &ExplainArgs) -> anyhow::Result<ExitCode> {
         subject: &subject,
         emergency: emergency.as_ref(),
     };
-    let decision = decide(&req, &consents, &set, now);
+    let decision = decide_with(
+        &req,
+        &Inputs {
+            consents: &consents,
+            restrictions: &restrictions,
+            court_orders: &court_orders,
+            medical_emergency: medical.as_ref(),
+        },
+        &set,
+        now,
+    );
     if a.json {
         outln!("{}", serde_json::to_string_pretty(&decision)?);
         return Ok(ExitCode::SUCCESS);
@@ -712,7 +794,7 @@ async fn serve_with(settings: Settings, seed: bool) -> anyhow::Result<ExitCode> 
         let reload_state = state.clone();
         tokio::spawn(async move {
             while hup.recv().await.is_some() {
-                match reload_state.reload() {
+                match reload_state.reload().await {
                     Ok(()) => tracing::info!("policy set reloaded"),
                     Err(e) => {
                         tracing::error!(error = %format!("{e:#}"), "reload refused; running policy set kept")
@@ -876,6 +958,9 @@ enum AuditCommand {
         #[arg(long)]
         dry_run: bool,
     },
+    /// A patient's list of disclosures of 42 CFR Part 2 information in the last three years
+    /// (42 CFR 2.24), read-only.
+    Part2Disclosures(Box<directives::Part2Args>),
 }
 
 async fn audit_command(command: AuditCommand) -> anyhow::Result<ExitCode> {
@@ -885,6 +970,7 @@ async fn audit_command(command: AuditCommand) -> anyhow::Result<ExitCode> {
         | AuditCommand::Checkpoints { config }
         | AuditCommand::Entries { config, .. }
         | AuditCommand::Purge { config, .. } => config,
+        AuditCommand::Part2Disclosures(args) => &args.config,
         AuditCommand::Witness {
             url,
             log_key,
@@ -1108,6 +1194,10 @@ async fn audit_command(command: AuditCommand) -> anyhow::Result<ExitCode> {
             let report = retention::purge(&log, chrono::Utc::now(), dry_run).await?;
             outln!("{}", serde_json::to_string_pretty(&report)?);
             Ok(ExitCode::SUCCESS)
+        }
+        AuditCommand::Part2Disclosures(args) => {
+            store.close().await;
+            directives::part2(&args).await
         }
         // Run above, without a configuration or a database.
         AuditCommand::Witness { .. } | AuditCommand::WitnessKey { .. } => Ok(ExitCode::SUCCESS),

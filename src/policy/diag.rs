@@ -321,14 +321,6 @@ pub(crate) fn choices_hint(input: &str, choices: &[&str]) -> String {
     }
 }
 
-/// A path relative to the policy directory, with `/` separators.
-pub(crate) fn rel_name(root: &Path, path: &Path) -> String {
-    path.strip_prefix(root)
-        .unwrap_or(path)
-        .to_string_lossy()
-        .replace('\\', "/")
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

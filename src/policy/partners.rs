@@ -78,6 +78,10 @@ pub struct PartnerEntry {
     /// Roles this partner's identity provider issues (MOU rules may name only these).
     #[serde(default)]
     pub roles: Vec<Role>,
+    /// Which of those roles are held by medical personnel (42 CFR 2.51): only they may
+    /// receive Part 2 information in a bona fide medical emergency. Never a police partner's.
+    #[serde(default)]
+    pub medical_roles: Vec<Role>,
     /// The partner's public encryption key, for fields MOUs encrypt to it.
     #[serde(default)]
     pub encryption: Option<EncryptionEntry>,
@@ -215,10 +219,20 @@ pub struct Partner {
     pub token: TokenSettings,
     /// Roles its identity provider issues.
     pub roles: Vec<Role>,
+    /// The roles held by medical personnel (42 CFR 2.51), a subset of `roles`.
+    pub medical_roles: Vec<Role>,
     /// Its public encryption key, if registered.
     pub encryption: Option<RecipientKey>,
     /// Its witness key (cosignatures of the log's checkpoints), if registered.
     pub witness: Option<VerifierKey>,
+}
+
+impl Partner {
+    /// Whether a user with `roles` acts as medical personnel of this partner (42 CFR 2.51):
+    /// one of the roles is marked medical in the registry.
+    pub fn is_medical(&self, roles: &std::collections::BTreeSet<Role>) -> bool {
+        self.medical_roles.iter().any(|r| roles.contains(r))
+    }
 }
 
 /// The loaded, validated partner registry.
@@ -410,6 +424,7 @@ impl PartnerRegistry {
                         keys,
                     },
                     roles: entry.roles.clone(),
+                    medical_roles: entry.medical_roles.clone(),
                     encryption,
                     witness,
                 },
@@ -441,6 +456,7 @@ impl PartnerRegistry {
                             keys: Vec::new(),
                         },
                         roles: entry.roles.clone(),
+                        medical_roles: entry.medical_roles.clone(),
                         encryption: None,
                         witness: entry
                             .witness

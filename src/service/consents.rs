@@ -564,9 +564,27 @@ impl Services {
             .map_err(|e: crate::domain::IdError| Error::Internal(e.into()))?;
         let policy = self.policy();
         let holder = (!caller.is_compliance_officer()).then_some(&caller.principal.partner);
-        let report = coverage::compute(
+        // The subject's restrictions and court orders count too; a partner sees those that
+        // govern its own disclosures (it is their discloser), a compliance officer all.
+        let mut directives = {
+            let mut pooled = self.store.acquire().await?;
+            crate::consent::directive_cache::load(
+                &mut pooled.conn(),
+                &self.keyring,
+                std::slice::from_ref(subject),
+                &subject_ref,
+            )
+            .await
+            .map_err(super::directives::store_error)?
+        };
+        if let Some(h) = holder {
+            directives.restrictions.retain(|r| &r.discloser == h);
+            directives.court_orders.retain(|o| o.disclosers.contains(h));
+        }
+        let report = coverage::compute_with(
             &policy,
             &consents,
+            &directives,
             &subject_ref,
             &CoverageQuery {
                 recipient: &ask.recipient,

@@ -7,8 +7,9 @@
 //! microseconds), and every statement is prepared once per connection and reused (sqlx's
 //! per-connection statement cache).
 //!
-//! Each repository (`records`, `consents`, `data_keys`, `reviews`, `suspensions`,
-//! `security_events`, `epochs`, `meta`; the disclosure log keeps its own in `audit`) is a set of
+//! Each repository (`records`, `consents`, `directives` (restrictions and court orders),
+//! `data_keys`, `reviews`, `suspensions`, `security_events`, `epochs`, `meta`,
+//! `policy_changes`; the disclosure log keeps its own in `audit`) is a set of
 //! functions over a [`Conn`]: a borrowed native connection of either backend. Each function
 //! body is written once and compiled for both backends by [`on_conn!`], so the two
 //! implementations cannot drift apart; where the SQL itself must differ, the function says so.
@@ -26,8 +27,10 @@
 
 pub mod consents;
 pub mod data_keys;
+pub mod directives;
 pub mod epochs;
 pub mod meta;
+pub mod policy_changes;
 pub mod records;
 pub mod reviews;
 pub mod security_events;

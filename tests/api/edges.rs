@@ -511,7 +511,7 @@ async fn healthz_on_an_open_connection_whose_certificate_was_revoked_is_refused(
             .unwrap(),
     )
     .unwrap();
-    app.state.reload().expect("reload");
+    app.state.reload().await.expect("reload");
 
     tls.write_all(keep).await.unwrap();
     let a = answer(&mut tls).await;

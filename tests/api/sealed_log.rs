@@ -1,6 +1,6 @@
 //! The disclosure log holds no clear-text personal data (DESIGN guarantee 7): free text that
-//! reaches an entry (an emergency's threat and source, suspension statements, review notes,
-//! details) is sealed, opens only for compliance officers, and entries written in clear before
+//! reaches an entry (an emergency's threat and source, a 42 CFR 2.51 medical emergency's
+//! personnel and nature, suspension statements, review notes, details) is sealed, opens only for compliance officers, and entries written in clear before
 //! sealing existed still verify.
 
 use std::path::PathBuf;
@@ -19,6 +19,18 @@ const SOURCE: &str = "Sgt. Dana Whitfield of the state patrol";
 const THREAT: &str = "Quinn Harlowe said he would stab his neighbour Avery Lund tonight";
 const STATEMENT: &str = "Written statement of Lt. Imogen Castellanos: active investigation";
 const REVIEW_NOTE: &str = "Dispatcher Rafael Okonkwo confirmed the call";
+const PERSONNEL: &str = "Dr. Ottoline Brackenbury";
+const NATURE: &str = "Corwin Ashgrove unresponsive after a suspected overdose";
+const COURT: &str = "Superior Court of Thistlewood County";
+const DOCKET: &str = "CR-2026-SCAN-7731";
+const RESTRICTION_REF: &str = "DMS-RESTRICT-SCAN-4410";
+const RESTRICTION_END: &str = "Patient Corwin Ashgrove withdrew the restriction by phone";
+
+const MEDICAL: [(&str, &str); 3] = [
+    ("Emergency-Basis", "medical-emergency"),
+    ("Emergency-Personnel", PERSONNEL),
+    ("Emergency-Description", NATURE),
+];
 
 const EMERGENCY: [(&str, &str); 3] = [
     ("Emergency-Basis", "credible-representation"),
@@ -48,6 +60,79 @@ async fn emergency_read(app: &TestApp) -> u64 {
     .await;
     assert_eq!(s, 200, "{b}");
     id.unwrap().parse().unwrap()
+}
+
+fn physician() -> crate::records_api::Who {
+    who("metro-general", "dr-rivera", &["ed-physician"])
+}
+
+/// A 42 CFR 2.51 medical-emergency read of SP-1 by the ED physician; returns the entry's
+/// sequence number.
+async fn medical_read(app: &TestApp) -> u64 {
+    let (s, id, b) = read(
+        app,
+        &physician(),
+        "/v1/records/safety-plan/SP-1",
+        Some("emergency"),
+        &MEDICAL,
+    )
+    .await;
+    assert_eq!(s, 200, "{b}");
+    id.unwrap().parse().unwrap()
+}
+
+/// Records a 42 CFR 2.65 court order for the substance-use history of `mrn`, to metro-pd for
+/// investigation; returns its id.
+async fn court_order(app: &TestApp, mrn: &str) -> String {
+    let now = Utc::now();
+    let (s, b) = post(
+        app,
+        &auditor(),
+        "/v1/court-orders",
+        &json!({
+            "subjects": [{"system": "county-mh", "value": mrn}],
+            "court": COURT,
+            "docket": DOCKET,
+            "order_date": (now - Duration::days(2)).date_naive().to_string(),
+            "section": "2.65",
+            "disclosers": ["county-mh"],
+            "recipient": "metro-pd",
+            "purposes": ["investigation"],
+            "fields": ["safety-plan.substance_use_history"],
+            "valid_from": (now - Duration::days(1)).to_rfc3339(),
+            "until": (now + Duration::days(30)).to_rfc3339(),
+        }),
+    )
+    .await;
+    assert_eq!(s, 201, "{b}");
+    b["id"].as_str().unwrap().to_owned()
+}
+
+/// Records a restriction of `mrn`'s crisis contacts to metro-pd and terminates it.
+async fn restriction_round(app: &TestApp, mrn: &str) {
+    let (s, b) = post(
+        app,
+        &clinician(),
+        "/v1/restrictions",
+        &json!({
+            "subjects": [{"system": "county-mh", "value": mrn}],
+            "recipients": ["metro-pd"],
+            "scope": {"fields": ["safety-plan.crisis_contacts"]},
+            "agreed_on": Utc::now().date_naive().to_string(),
+            "reference": RESTRICTION_REF,
+        }),
+    )
+    .await;
+    assert_eq!(s, 201, "{b}");
+    let id = b["id"].as_str().unwrap().to_owned();
+    let (s, b) = post(
+        app,
+        &clinician(),
+        &format!("/v1/restrictions/{id}/terminate"),
+        &json!({"reason": RESTRICTION_END}),
+    )
+    .await;
+    assert_eq!(s, 200, "{b}");
 }
 
 /// Every text and blob of every row of the log, as bytes.
@@ -198,6 +283,139 @@ async fn free_text_is_sealed_in_the_log_and_opens_only_for_compliance() {
 }
 
 #[tokio::test]
+async fn medical_emergency_documentation_is_sealed_and_a_court_order_id_stays_in_clear() {
+    for db in [Db::Sqlite, Db::Postgres] {
+        let app = spawn_app(db).await;
+        let (s, b) = put(
+            &app,
+            &clinician(),
+            "/v1/records/safety-plan/SP-1",
+            &plan("P-2231", "MRN-88"),
+        )
+        .await;
+        assert_eq!(s, 201, "{b}");
+        let seq = medical_read(&app).await;
+        let order_id = court_order(&app, "MRN-88").await;
+        let (s, order_seq, b) = read(
+            &app,
+            &officer(),
+            "/v1/records/safety-plan/SP-1",
+            Some("investigation"),
+            &[],
+        )
+        .await;
+        assert_eq!(s, 200, "{b}");
+        let order_seq: u64 = order_seq.unwrap().parse().unwrap();
+
+        // The 2.51 entry keeps only its basis code in clear; the personnel's name and the
+        // nature of the emergency are in its sealed text.
+        type Row = (i64, Option<String>, Option<String>, Option<Vec<u8>>, i32);
+        let rows: Vec<Row> = fetch_all(
+            app.store(),
+            "SELECT seq, basis_kind, basis_ref, sealed, format FROM audit_log",
+        )
+        .await;
+        let row = |n: u64| {
+            rows.iter()
+                .find(|r| r.0 == i64::try_from(n).unwrap())
+                .cloned()
+                .unwrap()
+        };
+        let (_, kind, basis_ref, sealed, format) = row(seq);
+        assert_eq!(
+            (kind.as_deref(), basis_ref, format),
+            (Some("medical_emergency"), None, 2)
+        );
+        assert!(sealed.is_some());
+        // The court order's random id is the one basis reference kept in clear.
+        let (_, kind, basis_ref, _, _) = row(order_seq);
+        assert_eq!(
+            (kind.as_deref(), basis_ref.as_deref()),
+            (Some("court_order"), Some(order_id.as_str()))
+        );
+        let raw = log_bytes(&app).await;
+        for text in [
+            PERSONNEL,
+            "Brackenbury",
+            NATURE,
+            "Ashgrove",
+            "overdose",
+            COURT,
+            DOCKET,
+        ] {
+            assert!(!contains(&raw, text), "`{text}` is in the log in clear");
+        }
+
+        // A compliance officer reads the 2.51(c) documentation, in the entry and in the 2.24
+        // list; nobody else reads the entry.
+        let (s, _, e) = read(
+            &app,
+            &auditor(),
+            &format!("/v1/disclosures/{seq}"),
+            None,
+            &[],
+        )
+        .await;
+        assert_eq!(s, 200, "{e}");
+        assert_eq!(e["basis"]["type"], "medical_emergency", "{e}");
+        assert!(
+            e["basis"]["documentation"]
+                .as_str()
+                .unwrap()
+                .contains(PERSONNEL),
+            "{e}"
+        );
+        assert_eq!(e["justification"], NATURE);
+        assert!(e["detail"].as_str().unwrap().contains("42 CFR 2.51(c)"));
+        let (s, _, list) = read(
+            &app,
+            &auditor(),
+            "/v1/subjects/county-mh/MRN-88/part2-disclosures",
+            None,
+            &[],
+        )
+        .await;
+        assert_eq!(s, 200, "{list}");
+        let lines = list["disclosures"].as_array().unwrap();
+        assert_eq!(lines.len(), 2, "{list}");
+        assert!(
+            lines[0]["purpose"].as_str().unwrap().contains(PERSONNEL),
+            "{list}"
+        );
+        assert!(
+            lines[1]["purpose"].as_str().unwrap().contains(&order_id),
+            "{list}"
+        );
+        let (s, _, _) = read(
+            &app,
+            &physician(),
+            &format!("/v1/disclosures/{seq}"),
+            None,
+            &[],
+        )
+        .await;
+        assert_eq!(s, 403);
+
+        // Altered documentation is caught: the sealed text no longer opens, and the chain
+        // no longer verifies.
+        app.assert_log_verifies().await;
+        exec(
+            app.store(),
+            &format!("UPDATE audit_log SET basis_kind = 'emergency' WHERE seq = {seq}"),
+        )
+        .await;
+        let log = &app.services().log;
+        let v = audit::verify_store(app.store(), log.checkpoint_key().as_ref(), None)
+            .await
+            .unwrap();
+        assert_eq!(
+            v.summary.failure.expect("the altered entry is found").seq,
+            seq
+        );
+    }
+}
+
+#[tokio::test]
 async fn a_sealed_text_moved_or_altered_fails_the_read_and_the_verification() {
     for db in [Db::Sqlite, Db::Postgres] {
         let app = spawn_app(db).await;
@@ -250,6 +468,17 @@ async fn a_sealed_text_moved_or_altered_fails_the_read_and_the_verification() {
 /// Writes `n` entries in format 1 (clear text, chain only) as a log written before the
 /// migration has them, and moves the head and the tree's base past them.
 async fn legacy_log(app: &TestApp, n: u64) -> Vec<audit::Entry> {
+    // What the start-up wrote (the `policy_reloaded` entry of the set it loaded, its leaf and
+    // the change it records) goes: this log was written before either existed.
+    for sql in [
+        "DELETE FROM policy_changes",
+        "DELETE FROM audit_tree_checkpoints",
+        "DELETE FROM audit_checkpoints",
+        "DELETE FROM audit_tree",
+        "DELETE FROM audit_log",
+    ] {
+        exec(app.store(), sql).await;
+    }
     let mut prev = ChainHash::GENESIS;
     let mut out = Vec::new();
     for seq in 1..=n {
@@ -292,9 +521,10 @@ async fn legacy_log(app: &TestApp, n: u64) -> Vec<audit::Entry> {
     exec(
         app.store(),
         &format!(
-            "UPDATE audit_head SET seq = {n}, head_hash = {}, tree_base = {n}, tree_size = 0 \
-             WHERE id = 1",
-            blob(app, &prev.0)
+            "UPDATE audit_head SET seq = {n}, head_hash = {}, tree_base = {n}, tree_size = 0, \
+             tree_peaks = {} WHERE id = 1",
+            blob(app, &prev.0),
+            blob(app, &[])
         ),
     )
     .await;
@@ -406,6 +636,20 @@ async fn the_database_file_holds_no_personal_text_after_a_full_round() {
     .await;
     assert_eq!(s, 200);
     emergency_read(&app).await;
+    // The 2024 Part 2 rule: a medical emergency with the personnel named, a court order and a
+    // read under it, a restriction agreed and terminated.
+    medical_read(&app).await;
+    let order_id = court_order(&app, mrn).await;
+    let (s, _, b) = read(
+        &app,
+        &officer(),
+        "/v1/records/safety-plan/SP-1",
+        Some("investigation"),
+        &[],
+    )
+    .await;
+    assert_eq!(s, 200, "{b}");
+    restriction_round(&app, mrn).await;
     // A consent and its revocation.
     let now = Utc::now();
     let consent = json!({
@@ -480,6 +724,8 @@ async fn the_database_file_holds_no_personal_text_after_a_full_round() {
     bytes.extend(std::fs::read(&wal).unwrap_or_default());
     // Control: what is meant to be in clear is found, so the search works.
     assert!(contains(&bytes, "INC-SCAN-1"));
+    // A court order's id is a random id, kept in clear as the legal basis.
+    assert!(contains(&bytes, &order_id));
     for text in [
         person,
         mrn,
@@ -499,6 +745,16 @@ async fn the_database_file_holds_no_personal_text_after_a_full_round() {
         revocation_note,
         "Bartholomew",
         "speak slowly, no sirens",
+        PERSONNEL,
+        "Brackenbury",
+        NATURE,
+        "Ashgrove",
+        COURT,
+        "Thistlewood",
+        DOCKET,
+        RESTRICTION_REF,
+        RESTRICTION_END,
+        "SUD-MARKER",
     ] {
         assert!(
             !contains(&bytes, text),
