@@ -34,6 +34,28 @@ pub type FieldReasons = (String, Vec<(String, String)>);
 /// Groups `fields` by identical reasons and renders the `detail` text, bounded to the log's
 /// text limit (see the module documentation).
 pub fn to_detail(fields: &[FieldReasons]) -> String {
+    to_detail_within(fields, MAX_TEXT)
+}
+
+/// The reasons after what a disclosure's `detail` already says (`"<existing>; field reasons:
+/// [...]"`), bounded so that the whole text still fits the entry; when the reasons do not fit
+/// what is left, the existing text alone is kept (the decision id still names the decision).
+pub fn append_to_detail(existing: Option<String>, fields: &[FieldReasons]) -> String {
+    match existing.filter(|e| !e.is_empty()) {
+        None => to_detail(fields),
+        Some(e) => {
+            let budget = MAX_TEXT.saturating_sub(e.len() + 2);
+            let reasons = to_detail_within(fields, budget);
+            if reasons.len() <= budget {
+                format!("{e}; {reasons}")
+            } else {
+                e
+            }
+        }
+    }
+}
+
+fn to_detail_within(fields: &[FieldReasons], budget: usize) -> String {
     let render = |full: bool| -> String {
         let mut groups: Vec<ReasonGroup> = Vec::new();
         for (field, reasons) in fields {
@@ -55,11 +77,11 @@ pub fn to_detail(fields: &[FieldReasons]) -> String {
         )
     };
     let full = render(true);
-    if full.len() <= MAX_TEXT {
+    if full.len() <= budget {
         return full;
     }
     let keys = render(false);
-    if keys.len() <= MAX_TEXT {
+    if keys.len() <= budget {
         return keys;
     }
     format!(
@@ -69,8 +91,17 @@ pub fn to_detail(fields: &[FieldReasons]) -> String {
 }
 
 /// The groups recorded in a disclosure entry's `detail`, if it carries them.
+/// The reasons are the last part of the text: after [`PREFIX`] at its start, or after the
+/// last `"; "` followed by [`PREFIX`] when the decision wrote something before them.
 pub fn from_detail(detail: &str) -> Option<Vec<ReasonGroup>> {
-    serde_json::from_str(detail.strip_prefix(PREFIX)?).ok()
+    let json = match detail.strip_prefix(PREFIX) {
+        Some(rest) => rest,
+        None => {
+            let at = detail.rfind(&format!("; {PREFIX}"))?;
+            detail.get(at + 2 + PREFIX.len()..)?
+        }
+    };
+    serde_json::from_str(json).ok()
 }
 
 #[cfg(test)]
@@ -95,6 +126,19 @@ mod tests {
         assert_eq!(groups[0].fields, ["narrative", "disposition"]);
         assert_eq!(groups[0].reasons, ["mou-rule:m/1 (law: 45 CFR 164.506(c))"]);
         assert_eq!(groups[1].fields, ["callback"]);
+    }
+
+    #[test]
+    fn reasons_follow_what_the_decision_wrote_and_read_back() {
+        let fields = vec![("narrative".to_owned(), vec![reason("mou-rule:m/1")])];
+        let detail = append_to_detail(Some("restriction r-1 withheld diagnoses".into()), &fields);
+        assert!(detail.starts_with("restriction r-1 withheld diagnoses; field reasons: "));
+        assert!(detail.len() <= MAX_TEXT);
+        assert_eq!(from_detail(&detail).unwrap()[0].fields, ["narrative"]);
+        // Too little room left: the decision's own text is kept whole.
+        let long = "x".repeat(MAX_TEXT - 3);
+        assert_eq!(append_to_detail(Some(long.clone()), &fields), long);
+        assert_eq!(append_to_detail(None, &fields), to_detail(&fields));
     }
 
     #[test]
