@@ -458,14 +458,19 @@ mod tests {
 /// The body of `POST /v1/accounting-suspensions`.
 #[derive(Debug, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
-pub(super) struct SuspensionBody {
-    recipient: String,
+pub struct SuspensionBody {
+    /// The agency whose disclosures are left out of the accounting.
+    pub recipient: String,
+    /// The subject's identifier system (with `subject_value`; neither: every subject).
     #[serde(default)]
-    subject_system: Option<String>,
+    pub subject_system: Option<String>,
+    /// The subject's identifier value.
     #[serde(default)]
-    subject_value: Option<String>,
-    statement: String,
-    until: String,
+    pub subject_value: Option<String>,
+    /// The agency's statement.
+    pub statement: String,
+    /// When the suspension ends (RFC 3339).
+    pub until: String,
 }
 
 fn bad_field(field: &'static str, why: impl std::fmt::Display) -> ApiError {

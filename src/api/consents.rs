@@ -137,12 +137,15 @@ pub(super) async fn one(
 /// The body of `POST /v1/consents/{id}/revoke`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub(super) struct RevokeBody {
+pub struct RevokeBody {
+    /// When the partner received the revocation (RFC 3339).
     #[serde(deserialize_with = "de_received_at")]
-    received_at: DateTime<Utc>,
-    received_how: ReceivedHow,
+    pub received_at: DateTime<Utc>,
+    /// How it was received.
+    pub received_how: ReceivedHow,
+    /// An optional note.
     #[serde(default)]
-    note: Option<String>,
+    pub note: Option<String>,
 }
 
 fn de_received_at<'de, D: serde::Deserializer<'de>>(d: D) -> Result<DateTime<Utc>, D::Error> {

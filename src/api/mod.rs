@@ -41,6 +41,13 @@ pub use purpose::{
 pub use routes::{RouteInfo, Routes};
 pub use state::AppState;
 
+// The request body types, public so that they can be fuzzed without HTTP (`fuzz/`).
+pub use audit::SuspensionBody;
+pub use consents::RevokeBody;
+pub use records::RecordBody;
+pub use referrals::{NewReferralBody, TransitionBody};
+pub use reviews::Decision as ReviewBody;
+
 use crate::domain::{Principal, SubjectIdentifier};
 use crate::error::ApiError;
 use crate::service::Caller;

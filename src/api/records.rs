@@ -28,14 +28,14 @@ pub(super) fn routes(r: &mut super::Routes<'_>) {
         .get("/v1/subjects/{system}/{value}/records", by_subject);
 }
 
-/// The body of a record write.
+/// The body of a record write (`PUT /v1/records/{kind}/{id}`).
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub(super) struct RecordBody {
+pub struct RecordBody {
     /// The subject's identifiers (at least one).
-    subjects: Vec<SubjectIdentifier>,
+    pub subjects: Vec<SubjectIdentifier>,
     /// Field values.
-    fields: serde_json::Map<String, Value>,
+    pub fields: serde_json::Map<String, Value>,
 }
 
 pub(super) fn path_record(kind: &str, id: &str) -> Result<(RecordKind, RecordId), ApiError> {

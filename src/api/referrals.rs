@@ -27,32 +27,43 @@ pub(super) fn routes(r: &mut super::Routes<'_>) {
         .post("/v1/referrals/{id}/transitions", move_to);
 }
 
-/// A new referral.
+/// A new referral (`POST /v1/referrals`).
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub(super) struct NewReferralBody {
-    incident_id: String,
-    subjects: Vec<SubjectIdentifier>,
-    receiving_agency: String,
-    reason: String,
-    urgency: String,
+pub struct NewReferralBody {
+    /// The referring agency's crisis incident.
+    pub incident_id: String,
+    /// The person's identifiers.
+    pub subjects: Vec<SubjectIdentifier>,
+    /// The mental-health partner asked to follow up.
+    pub receiving_agency: String,
+    /// Why.
+    pub reason: String,
+    /// How urgent.
+    pub urgency: String,
+    /// The consent the referral relies on, if any.
     #[serde(default)]
-    consent_reference: Option<String>,
+    pub consent_reference: Option<String>,
+    /// The person's name.
     #[serde(default)]
-    subject_name: Option<String>,
+    pub subject_name: Option<String>,
+    /// The person's phone number.
     #[serde(default)]
-    subject_phone: Option<String>,
+    pub subject_phone: Option<String>,
 }
 
-/// A requested transition.
+/// A requested transition (`POST /v1/referrals/{id}/transitions`).
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub(super) struct TransitionBody {
-    to: String,
+pub struct TransitionBody {
+    /// The state to move to.
+    pub to: String,
+    /// A note on the move.
     #[serde(default)]
-    note: Option<String>,
+    pub note: Option<String>,
+    /// The clinician to contact.
     #[serde(default)]
-    clinician_contact: Option<String>,
+    pub clinician_contact: Option<String>,
 }
 
 fn referral_id(raw: &str) -> Result<RecordId, ApiError> {

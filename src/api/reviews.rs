@@ -30,11 +30,14 @@ pub(super) struct ListQuery {
     limit: Option<u32>,
 }
 
+/// The body of `POST /v1/reviews/{id}`: the outcome of an emergency-access review.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub(super) struct Decision {
-    outcome: String,
-    note: String,
+pub struct Decision {
+    /// `justified` or `not-justified`.
+    pub outcome: String,
+    /// Why.
+    pub note: String,
 }
 
 #[utoipa::path(

@@ -394,7 +394,10 @@ async fn run_writer(
     metrics: Arc<super::metrics::LogMetrics>,
 ) {
     let every = Duration::from_secs(settings.checkpoint_every_secs.max(1));
-    let mut tick = tokio::time::interval(every);
+    // The first timed checkpoint comes one period after start, not at once: a checkpoint
+    // signed while start-up is still writing would race what start-up (or a test preparing
+    // the database) does next, and the entry-count trigger covers a busy start.
+    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let max_batch = settings.max_batch.max(1);
     let mut batch: Vec<Job> = Vec::with_capacity(max_batch);
