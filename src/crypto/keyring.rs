@@ -81,6 +81,7 @@ pub struct Keyring {
     log_text_key: Option<SecretBox<[u8; 32]>>,
     cache: quick_cache::sync::Cache<DataKeyId, CachedKey>,
     key_epoch: AtomicI64,
+    stats: crate::domain::stats::CacheStats,
 }
 
 impl fmt::Debug for Keyring {
@@ -106,6 +107,7 @@ impl Keyring {
             log_text_key: None,
             cache: quick_cache::sync::Cache::new(DATA_KEY_CACHE),
             key_epoch: AtomicI64::new(i64::MIN),
+            stats: Default::default(),
         }
     }
 
@@ -215,8 +217,10 @@ impl Keyring {
             && hit.row == digest
             && row.purpose == purpose
         {
+            self.stats.hit();
             return Ok(hit.key);
         }
+        self.stats.miss();
         let version = MasterVersion::from_db(row.master_version)
             .ok_or(CryptoError::Malformed("master version"))?;
         let raw = self.master.unwrap(id, purpose, version, &row.wrapped)?;
@@ -260,6 +264,11 @@ impl Keyring {
         if self.key_epoch.swap(epoch, Ordering::AcqRel) != epoch {
             self.forget_data_keys();
         }
+    }
+
+    /// The data-key cache's `(hits, misses)` since start.
+    pub fn cache_stats(&self) -> (u64, u64) {
+        self.stats.snapshot()
     }
 
     /// How many unwrapped data keys are cached.
