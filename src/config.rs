@@ -40,6 +40,28 @@ pub struct Settings {
     /// Emergency access.
     #[serde(default)]
     pub emergency: EmergencySettings,
+    /// The Prometheus metrics listener.
+    #[serde(default)]
+    pub metrics: MetricsSettings,
+}
+
+/// The Prometheus metrics listener (`[metrics]`): plain HTTP, separate from the API.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsSettings {
+    /// Serve `GET /metrics`. Default: false.
+    pub enabled: bool,
+    /// Where (plain HTTP). Default: `127.0.0.1:9464`, loopback only.
+    pub listen: SocketAddr,
+}
+
+impl Default for MetricsSettings {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            listen: SocketAddr::from(([127, 0, 0, 1], 9464)),
+        }
+    }
 }
 
 /// Emergency access, HIPAA 164.512(j) (`[emergency]`).
@@ -424,6 +446,8 @@ master_key_file = "master.key"
         assert_eq!(s.audit.retention_days, 2192);
         assert_eq!(s.tls.crl_grace_secs, 604_800);
         assert_eq!(s.identity.max_token_lifetime_secs, 3600);
+        assert!(!s.metrics.enabled);
+        assert!(s.metrics.listen.ip().is_loopback());
         assert_eq!(s.server.body_timeout_ms, 10_000);
         assert_eq!(s.server.max_connections_per_partner, 256);
         assert_eq!(

@@ -47,6 +47,8 @@ pub struct Application {
     addr: SocketAddr,
     server: Server,
     state: web::Data<AppState>,
+    /// The metrics listener, when `[metrics] enabled`.
+    metrics: Option<(actix_server::ServerHandle, SocketAddr)>,
 }
 
 impl Application {
@@ -132,18 +134,34 @@ impl Application {
             security,
             readiness,
             connections,
+            http: Default::default(),
         });
         let server = serve(listener, state.clone(), tls)?;
+        let metrics = if state.settings.metrics.enabled {
+            let (m, maddr) = crate::metrics::serve(state.settings.metrics.listen, state.clone())?;
+            let handle = m.handle();
+            tokio::spawn(m);
+            tracing::info!(addr = %maddr, "metrics listening (GET /metrics)");
+            Some((handle, maddr))
+        } else {
+            None
+        };
         Ok(Self {
             addr,
             server,
             state,
+            metrics,
         })
     }
 
     /// The bound address (useful with port 0).
     pub fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// The metrics listener's address, when enabled.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics.as_ref().map(|(_, a)| *a)
     }
 
     /// The shared state (for reloads and tests).
@@ -158,7 +176,11 @@ impl Application {
 
     /// Runs until the server stops.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
-        self.server.await
+        let result = self.server.await;
+        if let Some((metrics, _)) = self.metrics {
+            metrics.stop(true).await;
+        }
+        result
     }
 }
 
@@ -355,6 +377,7 @@ fn serve(
             let state = state.clone();
             let sink = state.security.clone();
             let connections = state.connections.clone();
+            let http_stats = state.http.clone();
             let trust_domain = state.settings.identity.trust_domain.clone();
             let s = &state.settings.server;
             let http = HttpService::build()
@@ -362,6 +385,8 @@ fn serve(
                 .client_disconnect_timeout(s.disconnect_timeout())
                 .keep_alive(s.keep_alive())
                 .on_connect_ext(move |io: &Io, ext| {
+                    // Counted while the connection's data lives, i.e. while it is open.
+                    ext.insert(http_stats.connection());
                     if let Some(peer) = io.peer() {
                         ext.insert(peer.clone());
                     }

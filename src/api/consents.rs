@@ -22,15 +22,12 @@ use crate::error::ApiError;
 use crate::service::consents::{ConsentAction, CoverageAsk, RevokeRequest};
 
 /// Registers the routes.
-pub(super) fn routes(cfg: &mut web::ServiceConfig) {
-    // One resource per path, so another method gets 405 with `Allow` (not 404).
-    cfg.service(web::resource("/v1/consents").route(web::post().to(create)))
-        .service(web::resource("/v1/consents/{id}").route(web::get().to(one)))
-        .service(web::resource("/v1/consents/{id}/revoke").route(web::post().to(revoke)))
-        .service(web::resource("/v1/subjects/{system}/{value}/consents").route(web::get().to(list)))
-        .service(
-            web::resource("/v1/subjects/{system}/{value}/coverage").route(web::get().to(coverage)),
-        );
+pub(super) fn routes(r: &mut super::Routes<'_>) {
+    r.post("/v1/consents", create)
+        .get("/v1/consents/{id}", one)
+        .post("/v1/consents/{id}/revoke", revoke)
+        .get("/v1/subjects/{system}/{value}/consents", list)
+        .get("/v1/subjects/{system}/{value}/coverage", coverage);
 }
 
 fn bad_param(name: &str, why: impl std::fmt::Display) -> ApiError {
@@ -69,8 +66,26 @@ async fn refused(
 }
 
 /// `POST /v1/consents`.
+#[utoipa::path(
+    post,
+    path = "/v1/consents",
+    tag = "consents",
+    operation_id = "create_consent",
+    summary = "Record a consent directive (42 CFR 2.31 checked for Part 2 scopes)",
+    request_body(content = Object, description = "the directive: `subjects`, `patient_name`, `disclosers`, `recipients`, `purposes`, `scope`, `valid_from`, `expires`/`expiry_event`, `signature_reference`, `signed_on`, `revocation_statement` (see the README)", content_type = "application/json"),
+    responses(
+        (status = 201, description = "the recorded consent; `Location: /v1/consents/{id}`", body = Object),
+        (status = 400, description = "`consent_incomplete` (with `details.missing`), `invalid_consent` (with `details.problems`), `invalid_json`", body = crate::error::ErrorBody),
+        (status = 403, description = "`not_a_discloser`", body = crate::error::ErrorBody),
+        (status = 409, description = "`consent_conflict`", body = crate::error::ErrorBody),
+        (status = 413, description = "`payload_too_large`", body = crate::error::ErrorBody),
+        (status = 401, description = "a `token_*` code: token missing, malformed, expired, not yet valid, wrongly bound, ...", body = crate::error::ErrorBody),
+        (status = 503, description = "`service_unavailable`: nothing was disclosed or changed; retry", body = crate::error::ErrorBody),
+    ),
+    security(("mutual_tls" = [], "bearer" = [])),
+)]
 #[tracing::instrument(skip_all)]
-async fn create(
+pub(super) async fn create(
     who: Authenticated,
     req: HttpRequest,
     state: web::Data<AppState>,
@@ -90,8 +105,25 @@ async fn create(
 }
 
 /// `GET /v1/consents/{id}`.
+#[utoipa::path(
+    get,
+    path = "/v1/consents/{id}",
+    tag = "consents",
+    operation_id = "get_consent",
+    summary = "One consent with status and history",
+    params(
+        ("id" = String, Path, description = "the consent id"),
+    ),
+    responses(
+        (status = 200, description = "the consent", body = Object),
+        (status = 404, description = "`consent_not_found` (also for a caller who may not see it)", body = crate::error::ErrorBody),
+        (status = 401, description = "a `token_*` code: token missing, malformed, expired, not yet valid, wrongly bound, ...", body = crate::error::ErrorBody),
+        (status = 503, description = "`service_unavailable`: nothing was disclosed or changed; retry", body = crate::error::ErrorBody),
+    ),
+    security(("mutual_tls" = [], "bearer" = [])),
+)]
 #[tracing::instrument(skip_all)]
-async fn one(
+pub(super) async fn one(
     who: Authenticated,
     req: HttpRequest,
     state: web::Data<AppState>,
@@ -122,8 +154,29 @@ fn de_received_at<'de, D: serde::Deserializer<'de>>(d: D) -> Result<DateTime<Utc
 }
 
 /// `POST /v1/consents/{id}/revoke`.
+#[utoipa::path(
+    post,
+    path = "/v1/consents/{id}/revoke",
+    tag = "consents",
+    operation_id = "revoke_consent",
+    summary = "Revoke a consent",
+    params(
+        ("id" = String, Path, description = "the consent id"),
+    ),
+    request_body(content = Object, description = "`{\"received_at\": RFC 3339, \"received_how\": \"written\" | \"oral\" | \"electronic\", \"note\"?}`", content_type = "application/json"),
+    responses(
+        (status = 200, description = "the revoked consent", body = Object),
+        (status = 400, description = "`invalid_revocation` (with `details.field`), `invalid_json`", body = crate::error::ErrorBody),
+        (status = 403, description = "`not_a_discloser`", body = crate::error::ErrorBody),
+        (status = 404, description = "`consent_not_found`", body = crate::error::ErrorBody),
+        (status = 409, description = "`consent_already_revoked`, `consent_conflict`", body = crate::error::ErrorBody),
+        (status = 401, description = "a `token_*` code: token missing, malformed, expired, not yet valid, wrongly bound, ...", body = crate::error::ErrorBody),
+        (status = 503, description = "`service_unavailable`: nothing was disclosed or changed; retry", body = crate::error::ErrorBody),
+    ),
+    security(("mutual_tls" = [], "bearer" = [])),
+)]
 #[tracing::instrument(skip_all)]
-async fn revoke(
+pub(super) async fn revoke(
     who: Authenticated,
     req: HttpRequest,
     state: web::Data<AppState>,
@@ -152,8 +205,26 @@ async fn revoke(
 }
 
 /// `GET /v1/subjects/{system}/{value}/consents`.
+#[utoipa::path(
+    get,
+    path = "/v1/subjects/{system}/{value}/consents",
+    tag = "consents",
+    operation_id = "subject_consents",
+    summary = "A subject's consents (disclosers see theirs, compliance officers all)",
+    params(
+        ("system" = String, Path, description = "identifier system, e.g. `metro-pd`"),
+        ("value" = String, Path, description = "identifier value, e.g. `P-2231`"),
+    ),
+    responses(
+        (status = 200, description = "`{\"subject\": pseudonym, \"consents\": [...]}`", body = Object),
+        (status = 400, description = "`invalid_path`, `invalid_parameter`", body = crate::error::ErrorBody),
+        (status = 401, description = "a `token_*` code: token missing, malformed, expired, not yet valid, wrongly bound, ...", body = crate::error::ErrorBody),
+        (status = 503, description = "`service_unavailable`: nothing was disclosed or changed; retry", body = crate::error::ErrorBody),
+    ),
+    security(("mutual_tls" = [], "bearer" = [])),
+)]
 #[tracing::instrument(skip_all)]
-async fn list(
+pub(super) async fn list(
     who: Authenticated,
     req: HttpRequest,
     state: web::Data<AppState>,
@@ -176,8 +247,29 @@ async fn list(
 }
 
 /// `GET /v1/subjects/{system}/{value}/coverage`.
+#[utoipa::path(
+    get,
+    path = "/v1/subjects/{system}/{value}/coverage",
+    tag = "consents",
+    operation_id = "coverage",
+    summary = "Which fields would flow to a recipient for a purpose, field by field, and why",
+    params(
+        ("system" = String, Path, description = "identifier system, e.g. `metro-pd`"),
+        ("value" = String, Path, description = "identifier value, e.g. `P-2231`"),
+        ("recipient" = String, Query, description = "the partner that would receive"),
+        ("purpose" = String, Query, description = "the purpose of use"),
+        ("role" = Option<String>, Query, description = "one role of the recipient (default: each)"),
+    ),
+    responses(
+        (status = 200, description = "per record kind and role, each field: flows or not, transform, consents and MOU rules, or the reason it does not", body = Object),
+        (status = 400, description = "`invalid_parameter`, `invalid_path`", body = crate::error::ErrorBody),
+        (status = 401, description = "a `token_*` code: token missing, malformed, expired, not yet valid, wrongly bound, ...", body = crate::error::ErrorBody),
+        (status = 503, description = "`service_unavailable`: nothing was disclosed or changed; retry", body = crate::error::ErrorBody),
+    ),
+    security(("mutual_tls" = [], "bearer" = [])),
+)]
 #[tracing::instrument(skip_all)]
-async fn coverage(
+pub(super) async fn coverage(
     who: Authenticated,
     req: HttpRequest,
     state: web::Data<AppState>,

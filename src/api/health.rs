@@ -198,6 +198,18 @@ async fn read_epochs(store: &Store) -> Result<epochs::Epochs, crate::store::Stor
 /// MOUs expiring within `policy.expiry_warning_days` days or expired. The `crl` member reports
 /// the revocation lists: `ok`, `stale` (past nextUpdate, still used) or `expired` (past the
 /// grace period: the issuer's certificates are refused).
+#[utoipa::path(
+    get,
+    path = "/healthz",
+    tag = "health",
+    operation_id = "healthz",
+    summary = "Readiness (a partner certificate, no token)",
+    responses(
+        (status = 200, description = "`{status, policy_set, crl, mou}`: `mou` warns of MOUs expiring within `policy.expiry_warning_days` days or expired (a warning, never a 503)", body = Object),
+        (status = 503, description = "`service_unavailable` (database unreachable), `key_version_missing` (the key file lacks a master-key version the database uses) or `crl_expired`", body = crate::error::ErrorBody),
+    ),
+    security(("mutual_tls" = [])),
+)]
 #[tracing::instrument(skip_all)]
 pub(super) async fn healthz(
     req: HttpRequest,

@@ -39,6 +39,10 @@ pub async fn request_id(
 ) -> Result<ServiceResponse<impl MessageBody>, Error> {
     let id = uuid::Uuid::now_v7();
     req.extensions_mut().insert(RequestId(id));
+    let stats = req
+        .app_data::<actix_web::web::Data<super::AppState>>()
+        .map(|s| s.http.clone());
+    let method = req.method().as_str().to_owned();
     let span = tracing::info_span!("request", request_id = %id, method = %req.method(), route = tracing::field::Empty);
     if let Some(pattern) = req.match_pattern() {
         span.record("route", pattern.as_str());
@@ -46,6 +50,14 @@ pub async fn request_id(
     let res = next.call(req).instrument(span.clone()).await?;
     let mut res = method_not_allowed_as_json(res);
     let status = res.status();
+    if let Some(stats) = stats {
+        // The route pattern (never the path, which may hold identifiers).
+        stats.request(
+            res.request().match_pattern().as_deref(),
+            &method,
+            status.as_u16(),
+        );
+    }
     if status.is_server_error() {
         let detail = res
             .response()

@@ -10,17 +10,22 @@
 mod audit;
 mod auth;
 mod consents;
+mod console;
 mod directives;
 pub mod health;
 mod json;
 mod middleware;
+pub mod openapi;
+mod overview;
 mod part2;
 mod policy;
 mod purpose;
 mod records;
 mod referrals;
 mod reviews;
+mod routes;
 mod state;
+pub mod stats;
 mod transparency;
 mod whoami;
 
@@ -33,6 +38,7 @@ pub use purpose::{
     EMERGENCY_BASIS, EMERGENCY_DESCRIPTION, EMERGENCY_PERSONNEL, EMERGENCY_SOURCE,
     MEDICAL_EMERGENCY, PURPOSE_OF_USE, PurposeOfUse,
 };
+pub use routes::{RouteInfo, Routes};
 pub use state::AppState;
 
 // The request body types, public so that they can be fuzzed without HTTP (`fuzz/`).
@@ -48,30 +54,48 @@ use crate::service::Caller;
 
 /// Registers every route.
 pub fn configure(cfg: &mut web::ServiceConfig, body_limit: usize) {
-    cfg.app_data(
-        web::JsonConfig::default()
-            .limit(body_limit)
-            .error_handler(move |e, _req| json_error(e, body_limit).into()),
-    )
-    .app_data(web::PayloadConfig::new(body_limit))
-    .app_data(web::PathConfig::default().error_handler(|e, _| {
-        ApiError::bad_request("invalid_path", format!("invalid path parameter: {e}")).into()
-    }))
-    .app_data(web::QueryConfig::default().error_handler(|e, _| {
-        ApiError::bad_request("invalid_query", format!("invalid query string: {e}")).into()
-    }))
-    // One resource per path, so another method gets 405 with `Allow` (not 404).
-    .service(web::resource("/healthz").route(web::get().to(health::healthz)))
-    .service(web::resource("/v1/whoami").route(web::get().to(whoami::whoami)));
-    audit::routes(cfg);
-    consents::routes(cfg);
-    records::routes(cfg);
-    referrals::routes(cfg);
-    reviews::routes(cfg);
-    directives::routes(cfg);
-    policy::routes(cfg);
-    part2::routes(cfg);
-    transparency::routes(cfg);
+    configure_recorded(cfg, body_limit);
+}
+
+/// Registers every route and returns each one's method and path (the OpenAPI document is
+/// checked against this list).
+pub fn configure_recorded(cfg: &mut web::ServiceConfig, body_limit: usize) -> Vec<RouteInfo> {
+    let mut r = Routes::new(cfg);
+    r.config()
+        .app_data(
+            web::JsonConfig::default()
+                .limit(body_limit)
+                .error_handler(move |e, _req| json_error(e, body_limit).into()),
+        )
+        .app_data(web::PayloadConfig::new(body_limit))
+        .app_data(web::PathConfig::default().error_handler(|e, _| {
+            ApiError::bad_request("invalid_path", format!("invalid path parameter: {e}")).into()
+        }))
+        .app_data(web::QueryConfig::default().error_handler(|e, _| {
+            ApiError::bad_request("invalid_query", format!("invalid query string: {e}")).into()
+        }));
+    r.get("/healthz", health::healthz)
+        .get("/v1/whoami", whoami::whoami);
+    audit::routes(&mut r);
+    consents::routes(&mut r);
+    records::routes(&mut r);
+    referrals::routes(&mut r);
+    reviews::routes(&mut r);
+    overview::routes(&mut r);
+    openapi::routes(&mut r);
+    console::routes(&mut r);
+    directives::routes(&mut r);
+    policy::routes(&mut r);
+    part2::routes(&mut r);
+    transparency::routes(&mut r);
+    r.into_registered()
+}
+
+/// Every route the gateway serves, as `(method, path)`.
+pub fn registered_routes() -> Vec<RouteInfo> {
+    let mut out = Vec::new();
+    let _ = actix_web::App::new().configure(|cfg| out = configure_recorded(cfg, 1024));
+    out
 }
 
 /// What the log records of a request: its id and the peer's address.

@@ -11,11 +11,8 @@ use crate::audit::part2;
 use crate::error::ApiError;
 
 /// Registers the route.
-pub(super) fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.route(
-        "/v1/subjects/{system}/{value}/part2-disclosures",
-        web::get().to(list),
-    );
+pub(super) fn routes(r: &mut super::Routes<'_>) {
+    r.get("/v1/subjects/{system}/{value}/part2-disclosures", list);
 }
 
 fn bad_param(name: &str, why: impl std::fmt::Display) -> ApiError {
@@ -27,8 +24,29 @@ fn bad_param(name: &str, why: impl std::fmt::Display) -> ApiError {
 }
 
 /// `GET /v1/subjects/{system}/{value}/part2-disclosures`.
+#[utoipa::path(
+    get,
+    path = "/v1/subjects/{system}/{value}/part2-disclosures",
+    tag = "compliance",
+    operation_id = "part2_disclosures",
+    summary = "A patient's list of disclosures of 42 CFR Part 2 information (42 CFR 2.24; a compliance officer)",
+    params(
+        ("system" = String, Path, description = "identifier system, e.g. `county-mh`"),
+        ("value" = String, Path, description = "identifier value"),
+        ("years" = Option<u32>, Query, description = "1 to 3 (default 3)"),
+        ("format" = Option<String>, Query, description = "`json` (default) or `csv`"),
+    ),
+    responses(
+        (status = 200, description = "JSON, or CSV with `Content-Disposition: attachment`", body = Object),
+        (status = 400, description = "`invalid_parameter` or `invalid_path`", body = crate::error::ErrorBody),
+        (status = 401, description = "a `token_*` code: token missing, malformed, expired, not yet valid, wrongly bound, ...", body = crate::error::ErrorBody),
+        (status = 403, description = "`compliance_role_required` (the refusal is logged)", body = crate::error::ErrorBody),
+        (status = 503, description = "`service_unavailable`: nothing was disclosed or changed; retry", body = crate::error::ErrorBody),
+    ),
+    security(("mutual_tls" = [], "bearer" = [])),
+)]
 #[tracing::instrument(skip_all)]
-async fn list(
+pub(super) async fn list(
     who: Authenticated,
     req: HttpRequest,
     state: web::Data<AppState>,

@@ -15,9 +15,9 @@ use crate::error::ApiError;
 const MAX_LIMIT: u32 = 100;
 
 /// Registers the routes.
-pub(super) fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.route("/v1/policy/changes", web::get().to(list))
-        .route("/v1/policy/changes/{seq}", web::get().to(one));
+pub(super) fn routes(r: &mut super::Routes<'_>) {
+    r.get("/v1/policy/changes", list)
+        .get("/v1/policy/changes/{seq}", one);
 }
 
 fn bad_param(name: &str, why: impl std::fmt::Display) -> ApiError {
@@ -29,8 +29,27 @@ fn bad_param(name: &str, why: impl std::fmt::Display) -> ApiError {
 }
 
 /// `GET /v1/policy/changes`.
+#[utoipa::path(
+    get,
+    path = "/v1/policy/changes",
+    tag = "compliance",
+    operation_id = "policy_changes",
+    summary = "Every policy load, newest first (CJIS AU-2; a compliance officer)",
+    params(
+        ("cursor" = Option<String>, Query, description = "the `next_cursor` of a previous page"),
+        ("limit" = Option<u32>, Query, description = "1 to 100"),
+    ),
+    responses(
+        (status = 200, description = "`{\"changes\": [...], \"next_cursor\"}`: old and new policy-set hashes and the counts by change type", body = Object),
+        (status = 400, description = "`invalid_parameter`", body = crate::error::ErrorBody),
+        (status = 401, description = "a `token_*` code: token missing, malformed, expired, not yet valid, wrongly bound, ...", body = crate::error::ErrorBody),
+        (status = 403, description = "`compliance_role_required` (the refusal is logged)", body = crate::error::ErrorBody),
+        (status = 503, description = "`service_unavailable`: nothing was disclosed or changed; retry", body = crate::error::ErrorBody),
+    ),
+    security(("mutual_tls" = [], "bearer" = [])),
+)]
 #[tracing::instrument(skip_all)]
-async fn list(
+pub(super) async fn list(
     who: Authenticated,
     req: HttpRequest,
     state: web::Data<AppState>,
@@ -77,8 +96,27 @@ async fn list(
 }
 
 /// `GET /v1/policy/changes/{seq}`.
+#[utoipa::path(
+    get,
+    path = "/v1/policy/changes/{seq}",
+    tag = "compliance",
+    operation_id = "policy_change",
+    summary = "One policy change with its full diff (a compliance officer)",
+    params(
+        ("seq" = u64, Path, description = "the change's log sequence number"),
+    ),
+    responses(
+        (status = 200, description = "the change: every flow whose outcome changed, with the rules of each side", body = Object),
+        (status = 400, description = "`invalid_path`", body = crate::error::ErrorBody),
+        (status = 404, description = "`policy_change_not_found`", body = crate::error::ErrorBody),
+        (status = 401, description = "a `token_*` code: token missing, malformed, expired, not yet valid, wrongly bound, ...", body = crate::error::ErrorBody),
+        (status = 403, description = "`compliance_role_required` (the refusal is logged)", body = crate::error::ErrorBody),
+        (status = 503, description = "`service_unavailable`: nothing was disclosed or changed; retry", body = crate::error::ErrorBody),
+    ),
+    security(("mutual_tls" = [], "bearer" = [])),
+)]
 #[tracing::instrument(skip_all)]
-async fn one(
+pub(super) async fn one(
     who: Authenticated,
     req: HttpRequest,
     state: web::Data<AppState>,

@@ -28,6 +28,8 @@ pub struct AppState {
     pub security: SecuritySink,
     /// Whether the database answers, as a background probe last found.
     pub readiness: Readiness,
+    /// Requests and connections counted for the metrics endpoint.
+    pub http: Arc<super::stats::HttpStats>,
     /// Connections open per partner, under `server.max_connections_per_partner`.
     pub connections: ConnectionLimiter,
 }

@@ -19,11 +19,11 @@ use crate::error::ApiError;
 use crate::service::transparency::WitnessCaller;
 
 /// Registers the routes.
-pub(super) fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.route("/v1/audit/checkpoint", web::get().to(checkpoint))
-        .route("/v1/audit/proof/inclusion", web::get().to(inclusion))
-        .route("/v1/audit/proof/consistency", web::get().to(consistency))
-        .route("/v1/audit/cosignatures", web::post().to(cosign));
+pub(super) fn routes(r: &mut super::Routes<'_>) {
+    r.get("/v1/audit/checkpoint", checkpoint)
+        .get("/v1/audit/proof/inclusion", inclusion)
+        .get("/v1/audit/proof/consistency", consistency)
+        .post("/v1/audit/cosignatures", cosign);
 }
 
 /// The content type of signed notes.
@@ -65,8 +65,21 @@ fn numbers<const N: usize>(req: &HttpRequest, names: [&str; N]) -> Result<[u64; 
 }
 
 /// `GET /v1/audit/checkpoint`.
+#[utoipa::path(
+    get,
+    path = "/v1/audit/checkpoint",
+    tag = "transparency",
+    operation_id = "tree_checkpoint",
+    summary = "The latest signed tree head, a C2SP `tlog-checkpoint` signed note, with the witness cosignatures held for it (a partner certificate, no token; not logged)",
+    responses(
+        (status = 200, description = "the signed note: origin, tree size, base64 root hash, an empty line, then `— <key name> base64(key id || Ed25519 signature)` lines (the gateway's, then each witness's `tlog-cosignature`)", body = String, content_type = "text/plain; charset=utf-8"),
+        (status = 404, description = "`checkpoints_disabled` (no `audit.checkpoint_key_file`) or `no_checkpoint` (none signed yet: retry later)", body = crate::error::ErrorBody),
+        (status = 503, description = "`service_unavailable`: retry", body = crate::error::ErrorBody),
+    ),
+    security(("mutual_tls" = [])),
+)]
 #[tracing::instrument(skip_all)]
-async fn checkpoint(
+pub(super) async fn checkpoint(
     _who: PartnerCertificate,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
@@ -78,8 +91,26 @@ async fn checkpoint(
 }
 
 /// `GET /v1/audit/proof/inclusion?index=N&size=S`.
+#[utoipa::path(
+    get,
+    path = "/v1/audit/proof/inclusion",
+    tag = "transparency",
+    operation_id = "inclusion_proof",
+    summary = "The RFC 6962 audit path of one leaf in a tree of a given size (a partner certificate, no token; not logged)",
+    params(
+        ("index" = u64, Query, description = "the leaf index (a receipt's `Log-Leaf-Index`)"),
+        ("size" = u64, Query, description = "the tree size, greater than `index` and at most the log's size (take it from a signed checkpoint)"),
+    ),
+    responses(
+        (status = 200, description = "`{\"index\", \"size\", \"leaf_hash\", \"hashes\"}`: base64 hashes, from the leaf up (RFC 9162 section 2.1.3.2 verifies them)", body = Object),
+        (status = 400, description = "`invalid_parameter` (`details.parameter` names it: missing, not a decimal number, unknown, or out of range) or `invalid_query`", body = crate::error::ErrorBody),
+        (status = 404, description = "`checkpoints_disabled`", body = crate::error::ErrorBody),
+        (status = 503, description = "`service_unavailable`: retry", body = crate::error::ErrorBody),
+    ),
+    security(("mutual_tls" = [])),
+)]
 #[tracing::instrument(skip_all)]
-async fn inclusion(
+pub(super) async fn inclusion(
     _who: PartnerCertificate,
     req: HttpRequest,
     state: web::Data<AppState>,
@@ -90,8 +121,26 @@ async fn inclusion(
 }
 
 /// `GET /v1/audit/proof/consistency?from=A&to=B`.
+#[utoipa::path(
+    get,
+    path = "/v1/audit/proof/consistency",
+    tag = "transparency",
+    operation_id = "consistency_proof",
+    summary = "The RFC 6962 consistency proof between two tree sizes (a partner certificate, no token; not logged)",
+    params(
+        ("from" = u64, Query, description = "the older tree size"),
+        ("to" = u64, Query, description = "the newer tree size, at least `from` and at most the log's size"),
+    ),
+    responses(
+        (status = 200, description = "`{\"from\", \"to\", \"hashes\"}`: base64 hashes (RFC 9162 section 2.1.4.2 verifies them)", body = Object),
+        (status = 400, description = "`invalid_parameter` (`details.parameter` names it) or `invalid_query`", body = crate::error::ErrorBody),
+        (status = 404, description = "`checkpoints_disabled`", body = crate::error::ErrorBody),
+        (status = 503, description = "`service_unavailable`: retry", body = crate::error::ErrorBody),
+    ),
+    security(("mutual_tls" = [])),
+)]
 #[tracing::instrument(skip_all)]
-async fn consistency(
+pub(super) async fn consistency(
     _who: PartnerCertificate,
     req: HttpRequest,
     state: web::Data<AppState>,
@@ -102,8 +151,26 @@ async fn consistency(
 }
 
 /// `POST /v1/audit/cosignatures`.
+#[utoipa::path(
+    post,
+    path = "/v1/audit/cosignatures",
+    tag = "transparency",
+    operation_id = "post_cosignature",
+    summary = "A witness posts a checkpoint the gateway issued with its `tlog-cosignature` line (a partner with a registered witness key, its certificate, no token; logged)",
+    request_body(content = String, content_type = "text/plain", description = "the signed note exactly as served by `GET /v1/audit/checkpoint`, with the witness's cosignature line added"),
+    responses(
+        (status = 201, description = "`{\"size\", \"root_hash\", \"cosigned_at\"}`", body = Object),
+        (status = 400, description = "`invalid_checkpoint` (not a signed note, too large, not UTF-8) or `cosignature_invalid` (no cosignature of the registered key, or it does not verify)", body = crate::error::ErrorBody),
+        (status = 403, description = "`witness_not_registered`: the posting partner has no witness key in the registry", body = crate::error::ErrorBody),
+        (status = 404, description = "`checkpoints_disabled`", body = crate::error::ErrorBody),
+        (status = 409, description = "`checkpoint_unknown`: the body is not a checkpoint this gateway issued", body = crate::error::ErrorBody),
+        (status = 415, description = "`unsupported_media_type`: send `text/plain`", body = crate::error::ErrorBody),
+        (status = 503, description = "`service_unavailable`: nothing was stored; retry", body = crate::error::ErrorBody),
+    ),
+    security(("mutual_tls" = [])),
+)]
 #[tracing::instrument(skip_all)]
-async fn cosign(
+pub(super) async fn cosign(
     who: PartnerCertificate,
     req: HttpRequest,
     body: web::Bytes,

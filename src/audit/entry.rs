@@ -63,11 +63,15 @@ pub enum EntryKind {
     ConnectionRefused,
     /// A partner's witness posted a cosignature of a checkpoint (accepted, or refused).
     WitnessCosignature,
+    /// A compliance officer verified the log over the API (a read of the log, kept apart from
+    /// `log_read` so the newest verification is found by kind; its sealed detail holds the
+    /// result).
+    LogVerified,
 }
 
 impl EntryKind {
     /// Every kind, in a stable order.
-    pub const ALL: [EntryKind; 18] = [
+    pub const ALL: [EntryKind; 19] = [
         Self::Disclosure,
         Self::LogRead,
         Self::HandshakeRefused,
@@ -86,6 +90,7 @@ impl EntryKind {
         Self::DirectiveRead,
         Self::ConnectionRefused,
         Self::WitnessCosignature,
+        Self::LogVerified,
     ];
 
     /// The stable name stored, hashed and shown.
@@ -109,6 +114,7 @@ impl EntryKind {
             Self::DirectiveRead => "directive_read",
             Self::ConnectionRefused => "connection_refused",
             Self::WitnessCosignature => "witness_cosignature",
+            Self::LogVerified => "log_verified",
         }
     }
 }

@@ -134,6 +134,7 @@ pub struct LogStats {
 
 struct Inner {
     counters: Arc<Counters>,
+    metrics: Arc<super::metrics::LogMetrics>,
     queue: mpsc::Sender<Job>,
     store: Store,
     subjects: SubjectKey,
@@ -170,16 +171,19 @@ impl DisclosureLog {
         let (queue, rx) = mpsc::channel(settings.queue_capacity.max(1));
         let signer = signer.map(Arc::new);
         let counters = Arc::new(Counters::default());
+        let metrics = Arc::new(super::metrics::LogMetrics::default());
         tokio::spawn(run_writer(
             rx,
             store.clone(),
             signer.clone(),
             settings.clone(),
             counters.clone(),
+            metrics.clone(),
         ));
         Self {
             inner: Arc::new(Inner {
                 counters,
+                metrics,
                 queue,
                 store,
                 subjects,
@@ -197,6 +201,9 @@ impl DisclosureLog {
         let entry = normalize(entry);
         entry.validate()?;
         let (decision_id, record) = (entry.decision_id.clone(), entry.record.clone());
+        let started = std::time::Instant::now();
+        // Labels come from the entry as given, before its free text is sealed.
+        let counted = super::metrics::LogMetrics::labels(&entry);
         let entry = self.inner.text.seal(entry)?;
         let (done, wait) = oneshot::channel();
         self.inner
@@ -205,6 +212,10 @@ impl DisclosureLog {
             .await
             .map_err(|_| LogError::Closed)?;
         let appended = wait.await.map_err(|_| LogError::Closed)??;
+        self.inner.metrics.appended(started.elapsed().as_secs_f64());
+        if let Some(e) = &counted {
+            self.inner.metrics.count(e);
+        }
         Ok(Receipt {
             seq: appended.seq,
             hash: appended.hash,
@@ -240,6 +251,8 @@ impl DisclosureLog {
             tx,
             text: self.inner.text.clone(),
             appended: Vec::new(),
+            counted: Vec::new(),
+            metrics: self.inner.metrics.clone(),
         })
     }
 
@@ -258,6 +271,11 @@ impl DisclosureLog {
     /// The checkpoint public key, if checkpoints are signed.
     pub fn checkpoint_key(&self) -> Option<VerifyingKey> {
         self.inner.signer.as_ref().map(|s| s.verifying_key())
+    }
+
+    /// The append path's instruments, for the metrics endpoint.
+    pub fn metrics(&self) -> &super::metrics::LogMetrics {
+        &self.inner.metrics
     }
 
     /// What the group-commit writer has done since start.
@@ -299,6 +317,9 @@ pub struct LogTx {
     tx: Tx,
     text: LogTextKey,
     appended: Vec<Receipt>,
+    /// Disclosure entries to count once committed.
+    counted: Vec<super::metrics::DisclosureLabels>,
+    metrics: Arc<super::metrics::LogMetrics>,
 }
 
 impl LogTx {
@@ -312,18 +333,26 @@ impl LogTx {
     pub async fn append(&mut self, entry: NewEntry) -> Result<u64, LogError> {
         let entry = normalize(entry);
         entry.validate()?;
+        // Labels come from the entry as given, before its free text is sealed.
+        let counted = super::metrics::LogMetrics::labels(&entry);
         let sealed = self.text.seal(entry)?;
         let mut c = self.tx.conn();
         let head = lock_head(&mut c).await?;
         let appended = append_locked(&mut c, head, &sealed).await?;
         let seq = appended.seq;
         self.appended.push(Receipt::new(appended, &sealed.data));
+        if let Some(l) = counted {
+            self.counted.push(l);
+        }
         Ok(seq)
     }
 
     /// Commits durably; returns the receipts of the entries appended, in order.
     pub async fn commit(self) -> Result<Vec<Receipt>, LogError> {
         self.tx.commit().await?;
+        for e in &self.counted {
+            self.metrics.count(e);
+        }
         Ok(self.appended)
     }
 }
@@ -362,6 +391,7 @@ async fn run_writer(
     signer: Option<Arc<CheckpointSigner>>,
     settings: AuditSettings,
     counters: Arc<Counters>,
+    metrics: Arc<super::metrics::LogMetrics>,
 ) {
     let every = Duration::from_secs(settings.checkpoint_every_secs.max(1));
     // The first timed checkpoint comes one period after start, not at once: a checkpoint
@@ -383,6 +413,7 @@ async fn run_writer(
                         Err(_) => break,
                     }
                 }
+                metrics.batch(batch.len());
                 commit_batch(&store, &mut conn, signer.as_deref(), &settings, &counters, &mut batch)
                     .await;
             }

@@ -56,6 +56,7 @@ struct Cnf {
 pub struct TokenCache {
     inner: quick_cache::sync::Cache<[u8; 32], Verified>,
     generation: AtomicU64,
+    stats: crate::domain::stats::CacheStats,
 }
 
 impl std::fmt::Debug for TokenCache {
@@ -71,6 +72,7 @@ impl Default for TokenCache {
         Self {
             inner: quick_cache::sync::Cache::new(TOKEN_CACHE),
             generation: AtomicU64::new(0),
+            stats: Default::default(),
         }
     }
 }
@@ -107,11 +109,13 @@ impl TokenCache {
                 .as_deref()
                 .is_none_or(|x| x == peer.fingerprint.to_x5t_s256())
         {
+            self.stats.hit();
             return Ok(Principal {
                 cert_fingerprint: peer.fingerprint,
                 ..v.principal
             });
         }
+        self.stats.miss();
         let principal = verify_token(registry, rules, partner, peer, token, now)?;
         // The token verified: its claims can be read without checking the signature again.
         if let Ok(claims) = jsonwebtoken::dangerous::insecure_decode::<Lifetime>(token) {
@@ -132,6 +136,11 @@ impl TokenCache {
     pub fn clear(&self) {
         self.generation.fetch_add(1, Ordering::AcqRel);
         self.inner.clear();
+    }
+
+    /// `(hits, misses)` since start.
+    pub fn stats(&self) -> (u64, u64) {
+        self.stats.snapshot()
     }
 
     /// How many tokens are cached.

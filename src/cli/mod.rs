@@ -729,6 +729,17 @@ async fn demo(dir: &Path, policies: &Path, listen: &str) -> anyhow::Result<ExitC
     let port = settings.server.listen.port();
     let d = dir.display();
     let cfg = config.display();
+    // A compliance officer's token for the console link, as long-lived as the gateway allows.
+    let ttl = i64::try_from(settings.identity.max_token_lifetime_secs.min(3600)).unwrap_or(3600);
+    let console = dev_token(
+        &settings,
+        &config,
+        "oversight",
+        "aud-1",
+        &["compliance".to_owned()],
+        ttl,
+        None,
+    );
     let _ = write_out(format_args!(
         "\nThe gateway is starting on https://localhost:{port} with demo data. Try (from another \
          terminal; more journeys in the README, \"Try it\"):\n\n  \
@@ -738,6 +749,20 @@ async fn demo(dir: &Path, policies: &Path, listen: &str) -> anyhow::Result<ExitC
          -H \"Purpose-Of-Use: treatment\" \\\n    \
          https://localhost:{port}/v1/records/crisis-incident/INC-2026-0042\n"
     ));
+    match console {
+        Ok(t) => {
+            let _ = write_out(format_args!(
+                "\nThe compliance console, signed in as `aud-1` of `oversight` (the link's token \
+                 expires in {} minutes; `token --partner oversight --user aud-1 --role compliance` \
+                 makes another). Import {d}/oversight.p12 into the browser first (password in \
+                 {d}/{p12}) and trust {d}/ca.pem; see the README, \"Compliance console\":\n\n  \
+                 https://localhost:{port}/console/#token={t}\n",
+                ttl / 60,
+                p12 = devinit::pkcs12::PASSWORD_FILE,
+            ));
+        }
+        Err(e) => errln!("no console link: {e:#}"),
+    }
     serve_with(settings, true).await
 }
 
@@ -803,6 +828,19 @@ fn token(
 ) -> anyhow::Result<String> {
     let settings = Settings::load(config)?;
     crate::telemetry::init(&LogSettings::default());
+    dev_token(&settings, config, partner, user, roles, ttl_secs, cert)
+}
+
+/// Mints a dev token with the dev signing key `init` wrote for `partner`.
+fn dev_token(
+    settings: &Settings,
+    config: &Path,
+    partner: &str,
+    user: &str,
+    roles: &[String],
+    ttl_secs: i64,
+    cert: Option<&Path>,
+) -> anyhow::Result<String> {
     let partner: PartnerId = partner.parse()?;
     let registry =
         PartnerRegistry::load(&settings.policy.dir, &settings.identity.partner_keys_dir)?;

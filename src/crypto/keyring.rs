@@ -91,6 +91,7 @@ pub struct Keyring {
     cache: quick_cache::sync::Cache<DataKeyId, CachedKey>,
     key_epoch: AtomicI64,
     missing_version_reads: AtomicU64,
+    stats: crate::domain::stats::CacheStats,
 }
 
 impl fmt::Debug for Keyring {
@@ -117,6 +118,7 @@ impl Keyring {
             cache: quick_cache::sync::Cache::new(DATA_KEY_CACHE),
             key_epoch: AtomicI64::new(i64::MIN),
             missing_version_reads: AtomicU64::new(0),
+            stats: Default::default(),
         }
     }
 
@@ -226,8 +228,10 @@ impl Keyring {
             && hit.row == digest
             && row.purpose == purpose
         {
+            self.stats.hit();
             return Ok(hit.key);
         }
+        self.stats.miss();
         let version = MasterVersion::from_db(row.master_version)
             .ok_or(CryptoError::Malformed("master version"))?;
         let raw = self
@@ -284,6 +288,11 @@ impl Keyring {
     /// keyring does not hold (each such read failed closed). The readiness probe watches it.
     pub fn missing_version_reads(&self) -> u64 {
         self.missing_version_reads.load(Ordering::Relaxed)
+    }
+
+    /// The data-key cache's `(hits, misses)` since start.
+    pub fn cache_stats(&self) -> (u64, u64) {
+        self.stats.snapshot()
     }
 
     /// How many unwrapped data keys are cached.

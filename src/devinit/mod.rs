@@ -1,5 +1,6 @@
 //! Development set-up: `init` writes a complete, working dev deployment into a directory
-//! (CA, server and partner certificates, partner token-signing keys, partner encryption keys, a
+//! (CA, server and partner certificates, each partner's certificate and key also as a PKCS#12
+//! file for browsers, partner token-signing keys, partner encryption keys, a
 //! CRL, the at-rest master key, the disclosure log's checkpoint signing key, `gateway.toml`), and
 //! `token` mints a dev user token for a partner.
 //!
@@ -7,6 +8,7 @@
 //! deployment gets its certificates from the partners' PKI and its tokens from the partners'
 //! identity providers (see `certs/README.md`).
 
+pub mod pkcs12;
 pub mod pki;
 pub mod seed;
 
@@ -75,11 +77,27 @@ pub fn init(opts: &InitOptions) -> anyhow::Result<InitReport> {
     write_public(&dir.join("crl.pem"), &ca.crl(&[])?)?;
 
     let mut partners = Vec::new();
+    // One password for every partner's `.p12` (browsers ask for it on import).
+    let p12_password = pkcs12::new_password();
+    write_secret(
+        &dir.join(pkcs12::PASSWORD_FILE),
+        &format!("{p12_password}\n"),
+    )?;
     for p in &registry.partners {
         let id = p.id.as_str();
         let cert = ca.issue_partner(DEV_TRUST_DOMAIN, id)?;
         write_public(&dir.join(format!("{id}.pem")), &cert.cert_pem)?;
         write_secret(&dir.join(format!("{id}-key.pem")), &cert.key_pem)?;
+        write_secret_bytes(
+            &dir.join(format!("{id}.p12")),
+            &pkcs12::write(
+                &cert.cert_pem,
+                &cert.key_pem,
+                &ca.cert_pem,
+                id,
+                &p12_password,
+            )?,
+        )?;
         let jwks_name = p
             .token
             .jwks_file
@@ -273,6 +291,10 @@ pub fn write_secret_file(path: &Path, text: &str) -> std::io::Result<()> {
 }
 
 fn write_secret(path: &Path, text: &str) -> std::io::Result<()> {
+    write_secret_bytes(path, text.as_bytes())
+}
+
+fn write_secret_bytes(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     let mut opts = fs::OpenOptions::new();
     opts.write(true).create(true).truncate(true);
     #[cfg(unix)]
@@ -280,5 +302,5 @@ fn write_secret(path: &Path, text: &str) -> std::io::Result<()> {
         use std::os::unix::fs::OpenOptionsExt as _;
         opts.mode(0o600);
     }
-    opts.open(path)?.write_all(text.as_bytes())
+    opts.open(path)?.write_all(bytes)
 }

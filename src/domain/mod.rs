@@ -22,6 +22,7 @@ mod ids;
 mod labels;
 mod principal;
 mod record;
+pub mod stats;
 
 pub use clock::{Clock, ManualClock, SharedClock, SystemClock};
 pub use consent::{Consent, ConsentQuery, ConsentScope, SubjectRef};

@@ -25,6 +25,7 @@ pub mod consents;
 pub mod directives;
 mod error;
 pub mod keys;
+pub mod overview;
 pub mod part2;
 pub mod policy_changes;
 pub mod read;

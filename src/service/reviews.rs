@@ -49,7 +49,9 @@ impl ReviewState {
 const REVIEW_NOTE: &str = "review-note";
 
 impl Services {
-    async fn with_access(&self, mut review: Review) -> Result<ReviewView, Error> {
+    /// The review (its note opened) with the stated basis and threat of the access that
+    /// opened it.
+    pub(super) async fn with_access(&self, mut review: Review) -> Result<ReviewView, Error> {
         review.note = review
             .note
             .map(|n| self.log.open_field(REVIEW_NOTE, &review.id, &n))

@@ -213,6 +213,8 @@ pub struct Store {
     pools: Pools,
     read_only: bool,
     acquire_timeout: Duration,
+    /// Seconds each request waited for a pooled connection (for the metrics endpoint).
+    pool_wait: Option<prometheus::Histogram>,
 }
 
 static MIGRATE_SQLITE: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
@@ -335,6 +337,17 @@ impl Store {
             pools,
             read_only,
             acquire_timeout,
+            pool_wait: prometheus::Histogram::with_opts(
+                prometheus::HistogramOpts::new(
+                    "gateway_db_pool_wait_seconds",
+                    "time a request waited for a pooled database connection (a wait that timed \
+                     out is counted in the last bucket)",
+                )
+                .buckets(vec![
+                    0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0,
+                ]),
+            )
+            .ok(),
         };
         if read_only {
             store.check_schema().await?;
@@ -414,10 +427,20 @@ impl Store {
 
     /// A connection from the pool, waiting at most the acquire timeout.
     pub async fn acquire(&self) -> Result<PooledConn, StoreError> {
-        Ok(match &self.pools {
-            Pools::Sqlite { pool, .. } => PooledConn::Sqlite(pool.acquire().await?),
-            Pools::Postgres { pool, .. } => PooledConn::Postgres(pool.acquire().await?),
-        })
+        let started = std::time::Instant::now();
+        let conn = match &self.pools {
+            Pools::Sqlite { pool, .. } => pool.acquire().await.map(PooledConn::Sqlite),
+            Pools::Postgres { pool, .. } => pool.acquire().await.map(PooledConn::Postgres),
+        };
+        if let Some(h) = &self.pool_wait {
+            h.observe(started.elapsed().as_secs_f64());
+        }
+        Ok(conn?)
+    }
+
+    /// The pool-wait histogram (unregistered), for the metrics endpoint.
+    pub fn pool_wait_histogram(&self) -> Option<&prometheus::Histogram> {
+        self.pool_wait.as_ref()
     }
 
     /// Begins a write transaction (SQLite: `BEGIN IMMEDIATE`, so the transaction holds the

@@ -65,11 +65,13 @@ async fn start(settings: Settings) -> TestApp {
     let addr = app.addr();
     let state = app.state();
     let handle = app.handle();
+    let metrics_addr = app.metrics_addr();
     tokio::spawn(app.run_until_stopped());
     TestApp {
         addr,
         state,
         handle,
+        metrics_addr,
         workdir: tempfile::tempdir().unwrap(),
     }
 }

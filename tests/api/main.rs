@@ -10,9 +10,11 @@
     clippy::indexing_slicing
 )]
 mod audit;
+mod browser;
 mod cli;
 mod consent_live;
 mod consents;
+mod console;
 mod crl;
 mod demo;
 mod directives;
@@ -20,6 +22,7 @@ mod edges;
 mod emergency;
 mod handshake;
 mod key_rollout;
+mod metrics;
 mod policy_changes;
 mod records_api;
 mod records_store;

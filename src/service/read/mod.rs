@@ -358,6 +358,7 @@ impl Services {
                 })
                 .collect();
             entry.fields_withheld = count(present.len().saturating_sub(disclosed.len()));
+            entry.detail = Some(field_reasons(entry.detail.take(), permit, &disclosed));
             entry.fields_disclosed = disclosed;
             if permit
                 .fields()
@@ -683,6 +684,27 @@ fn recipient_key<'a>(
         .partners
         .get(permit.recipient())
         .and_then(|p| p.encryption.as_ref())
+}
+
+/// The `detail` of a permitted disclosure: what the decision already wrote there (a
+/// restriction that withheld a field, a medical emergency's documentation), then why each
+/// disclosed field left (see [`audit::reasons`]).
+fn field_reasons(
+    existing: Option<String>,
+    permit: &Permit,
+    disclosed: &[FieldDisclosure],
+) -> String {
+    let fields: Vec<audit::reasons::FieldReasons> = disclosed
+        .iter()
+        .filter_map(|d| permit.fields().iter().find(|p| p.field == d.field))
+        .map(|p| {
+            (
+                p.field.clone(),
+                p.reasons.iter().map(|r| (r.key(), r.describe())).collect(),
+            )
+        })
+        .collect();
+    audit::reasons::append_to_detail(existing, &fields)
 }
 
 fn count(n: usize) -> u32 {

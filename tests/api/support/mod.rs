@@ -200,6 +200,8 @@ pub enum Db {
 
 pub struct TestApp {
     pub addr: std::net::SocketAddr,
+    /// The metrics listener, when the settings enable it.
+    pub metrics_addr: Option<std::net::SocketAddr>,
     pub state: actix_web::web::Data<AppState>,
     pub handle: actix_server::ServerHandle,
     pub workdir: tempfile::TempDir,
@@ -295,11 +297,13 @@ async fn spawn_on(db: Db, tweak: impl FnOnce(&mut Settings), clock: SharedClock)
         .await
         .expect("build app");
     let addr = app.addr();
+    let metrics_addr = app.metrics_addr();
     let state = app.state();
     let handle = app.handle();
     tokio::spawn(app.run_until_stopped());
     TestApp {
         addr,
+        metrics_addr,
         state,
         handle,
         workdir,
@@ -439,11 +443,13 @@ pub async fn spawn_replica(app: &TestApp) -> TestApp {
     s.server.listen = "127.0.0.1:0".parse().unwrap();
     let replica = Application::build(s).await.expect("build replica");
     let addr = replica.addr();
+    let metrics_addr = replica.metrics_addr();
     let state = replica.state();
     let handle = replica.handle();
     tokio::spawn(replica.run_until_stopped());
     TestApp {
         addr,
+        metrics_addr,
         state,
         handle,
         workdir,
