@@ -30,6 +30,7 @@ mod reload;
 mod replicas;
 mod robustness;
 mod rollback;
+mod saved_tree_heads;
 mod sealed_log;
 mod storage;
 mod support;

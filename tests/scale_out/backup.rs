@@ -4,9 +4,10 @@
 //! rollback by the same saved checkpoints (and only by them: on its own it is a consistent,
 //! shorter log).
 //!
-//! The partner's copy is the output of `audit checkpoints` (the JSON of
-//! `GET /v1/audit/checkpoints`); `save_checkpoints` and `verify_against` are the only places
-//! that know its form.
+//! A partner keeps two forms of copy, and both are checked: the output of `audit checkpoints`
+//! (the JSON of `GET /v1/audit/checkpoints`, the hash chain's checkpoints) and the state file
+//! its witness keeps (`audit witness`: the newest C2SP signed tree head it cosigned).
+//! `save_checkpoints`, `witness` and `verify_against` are the only places that know them.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -35,6 +36,38 @@ fn save_checkpoints(dev: &Dev, url: &str, to: &Path) -> Vec<u64> {
         .iter()
         .map(|c| c["seq"].as_u64().unwrap())
         .collect()
+}
+
+/// A run of `partner`'s witness against the gateway at `base_url` (what its cron job runs): it
+/// checks the served checkpoint against its state file and, when consistent, keeps it there
+/// (a C2SP signed tree head) and cosigns it. Returns the exit status and the output.
+fn witness(dev: &Dev, partner: &str, base_url: &str, state: &Path) -> (i32, String) {
+    let out = std::process::Command::new(support::BIN)
+        .args(["audit", "witness", "--url", base_url, "--log-key"])
+        .arg(dev.file("audit-log.vkey"))
+        .arg("--witness-key")
+        .arg(dev.file(&format!("{partner}-witness.key")))
+        .arg("--state")
+        .arg(state)
+        .arg("--cert")
+        .arg(dev.file(&format!("{partner}.pem")))
+        .arg("--key")
+        .arg(dev.file(&format!("{partner}-key.pem")))
+        .arg("--ca")
+        .arg(dev.file("ca.pem"))
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        format!("{}{}", text(&out.stdout), text(&out.stderr)),
+    )
+}
+
+/// The tree size a C2SP checkpoint (the witness's state file) names: its second line.
+fn tree_size_of(note: &Path) -> u64 {
+    let text = std::fs::read_to_string(note).unwrap();
+    text.lines().nth(1).unwrap().parse().unwrap()
 }
 
 /// `audit verify` of the database at `url` against the partner's saved checkpoints.
@@ -100,9 +133,27 @@ async fn a_restored_dump_verifies_and_a_rolled_back_restore_is_caught() {
     traffic(&gw, &dev, 15, "A").await;
     dump(&pg, "gateway", &file("older.dump"));
 
-    // The log grows past further checkpoints; a partner saves them.
+    // The log grows past further checkpoints; a partner saves them, and its witness, run
+    // before and after, keeps the newest signed tree head it cosigned.
+    let (code, out) = witness(&dev, "metro-pd", &base(gw.port), &file("witness.state"));
+    assert_eq!(code, 0, "the witness's first run: {out}");
     traffic(&gw, &dev, 30, "B").await;
     let saved = save_checkpoints(&dev, &url, &file("partner-checkpoints.json"));
+    let mut witnessed = tree_size_of(&file("witness.state"));
+    for _ in 0..100 {
+        let (code, out) = witness(&dev, "metro-pd", &base(gw.port), &file("witness.state"));
+        assert_eq!(code, 0, "the witness's run after the traffic: {out}");
+        if tree_size_of(&file("witness.state")) > witnessed {
+            break;
+        }
+        // Tree heads are signed every EVERY entries: bounded polling until the next one is.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        tree_size_of(&file("witness.state")) > witnessed,
+        "the witness saw the log grow"
+    );
+    witnessed = tree_size_of(&file("witness.state"));
 
     // Tonight's backup, taken while the gateway serves (pg_dump reads one snapshot, so the
     // log's entries and its head agree in the dump).
@@ -135,6 +186,12 @@ async fn a_restored_dump_verifies_and_a_rolled_back_restore_is_caught() {
     let (code, out, err) = verify_against(&dev, &restored, &file("partner-checkpoints.json"));
     assert_eq!(code, 0, "the restored log must verify: {out}{err}");
     assert!(out.starts_with("ok: "), "{out}");
+    let (code, out, err) = verify_against(&dev, &restored, &file("witness.state"));
+    assert_eq!(
+        code, 0,
+        "the restored log must verify against the witness's tree head: {out}{err}"
+    );
+    assert!(out.contains("and 1 saved by a partner"), "{out}");
 
     // ... and serves: the records open with the agency's master key file.
     gw.kill();
@@ -179,4 +236,27 @@ async fn a_restored_dump_verifies_and_a_rolled_back_restore_is_caught() {
             )),
         "the failure names the saved checkpoint the log lacks: {err}"
     );
+    // The witness's signed tree head catches it as well: the restored tree is smaller.
+    let (code, out, err) = verify_against(&dev, &rolled_back, &file("witness.state"));
+    assert_eq!(
+        code, 2,
+        "a rolled-back restore must fail verification against the witness's tree head: {out}{err}"
+    );
+    assert!(
+        err.contains("FAILED: the Merkle tree: rolled back")
+            && err.contains(&format!("covers {witnessed} leaves")),
+        "the failure names the tree head the restore lacks: {err}"
+    );
+    // A tree head that is not the log's (its signature broken) is refused, not trusted.
+    let forged = std::fs::read_to_string(file("witness.state"))
+        .unwrap()
+        .replacen(
+            &format!("\n{witnessed}\n"),
+            &format!("\n{}\n", witnessed + 1),
+            1,
+        );
+    std::fs::write(file("forged.state"), forged).unwrap();
+    let (code, out, err) = verify_against(&dev, &restored, &file("forged.state"));
+    assert_ne!(code, 0, "a forged tree head must be refused: {out}{err}");
+    assert!(err.contains("not signed by the log key"), "{err}");
 }
