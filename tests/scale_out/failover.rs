@@ -207,6 +207,10 @@ async fn a_failover_to_a_synchronous_standby_loses_no_acknowledged_answer() {
     support::assert_acknowledged_in_log(&promoted, &outcomes).await;
     let (code, out, err) = support::audit_verify(&dev, &promoted, None);
     assert_eq!(code, 0, "audit verify on the promoted standby: {out}{err}");
+    assert!(
+        out.contains("\nok: Merkle tree of "),
+        "the promoted standby's tree verifies: {out}"
+    );
     let health = prober.get(&gw.url("/healthz"), None).await.unwrap();
     assert_eq!(health.status, 200, "{:?}", health.body);
     gw.kill();

@@ -151,6 +151,10 @@ async fn three_replicas_behind_haproxy_survive_a_kill_and_stay_coherent() {
     let (code, out, err) = support::audit_verify(&dev, &url, None);
     assert_eq!(code, 0, "audit verify failed: {out}{err}");
     assert!(out.starts_with("ok: "), "{out}");
+    assert!(
+        out.contains("\nok: Merkle tree of "),
+        "the three replicas built one tree, rebuilt and checked: {out}"
+    );
 
     // 2. r2 comes back on its port; HAProxy takes it back into service.
     let port = replicas[1].port;
@@ -166,6 +170,7 @@ async fn three_replicas_behind_haproxy_survive_a_kill_and_stay_coherent() {
 
     let (code, out, err) = support::audit_verify(&dev, &url, None);
     assert_eq!(code, 0, "audit verify failed at the end: {out}{err}");
+    assert!(out.contains("\nok: Merkle tree of "), "{out}");
     eprintln!("topology test took {:?}", test_started.elapsed());
 }
 
