@@ -262,7 +262,11 @@ async fn a_replica_left_behind_while_another_rotates_and_rewraps_fails_closed() 
         let err = format!("{err:#}");
         assert!(err.contains("master key version(s) 2"), "{err}");
 
-        // A, with the new file, still serves everything.
+        // A's process, too, still holds version 1 only: it fails closed like B until it is
+        // restarted; restarted with the new file, it serves everything.
+        assert_fails_closed(&a, "INC-1").await;
+        a.stop().await;
+        let a = site.start("a").await;
         assert_eq!(clinician_reads(&a, "INC-1").await.0, 200);
         assert_eq!(get_status(&a, &consent_path).await.0, 200);
         a.stop().await;
