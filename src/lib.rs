@@ -44,6 +44,7 @@ pub mod devinit;
 pub mod domain;
 pub mod emergency;
 pub mod error;
+pub mod fhir;
 pub mod policy;
 pub mod redaction;
 pub mod referral;

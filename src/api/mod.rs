@@ -8,6 +8,7 @@
 mod audit;
 mod auth;
 mod consents;
+pub mod fhir;
 pub mod health;
 mod json;
 mod middleware;
@@ -50,6 +51,7 @@ pub fn configure(cfg: &mut web::ServiceConfig, body_limit: usize) {
     .route("/v1/whoami", web::get().to(whoami::whoami));
     audit::routes(cfg);
     consents::routes(cfg);
+    fhir::routes(cfg);
     records::routes(cfg);
     referrals::routes(cfg);
     reviews::routes(cfg);

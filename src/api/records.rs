@@ -111,6 +111,9 @@ pub(super) async fn read_one(
         emergency: purpose.emergency.as_ref(),
     };
     match state.services.read_record(&asker, kind, id).await? {
+        RecordAnswer::Disclosed(d) if super::fhir::wants_fhir(req) => Ok(
+            super::fhir::disclosure_bundle(state, who, std::slice::from_ref(&d), &d.disclosure_id.to_string()),
+        ),
         RecordAnswer::Disclosed(d) => Ok(HttpResponse::Ok()
             .insert_header((DISCLOSURE_ID, d.disclosure_id.to_string()))
             .insert_header(NO_STORE)
@@ -188,6 +191,14 @@ async fn by_subject(
         .iter()
         .map(ToString::to_string)
         .collect();
+    if super::fhir::wants_fhir(&req) {
+        return Ok(super::fhir::disclosure_bundle(
+            &state,
+            &who,
+            &answer.records,
+            &ids.join(","),
+        ));
+    }
     let records: Vec<Value> = answer.records.into_iter().map(|r| r.body).collect();
     Ok(HttpResponse::Ok()
         .insert_header((DISCLOSURE_ID, ids.join(",")))

@@ -16,6 +16,7 @@ mod consents;
 mod crl;
 mod demo;
 mod emergency;
+mod fhir;
 mod handshake;
 mod records_api;
 mod records_store;

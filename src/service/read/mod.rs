@@ -69,6 +69,8 @@ pub struct DisclosedRecord {
     pub disclosure_id: u64,
     /// The JSON the recipient receives.
     pub body: Value,
+    /// The time of the log entry (the decision time).
+    pub logged_at: DateTime<Utc>,
 }
 
 /// The answer for one record.
@@ -383,7 +385,7 @@ impl Services {
             }
             Outcome::Permit(permit) => permit,
         };
-        self.answer(policy, asker, rec, &permit, &receipt, &view, review)
+        self.answer(policy, asker, rec, &permit, (&receipt, now), &view, review)
     }
 
     /// Opens the values with the permit and the receipt, redacts them and builds the answer.
@@ -394,7 +396,7 @@ impl Services {
         asker: &Asker<'_>,
         rec: DecryptedRecord,
         permit: &Permit,
-        receipt: &Receipt,
+        (receipt, logged_at): (&Receipt, DateTime<Utc>),
         view: &views::View,
         review: Option<emergency::ReviewRef>,
     ) -> Result<RecordAnswer, Error> {
@@ -432,6 +434,7 @@ impl Services {
         Ok(RecordAnswer::Disclosed(DisclosedRecord {
             disclosure_id: receipt.seq(),
             body,
+            logged_at,
         }))
     }
 
