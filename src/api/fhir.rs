@@ -30,14 +30,14 @@ use tracing::instrument;
 use super::purpose::PurposeOfUse;
 use super::{AppState, Authenticated, NO_STORE, RequestMeta};
 use crate::domain::{RecordId, SubjectIdentifier};
-use crate::error::{ApiError, ErrorBody};
+use crate::error::{ApiError, DISCLOSURE_ID, ErrorBody, LOG_LEAF_HASH, LOG_LEAF_INDEX};
 use crate::fhir::codes::{self, FHIR_JSON};
 use crate::fhir::model::{
     self, Bundle, BundleEntry, BundleLink, BundleSearch, CodeableConcept, Coding, Identifier,
     Issue, Meta, OperationOutcome, Reference, Task, TaskInput,
 };
 use crate::fhir::{self as fhirmap, Problem, Problems};
-use crate::service::consents::RevokeRequest;
+use crate::service::consents::{ConsentAction, RevokeRequest};
 use crate::service::referrals::referral_kind;
 use crate::service::{Asker, DisclosedRecord, RecordAnswer};
 
@@ -53,7 +53,7 @@ pub struct FhirRoute {
     pub interaction: &'static str,
     /// The HTTP method.
     pub method: &'static str,
-    /// The path under [`BASE`].
+    /// The full path (under [`BASE`]).
     pub path: &'static str,
     /// What it does, for the CapabilityStatement.
     pub documentation: &'static str,
@@ -66,7 +66,7 @@ pub const ROUTES: [FhirRoute; 7] = [
         resource: "Consent",
         interaction: "create",
         method: "POST",
-        path: "/Consent",
+        path: "/fhir/r4/Consent",
         documentation: "Records a consent directive (validated as POST /v1/consents, with the \
                         42 CFR 2.31 elements); by a partner among its disclosers.",
     },
@@ -74,14 +74,14 @@ pub const ROUTES: [FhirRoute; 7] = [
         resource: "Consent",
         interaction: "read",
         method: "GET",
-        path: "/Consent/{id}",
+        path: "/fhir/r4/Consent/{id}",
         documentation: "A consent with its status; to its disclosers and compliance officers.",
     },
     FhirRoute {
         resource: "Consent",
         interaction: "update",
         method: "PUT",
-        path: "/Consent/{id}",
+        path: "/fhir/r4/Consent/{id}",
         documentation: "Revocation only: the consent as recorded with status `rejected` (or \
                         `inactive`) and the revocation extension.",
     },
@@ -89,21 +89,21 @@ pub const ROUTES: [FhirRoute; 7] = [
         resource: "Consent",
         interaction: "search-type",
         method: "GET",
-        path: "/Consent",
+        path: "/fhir/r4/Consent",
         documentation: "A person's consents: `patient:identifier=system|value` only.",
     },
     FhirRoute {
         resource: "ServiceRequest",
         interaction: "create",
         method: "POST",
-        path: "/ServiceRequest",
+        path: "/fhir/r4/ServiceRequest",
         documentation: "A police referral (POST /v1/referrals); answered with its Task.",
     },
     FhirRoute {
         resource: "Task",
         interaction: "read",
         method: "GET",
-        path: "/Task/{id}",
+        path: "/fhir/r4/Task/{id}",
         documentation: "A referral as a Task, through the disclosure path (Purpose-Of-Use \
                         header required; the police status view applies).",
     },
@@ -111,19 +111,25 @@ pub const ROUTES: [FhirRoute; 7] = [
         resource: "Task",
         interaction: "search-type",
         method: "GET",
-        path: "/Task",
+        path: "/fhir/r4/Task",
         documentation: "`_id=<referral id>` (required) and `_revinclude=Provenance:target`: the \
                         Task and the Provenance naming its disclosure-log entry.",
     },
 ];
 
-/// Registers the FHIR routes.
-pub(super) fn routes(cfg: &mut web::ServiceConfig) {
+/// Why the OpenAPI document leaves the FHIR routes out: they are a FHIR API, described the
+/// FHIR way.
+pub const DESCRIBED_BY: &str = "the FHIR CapabilityStatement at GET /fhir/r4/metadata";
+
+/// Registers the FHIR routes: one scope under [`BASE`] whose errors all leave as
+/// `OperationOutcome`s, recorded in the route table as described by the CapabilityStatement.
+pub(super) fn routes(r: &mut super::Routes<'_>) {
     let mut scope = web::scope(BASE)
         .wrap(from_fn(outcomes))
         .route("/metadata", web::get().to(metadata));
-    for r in ROUTES {
-        let route = match (r.resource, r.interaction) {
+    let mut served: Vec<super::RouteInfo> = vec![("GET", METADATA)];
+    for f in ROUTES {
+        let route = match (f.resource, f.interaction) {
             ("Consent", "create") => web::post().to(consent_create),
             ("Consent", "read") => web::get().to(consent_read),
             ("Consent", "update") => web::put().to(consent_update),
@@ -133,10 +139,18 @@ pub(super) fn routes(cfg: &mut web::ServiceConfig) {
             ("Task", "search-type") => web::get().to(task_search),
             _ => continue,
         };
-        scope = scope.route(r.path, route);
+        scope = scope.route(f.path.strip_prefix(BASE).unwrap_or(f.path), route);
+        served.push((f.method, f.path));
     }
-    cfg.service(scope.default_service(web::to(super::not_found)));
+    r.scope_described_elsewhere(
+        scope.default_service(web::to(super::not_found)),
+        served,
+        DESCRIBED_BY,
+    );
 }
+
+/// The CapabilityStatement's path.
+pub const METADATA: &str = "/fhir/r4/metadata";
 
 /// A FHIR JSON answer.
 fn fhir_response(status: StatusCode, body: &impl serde::Serialize) -> HttpResponse {
@@ -245,7 +259,11 @@ async fn outcomes(
     next: Next<impl MessageBody + 'static>,
 ) -> Result<ServiceResponse<BoxBody>, actix_web::Error> {
     let res = next.call(req).await?;
-    let Some(api) = res.response().error().and_then(|e| e.as_error::<ApiError>()) else {
+    let Some(api) = res
+        .response()
+        .error()
+        .and_then(|e| e.as_error::<ApiError>())
+    else {
         return Ok(res.map_into_boxed_body());
     };
     let (head, body) = api.error_response().into_parts();
@@ -260,7 +278,9 @@ async fn outcomes(
             details: None,
         });
     let outcome = operation_outcome(status, &parsed);
-    let mut new = head.set_body(BoxBody::new(serde_json::to_vec(&outcome).unwrap_or_default()));
+    let mut new = head.set_body(BoxBody::new(
+        serde_json::to_vec(&outcome).unwrap_or_default(),
+    ));
     new.headers_mut().insert(
         header::CONTENT_TYPE,
         header::HeaderValue::from_static(FHIR_JSON),
@@ -279,7 +299,8 @@ impl FromRequest for FhirBody {
     type Future = Pin<Box<dyn Future<Output = Result<Self, ApiError>>>>;
 
     fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
-        let read = super::json::read_bounded(req, payload, &["application/fhir+json", "application/json"]);
+        let read =
+            super::json::read_bounded(req, payload, &["application/fhir+json", "application/json"]);
         Box::pin(async move {
             let body = read.await?;
             serde_json::from_slice(&body).map(FhirBody).map_err(|e| {
@@ -313,7 +334,10 @@ fn base_url(req: &HttpRequest) -> String {
 /// `GET /fhir/r4/metadata`.
 #[instrument(skip_all)]
 async fn metadata(state: web::Data<AppState>, req: HttpRequest) -> HttpResponse {
-    fhir_response(StatusCode::OK, &capability_statement(&state, &base_url(&req)))
+    fhir_response(
+        StatusCode::OK,
+        &capability_statement(&state, &base_url(&req)),
+    )
 }
 
 /// The CapabilityStatement: exactly [`ROUTES`].
@@ -414,7 +438,10 @@ fn consent_error(e: crate::service::Error) -> ApiError {
                 }
             }
             if code == "consent_incomplete" {
-                let part2 = details.get("part2").and_then(Value::as_bool).unwrap_or(false);
+                let part2 = details
+                    .get("part2")
+                    .and_then(Value::as_bool)
+                    .unwrap_or(false);
                 let missing: Vec<Value> = details
                     .get("missing")
                     .and_then(Value::as_array)
@@ -457,15 +484,41 @@ fn element_named(name: &str) -> Option<crate::consent::directive::Element> {
         .find(|e| e.name() == name)
 }
 
-/// `POST /fhir/r4/Consent`.
-#[instrument(skip_all)]
-async fn consent_create(
-    who: Authenticated,
-    req: HttpRequest,
-    state: web::Data<AppState>,
-    body: FhirBody,
-) -> Result<HttpResponse, ApiError> {
-    let parsed = fhirmap::consent::parse(body.0).map_err(invalid_resource)?;
+/// A consent request refused before the consent services (a body that does not arrive, parse
+/// or map): logged as on `/v1`, a `consent_changed` denial naming the action, the code and the
+/// first FHIR element at fault (never a value), then answered; 503 if it cannot be logged.
+async fn refused_consent(
+    state: &AppState,
+    caller: &crate::service::Caller<'_>,
+    action: ConsentAction,
+    e: ApiError,
+) -> ApiError {
+    let field = match &e {
+        ApiError::BadRequest {
+            details: Some(d), ..
+        } => d
+            .get("problems")
+            .and_then(Value::as_array)
+            .and_then(|p| p.first())
+            .and_then(|p| p.get("field"))
+            .or_else(|| d.get("field"))
+            .and_then(Value::as_str)
+            .map(str::to_owned),
+        _ => None,
+    };
+    match state
+        .services
+        .refused_consent_request(caller, action, e.code(), field.as_deref())
+        .await
+    {
+        Ok(()) => e,
+        Err(log) => log.into(),
+    }
+}
+
+/// A FHIR Consent to record: mapped, `status` `active`, no revocation.
+fn new_consent(body: Value) -> Result<crate::consent::directive::ConsentDirective, ApiError> {
+    let parsed = fhirmap::consent::parse(body).map_err(invalid_resource)?;
     let mut problems = Problems::new();
     if parsed.status.as_deref() != Some("active") {
         problems.push(Problem::new(
@@ -489,10 +542,26 @@ async fn consent_create(
     if !problems.is_empty() {
         return Err(invalid_resource(problems));
     }
+    Ok(parsed.directive)
+}
+
+/// `POST /fhir/r4/Consent`.
+#[instrument(skip_all)]
+async fn consent_create(
+    who: Authenticated,
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    body: Result<FhirBody, ApiError>,
+) -> Result<HttpResponse, ApiError> {
     let meta = RequestMeta::of(&req);
+    let caller = meta.caller(&who.0);
+    let directive = match body.and_then(|b| new_consent(b.0)) {
+        Ok(d) => d,
+        Err(e) => return Err(refused_consent(&state, &caller, ConsentAction::Record, e).await),
+    };
     let view = state
         .services
-        .create_consent(&meta.caller(&who.0), parsed.directive)
+        .create_consent(&caller, directive)
         .await
         .map_err(consent_error)?;
     let policy = state.services.policy();
@@ -616,23 +685,18 @@ async fn consent_search(
     Ok(fhir_response(StatusCode::OK, &bundle))
 }
 
-/// `PUT /fhir/r4/Consent/{id}`: revocation.
-#[instrument(skip_all)]
-async fn consent_update(
-    who: Authenticated,
-    req: HttpRequest,
-    state: web::Data<AppState>,
-    body: FhirBody,
-) -> Result<HttpResponse, ApiError> {
-    let id = consent_id(&req);
-    let parsed = fhirmap::consent::parse(body.0).map_err(invalid_resource)?;
-    let mut problems = Problems::new();
-    if parsed.id.as_deref() != Some(id.as_str()) {
-        problems.push(Problem::new(
+/// A FHIR Consent restated to revoke consent `id`: the directive as stated and the revocation.
+fn revocation_of(
+    id: &str,
+    body: Value,
+) -> Result<(crate::consent::directive::ConsentDirective, RevokeRequest), ApiError> {
+    let parsed = fhirmap::consent::parse(body).map_err(invalid_resource)?;
+    if parsed.id.as_deref() != Some(id) {
+        return Err(invalid_resource(vec![Problem::new(
             "Consent.id",
             "invalid_reference",
             format!("the resource's `id` must be the id in the URL, `{id}`"),
-        ));
+        )]));
     }
     if !matches!(parsed.status.as_deref(), Some("rejected" | "inactive")) {
         return Err(ApiError::BadRequest {
@@ -642,9 +706,6 @@ async fn consent_update(
                 .into(),
             details: Some(json!({ "field": "Consent.status" })),
         });
-    }
-    if !problems.is_empty() {
-        return Err(invalid_resource(problems));
     }
     let revocation_field = |field: &str, what: &str| ApiError::BadRequest {
         code: "invalid_revocation",
@@ -661,19 +722,32 @@ async fn consent_update(
     let received_how = stated
         .and_then(|r| r.received_how)
         .ok_or_else(|| revocation_field("receivedHow", "give how it was received"))?;
+    let request = RevokeRequest {
+        received_at,
+        received_how,
+        note: stated.and_then(|r| r.note.clone()),
+    };
+    Ok((parsed.directive, request))
+}
+
+/// `PUT /fhir/r4/Consent/{id}`: revocation.
+#[instrument(skip_all)]
+async fn consent_update(
+    who: Authenticated,
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    body: Result<FhirBody, ApiError>,
+) -> Result<HttpResponse, ApiError> {
+    let id = consent_id(&req);
     let meta = RequestMeta::of(&req);
+    let caller = meta.caller(&who.0);
+    let (directive, request) = match body.and_then(|b| revocation_of(&id, b.0)) {
+        Ok(r) => r,
+        Err(e) => return Err(refused_consent(&state, &caller, ConsentAction::Revoke, e).await),
+    };
     let view = state
         .services
-        .revoke_consent_as_recorded(
-            &meta.caller(&who.0),
-            &id,
-            RevokeRequest {
-                received_at,
-                received_how,
-                note: stated.and_then(|r| r.note.clone()),
-            },
-            Some(&parsed.directive),
-        )
+        .revoke_consent_as_recorded(&caller, &id, request, Some(&directive))
         .await
         .map_err(consent_error)?;
     let policy = state.services.policy();
@@ -787,13 +861,12 @@ async fn service_request_create(
 }
 
 fn referral_id(raw: &str, name: &str) -> Result<RecordId, ApiError> {
-    raw.parse().map_err(|e: crate::domain::InvalidInput| {
-        ApiError::BadRequest {
+    raw.parse()
+        .map_err(|e: crate::domain::InvalidInput| ApiError::BadRequest {
             code: "invalid_path",
             message: format!("`{name}`: {e}"),
             details: Some(json!({ "parameter": name })),
-        }
-    })
+        })
 }
 
 async fn read_referral(
@@ -808,6 +881,7 @@ async fn read_referral(
         caller: meta.caller(who),
         purpose: &purpose.purpose,
         emergency: purpose.emergency.as_ref(),
+        medical: purpose.medical.as_ref(),
     };
     match state
         .services
@@ -832,12 +906,7 @@ async fn task_read(
     let policy = state.services.policy();
     let rendered = fhirmap::disclosure::render(&d, &policy, &who.partner);
     let mut res = fhir_response(StatusCode::OK, &rendered.resource);
-    if let Ok(v) = header::HeaderValue::from_str(&d.disclosure_id.to_string()) {
-        res.headers_mut().insert(
-            header::HeaderName::from_static("disclosure-id"),
-            v,
-        );
-    }
+    receipt_headers(&mut res, std::slice::from_ref(&d.disclosure_id));
     Ok(res)
 }
 
@@ -881,12 +950,7 @@ async fn task_search(
         state.services.now(),
     );
     let mut res = fhir_response(StatusCode::OK, &bundle);
-    if let Ok(v) = header::HeaderValue::from_str(&d.disclosure_id.to_string()) {
-        res.headers_mut().insert(
-            header::HeaderName::from_static("disclosure-id"),
-            v,
-        );
-    }
+    receipt_headers(&mut res, std::slice::from_ref(&d.disclosure_id));
     Ok(res)
 }
 
@@ -922,20 +986,37 @@ pub fn wants_fhir(req: &HttpRequest) -> bool {
 }
 
 /// The FHIR answer to a `/v1` read: a `collection` Bundle of the disclosed resources, each
-/// with its Provenance.
+/// with its Provenance, with the receipt headers of the JSON answer.
 pub fn disclosure_bundle(
     state: &AppState,
     who: &crate::domain::Principal,
     records: &[DisclosedRecord],
-    disclosure_ids: &str,
 ) -> HttpResponse {
     let policy = state.services.policy();
     let bundle =
         fhirmap::disclosure::collection(records, &policy, &who.partner, state.services.now());
     let mut res = fhir_response(StatusCode::OK, &bundle);
-    if let Ok(v) = header::HeaderValue::from_str(disclosure_ids) {
-        res.headers_mut()
-            .insert(header::HeaderName::from_static("disclosure-id"), v);
-    }
+    let refs: Vec<crate::audit::LogRef> = records.iter().map(|r| r.disclosure_id).collect();
+    receipt_headers(&mut res, &refs);
     res
+}
+
+/// The headers that name the disclosure-log entries of a disclosure, as on `/v1`:
+/// `Disclosure-Id`, `Log-Leaf-Index` and `Log-Leaf-Hash` (comma-separated, one per entry).
+fn receipt_headers(res: &mut HttpResponse, refs: &[crate::audit::LogRef]) {
+    let join = |f: &dyn Fn(&crate::audit::LogRef) -> String| {
+        refs.iter().map(f).collect::<Vec<_>>().join(",")
+    };
+    for (name, value) in [
+        (DISCLOSURE_ID, join(&|r| r.seq.to_string())),
+        (LOG_LEAF_INDEX, join(&|r| r.leaf_index.to_string())),
+        (LOG_LEAF_HASH, join(&|r| r.leaf_hash_b64())),
+    ] {
+        if let (Ok(n), Ok(v)) = (
+            header::HeaderName::try_from(name),
+            header::HeaderValue::from_str(&value),
+        ) {
+            res.headers_mut().insert(n, v);
+        }
+    }
 }

@@ -686,7 +686,10 @@ pub fn differences(recorded: &ConsentDirective, asked: &ConsentDirective) -> Vec
         }
     };
     check("subjects", recorded.subjects == asked.subjects);
-    check("patient_name", text(&recorded.patient_name) == text(&asked.patient_name));
+    check(
+        "patient_name",
+        text(&recorded.patient_name) == text(&asked.patient_name),
+    );
     check("disclosers", recorded.disclosers == asked.disclosers);
     check("recipients", recorded.recipients == asked.recipients);
     check("purposes", recorded.purposes == asked.purposes);
@@ -696,7 +699,10 @@ pub fn differences(recorded: &ConsentDirective, asked: &ConsentDirective) -> Vec
         asked.valid_from.is_none() || recorded.valid_from == asked.valid_from,
     );
     check("expires", recorded.expires == asked.expires);
-    check("expiry_event", text(&recorded.expiry_event) == text(&asked.expiry_event));
+    check(
+        "expiry_event",
+        text(&recorded.expiry_event) == text(&asked.expiry_event),
+    );
     check(
         "signature_reference",
         text(&recorded.signature_reference) == text(&asked.signature_reference),
@@ -991,7 +997,10 @@ mod tests {
         assert!(differences(&recorded, &asked).is_empty());
         asked.recipients.insert("county-mh".parse().unwrap());
         asked.expires = None;
-        assert_eq!(differences(&recorded, &asked), vec!["recipients", "expires"]);
+        assert_eq!(
+            differences(&recorded, &asked),
+            vec!["recipients", "expires"]
+        );
     }
 
     #[test]

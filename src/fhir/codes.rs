@@ -161,7 +161,9 @@ pub fn hl7_sensitivity(label: Label) -> Option<(&'static str, &'static str)> {
     match label {
         Label::Sud => Some(("ETH", "substance abuse information sensitivity")),
         Label::Clinical => Some(("PSY", "psychiatry disorder information sensitivity")),
-        Label::PsychotherapyNotes => Some(("PSYTHPN", "psychotherapy note information sensitivity")),
+        Label::PsychotherapyNotes => {
+            Some(("PSYTHPN", "psychotherapy note information sensitivity"))
+        }
         _ => None,
     }
 }
@@ -260,7 +262,10 @@ mod tests {
             }
         }
         for u in ["ROUTINE", "URGENT", "EMERGENT"] {
-            assert_eq!(urgency_of_priority(priority_of_urgency(u).unwrap()), Some(u));
+            assert_eq!(
+                urgency_of_priority(priority_of_urgency(u).unwrap()),
+                Some(u)
+            );
         }
     }
 }

@@ -151,7 +151,12 @@ pub(crate) fn person(
 ) -> Person {
     let mut out = Person {
         subjects: Vec::new(),
-        name: r.display.as_deref().map(str::trim).filter(|s| !s.is_empty()).map(str::to_owned),
+        name: r
+            .display
+            .as_deref()
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned),
         phone: None,
     };
     let mut patient: Option<Patient> = None;
@@ -183,7 +188,10 @@ pub(crate) fn person(
             match (wanted, &patient) {
                 (Some(id), Some(p)) if p.id.as_deref() == Some(id) => {
                     for (i, ident) in p.identifier.iter().enumerate() {
-                        match subject_of(ident, &format!("{container}.contained[0].identifier[{i}]")) {
+                        match subject_of(
+                            ident,
+                            &format!("{container}.contained[0].identifier[{i}]"),
+                        ) {
                             Ok(s) => out.subjects.push(s),
                             Err(e) => problems.push(e),
                         }
@@ -364,7 +372,9 @@ pub fn parse(value: Value) -> Result<ParsedConsent, Problems> {
 
     // dateTime: the date signed.
     if let Some(s) = &c.date_time {
-        let date = s.get(..10).and_then(|p| NaiveDate::parse_from_str(p, "%Y-%m-%d").ok());
+        let date = s
+            .get(..10)
+            .and_then(|p| NaiveDate::parse_from_str(p, "%Y-%m-%d").ok());
         let full_ok = s.len() == 10 || DateTime::parse_from_rfc3339(s).is_ok();
         match date {
             Some(day) if full_ok => d.signed_on = Some(day),
@@ -464,7 +474,11 @@ fn revocation_of(e: &Value, i: usize, problems: &mut Problems) -> RevocationStat
                     Ok(t) => out.received_at = Some(t),
                     Err(p) => problems.push(p),
                 },
-                None => problems.push(Problem::new(at, "invalid_structure", "`receivedAt` is a `valueDateTime`")),
+                None => problems.push(Problem::new(
+                    at,
+                    "invalid_structure",
+                    "`receivedAt` is a `valueDateTime`",
+                )),
             },
             Some("receivedHow") => {
                 let how = part.get("valueCode").and_then(Value::as_str);
@@ -590,7 +604,12 @@ fn provision(p: &ConsentProvision, d: &mut ConsentDirective, problems: &mut Prob
                     "consent action",
                     "`disclose` or `access`: the gateway records consents to disclose",
                 )),
-                None => problems.push(unknown_system(&at, x, "actions", &format!("`{CONSENT_ACTION}`"))),
+                None => problems.push(unknown_system(
+                    &at,
+                    x,
+                    "actions",
+                    &format!("`{CONSENT_ACTION}`"),
+                )),
             }
         }
     }
@@ -605,7 +624,8 @@ fn provision(p: &ConsentProvision, d: &mut ConsentDirective, problems: &mut Prob
                     None
                 }
             },
-            Some(s) if s == codes::label_system() => match x.code.as_deref().and_then(Label::parse) {
+            Some(s) if s == codes::label_system() => match x.code.as_deref().and_then(Label::parse)
+            {
                 Some(l) => Some(l),
                 None => {
                     problems.push(unknown_code(&at, x, "sensitivity category", accepted));
@@ -696,7 +716,11 @@ fn provision(p: &ConsentProvision, d: &mut ConsentDirective, problems: &mut Prob
             }
             _ => problems.push(Problem::new(
                 format!("{at}.coding"),
-                if cc.coding.iter().all(|x| x.system.as_deref() == Some(codes::field_system().as_str())) {
+                if cc
+                    .coding
+                    .iter()
+                    .all(|x| x.system.as_deref() == Some(codes::field_system().as_str()))
+                {
                     "invalid_structure"
                 } else {
                     "unknown_code_system"
@@ -814,7 +838,11 @@ pub fn render(v: &ConsentView, policy: &PolicySet) -> model::Consent {
     };
     let name_of = |p: &PartnerId| policy.partners.get(p).map(|x| x.display_name.clone());
     let mut category = vec![
-        CodeableConcept::of(Coding::new(codes::LOINC, "64292-6", "Release of information consent")),
+        CodeableConcept::of(Coding::new(
+            codes::LOINC,
+            "64292-6",
+            "Release of information consent",
+        )),
         CodeableConcept::of(Coding::new(ACT_CODE, "IDSCL", "information disclosure")),
     ];
     if v.part2 {
@@ -842,12 +870,21 @@ pub fn render(v: &ConsentView, policy: &PolicySet) -> model::Consent {
     }));
     let mut extension = Vec::new();
     if let Some(s) = &d.revocation_statement {
-        extension.push(model::to_value(&Extension::string(&codes::revocation_statement_ext(), s)));
+        extension.push(model::to_value(&Extension::string(
+            &codes::revocation_statement_ext(),
+            s,
+        )));
     }
-    extension.push(model::to_value(&Extension::code(&codes::consent_status_ext(), v.status)));
+    extension.push(model::to_value(&Extension::code(
+        &codes::consent_status_ext(),
+        v.status,
+    )));
     if let Some(r) = v.history.iter().rev().find_map(|e| e.revocation.as_ref()) {
         let mut ext = Extension::new(&codes::revocation_ext());
-        ext.extension.push(Extension::date_time("receivedAt", &format_time(r.received_at)));
+        ext.extension.push(Extension::date_time(
+            "receivedAt",
+            &format_time(r.received_at),
+        ));
         let how = match r.received_how {
             ReceivedHow::Written => "written",
             ReceivedHow::Oral => "oral",
@@ -861,7 +898,10 @@ pub fn render(v: &ConsentView, policy: &PolicySet) -> model::Consent {
     }
     let mut provision_ext = Vec::new();
     if let Some(ev) = &d.expiry_event {
-        provision_ext.push(model::to_value(&Extension::string(&codes::expiry_event_ext(), ev)));
+        provision_ext.push(model::to_value(&Extension::string(
+            &codes::expiry_event_ext(),
+            ev,
+        )));
     }
     let security_label = d
         .scope
@@ -874,16 +914,18 @@ pub fn render(v: &ConsentView, policy: &PolicySet) -> model::Consent {
         .collect();
     let mut meta_security = vec![Coding::new(codes::CONFIDENTIALITY, "R", "restricted")];
     if v.part2 {
-        meta_security.push(Coding::new(ACT_CODE, "ETH", "substance abuse information sensitivity"));
+        meta_security.push(Coding::new(
+            ACT_CODE,
+            "ETH",
+            "substance abuse information sensitivity",
+        ));
         meta_security.push(Coding::new(ACT_CODE, "42CFRPart2", "42 CFR Part2"));
     }
     model::Consent {
         resource_type: "Consent".into(),
         id: model::is_fhir_id(&v.id).then(|| v.id.clone()),
         meta: Some(Meta {
-            last_updated: Some(format_time(
-                v.history.last().map_or(v.created_at, |e| e.at),
-            )),
+            last_updated: Some(format_time(v.history.last().map_or(v.created_at, |e| e.at))),
             security: meta_security,
             ..Meta::default()
         }),
@@ -907,7 +949,9 @@ pub fn render(v: &ConsentView, policy: &PolicySet) -> model::Consent {
             display: Some(s.clone()),
             ..Reference::default()
         }),
-        policy_rule: Some(CodeableConcept::of(Coding::new(ACT_CODE, "OPTIN", "opt-in"))),
+        policy_rule: Some(CodeableConcept::of(Coding::new(
+            ACT_CODE, "OPTIN", "opt-in",
+        ))),
         provision: Some(ConsentProvision {
             extension: provision_ext,
             type_: Some("permit".into()),
@@ -916,7 +960,11 @@ pub fn render(v: &ConsentView, policy: &PolicySet) -> model::Consent {
                 end: d.expires.map(format_time),
             }),
             actor,
-            action: vec![CodeableConcept::of(Coding::new(CONSENT_ACTION, "disclose", "Disclose"))],
+            action: vec![CodeableConcept::of(Coding::new(
+                CONSENT_ACTION,
+                "disclose",
+                "Disclose",
+            ))],
             security_label,
             purpose: d
                 .purposes

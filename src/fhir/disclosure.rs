@@ -63,10 +63,7 @@ fn escape(s: &str) -> String {
 }
 
 /// The security labels of a disclosure and its narrative (the Part 2 notice).
-fn labels(
-    body: &Value,
-    policy: &PolicySet,
-) -> (Vec<Coding>, Option<Narrative>, &'static str) {
+fn labels(body: &Value, policy: &PolicySet) -> (Vec<Coding>, Option<Narrative>, &'static str) {
     let kind = str_of(body, "kind").unwrap_or_default();
     let schema = policy.kinds.get(kind);
     let mut found: BTreeSet<Label> = BTreeSet::new();
@@ -156,7 +153,9 @@ fn typed(v: &Value) -> Vec<Typed> {
                     .filter(|s| !s.is_empty())
                     .map(str::to_owned)
             };
-            let known = o.keys().all(|k| matches!(k.as_str(), "street" | "city" | "state" | "zip"));
+            let known = o
+                .keys()
+                .all(|k| matches!(k.as_str(), "street" | "city" | "state" | "zip"));
             if known && !o.is_empty() {
                 vec![Typed::Address(Address {
                     line: text("street").into_iter().collect(),
@@ -271,11 +270,13 @@ fn task(body: &Value, policy: &PolicySet, meta: Meta, text: Option<Narrative>) -
         match name.as_str() {
             "status" if shown.is_some() => {}
             "urgency" if v.as_str().and_then(codes::priority_of_urgency).is_some() => {
-                t.priority = v.as_str().and_then(codes::priority_of_urgency).map(str::to_owned);
+                t.priority = v
+                    .as_str()
+                    .and_then(codes::priority_of_urgency)
+                    .map(str::to_owned);
             }
             "status_updated_at"
-                if v
-                    .as_str()
+                if v.as_str()
                     .is_some_and(|s| DateTime::parse_from_rfc3339(s).is_ok()) =>
             {
                 t.last_modified = v.as_str().map(str::to_owned);

@@ -159,5 +159,11 @@ pub fn partner_of(r: &model::Reference, at: &str) -> Result<crate::domain::Partn
         .as_deref()
         .unwrap_or_default()
         .parse()
-        .map_err(|e| Problem::new(format!("{at}.identifier.value"), "invalid_reference", format!("{e}")))
+        .map_err(|e| {
+            Problem::new(
+                format!("{at}.identifier.value"),
+                "invalid_reference",
+                format!("{e}"),
+            )
+        })
 }

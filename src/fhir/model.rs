@@ -207,7 +207,12 @@ pub struct HumanName {
 impl HumanName {
     /// The name as one text: `text`, else the given names and the family name.
     pub fn full(&self) -> Option<String> {
-        if let Some(t) = self.text.as_deref().map(str::trim).filter(|t| !t.is_empty()) {
+        if let Some(t) = self
+            .text
+            .as_deref()
+            .map(str::trim)
+            .filter(|t| !t.is_empty())
+        {
             return Some(t.to_owned());
         }
         let parts: Vec<&str> = self

@@ -64,7 +64,13 @@ pub fn parse(value: Value) -> Result<NewReferral, Problems> {
     };
     let (subjects, subject_name, subject_phone) = match &sr.subject {
         Some(r) => {
-            let p = person(r, &sr.contained, "ServiceRequest.subject", "ServiceRequest", &mut problems);
+            let p = person(
+                r,
+                &sr.contained,
+                "ServiceRequest.subject",
+                "ServiceRequest",
+                &mut problems,
+            );
             (p.subjects, p.name, p.phone)
         }
         None => {

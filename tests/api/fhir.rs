@@ -14,7 +14,9 @@ use coresponse_gateway::fhir::codes;
 use serde_json::{Value, json};
 
 use crate::consent_live::part2_policies;
-use crate::records_api::{Who, clinician, incident_body, officer, post, put, safety_plan_body, who};
+use crate::records_api::{
+    Who, clinician, incident_body, officer, post, put, safety_plan_body, who,
+};
 use crate::support::{Db, TestApp, client, scalar, spawn_app, spawn_with};
 
 const BOTH: [Db; 2] = [Db::Sqlite, Db::Postgres];
@@ -206,8 +208,12 @@ fn assert_outcome(a: &Answer, status: u16, code: &str, problem: Option<(&str, &s
     }
     if let Some((problem, expression)) = problem {
         assert!(
-            issues.iter().any(|i| i["details"]["coding"][1]["code"] == problem
-                && i["expression"][0].as_str().is_some_and(|e| e.starts_with(expression))),
+            issues
+                .iter()
+                .any(|i| i["details"]["coding"][1]["code"] == problem
+                    && i["expression"][0]
+                        .as_str()
+                        .is_some_and(|e| e.starts_with(expression))),
             "no issue {problem} at {expression}: {}",
             a.body
         );
@@ -295,7 +301,10 @@ async fn a_fhir_consent_goes_in_out_and_in_again_as_the_same_directive() {
         );
         // The directive is the one POST /v1/consents would have recorded.
         let d = directive(&app, &id).await;
-        assert_eq!(d["subjects"], json!([{"system": "county-mh", "value": MRN}]));
+        assert_eq!(
+            d["subjects"],
+            json!([{"system": "county-mh", "value": MRN}])
+        );
         assert_eq!(d["patient_name"], PATIENT);
         assert_eq!(d["disclosers"], json!(["county-mh"]));
         assert_eq!(d["recipients"], json!(["metro-pd"]));
@@ -305,7 +314,10 @@ async fn a_fhir_consent_goes_in_out_and_in_again_as_the_same_directive() {
             json!({"kinds": ["safety-plan"], "categories": ["sud"],
                    "fields": ["safety-plan.crisis_contacts", "safety-plan.deescalation_preferences"]})
         );
-        assert_eq!(d["signature_reference"], "DMS-2026-7731 (signed consent form)");
+        assert_eq!(
+            d["signature_reference"],
+            "DMS-2026-7731 (signed consent form)"
+        );
 
         // Out: read back as FHIR; in again: the same directive.
         let read = fhir_get(&app, &clinician(), &format!("/fhir/r4/Consent/{id}"), None).await;
@@ -339,7 +351,13 @@ async fn a_fhir_consent_goes_in_out_and_in_again_as_the_same_directive() {
         let a = fhir_post(&app, &clinician(), "/fhir/r4/Consent", &two).await;
         assert_eq!(a.status, 201, "{}", a.body);
         let id3 = a.body["id"].as_str().unwrap().to_owned();
-        assert_eq!(a.body["contained"][0]["identifier"].as_array().unwrap().len(), 2);
+        assert_eq!(
+            a.body["contained"][0]["identifier"]
+                .as_array()
+                .unwrap()
+                .len(),
+            2
+        );
         let b = fhir_post(&app, &clinician(), "/fhir/r4/Consent", &resend(&a.body)).await;
         assert_eq!(b.status, 201, "{}", b.body);
         let id4 = b.body["id"].as_str().unwrap().to_owned();
@@ -403,11 +421,17 @@ async fn a_part2_consent_missing_an_element_is_refused_naming_it_in_fhir_terms()
         c.as_object_mut().unwrap().remove("extension");
         c.as_object_mut().unwrap().remove("dateTime");
         let a = fhir_post(&app, &clinician(), "/fhir/r4/Consent", &c).await;
-        assert_outcome(&a, 400, "consent_incomplete", Some(("signed_on", "Consent.dateTime")));
+        assert_outcome(
+            &a,
+            400,
+            "consent_incomplete",
+            Some(("signed_on", "Consent.dateTime")),
+        );
         assert_eq!(a.body["issue"].as_array().unwrap().len(), 2, "{}", a.body);
         // A purpose Part 2 forbids is named where it was given.
         let mut c = leap_consent();
-        c["provision"]["purpose"] = json!([{"system": codes::purpose_system(), "code": "investigation"}]);
+        c["provision"]["purpose"] =
+            json!([{"system": codes::purpose_system(), "code": "investigation"}]);
         let a = fhir_post(&app, &clinician(), "/fhir/r4/Consent", &c).await;
         assert_outcome(
             &a,
@@ -442,39 +466,95 @@ async fn bad_fhir_input_gets_an_operation_outcome_and_changes_nothing() {
             "wrong_resource_type",
             "resourceType",
         ));
-        cases.push(("/fhir/r4/ServiceRequest", leap_consent(), "wrong_resource_type", "resourceType"));
+        cases.push((
+            "/fhir/r4/ServiceRequest",
+            leap_consent(),
+            "wrong_resource_type",
+            "resourceType",
+        ));
         let mut c = leap_consent();
-        c["provision"]["purpose"] = json!([{"system": "http://example.org/purposes", "code": "crisis-response"}]);
-        cases.push(("/fhir/r4/Consent", c, "unknown_code_system", "Consent.provision.purpose[0]"));
+        c["provision"]["purpose"] =
+            json!([{"system": "http://example.org/purposes", "code": "crisis-response"}]);
+        cases.push((
+            "/fhir/r4/Consent",
+            c,
+            "unknown_code_system",
+            "Consent.provision.purpose[0]",
+        ));
         let mut c = leap_consent();
         c["provision"]["purpose"] = json!([{"system": ACT_REASON, "code": "HPAYMT"}]);
-        cases.push(("/fhir/r4/Consent", c, "unknown_purpose", "Consent.provision.purpose[0]"));
+        cases.push((
+            "/fhir/r4/Consent",
+            c,
+            "unknown_purpose",
+            "Consent.provision.purpose[0]",
+        ));
         let mut c = leap_consent();
         c["organization"] = json!([{"reference": "Organization/53"}]);
-        cases.push(("/fhir/r4/Consent", c, "invalid_reference", "Consent.organization[0]"));
+        cases.push((
+            "/fhir/r4/Consent",
+            c,
+            "invalid_reference",
+            "Consent.organization[0]",
+        ));
         let mut c = leap_consent();
         c["patient"] = json!({"reference": "#nobody"});
-        cases.push(("/fhir/r4/Consent", c, "invalid_reference", "Consent.patient.reference"));
+        cases.push((
+            "/fhir/r4/Consent",
+            c,
+            "invalid_reference",
+            "Consent.patient.reference",
+        ));
         let mut c = leap_consent();
         c["provision"]["provision"] = json!([{"type": "deny"}]);
-        cases.push(("/fhir/r4/Consent", c, "unsupported_element", "Consent.provision"));
+        cases.push((
+            "/fhir/r4/Consent",
+            c,
+            "unsupported_element",
+            "Consent.provision",
+        ));
         let mut c = leap_consent();
         c["modifierExtension"] = json!([{"url": "http://example.org/x", "valueBoolean": true}]);
         cases.push(("/fhir/r4/Consent", c, "unsupported_element", "Consent"));
         let mut c = leap_consent();
         c["provision"]["type"] = json!("deny");
-        cases.push(("/fhir/r4/Consent", c, "unsupported_value", "Consent.provision.type"));
+        cases.push((
+            "/fhir/r4/Consent",
+            c,
+            "unsupported_value",
+            "Consent.provision.type",
+        ));
         let mut sr = service_request();
         sr["performer"] = json!([{"reference": "Organization/county-mh"}]);
-        cases.push(("/fhir/r4/ServiceRequest", sr, "invalid_reference", "ServiceRequest.performer[0]"));
+        cases.push((
+            "/fhir/r4/ServiceRequest",
+            sr,
+            "invalid_reference",
+            "ServiceRequest.performer[0]",
+        ));
         let mut sr = service_request();
         sr["supportingInfo"] = json!([{"reference": "Encounter/"}]);
-        cases.push(("/fhir/r4/ServiceRequest", sr, "invalid_reference", "ServiceRequest.supportingInfo[0]"));
+        cases.push((
+            "/fhir/r4/ServiceRequest",
+            sr,
+            "invalid_reference",
+            "ServiceRequest.supportingInfo[0]",
+        ));
 
+        // A refused consent request is logged as on /v1 (a consent_changed denial naming the
+        // code and the element, never a value); a refused ServiceRequest writes nothing.
+        let mut refused_consents = Vec::new();
         for (path, body, problem, at) in cases {
-            let who = if path.ends_with("Consent") { clinician() } else { officer() };
+            let who = if path.ends_with("Consent") {
+                clinician()
+            } else {
+                officer()
+            };
             let a = fhir_post(&app, &who, path, &body).await;
             assert_outcome(&a, 400, "invalid_resource", Some((problem, at)));
+            if path.ends_with("Consent") {
+                refused_consents.push(at);
+            }
         }
         // Every problem at once, one issue each.
         let mut c = leap_consent();
@@ -484,8 +564,14 @@ async fn bad_fhir_input_gets_an_operation_outcome_and_changes_nothing() {
         ]);
         c["organization"] = json!([{"reference": "Organization/53"}]);
         let a = fhir_post(&app, &clinician(), "/fhir/r4/Consent", &c).await;
-        assert_outcome(&a, 400, "invalid_resource", Some(("unknown_purpose", "Consent.provision.purpose[1]")));
+        assert_outcome(
+            &a,
+            400,
+            "invalid_resource",
+            Some(("unknown_purpose", "Consent.provision.purpose[1]")),
+        );
         assert_eq!(a.body["issue"].as_array().unwrap().len(), 3, "{}", a.body);
+        refused_consents.push("Consent.");
         // Not JSON, not FHIR's media type: also OperationOutcomes.
         let a = send(
             client(Some(&clinician().0))
@@ -507,7 +593,35 @@ async fn bad_fhir_input_gets_an_operation_outcome_and_changes_nothing() {
         assert_outcome(&a, 415, "unsupported_media_type", None);
 
         assert_eq!(consents_stored(&app).await, 0, "{db:?}");
-        assert_eq!(entries(&app, EntryKind::ConsentChanged).await.len(), changes);
+        let mut logged = entries(&app, EntryKind::ConsentChanged).await;
+        logged.reverse(); // oldest first
+        let logged = &logged[changes..];
+        assert_eq!(
+            logged.len(),
+            refused_consents.len() + 2,
+            "{db:?}: one entry per refusal"
+        );
+        for (e, at) in logged.iter().zip(&refused_consents) {
+            assert_eq!(e.data.outcome, Outcome::deny("invalid_resource"));
+            assert_eq!(e.data.basis, None, "nothing was recorded");
+            let detail = e.data.detail.clone().unwrap_or_default();
+            assert!(
+                detail.contains("record a consent: invalid_resource at "),
+                "{detail}"
+            );
+            assert!(detail.contains(at), "{detail} names {at}");
+            for value in ["P-2231", "MRN-1001", "Jordan"] {
+                assert!(!detail.contains(value), "{detail}");
+            }
+        }
+        assert_eq!(
+            logged[logged.len() - 2].data.outcome,
+            Outcome::deny("invalid_json")
+        );
+        assert_eq!(
+            logged[logged.len() - 1].data.outcome,
+            Outcome::deny("unsupported_media_type")
+        );
         assert_eq!(entries(&app, EntryKind::RecordChanged).await.len(), writes);
         app.stop().await;
     }
@@ -549,7 +663,10 @@ async fn a_consent_is_revoked_by_put_and_never_edited() {
         // Changing the content is refused, and logged; nothing changes.
         let mut edited = created.body.clone();
         edited["status"] = json!("rejected");
-        edited["extension"].as_array_mut().unwrap().push(revocation.clone());
+        edited["extension"]
+            .as_array_mut()
+            .unwrap()
+            .push(revocation.clone());
         edited["provision"]["purpose"] = json!([{"system": ACT_REASON, "code": "TREAT"}]);
         let a = fhir_put(&app, &clinician(), &path, &edited).await;
         assert_outcome(&a, 400, "consent_not_editable", None);
@@ -563,7 +680,10 @@ async fn a_consent_is_revoked_by_put_and_never_edited() {
         // Status active is not a change the gateway makes.
         let a = fhir_put(&app, &clinician(), &path, &created.body).await;
         assert_outcome(&a, 400, "consent_not_editable", None);
-        assert_eq!(directive(&app, &id).await["purposes"], json!(["crisis-response"]));
+        assert_eq!(
+            directive(&app, &id).await["purposes"],
+            json!(["crisis-response"])
+        );
 
         // As recorded, with status rejected and the revocation: revoked.
         let mut revoke = created.body.clone();
@@ -574,7 +694,10 @@ async fn a_consent_is_revoked_by_put_and_never_edited() {
         assert_eq!(a.body["status"], "rejected");
         let v = fhir_get(&app, &clinician(), &format!("/v1/consents/{id}"), None).await;
         assert_eq!(v.body["status"], "revoked");
-        assert_eq!(v.body["history"][1]["revocation"]["received_how"], "written");
+        assert_eq!(
+            v.body["history"][1]["revocation"]["received_how"],
+            "written"
+        );
         // Only a discloser may revoke; again is a conflict, as on /v1.
         let a = fhir_put(&app, &officer(), &path, &revoke).await;
         assert_outcome(&a, 404, "consent_not_found", None);
@@ -615,11 +738,20 @@ async fn a_service_request_makes_a_referral_read_as_a_task_with_the_police_statu
         )
         .await;
         assert_eq!(s, 201, "{b}");
-        let created = fhir_post(&app, &officer(), "/fhir/r4/ServiceRequest", &service_request()).await;
+        let created = fhir_post(
+            &app,
+            &officer(),
+            "/fhir/r4/ServiceRequest",
+            &service_request(),
+        )
+        .await;
         assert_eq!(created.status, 201, "{db:?}: {}", created.body);
         let t = &created.body;
         assert_eq!(t["resourceType"], "Task");
-        assert_eq!((t["status"].as_str(), t["intent"].as_str()), (Some("requested"), Some("order")));
+        assert_eq!(
+            (t["status"].as_str(), t["intent"].as_str()),
+            (Some("requested"), Some("order"))
+        );
         assert_eq!(t["businessStatus"]["coding"][0]["code"], "SUBMITTED");
         assert_eq!(t["owner"]["identifier"]["value"], "county-mh");
         let id = t["id"].as_str().unwrap().to_owned();
@@ -637,7 +769,10 @@ async fn a_service_request_makes_a_referral_read_as_a_task_with_the_police_statu
         assert_eq!(v["fields"]["status"], "SUBMITTED", "{v}");
         assert_eq!(v["fields"]["urgency"], "URGENT");
         assert_eq!(v["fields"]["incident_id"], "INC-1");
-        assert_eq!(v["fields"]["reason"], "Welfare check; the person agreed to a follow-up call");
+        assert_eq!(
+            v["fields"]["reason"],
+            "Welfare check; the person agreed to a follow-up call"
+        );
 
         transition(&app, &id, "RECEIVED").await;
         transition(&app, &id, "ASSIGNED").await;
@@ -648,7 +783,10 @@ async fn a_service_request_makes_a_referral_read_as_a_task_with_the_police_statu
         assert_eq!(a.body["status"], "in-progress", "{}", a.body);
         assert_eq!(a.body["businessStatus"]["coding"][0]["code"], "IN_PROGRESS");
         assert!(!a.body.to_string().contains("ASSIGNED"), "{}", a.body);
-        assert!(!a.body.to_string().contains("desk 4"), "no clinician contact without consent");
+        assert!(
+            !a.body.to_string().contains("desk 4"),
+            "no clinician contact without consent"
+        );
         let seq: u64 = a.header("disclosure-id").unwrap().parse().unwrap();
         let e = app.log_entry(seq).await.unwrap();
         assert_eq!(e.data.kind, EntryKind::Disclosure);
@@ -662,7 +800,12 @@ async fn a_service_request_makes_a_referral_read_as_a_task_with_the_police_statu
         );
         // The receiving agency sees the fine state.
         let a = fhir_get(&app, &clinician(), &task, Some("referral-followup")).await;
-        assert_eq!((a.body["status"].as_str(), a.status), (Some("accepted"), 200), "{}", a.body);
+        assert_eq!(
+            (a.body["status"].as_str(), a.status),
+            (Some("accepted"), 200),
+            "{}",
+            a.body
+        );
         assert_eq!(a.body["businessStatus"]["coding"][0]["code"], "ASSIGNED");
 
         // A consent naming the police agency, recorded in FHIR: the fine status.
@@ -675,7 +818,12 @@ async fn a_service_request_makes_a_referral_read_as_a_task_with_the_police_statu
             .log_entry(a.header("disclosure-id").unwrap().parse().unwrap())
             .await
             .unwrap();
-        assert!(e.data.fields_disclosed.iter().any(|f| f.field == "status" && f.transform == "reveal"));
+        assert!(
+            e.data
+                .fields_disclosed
+                .iter()
+                .any(|f| f.field == "status" && f.transform == "reveal")
+        );
 
         // The search form carries the Provenance naming the log entry.
         let a = fhir_get(
@@ -690,8 +838,14 @@ async fn a_service_request_makes_a_referral_read_as_a_task_with_the_police_statu
         assert_eq!(a.body["entry"][0]["search"]["mode"], "match");
         let prov = &a.body["entry"][1]["resource"];
         assert_eq!(prov["resourceType"], "Provenance");
-        assert_eq!(prov["entity"][0]["what"]["identifier"]["value"], seq.as_str());
-        assert_eq!(prov["target"][0]["reference"], a.body["entry"][0]["fullUrl"]);
+        assert_eq!(
+            prov["entity"][0]["what"]["identifier"]["value"],
+            seq.as_str()
+        );
+        assert_eq!(
+            prov["target"][0]["reference"],
+            a.body["entry"][0]["fullUrl"]
+        );
         // Police may not read it for an investigation: a logged denial, as an OperationOutcome.
         let a = fhir_get(&app, &officer(), &task, Some("investigation")).await;
         assert_outcome(&a, 403, "disclosure_denied", None);
@@ -706,7 +860,13 @@ async fn v1_reads_answer_a_labelled_bundle_when_asked_for_fhir() {
     let policies = part2_policies();
     let dir = policies.path().to_owned();
     let app = spawn_with(Db::Sqlite, move |s| s.policy.dir = dir).await;
-    let (s, b) = put(&app, &clinician(), "/v1/records/safety-plan/SP-1", &safety_plan_body("P-2231")).await;
+    let (s, b) = put(
+        &app,
+        &clinician(),
+        "/v1/records/safety-plan/SP-1",
+        &safety_plan_body("P-2231"),
+    )
+    .await;
     assert_eq!(s, 201, "{b}");
     let c = fhir_post(&app, &clinician(), "/fhir/r4/Consent", &leap_consent()).await;
     assert_eq!(c.status, 201, "{}", c.body);
@@ -726,14 +886,21 @@ async fn v1_reads_answer_a_labelled_bundle_when_asked_for_fhir() {
         }
     };
     // Plain JSON stays the default.
-    for accept in ["*/*", "application/json", "application/json, application/fhir+json;q=0.5"] {
+    for accept in [
+        "*/*",
+        "application/json",
+        "application/json, application/fhir+json;q=0.5",
+    ] {
         let a = read(accept).await;
         assert_eq!(a.status, 200, "{}", a.body);
         assert!(a.body.get("fields").is_some(), "{accept}: {}", a.body);
     }
     let a = read("application/fhir+json").await;
     assert_eq!(a.status, 200, "{}", a.body);
-    assert_eq!(a.header("content-type").as_deref(), Some("application/fhir+json"));
+    assert_eq!(
+        a.header("content-type").as_deref(),
+        Some("application/fhir+json")
+    );
     let bundle = &a.body;
     assert_eq!(bundle["resourceType"], "Bundle");
     assert_eq!(bundle["type"], "collection");
@@ -745,8 +912,17 @@ async fn v1_reads_answer_a_labelled_bundle_when_asked_for_fhir() {
         .iter()
         .map(|s| s["code"].as_str().unwrap())
         .collect();
-    assert_eq!(labels, ["R", "PSY", "ETH", "42CFRPart2", "NORDSCLCD"], "{basic}");
-    assert!(basic["text"]["div"].as_str().unwrap().contains("42 CFR part 2"));
+    assert_eq!(
+        labels,
+        ["R", "PSY", "ETH", "42CFRPart2", "NORDSCLCD"],
+        "{basic}"
+    );
+    assert!(
+        basic["text"]["div"]
+            .as_str()
+            .unwrap()
+            .contains("42 CFR part 2")
+    );
     assert_eq!(basic["text"]["status"], "additional");
     let text = basic.to_string();
     assert!(text.contains("SUD-MARKER"), "the consented Part 2 field");
@@ -754,8 +930,14 @@ async fn v1_reads_answer_a_labelled_bundle_when_asked_for_fhir() {
     let prov = &bundle["entry"][1]["resource"];
     assert_eq!(prov["resourceType"], "Provenance");
     let seq = a.header("disclosure-id").unwrap();
-    assert_eq!(prov["entity"][0]["what"]["identifier"]["value"], seq.as_str());
-    assert_eq!(prov["target"][0]["reference"], bundle["entry"][0]["fullUrl"]);
+    assert_eq!(
+        prov["entity"][0]["what"]["identifier"]["value"],
+        seq.as_str()
+    );
+    assert_eq!(
+        prov["target"][0]["reference"],
+        bundle["entry"][0]["fullUrl"]
+    );
     assert_eq!(prov["reason"][0]["coding"][0]["code"], "crisis-response");
     let e = app.log_entry(seq.parse().unwrap()).await.unwrap();
     assert_eq!(e.data.kind, EntryKind::Disclosure);
@@ -791,7 +973,15 @@ async fn the_capability_statement_lists_exactly_the_routes() {
     assert_eq!(listed, expected);
     // Every interaction of every type: routed exactly when listed.
     let w = who("county-mh", "clin-3", &["clinician"]);
-    for ty in ["Consent", "ServiceRequest", "Task", "Patient", "Provenance", "Bundle", "Basic"] {
+    for ty in [
+        "Consent",
+        "ServiceRequest",
+        "Task",
+        "Patient",
+        "Provenance",
+        "Bundle",
+        "Basic",
+    ] {
         for (interaction, method, path) in [
             ("read", "GET", format!("/fhir/r4/{ty}/x1")),
             ("search-type", "GET", format!("/fhir/r4/{ty}?_id=x1")),
@@ -830,7 +1020,10 @@ fn validator_python() -> PathBuf {
 async fn every_resource_the_gateway_emits_validates_with_an_independent_fhir_r4_implementation() {
     let python = validator_python();
     let check = Command::new(&python)
-        .args(["-c", "import fhir.resources; assert fhir.resources.__fhir_version__ == '4.0.1'"])
+        .args([
+            "-c",
+            "import fhir.resources; assert fhir.resources.__fhir_version__ == '4.0.1'",
+        ])
         .output();
     match check {
         Ok(o) if o.status.success() => {}
@@ -851,12 +1044,27 @@ async fn every_resource_the_gateway_emits_validates_with_an_independent_fhir_r4_
         assert!(a.body.get("resourceType").is_some(), "{name}: {}", a.body);
         out.push((name.to_owned(), a.body.clone()));
     };
-    let (s, _) = put(&app, &officer(), "/v1/records/crisis-incident/INC-1", &incident_body("P-2231")).await;
+    let (s, _) = put(
+        &app,
+        &officer(),
+        "/v1/records/crisis-incident/INC-1",
+        &incident_body("P-2231"),
+    )
+    .await;
     assert_eq!(s, 201);
-    let (s, _) = put(&app, &clinician(), "/v1/records/safety-plan/SP-1", &safety_plan_body("P-2231")).await;
+    let (s, _) = put(
+        &app,
+        &clinician(),
+        "/v1/records/safety-plan/SP-1",
+        &safety_plan_body("P-2231"),
+    )
+    .await;
     assert_eq!(s, 201);
 
-    keep("capability", &send(client(Some(&officer().0)).get(app.url("/fhir/r4/metadata"))).await);
+    keep(
+        "capability",
+        &send(client(Some(&officer().0)).get(app.url("/fhir/r4/metadata"))).await,
+    );
     let c = fhir_post(&app, &clinician(), "/fhir/r4/Consent", &leap_consent()).await;
     assert_eq!(c.status, 201, "{}", c.body);
     keep("consent-created", &c);
@@ -882,7 +1090,13 @@ async fn every_resource_the_gateway_emits_validates_with_an_independent_fhir_r4_
         "extension": [{"url": "receivedAt", "valueDateTime": time(Utc::now())},
                       {"url": "receivedHow", "valueCode": "oral"}]
     }));
-    let r = fhir_put(&app, &clinician(), &format!("/fhir/r4/Consent/{id}"), &revoke).await;
+    let r = fhir_put(
+        &app,
+        &clinician(),
+        &format!("/fhir/r4/Consent/{id}"),
+        &revoke,
+    )
+    .await;
     assert_eq!(r.status, 200, "{}", r.body);
     keep("consent-revoked", &r);
     keep(
@@ -890,7 +1104,10 @@ async fn every_resource_the_gateway_emits_validates_with_an_independent_fhir_r4_
         &fhir_get(
             &app,
             &clinician(),
-            &format!("/fhir/r4/Consent?patient:identifier={}|{MRN}", codes::subject_system("county-mh")),
+            &format!(
+                "/fhir/r4/Consent?patient:identifier={}|{MRN}",
+                codes::subject_system("county-mh")
+            ),
             None,
         )
         .await,
@@ -906,7 +1123,11 @@ async fn every_resource_the_gateway_emits_validates_with_an_independent_fhir_r4_
     )
     .await;
     assert_eq!(a.status, 200, "{}", a.body);
-    assert_eq!(a.body["entry"][0]["resource"]["resourceType"], "Basic", "{}", a.body);
+    assert_eq!(
+        a.body["entry"][0]["resource"]["resourceType"], "Basic",
+        "{}",
+        a.body
+    );
     keep("v1-subject-bundle", &a);
     let a = send(
         client(Some(&clinician().0))
@@ -919,13 +1140,37 @@ async fn every_resource_the_gateway_emits_validates_with_an_independent_fhir_r4_
     assert_eq!(a.status, 200, "{}", a.body);
     keep("v1-incident-bundle", &a);
 
-    let t = fhir_post(&app, &officer(), "/fhir/r4/ServiceRequest", &service_request()).await;
+    let t = fhir_post(
+        &app,
+        &officer(),
+        "/fhir/r4/ServiceRequest",
+        &service_request(),
+    )
+    .await;
     assert_eq!(t.status, 201, "{}", t.body);
     keep("task-created", &t);
     let rid = t.body["id"].as_str().unwrap().to_owned();
     transition(&app, &rid, "RECEIVED").await;
-    keep("task-police", &fhir_get(&app, &officer(), &format!("/fhir/r4/Task/{rid}"), Some("referral-followup")).await);
-    keep("task-intake", &fhir_get(&app, &clinician(), &format!("/fhir/r4/Task/{rid}"), Some("referral-followup")).await);
+    keep(
+        "task-police",
+        &fhir_get(
+            &app,
+            &officer(),
+            &format!("/fhir/r4/Task/{rid}"),
+            Some("referral-followup"),
+        )
+        .await,
+    );
+    keep(
+        "task-intake",
+        &fhir_get(
+            &app,
+            &clinician(),
+            &format!("/fhir/r4/Task/{rid}"),
+            Some("referral-followup"),
+        )
+        .await,
+    );
     keep(
         "task-search",
         &fhir_get(
@@ -952,27 +1197,58 @@ async fn every_resource_the_gateway_emits_validates_with_an_independent_fhir_r4_
     let mut bad = leap_consent();
     bad["provision"]["purpose"] = json!([{"system": ACT_REASON, "code": "HPAYMT"},
                                          {"system": "http://example.org", "code": "x"}]);
-    keep("outcome-invalid", &fhir_post(&app, &clinician(), "/fhir/r4/Consent", &bad).await);
+    keep(
+        "outcome-invalid",
+        &fhir_post(&app, &clinician(), "/fhir/r4/Consent", &bad).await,
+    );
     let mut bad = leap_consent();
     bad.as_object_mut().unwrap().remove("extension");
-    keep("outcome-incomplete", &fhir_post(&app, &clinician(), "/fhir/r4/Consent", &bad).await);
-    keep("outcome-denied", &fhir_get(&app, &officer(), &format!("/fhir/r4/Task/{rid}"), Some("investigation")).await);
-    keep("outcome-unauthenticated", &send(client(Some(&officer().0)).get(app.url("/fhir/r4/Task/x"))).await);
-    keep("outcome-not-found", &fhir_get(&app, &officer(), "/fhir/r4/Patient/1", None).await);
+    keep(
+        "outcome-incomplete",
+        &fhir_post(&app, &clinician(), "/fhir/r4/Consent", &bad).await,
+    );
+    keep(
+        "outcome-denied",
+        &fhir_get(
+            &app,
+            &officer(),
+            &format!("/fhir/r4/Task/{rid}"),
+            Some("investigation"),
+        )
+        .await,
+    );
+    keep(
+        "outcome-unauthenticated",
+        &send(client(Some(&officer().0)).get(app.url("/fhir/r4/Task/x"))).await,
+    );
+    keep(
+        "outcome-not-found",
+        &fhir_get(&app, &officer(), "/fhir/r4/Patient/1", None).await,
+    );
     app.stop().await;
 
     let dir = tempfile::tempdir().unwrap();
     for (name, v) in &out {
-        std::fs::write(dir.path().join(format!("{name}.json")), serde_json::to_vec_pretty(v).unwrap())
-            .unwrap();
+        std::fs::write(
+            dir.path().join(format!("{name}.json")),
+            serde_json::to_vec_pretty(v).unwrap(),
+        )
+        .unwrap();
     }
     let script = crate::support::repo_root().join("tests/fhir/validate.py");
-    let run = Command::new(&python).arg(&script).arg(dir.path()).output().unwrap();
+    let run = Command::new(&python)
+        .arg(&script)
+        .arg(dir.path())
+        .output()
+        .unwrap();
     let report = String::from_utf8_lossy(&run.stdout);
     assert!(
         run.status.success(),
         "fhir.resources refused resources the gateway emits:\n{report}\n{}",
         String::from_utf8_lossy(&run.stderr)
     );
-    assert!(report.contains(&format!("{} passed, 0 failed", out.len())), "{report}");
+    assert!(
+        report.contains(&format!("{} passed, 0 failed", out.len())),
+        "{report}"
+    );
 }
