@@ -12,8 +12,12 @@
 //!
 //! Every error under `/fhir/r4`, from any extractor or handler, leaves as an
 //! `OperationOutcome` (`application/fhir+json`) with the JSON API's code and one issue per
-//! problem ([`outcomes`]). The `/v1` reads answer a FHIR `Bundle` when asked with
+//! problem (the `outcomes` middleware). The `/v1` reads answer a FHIR `Bundle` when asked with
 //! `Accept: application/fhir+json` ([`wants_fhir`], [`disclosure_bundle`]).
+//!
+//! Security role: no rule of its own. Every FHIR request is authenticated, decided, logged and
+//! answered by the `/v1` service functions; a resource that does not map is refused (a refused
+//! consent logged as on `/v1`), and a FHIR read carries the same receipt headers as the JSON one.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -151,6 +155,13 @@ pub(super) fn routes(r: &mut super::Routes<'_>) {
 
 /// The CapabilityStatement's path.
 pub const METADATA: &str = "/fhir/r4/metadata";
+
+/// Sets `key` of a JSON object (nothing if `v` is not an object).
+fn set(v: &mut Value, key: &str, value: Value) {
+    if let Some(o) = v.as_object_mut() {
+        o.insert(key.to_owned(), value);
+    }
+}
 
 /// A FHIR JSON answer.
 fn fhir_response(status: StatusCode, body: &impl serde::Serialize) -> HttpResponse {
@@ -371,13 +382,13 @@ pub fn capability_statement(state: &AppState, base: &str) -> Value {
                 _ => Vec::new(),
             };
             if !params.is_empty() {
-                res["searchParam"] = json!(params);
+                set(&mut res, "searchParam", json!(params));
             }
             if *t == "Task" {
-                res["searchRevInclude"] = json!(["Provenance:target"]);
+                set(&mut res, "searchRevInclude", json!(["Provenance:target"]));
             }
             if list.iter().any(|r| r.interaction == "update") {
-                res["updateCreate"] = json!(false);
+                set(&mut res, "updateCreate", json!(false));
             }
             res
         })
@@ -433,7 +444,7 @@ fn consent_error(e: crate::service::Error) -> ApiError {
                         .and_then(Value::as_str)
                         .map(fhirmap::consent::path_of);
                     if let Some(path) = path {
-                        p["field"] = json!(path);
+                        set(p, "field", json!(path));
                     }
                 }
             }
@@ -462,10 +473,10 @@ fn consent_error(e: crate::service::Error) -> ApiError {
                         })
                     })
                     .collect();
-                details["problems"] = json!(missing);
+                set(&mut details, "problems", json!(missing));
             } else if let Some(field) = details.get("field").and_then(Value::as_str) {
                 let path = fhirmap::consent::path_of(field);
-                details["field"] = json!(path);
+                set(&mut details, "field", json!(path));
             }
             ApiError::from(E::Invalid {
                 code,
@@ -776,12 +787,14 @@ fn referral_error(e: crate::service::Error) -> ApiError {
             details: Some(mut details),
         } => {
             if let Some(f) = details.get("field").and_then(Value::as_str) {
-                details["field"] = json!(path(f));
+                let to = path(f);
+                set(&mut details, "field", json!(to));
             }
             if let Some(fields) = details.get_mut("fields").and_then(Value::as_array_mut) {
                 for f in fields {
                     if let Some(name) = f.get("field").and_then(Value::as_str) {
-                        f["field"] = json!(path(name));
+                        let to = path(name);
+                        set(f, "field", json!(to));
                     }
                 }
             }

@@ -91,7 +91,7 @@ pub fn read_resource<T: DeserializeOwned>(value: Value, expected: &str) -> Resul
                 ),
             )
         } else {
-            ("invalid_structure", format!("{inner}"))
+            ("invalid_structure", inner.to_string())
         };
         let field = if path == "." {
             expected.to_owned()

@@ -6,6 +6,10 @@
 //! into the [`NewReferral`] that `POST /v1/referrals` takes; the referral service then checks
 //! the incident, the agency and the record schema exactly as for `/v1`. The referral is read
 //! back as a `Task` ([`super::disclosure`]).
+//!
+//! Security role: a `ServiceRequest` element the mapping does not take (a note, an occurrence,
+//! a modifier extension) is refused, not dropped, and the referring agency comes from the
+//! caller's token, never from the resource's `requester`.
 
 use serde_json::Value;
 

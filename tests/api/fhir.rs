@@ -388,11 +388,14 @@ async fn a_fhir_consent_goes_in_out_and_in_again_as_the_same_directive() {
     }
 }
 
+/// A missing element's code, its FHIR element, and how to remove it from a consent.
+type Case = (&'static str, &'static str, fn(&mut Value));
+
 #[tokio::test]
 async fn a_part2_consent_missing_an_element_is_refused_naming_it_in_fhir_terms() {
     for db in BOTH {
         let app = spawn_app(db).await;
-        let cases: [(&str, &str, fn(&mut Value)); 4] = [
+        let cases: [Case; 4] = [
             ("revocation_statement", "Consent.extension", |c| {
                 c.as_object_mut().unwrap().remove("extension");
             }),
