@@ -8,6 +8,7 @@
 use std::path::PathBuf;
 use std::process::Command;
 
+use base64::Engine as _;
 use chrono::{Duration, SecondsFormat, Utc};
 use coresponse_gateway::audit::{EntryKind, Outcome, query};
 use coresponse_gateway::fhir::codes;
@@ -791,6 +792,17 @@ async fn a_service_request_makes_a_referral_read_as_a_task_with_the_police_statu
             "no clinician contact without consent"
         );
         let seq: u64 = a.header("disclosure-id").unwrap().parse().unwrap();
+        // The receipt headers of a /v1 read: the entry's leaf in the log's Merkle tree.
+        let _: u64 = a.header("log-leaf-index").unwrap().parse().unwrap();
+        let hash = a.header("log-leaf-hash").unwrap();
+        assert_eq!(
+            base64::engine::general_purpose::STANDARD
+                .decode(&hash)
+                .unwrap()
+                .len(),
+            32,
+            "{hash}"
+        );
         let e = app.log_entry(seq).await.unwrap();
         assert_eq!(e.data.kind, EntryKind::Disclosure);
         assert_eq!(e.data.outcome, Outcome::Permit);
@@ -853,6 +865,7 @@ async fn a_service_request_makes_a_referral_read_as_a_task_with_the_police_statu
         let a = fhir_get(&app, &officer(), &task, Some("investigation")).await;
         assert_outcome(&a, 403, "disclosure_denied", None);
         assert!(a.header("disclosure-id").is_some());
+        assert!(a.header("log-leaf-index").is_some() && a.header("log-leaf-hash").is_some());
         app.assert_log_verifies().await;
         app.stop().await;
     }
@@ -907,6 +920,10 @@ async fn v1_reads_answer_a_labelled_bundle_when_asked_for_fhir() {
     let bundle = &a.body;
     assert_eq!(bundle["resourceType"], "Bundle");
     assert_eq!(bundle["type"], "collection");
+    // The same receipt headers as the JSON answer.
+    for h in ["disclosure-id", "log-leaf-index", "log-leaf-hash"] {
+        assert!(a.header(h).is_some_and(|v| !v.is_empty()), "{h}");
+    }
     let basic = &bundle["entry"][0]["resource"];
     assert_eq!(basic["resourceType"], "Basic");
     let labels: Vec<&str> = basic["meta"]["security"]
