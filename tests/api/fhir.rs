@@ -389,6 +389,83 @@ async fn a_fhir_consent_goes_in_out_and_in_again_as_the_same_directive() {
     }
 }
 
+/// An IHE PCF Basic Consent (profile `IHE.PCF.consentBasic`: `policy.uri` required,
+/// `performer` the patient, `sourceReference` the signed document, a permit provision with
+/// actors and purposes, no `policyRule`, `action` or `securityLabel`), adapted to the demo
+/// partners: the patient by identifier, the organizations as partners, the provision's class
+/// a record kind.
+fn pcf_basic_consent() -> Value {
+    let now = Utc::now();
+    json!({
+        "resourceType": "Consent",
+        "meta": {"profile": ["https://profiles.ihe.net/ITI/PCF/StructureDefinition/IHE.PCF.consentBasic"]},
+        "status": "active",
+        "scope": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/consentscope",
+                              "code": "patient-privacy"}]},
+        "category": [{"coding": [{"system": "http://loinc.org", "code": "59284-0",
+                                  "display": "Patient Consent"}]}],
+        "patient": {"identifier": {"system": codes::subject_system("metro-pd"), "value": "P-2231"}},
+        "dateTime": time(now - Duration::hours(2)),
+        "performer": [{"identifier": {"system": codes::subject_system("metro-pd"), "value": "P-2231"}}],
+        "organization": [partner("county-mh")],
+        "sourceReference": {"reference": "DocumentReference/signed-consent-2231"},
+        "policy": [{"uri": "https://county-mh.example/policies/privacy-2026.pdf"}],
+        "provision": {
+            "type": "permit",
+            "period": {"start": time(now - Duration::hours(1)), "end": "2027-12-31"},
+            "actor": [{
+                "role": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v3-ParticipationType",
+                                     "code": "IRCP"}]},
+                "reference": partner("metro-pd")
+            }],
+            "purpose": [{"system": codes::purpose_system(), "code": "referral-followup"},
+                        {"system": ACT_REASON, "code": "COC"}],
+            "class": [{"system": codes::kind_system(), "code": "referral"}]
+        }
+    })
+}
+
+#[tokio::test]
+async fn an_ihe_pcf_basic_consent_goes_in_out_and_in_again_as_the_same_directive() {
+    for db in BOTH {
+        let app = spawn_app(db).await;
+        let created = fhir_post(&app, &clinician(), "/fhir/r4/Consent", &pcf_basic_consent()).await;
+        assert_eq!(created.status, 201, "{db:?}: {}", created.body);
+        let id = created.body["id"].as_str().unwrap().to_owned();
+        let d = directive(&app, &id).await;
+        assert_eq!(
+            d["subjects"],
+            json!([{"system": "metro-pd", "value": "P-2231"}])
+        );
+        assert_eq!(d["disclosers"], json!(["county-mh"]));
+        assert_eq!(d["recipients"], json!(["metro-pd"]));
+        assert_eq!(
+            d["purposes"],
+            json!(["care-coordination", "referral-followup"])
+        );
+        assert_eq!(d["scope"]["kinds"], json!(["referral"]));
+        assert_eq!(
+            d["signature_reference"],
+            "DocumentReference/signed-consent-2231"
+        );
+        assert_eq!(
+            d["expires"]
+                .as_str()
+                .map(|e| e.starts_with("2027-12-31") || e.starts_with("2028-01-01")),
+            Some(true),
+            "the end date runs through that day: {d}"
+        );
+        let read = fhir_get(&app, &clinician(), &format!("/fhir/r4/Consent/{id}"), None).await;
+        assert_eq!(read.status, 200, "{}", read.body);
+        assert_eq!(read.body["status"], "active");
+        let again = fhir_post(&app, &clinician(), "/fhir/r4/Consent", &resend(&read.body)).await;
+        assert_eq!(again.status, 201, "{}", again.body);
+        let id2 = again.body["id"].as_str().unwrap().to_owned();
+        assert_eq!(directive(&app, &id2).await, d, "{db:?}");
+        app.stop().await;
+    }
+}
+
 /// A missing element's code, its FHIR element, and how to remove it from a consent.
 type Case = (&'static str, &'static str, fn(&mut Value));
 
