@@ -111,6 +111,11 @@ pub fn consent_status_ext() -> String {
 pub fn revocation_ext() -> String {
     gw("StructureDefinition/consent-revocation")
 }
+/// Extension on `Provenance.entity`: the log entry's leaf in the disclosure log's Merkle tree
+/// (`index` and base64 `hash`, as the `Log-Leaf-Index` and `Log-Leaf-Hash` headers give them).
+pub fn log_leaf_ext() -> String {
+    gw("StructureDefinition/log-leaf")
+}
 /// Extension on `Basic`: one record field (`name`, `value`, `transform`).
 pub fn record_field_ext() -> String {
     gw("StructureDefinition/record-field")

@@ -377,6 +377,13 @@ pub fn render(d: &DisclosedRecord, policy: &PolicySet, recipient: &PartnerId) ->
             },
         ],
         entity: vec![ProvenanceEntity {
+            extension: vec![Extension {
+                extension: vec![
+                    Extension::string("index", &d.disclosure_id.leaf_index.to_string()),
+                    Extension::string("hash", &d.disclosure_id.leaf_hash_b64()),
+                ],
+                ..Extension::new(&codes::log_leaf_ext())
+            }],
             role: "source".into(),
             what: Reference {
                 identifier: Some(Identifier::new(

@@ -652,6 +652,9 @@ pub struct ProvenanceAgent {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct ProvenanceEntity {
+    /// Extensions (the log entry's leaf in the disclosure log's Merkle tree).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub extension: Vec<Extension>,
     /// derivation | revision | quotation | source | removal.
     pub role: String,
     /// What.

@@ -934,6 +934,19 @@ async fn a_service_request_makes_a_referral_read_as_a_task_with_the_police_statu
             prov["entity"][0]["what"]["identifier"]["value"],
             seq.as_str()
         );
+        // And its leaf in the log's Merkle tree, as the receipt headers give it.
+        let leaf = &prov["entity"][0]["extension"][0];
+        assert_eq!(leaf["url"], codes::log_leaf_ext());
+        assert_eq!(leaf["extension"][0]["url"], "index");
+        assert_eq!(
+            leaf["extension"][0]["valueString"].as_str(),
+            a.header("log-leaf-index").as_deref()
+        );
+        assert_eq!(leaf["extension"][1]["url"], "hash");
+        assert_eq!(
+            leaf["extension"][1]["valueString"].as_str(),
+            a.header("log-leaf-hash").as_deref()
+        );
         assert_eq!(
             prov["target"][0]["reference"],
             a.body["entry"][0]["fullUrl"]
