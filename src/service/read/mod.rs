@@ -77,6 +77,8 @@ pub struct DisclosedRecord {
     pub disclosure_id: audit::LogRef,
     /// The JSON the recipient receives.
     pub body: Value,
+    /// The time of the log entry (the decision time).
+    pub logged_at: DateTime<Utc>,
 }
 
 /// The answer for one record.
@@ -415,7 +417,7 @@ impl Services {
             }
             Outcome::Permit(permit) => permit,
         };
-        self.answer(policy, asker, rec, &permit, &receipt, view, review)
+        self.answer(policy, asker, rec, &permit, (&receipt, now), view, review)
     }
 
     /// Opens the values with the permit and the receipt, redacts them and builds the answer.
@@ -428,7 +430,7 @@ impl Services {
         asker: &Asker<'_>,
         rec: DecryptedRecord,
         permit: &Permit,
-        receipt: &Receipt,
+        (receipt, logged_at): (&Receipt, DateTime<Utc>),
         view: crate::referral::view::StatusView,
         review: Option<emergency::ReviewRef>,
     ) -> Result<RecordAnswer, Error> {
@@ -466,6 +468,7 @@ impl Services {
         Ok(RecordAnswer::Disclosed(DisclosedRecord {
             disclosure_id: receipt.log_ref(),
             body,
+            logged_at,
         }))
     }
 
