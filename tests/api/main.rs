@@ -20,6 +20,7 @@ mod demo;
 mod directives;
 mod edges;
 mod emergency;
+mod fhir;
 mod handshake;
 mod key_rollout;
 mod metrics;
