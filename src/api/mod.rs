@@ -14,6 +14,7 @@ mod middleware;
 mod purpose;
 mod records;
 mod referrals;
+mod reports;
 mod reviews;
 mod state;
 mod whoami;
@@ -52,6 +53,7 @@ pub fn configure(cfg: &mut web::ServiceConfig, body_limit: usize) {
     consents::routes(cfg);
     records::routes(cfg);
     referrals::routes(cfg);
+    reports::routes(cfg);
     reviews::routes(cfg);
 }
 

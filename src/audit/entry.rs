@@ -52,11 +52,14 @@ pub enum EntryKind {
     /// A shared record was written (created, updated, a referral moved), or a write was refused
     /// for lack of authority.
     RecordChanged,
+    /// An aggregate report was computed and released (or refused): the definition's hash, the
+    /// period and what disclosure control withheld, never a withheld value.
+    ReportGenerated,
 }
 
 impl EntryKind {
     /// Every kind, in a stable order.
-    pub const ALL: [EntryKind; 13] = [
+    pub const ALL: [EntryKind; 14] = [
         Self::Disclosure,
         Self::LogRead,
         Self::HandshakeRefused,
@@ -70,6 +73,7 @@ impl EntryKind {
         Self::RecordChanged,
         Self::ConsentRead,
         Self::AccountingSuspended,
+        Self::ReportGenerated,
     ];
 
     /// The stable name stored, hashed and shown.
@@ -88,6 +92,7 @@ impl EntryKind {
             Self::RecordChanged => "record_changed",
             Self::ConsentRead => "consent_read",
             Self::AccountingSuspended => "accounting_suspended",
+            Self::ReportGenerated => "report_generated",
         }
     }
 }

@@ -1,6 +1,8 @@
-//! The command line: `demo`, `init`, `serve`, `token`, `policy`, `keys`, `audit`, `consent`.
+//! The command line: `demo`, `init`, `serve`, `token`, `policy`, `keys`, `audit`, `consent`,
+//! `report`.
 
 mod consent;
+mod report;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -133,6 +135,17 @@ enum Command {
         #[command(subcommand)]
         command: ConsentCommand,
     },
+    /// Run program outcome reports (on the database; each run is logged).
+    Report {
+        #[command(subcommand)]
+        command: ReportCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum ReportCommand {
+    /// Run a report for a period and print its JSON, or write its JSON, CSV and SVG files.
+    Run(Box<report::RunArgs>),
 }
 
 #[derive(Debug, Subcommand)]
@@ -258,6 +271,9 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             command: PolicyCommand::Explain(args),
         } => policy_explain(&args),
         Command::Keys { command } => keys(command).await,
+        Command::Report {
+            command: ReportCommand::Run(args),
+        } => report::run(&args).await,
     }
 }
 

@@ -7,6 +7,7 @@
 //! deployment gets its certificates from the partners' PKI and its tokens from the partners'
 //! identity providers (see `certs/README.md`).
 
+pub mod demo_year;
 pub mod pki;
 pub mod seed;
 

@@ -4,7 +4,8 @@
 //! format is documented in `policies/README.md`). Parsing, validation and decision are separate
 //! modules: [`PolicySet::check`] validates a directory and reports every problem with file,
 //! line, column and hint; [`PolicySet::load`] also loads key material and refuses a set with
-//! errors; [`decide()`] is pure.
+//! errors; [`decide()`] is pure. Report definitions (`reports/*.toml`) are validated with the
+//! same diagnostics and kept in the set for [`crate::reports`].
 //!
 //! A [`PolicySet`] is immutable once loaded; the running gateway swaps a whole new set in on
 //! reload (SIGHUP) only if it validates, so a bad edit never replaces a good set.
@@ -15,6 +16,7 @@ pub mod limits;
 mod load;
 pub mod model;
 pub mod partners;
+mod reports;
 pub mod schema;
 
 use std::collections::BTreeMap;
@@ -29,6 +31,7 @@ pub use decide::{
 pub use diag::{Diagnostic, Report, Severity};
 pub use limits::HardLimit;
 pub use load::{CASES_DIR, KINDS_DIR, MOUS_DIR};
+pub use reports::REPORTS_DIR;
 pub use model::{
     Effect, FieldDef, FieldType, Generalization, KindDef, Label, LegalBasis, MaskKeep, Mou,
     PURPOSES, Rule, Transform,
@@ -46,6 +49,8 @@ pub struct PolicySet {
     pub kinds: BTreeMap<String, KindDef>,
     /// MOUs, in file order.
     pub mous: Vec<Mou>,
+    /// Report definitions by id (`reports/*.toml`).
+    pub reports: BTreeMap<String, crate::reports::ReportDef>,
     /// Content hash of the policy files, recorded with every decision.
     pub hash: String,
     /// Warnings found while loading (e.g. expired MOUs); errors refuse the set.
@@ -150,6 +155,7 @@ impl PolicySet {
                 partners,
                 kinds: checked.kinds,
                 mous: checked.mous,
+                reports: checked.reports,
                 hash,
                 warnings,
             },

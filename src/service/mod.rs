@@ -6,7 +6,8 @@
 //! [`Services`] handle (repositories, keyring, policy set, log, clock, caches) and the caller,
 //! and returns this module's [`Error`]. The API layer parses input into domain types, calls one
 //! service function and maps its error to an HTTP answer; the command line calls the same
-//! functions.
+//! functions. Program outcome reports ([`reports`]) are computed here too, from what the vault
+//! opens for a report's grant.
 //!
 //! ```text
 //! api, cli, devinit ──► service ──► vault (records sealed at rest, the disclosure gate)
@@ -26,6 +27,7 @@ pub mod keys;
 pub mod read;
 pub mod records;
 pub mod referrals;
+pub mod reports;
 pub mod reviews;
 
 use std::sync::Arc;

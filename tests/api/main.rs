@@ -21,6 +21,7 @@ mod records_api;
 mod records_store;
 mod reload;
 mod replicas;
+mod reports;
 mod robustness;
 mod storage;
 mod support;
