@@ -3,7 +3,9 @@
 //! 1. durable append throughput through the group-commit path, on a SQLite file (WAL,
 //!    `synchronous = FULL`) with many concurrent appenders;
 //! 2. verification of that stored log (streamed from the database);
-//! 3. verification speed over a large chain held in memory.
+//! 3. verification speed over a large chain held in memory;
+//! 4. serving inclusion and consistency proofs from a stored tree of 1,000,000 leaves
+//!    (`AUDIT_BENCH_TREE`), in CPU time per proof.
 //!
 //! Sizes can be set with `AUDIT_BENCH_APPENDS`, `AUDIT_BENCH_APPENDERS`,
 //! `AUDIT_BENCH_MAX_BATCH` (the writer's `max_batch`) and `AUDIT_BENCH_VERIFY`;
@@ -20,10 +22,12 @@
 )]
 use std::time::Instant;
 
+use sha2::Digest as _;
+
 use chrono::Utc;
 use coresponse_gateway::audit::{
     self, Anchor, ChainHash, CheckpointSigner, DisclosureLog, Entry, EntryKind, FieldDisclosure,
-    LegalBasis, NewEntry, Outcome, RecordRef, SubjectKey,
+    LegalBasis, LogTextKey, NewEntry, Outcome, RecordRef, SubjectKey,
 };
 use coresponse_gateway::config::{AuditSettings, StorageSettings};
 use coresponse_gateway::store::{Store, on_conn};
@@ -118,6 +122,7 @@ fn main() {
         let log = DisclosureLog::start(
             store.clone(),
             key.clone(),
+            LogTextKey::new(&[8; 32]),
             Some(CheckpointSigner::from_seed(&[9; 32])),
             AuditSettings {
                 max_batch: env("AUDIT_BENCH_MAX_BATCH", 512) as usize,
@@ -180,7 +185,9 @@ fn main() {
         let hash = audit::entry_hash(seq, &prev, &data);
         chain.push(Entry {
             seq,
+            format: audit::EntryFormat::V1,
             data,
+            sealed: None,
             prev_hash: prev,
             hash,
         });
@@ -204,4 +211,131 @@ fn main() {
             summary.entries_checked as f64 / secs
         );
     }
+    proofs_bench();
+}
+
+/// CPU time of this process so far (user + system), from `/proc/self/stat`.
+fn cpu_secs() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    let after = stat.rsplit(')').next().unwrap_or_default();
+    let f: Vec<&str> = after.split_whitespace().collect();
+    // Fields 14 and 15 of the line (utime, stime) are the 12th and 13th after the `)`.
+    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    (ticks(11) + ticks(12)) / 100.0
+}
+
+/// Builds the stored tree of `AUDIT_BENCH_TREE` leaves directly (the nodes an append path
+/// would have written), then serves inclusion and consistency proofs from it.
+fn proofs_bench() {
+    use coresponse_gateway::audit::transparency;
+    use coresponse_gateway::audit::tree::Frontier;
+    let n = env("AUDIT_BENCH_TREE", 1_000_000);
+    let proofs = env("AUDIT_BENCH_PROOFS", 2_000);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(async {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(&StorageSettings::new(format!(
+            "sqlite://{}",
+            dir.path().join("tree.db").display()
+        )))
+        .await
+        .expect("store");
+        let mut f = Frontier::default();
+        let mut nodes: Vec<(u64, [u8; 32])> = Vec::new();
+        let started = Instant::now();
+        let mut pooled = store.acquire().await.expect("connection");
+        on_conn!(&mut pooled.conn(), |c| {
+            sqlx::query("BEGIN").execute(&mut *c).await.map(|_| ())
+        })
+        .expect("begin");
+        for i in 0..n {
+            let leaf: [u8; 32] = sha2::Sha256::digest(i.to_be_bytes()).into();
+            f.push(leaf, |k, h| nodes.push((k, h)));
+            if nodes.len() >= 4096 || i + 1 == n {
+                for chunk in nodes.chunks(256) {
+                    let mut sql = String::from("INSERT INTO audit_tree (idx, hash) VALUES ");
+                    sql.push_str(&vec!["(?, ?)"; chunk.len()].join(", "));
+                    on_conn!(&mut pooled.conn(), |c| {
+                        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql.clone()));
+                        for (k, h) in chunk {
+                            q = q.bind(*k as i64).bind(h.to_vec());
+                        }
+                        q.execute(&mut *c).await.map(|_| ())
+                    })
+                    .expect("insert nodes");
+                }
+                nodes.clear();
+            }
+        }
+        let peaks = f.to_bytes();
+        on_conn!(&mut pooled.conn(), |c| {
+            sqlx::query("UPDATE audit_head SET seq = ?, tree_size = ?, tree_peaks = ? WHERE id = 1")
+                .bind(n as i64)
+                .bind(n as i64)
+                .bind(peaks.clone())
+                .execute(&mut *c)
+                .await
+                .map(|_| ())
+        })
+        .expect("head");
+        on_conn!(&mut pooled.conn(), |c| {
+            sqlx::query("COMMIT").execute(&mut *c).await.map(|_| ())
+        })
+        .expect("commit");
+        drop(pooled);
+        println!(
+            "stored tree of {n} leaves built in {:.1} s",
+            started.elapsed().as_secs_f64()
+        );
+        let root = transparency::root_at(&store, n).await.expect("root");
+        assert_eq!(root, f.root());
+        let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+        let mut next = || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        // Warm up (page cache, prepared statements).
+        for _ in 0..100 {
+            transparency::inclusion_proof(&store, next() % n, n)
+                .await
+                .expect("proof");
+        }
+        let (wall, cpu) = (Instant::now(), cpu_secs());
+        for _ in 0..proofs {
+            let p = transparency::inclusion_proof(&store, next() % n, n)
+                .await
+                .expect("proof");
+            // A path is at most ceil(log2 n) hashes (20 for a million leaves) and shorter for
+            // leaves in the tree's smaller right-hand subtrees.
+            assert!(
+                !p.hashes.is_empty() && p.hashes.len() <= 64 - (n - 1).leading_zeros() as usize
+            );
+        }
+        let (w, c) = (wall.elapsed().as_secs_f64(), cpu_secs() - cpu);
+        println!(
+            "inclusion proof in a tree of {n} leaves: {:.1} µs wall, {:.1} µs CPU per proof \
+             ({proofs} proofs)",
+            w * 1e6 / proofs as f64,
+            c * 1e6 / proofs as f64
+        );
+        let (wall, cpu) = (Instant::now(), cpu_secs());
+        for _ in 0..proofs {
+            let from = 1 + next() % (n - 1);
+            transparency::consistency_proof(&store, from, n)
+                .await
+                .expect("proof");
+        }
+        let (w, c) = (wall.elapsed().as_secs_f64(), cpu_secs() - cpu);
+        println!(
+            "consistency proof to a tree of {n} leaves: {:.1} µs wall, {:.1} µs CPU per proof \
+             ({proofs} proofs)",
+            w * 1e6 / proofs as f64,
+            c * 1e6 / proofs as f64
+        );
+    });
 }

@@ -40,6 +40,28 @@ pub struct Settings {
     /// Emergency access.
     #[serde(default)]
     pub emergency: EmergencySettings,
+    /// The Prometheus metrics listener.
+    #[serde(default)]
+    pub metrics: MetricsSettings,
+}
+
+/// The Prometheus metrics listener (`[metrics]`): plain HTTP, separate from the API.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsSettings {
+    /// Serve `GET /metrics`. Default: false.
+    pub enabled: bool,
+    /// Where (plain HTTP). Default: `127.0.0.1:9464`, loopback only.
+    pub listen: SocketAddr,
+}
+
+impl Default for MetricsSettings {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            listen: SocketAddr::from(([127, 0, 0, 1], 9464)),
+        }
+    }
 }
 
 /// Emergency access, HIPAA 164.512(j) (`[emergency]`).
@@ -78,6 +100,13 @@ pub struct ServerSettings {
     pub disconnect_timeout_ms: u64,
     /// Largest JSON nesting depth accepted in a request body.
     pub max_json_depth: usize,
+    /// Time a client has to send the whole request body once the head has arrived, in
+    /// milliseconds; a slower body gets 408 and changes nothing. Default: 10000.
+    pub body_timeout_ms: u64,
+    /// Most connections open at once from one partner (all its certificates together); further
+    /// connections are refused (429 `too_many_connections`) and recorded as security events.
+    /// Default: 256.
+    pub max_connections_per_partner: usize,
 }
 
 impl Default for ServerSettings {
@@ -91,6 +120,8 @@ impl Default for ServerSettings {
             keep_alive_secs: 30,
             disconnect_timeout_ms: 1_000,
             max_json_depth: 16,
+            body_timeout_ms: 10_000,
+            max_connections_per_partner: 256,
         }
     }
 }
@@ -111,6 +142,10 @@ impl ServerSettings {
     /// `disconnect_timeout_ms` as a duration.
     pub fn disconnect_timeout(&self) -> Duration {
         Duration::from_millis(self.disconnect_timeout_ms)
+    }
+    /// `body_timeout_ms` as a duration.
+    pub fn body_timeout(&self) -> Duration {
+        Duration::from_millis(self.body_timeout_ms)
     }
 }
 
@@ -175,6 +210,14 @@ fn default_max_token_lifetime() -> u64 {
 pub struct PolicySettings {
     /// Directory holding `partners.toml`, record kinds and MOUs.
     pub dir: PathBuf,
+    /// How many days before an MOU expires `/healthz` and a daily log line start warning.
+    /// Default: 30.
+    #[serde(default = "default_expiry_warning_days")]
+    pub expiry_warning_days: u32,
+}
+
+fn default_expiry_warning_days() -> u32 {
+    30
 }
 
 /// The database.
@@ -248,6 +291,10 @@ pub struct AuditSettings {
     pub max_batch: usize,
     /// Entries that may wait for the writer before appends wait too. Default: 16384.
     pub queue_capacity: usize,
+    /// The origin line of the log's C2SP checkpoints (and the name of its note key): a
+    /// schema-less URL naming this log, no white space, no `+`. Default:
+    /// `<identity.trust_domain>/disclosure-log`.
+    pub origin: Option<String>,
 }
 
 impl Default for AuditSettings {
@@ -259,6 +306,7 @@ impl Default for AuditSettings {
             retention_days: 6 * 365 + 2,
             max_batch: 512,
             queue_capacity: 16_384,
+            origin: None,
         }
     }
 }
@@ -398,6 +446,10 @@ master_key_file = "master.key"
         assert_eq!(s.audit.retention_days, 2192);
         assert_eq!(s.tls.crl_grace_secs, 604_800);
         assert_eq!(s.identity.max_token_lifetime_secs, 3600);
+        assert!(!s.metrics.enabled);
+        assert!(s.metrics.listen.ip().is_loopback());
+        assert_eq!(s.server.body_timeout_ms, 10_000);
+        assert_eq!(s.server.max_connections_per_partner, 256);
         assert_eq!(
             s.storage.url,
             format!("sqlite://{}", dir.path().join("data/gateway.db").display())

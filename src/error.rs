@@ -12,7 +12,7 @@ use actix_web::{HttpResponse, ResponseError};
 use serde::Serialize;
 
 /// The JSON body of every error response.
-#[derive(Debug, Serialize, serde::Deserialize, PartialEq, Eq)]
+#[derive(Debug, Serialize, serde::Deserialize, PartialEq, Eq, utoipa::ToSchema)]
 pub struct ErrorBody {
     /// Stable machine-readable code, e.g. `token_expired`.
     pub code: String,
@@ -20,6 +20,7 @@ pub struct ErrorBody {
     pub message: String,
     /// Extra machine-readable detail (e.g. the allowed next states of a referral).
     #[serde(skip_serializing_if = "Option::is_none", default)]
+    #[schema(value_type = Option<Object>)]
     pub details: Option<serde_json::Value>,
 }
 
@@ -64,7 +65,7 @@ pub enum ApiError {
         /// The reasons and the decision id.
         details: serde_json::Value,
         /// The log entry recording the denial.
-        disclosure_id: u64,
+        disclosure_id: Box<crate::audit::LogRef>,
     },
     /// 404: no such resource or route.
     #[error("{message}")]
@@ -74,9 +75,26 @@ pub enum ApiError {
         /// What was not found.
         message: String,
     },
-    /// 405: the route exists but not with this method.
-    #[error("method not allowed")]
-    MethodNotAllowed,
+    /// 405: the route exists but not with this method; `Allow` names the methods it takes.
+    #[error("method `{method}` is not allowed on `{path}`; this route takes {}", allowed.join(", "))]
+    MethodNotAllowed {
+        /// The method used.
+        method: String,
+        /// The path asked for.
+        path: String,
+        /// The methods the route takes.
+        allowed: Vec<String>,
+    },
+    /// 408: the request body did not arrive in time; nothing was changed, and the connection
+    /// is closed (its unread rest cannot be skipped).
+    #[error(
+        "the request body did not arrive within {timeout_ms} ms of the request head; send the \
+         whole body promptly (nothing was changed; this connection is closed)"
+    )]
+    BodyTimeout {
+        /// `server.body_timeout_ms`.
+        timeout_ms: u64,
+    },
     /// 409: the request conflicts with the resource's state.
     #[error("{message}")]
     Conflict {
@@ -96,6 +114,16 @@ pub enum ApiError {
     /// 415: the body is not JSON.
     #[error("request body must be `application/json`")]
     UnsupportedMediaType,
+    /// 429: the partner already has as many connections open as it may; the connection is
+    /// closed without running the request.
+    #[error(
+        "your agency already has {limit} connections open to the gateway, the most it may; reuse \
+         open connections (keep-alive) or close idle ones, then retry (this connection is closed)"
+    )]
+    TooManyConnections {
+        /// `server.max_connections_per_partner`.
+        limit: usize,
+    },
     /// 503: a dependency (the database, the disclosure log) is unavailable; nothing was
     /// disclosed or changed. Opaque to the client.
     #[error("service unavailable: {0:#}")]
@@ -148,9 +176,11 @@ impl ApiError {
             | Self::Denied { code, .. }
             | Self::NotFound { code, .. }
             | Self::Conflict { code, .. } => code,
-            Self::MethodNotAllowed => "method_not_allowed",
+            Self::MethodNotAllowed { .. } => "method_not_allowed",
+            Self::BodyTimeout { .. } => "body_timeout",
             Self::PayloadTooLarge { .. } => "payload_too_large",
             Self::UnsupportedMediaType => "unsupported_media_type",
+            Self::TooManyConnections { .. } => "too_many_connections",
             Self::Unavailable(_) => "service_unavailable",
             Self::Internal(_) => "internal_error",
         }
@@ -173,6 +203,10 @@ impl ApiError {
                 (self.to_string(), details.clone())
             }
             Self::Denied { details, .. } => (self.to_string(), Some(details.clone())),
+            Self::MethodNotAllowed { allowed, .. } => (
+                self.to_string(),
+                Some(serde_json::json!({ "allowed": allowed })),
+            ),
             _ => (self.to_string(), None),
         };
         ErrorBody {
@@ -190,10 +224,12 @@ impl ResponseError for ApiError {
             Self::Unauthenticated { .. } => StatusCode::UNAUTHORIZED,
             Self::Forbidden { .. } | Self::Denied { .. } => StatusCode::FORBIDDEN,
             Self::NotFound { .. } => StatusCode::NOT_FOUND,
-            Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            Self::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
+            Self::BodyTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
             Self::Conflict { .. } => StatusCode::CONFLICT,
             Self::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Self::TooManyConnections { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -216,6 +252,21 @@ impl ResponseError for ApiError {
         }
         if let Self::Denied { disclosure_id, .. } = self {
             res.insert_header((DISCLOSURE_ID, disclosure_id.to_string()));
+            res.insert_header((LOG_LEAF_INDEX, disclosure_id.leaf_index.to_string()));
+            res.insert_header((LOG_LEAF_HASH, disclosure_id.leaf_hash_b64()));
+        }
+        if let Self::MethodNotAllowed { allowed, .. } = self
+            && let Ok(v) = HeaderValue::from_str(&allowed.join(", "))
+        {
+            res.insert_header((header::ALLOW, v));
+        }
+        // The rest of an unread body cannot be skipped, and a connection over its partner's
+        // cap must not stay open: both end with this answer.
+        if matches!(
+            self,
+            Self::BodyTimeout { .. } | Self::TooManyConnections { .. }
+        ) {
+            res.force_close();
         }
         res.insert_header((header::CACHE_CONTROL, "no-store"));
         res.json(self.body())
@@ -224,6 +275,13 @@ impl ResponseError for ApiError {
 
 /// The response header naming the disclosure-log entries of an answer (or of a denial).
 pub const DISCLOSURE_ID: &str = "Disclosure-Id";
+
+/// The response header giving the Merkle leaf index of each entry named by `Disclosure-Id`
+/// (in the same order): what `GET /v1/audit/proof/inclusion?index=` takes.
+pub const LOG_LEAF_INDEX: &str = "Log-Leaf-Index";
+
+/// The response header giving the leaf hash (base64) of each entry named by `Disclosure-Id`.
+pub const LOG_LEAF_HASH: &str = "Log-Leaf-Hash";
 
 impl From<crate::service::Error> for ApiError {
     fn from(e: crate::service::Error) -> Self {
@@ -291,12 +349,24 @@ mod tests {
                     code: "x",
                     message: "m".into(),
                     details: serde_json::json!({}),
-                    disclosure_id: 7,
+                    disclosure_id: Box::new(crate::audit::LogRef {
+                        seq: 7,
+                        leaf_index: 6,
+                        leaf_hash: crate::audit::ChainHash([1; 32]),
+                    }),
                 },
                 403,
             ),
             (ApiError::not_found("x", "m"), 404),
-            (ApiError::MethodNotAllowed, 405),
+            (
+                ApiError::MethodNotAllowed {
+                    method: "PUT".into(),
+                    path: "/x".into(),
+                    allowed: vec!["GET".into()],
+                },
+                405,
+            ),
+            (ApiError::BodyTimeout { timeout_ms: 1 }, 408),
             (
                 ApiError::Conflict {
                     code: "x",
@@ -307,6 +377,7 @@ mod tests {
             ),
             (ApiError::PayloadTooLarge { limit: 1 }, 413),
             (ApiError::UnsupportedMediaType, 415),
+            (ApiError::TooManyConnections { limit: 1 }, 429),
             (
                 ApiError::Unavailable(anyhow::anyhow!("db down at /secret")),
                 503,
@@ -331,6 +402,30 @@ mod tests {
             if status >= 500 {
                 assert!(!body.message.contains("/secret"), "{body:?}");
             }
+        }
+    }
+
+    #[test]
+    fn a_405_names_the_allowed_methods_and_timeouts_and_refusals_close_the_connection() {
+        let e = ApiError::MethodNotAllowed {
+            method: "POST".into(),
+            path: "/v1/referrals/R-1".into(),
+            allowed: vec!["GET".into()],
+        };
+        let res = e.error_response();
+        assert_eq!(res.headers().get(header::ALLOW).unwrap(), "GET");
+        let body = res.into_body().try_into_bytes().unwrap();
+        let body: ErrorBody = serde_json::from_slice(&body).unwrap();
+        assert_eq!(
+            body.details,
+            Some(serde_json::json!({ "allowed": ["GET"] }))
+        );
+        for e in [
+            ApiError::BodyTimeout { timeout_ms: 10 },
+            ApiError::TooManyConnections { limit: 2 },
+        ] {
+            let res = e.error_response();
+            assert!(!res.head().keep_alive(), "{e:?}");
         }
     }
 

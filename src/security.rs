@@ -33,6 +33,8 @@ pub enum SecurityEventKind {
     PolicyReloaded,
     /// A policy reload was refused; the running set was kept.
     PolicyReloadFailed,
+    /// Connections were refused after the handshake (a partner over its connection cap).
+    ConnectionRefused,
 }
 
 impl SecurityEventKind {
@@ -43,6 +45,7 @@ impl SecurityEventKind {
             Self::AuthenticationFailed => "authentication_failed",
             Self::PolicyReloaded => "policy_reloaded",
             Self::PolicyReloadFailed => "policy_reload_failed",
+            Self::ConnectionRefused => "connection_refused",
         }
     }
 
@@ -53,6 +56,7 @@ impl SecurityEventKind {
             Self::AuthenticationFailed => EntryKind::AuthenticationFailed,
             Self::PolicyReloaded => EntryKind::PolicyReloaded,
             Self::PolicyReloadFailed => EntryKind::PolicyReloadFailed,
+            Self::ConnectionRefused => EntryKind::ConnectionRefused,
         }
     }
 }

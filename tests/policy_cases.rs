@@ -1,5 +1,7 @@
 //! Golden cases: every `policies/cases/*.toml` is a request and the expected decision with its
-//! reasons, run against the demo policy set in `policies/`.
+//! reasons, run against the demo policy set in `policies/`. A permit's `[expect.view]` lists
+//! what the record kind's workflow view changes on top of the plan (the police referral-status
+//! view, `coresponse_gateway::referral::view`); a case without it expects no change.
 
 // Test and benchmark code may unwrap, expect, panic and index: a failure here is a failed
 // test, not an outage (library code denies all four, see Cargo.toml).
@@ -14,10 +16,14 @@ use std::path::Path;
 
 use chrono::{DateTime, Utc};
 use coresponse_gateway::consent::{Consent, SubjectRef};
-use coresponse_gateway::domain::{CertFingerprint, PartnerId, Principal, Purpose, Role};
-use coresponse_gateway::policy::{
-    EmergencyAssertion, Outcome, PolicySet, Request, Transform, decide,
+use coresponse_gateway::domain::{
+    CertFingerprint, CourtOrder, PartnerId, Principal, Purpose, Restriction, Role,
 };
+use coresponse_gateway::policy::{
+    EmergencyAssertion, Inputs, MedicalEmergency, Outcome, PolicySet, Request, Transform,
+    decide_with,
+};
+use coresponse_gateway::referral::view::{StatusView, ViewRequest};
 use serde::Deserialize;
 
 #[derive(Debug, Deserialize)]
@@ -27,6 +33,10 @@ struct Case {
     request: CaseRequest,
     #[serde(default)]
     consent: Vec<Consent>,
+    #[serde(default)]
+    restriction: Vec<Restriction>,
+    #[serde(default)]
+    court_order: Vec<CourtOrder>,
     expect: Expect,
 }
 
@@ -43,6 +53,15 @@ struct CaseRequest {
     at: DateTime<Utc>,
     #[serde(default)]
     emergency: Option<CaseEmergency>,
+    #[serde(default)]
+    medical_emergency: Option<CaseMedical>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CaseMedical {
+    personnel: String,
+    nature: String,
 }
 
 #[derive(Debug, Deserialize)]
@@ -60,6 +79,9 @@ struct Expect {
     reasons: Vec<String>,
     #[serde(default)]
     fields: BTreeMap<String, ExpectField>,
+    /// Field -> what the workflow view makes of it (e.g. `omit(referral-status)`).
+    #[serde(default)]
+    view: BTreeMap<String, String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -112,7 +134,21 @@ fn run_case(set: &PolicySet, name: &str, case: &Case) -> Result<(), String> {
         subject: &r.subject,
         emergency: emergency.as_ref(),
     };
-    let decision = decide(&req, &case.consent, set, r.at);
+    let medical = r.medical_emergency.as_ref().map(|m| MedicalEmergency {
+        personnel: m.personnel.clone(),
+        nature: m.nature.clone(),
+    });
+    let decision = decide_with(
+        &req,
+        &Inputs {
+            consents: &case.consent,
+            restrictions: &case.restriction,
+            court_orders: &case.court_order,
+            medical_emergency: medical.as_ref(),
+        },
+        set,
+        r.at,
+    );
     if decision.policy_hash != set.hash {
         return Err("the decision does not carry the policy hash".into());
     }
@@ -160,6 +196,30 @@ fn run_case(set: &PolicySet, name: &str, case: &Case) -> Result<(), String> {
                         "the case lists `{name}`, which the kind does not have"
                     ));
                 }
+            }
+            let view = StatusView::for_request(
+                set,
+                &ViewRequest {
+                    recipient: &r.partner,
+                    recipient_kind: partner_kind,
+                    purpose: &r.purpose,
+                    kind: &r.kind,
+                    subject: &r.subject,
+                },
+                &case.consent,
+                r.at,
+            );
+            let changes = view.changes(
+                permit
+                    .fields()
+                    .iter()
+                    .map(|f| (f.field.as_str(), f.transform)),
+            );
+            if changes != case.expect.view {
+                return Err(format!(
+                    "the workflow view changes {changes:?}, the case expects {:?}",
+                    case.expect.view
+                ));
             }
         }
         (outcome, want) => {
@@ -242,5 +302,18 @@ fn golden_cases() {
         "hard-limit-cji",
     ] {
         assert!(reasons.contains(limit), "no golden case covers `{limit}`");
+    }
+    // Court orders, restrictions and 2.51 medical emergencies each have cases.
+    for prefix in [
+        "court-order:",
+        "restriction:",
+        "restriction-not-effective:",
+        "medical-emergency-basis",
+        "medical-emergency-missing:",
+    ] {
+        assert!(
+            reasons.iter().any(|r| r.starts_with(prefix)),
+            "no golden case covers `{prefix}`"
+        );
     }
 }

@@ -183,3 +183,86 @@ fn the_demo_policy_is_clean() {
     let report = PolicySet::check(&dir, now());
     assert!(report.diagnostics.is_empty(), "{report}");
 }
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        let target = to.join(e.file_name());
+        if e.file_type().unwrap().is_dir() {
+            copy_dir(&e.path(), &target);
+        } else {
+            std::fs::copy(e.path(), target).unwrap();
+        }
+    }
+}
+
+#[test]
+fn witness_keys_are_checked_like_the_rest_of_the_registry() {
+    use coresponse_gateway::crypto::note::{NoteSigner, TYPE_COSIGNATURE, TYPE_ED25519};
+    let dir = tempfile::tempdir().unwrap();
+    copy_dir(
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("policies"),
+        dir.path(),
+    );
+    let good = NoteSigner::new("metro-pd", TYPE_COSIGNATURE, &[1; 32])
+        .unwrap()
+        .verifier()
+        .to_vkey();
+    let note_key = NoteSigner::new("county-mh", TYPE_ED25519, &[2; 32])
+        .unwrap()
+        .verifier()
+        .to_vkey();
+    let path = dir.path().join("partners.toml");
+    let text = std::fs::read_to_string(&path).unwrap();
+    // metro-pd: a valid inline key; county-mh: a note-signing key (type 0x01), not a
+    // cosignature key; oversight: both forms at once; then a key id that does not match.
+    let text = text
+        .replace(
+            "vkey_file = \"metro-pd.witness.vkey\"",
+            &format!("vkey = \"{good}\""),
+        )
+        .replace(
+            "vkey_file = \"county-mh.witness.vkey\"",
+            &format!("vkey = \"{note_key}\""),
+        )
+        .replace(
+            "jwk_file = \"oversight.enc.jwk.json\"",
+            "jwk_file = \"oversight.enc.jwk.json\"\n\n[partner.witness]\nvkey = \"a+00000000+AQ==\"\nvkey_file = \"x\"",
+        );
+    std::fs::write(&path, &text).unwrap();
+    let report = PolicySet::check(dir.path(), now());
+    let bad: Vec<_> = report
+        .diagnostics
+        .iter()
+        .filter(|d| d.code == "invalid-witness-key")
+        .collect();
+    assert_eq!(bad.len(), 2, "{report}");
+    assert!(
+        bad.iter()
+            .any(|d| d.message.contains("county-mh") && d.message.contains("0x04"))
+    );
+    assert!(
+        bad.iter()
+            .any(|d| d.message.contains("oversight") && d.message.contains("exactly one"))
+    );
+    assert!(
+        bad.iter().all(|d| d.file == "partners.toml" && d.line > 0),
+        "{report}"
+    );
+    // A key id that does not match its key.
+    let tampered = text.replace(&good, &good.replacen('+', "+f", 1).replacen("+f", "+", 0));
+    let mut parts: Vec<&str> = good.splitn(3, '+').collect();
+    let wrong_id = format!("{:08x}", u32::from_str_radix(parts[1], 16).unwrap() ^ 1);
+    parts[1] = &wrong_id;
+    let wrong = parts.join("+");
+    std::fs::write(&path, tampered.replace(&good, &wrong)).unwrap();
+    let report = PolicySet::check(dir.path(), now());
+    assert!(
+        report
+            .diagnostics
+            .iter()
+            .any(|d| d.code == "invalid-witness-key" && d.message.contains("metro-pd")),
+        "{report}"
+    );
+}

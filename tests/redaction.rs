@@ -22,7 +22,8 @@ use serde_json::json;
 
 struct Env {
     _dir: tempfile::TempDir,
-    keys: std::path::PathBuf,
+    /// Where `init` writes each partner's own material (its private encryption key).
+    dir: std::path::PathBuf,
     set: PolicySet,
 }
 
@@ -40,8 +41,8 @@ fn env() -> Env {
     let set =
         PolicySet::load_at(&policies, &keys, "2026-03-01T00:00:00Z".parse().unwrap()).unwrap();
     Env {
+        dir: dir.path().to_owned(),
         _dir: dir,
-        keys,
         set,
     }
 }
@@ -116,7 +117,7 @@ fn an_encrypted_field_opens_with_an_independent_jose_library() {
 
     let jwe = out.fields["subject_phone"].as_str().unwrap();
     assert!(!jwe.contains("867"));
-    let private = std::fs::read(env.keys.join("county-mh-encryption-key.jwk.json")).unwrap();
+    let private = std::fs::read(env.dir.join("county-mh-encryption-key.jwk.json")).unwrap();
     let jwk = josekit::jwk::Jwk::from_bytes(&private).unwrap();
     let decrypter = josekit::jwe::ECDH_ES.decrypter_from_jwk(&jwk).unwrap();
     let (plain, header) = josekit::jwe::deserialize_compact(jwe, &decrypter).unwrap();
@@ -124,7 +125,7 @@ fn an_encrypted_field_opens_with_an_independent_jose_library() {
     assert_eq!(header.content_encryption(), Some("A256GCM"));
 
     // Another partner's key cannot open it.
-    let other = std::fs::read(env.keys.join("metro-pd-encryption-key.jwk.json")).unwrap();
+    let other = std::fs::read(env.dir.join("metro-pd-encryption-key.jwk.json")).unwrap();
     let other = josekit::jwe::ECDH_ES
         .decrypter_from_jwk(&josekit::jwk::Jwk::from_bytes(&other).unwrap())
         .unwrap();

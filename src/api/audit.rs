@@ -27,17 +27,14 @@ use crate::error::ApiError;
 use crate::service::compliance::SuspensionRequest;
 
 /// Registers the routes.
-pub(super) fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.route("/v1/disclosures", web::get().to(list))
-        .route("/v1/disclosures/{seq}", web::get().to(one))
-        .route(
-            "/v1/subjects/{system}/{value}/accounting",
-            web::get().to(accounting),
-        )
-        .route("/v1/accounting-suspensions", web::post().to(suspend))
-        .route("/v1/accounting-suspensions", web::get().to(suspensions))
-        .route("/v1/audit/verify", web::get().to(verify))
-        .route("/v1/audit/checkpoints", web::get().to(checkpoints));
+pub(super) fn routes(r: &mut super::Routes<'_>) {
+    r.get("/v1/disclosures", list)
+        .get("/v1/disclosures/{seq}", one)
+        .get("/v1/subjects/{system}/{value}/accounting", accounting)
+        .post("/v1/accounting-suspensions", suspend)
+        .get("/v1/accounting-suspensions", suspensions)
+        .get("/v1/audit/verify", verify)
+        .get("/v1/audit/checkpoints", checkpoints);
 }
 
 fn bad_param(name: &str, why: impl std::fmt::Display) -> ApiError {
@@ -151,8 +148,11 @@ fn parse_filter(
         f.purpose = Some(p.to_string());
     }
     if let Some(v) = params.get("basis") {
-        if !["mou", "consent", "emergency"].contains(v) {
-            return Err(bad_param("basis", "use `mou`, `consent` or `emergency`"));
+        if !crate::audit::LegalBasis::KINDS.contains(v) {
+            return Err(bad_param(
+                "basis",
+                "use `mou`, `consent`, `emergency`, `court_order` or `medical_emergency`",
+            ));
         }
         f.basis = Some((*v).to_owned());
     }
@@ -205,8 +205,37 @@ fn parse_filter(
 }
 
 /// `GET /v1/disclosures`.
+#[utoipa::path(
+    get,
+    path = "/v1/disclosures",
+    tag = "compliance",
+    operation_id = "list_disclosures",
+    summary = "Search the disclosure log (newest first, paged)",
+    params(
+        ("subject_system" = Option<String>, Query, description = "with `subject_value`: the subject (turned into its pseudonym; the person's linked identifiers are included)"),
+        ("subject_value" = Option<String>, Query, description = "with `subject_system`"),
+        ("recipient" = Option<String>, Query, description = "recipient partner id"),
+        ("user" = Option<String>, Query, description = "recipient user id"),
+        ("purpose" = Option<String>, Query, description = "purpose of use"),
+        ("basis" = Option<String>, Query, description = "`mou`, `consent` or `emergency`"),
+        ("outcome" = Option<String>, Query, description = "`permit` or `deny`"),
+        ("kind" = Option<String>, Query, description = "`disclosure` (default), `all` or an entry kind such as `log_read`"),
+        ("since" = Option<String>, Query, description = "RFC 3339, inclusive"),
+        ("until" = Option<String>, Query, description = "RFC 3339, inclusive"),
+        ("cursor" = Option<String>, Query, description = "the `next_cursor` of the previous page"),
+        ("limit" = Option<u32>, Query, description = "1 to 500 (default 100)"),
+    ),
+    responses(
+        (status = 200, description = "`{\"entries\": [entry, ...], \"next_cursor\"}`", body = Object),
+        (status = 400, description = "`invalid_parameter` (with `details.parameter`)", body = crate::error::ErrorBody),
+        (status = 401, description = "a `token_*` code: token missing, malformed, expired, not yet valid, wrongly bound, ...", body = crate::error::ErrorBody),
+        (status = 403, description = "`compliance_role_required` (the refusal is logged)", body = crate::error::ErrorBody),
+        (status = 503, description = "`service_unavailable`: nothing was disclosed or changed; retry", body = crate::error::ErrorBody),
+    ),
+    security(("mutual_tls" = [], "bearer" = [])),
+)]
 #[tracing::instrument(skip_all)]
-async fn list(
+pub(super) async fn list(
     who: Authenticated,
     req: HttpRequest,
     state: web::Data<AppState>,
@@ -236,8 +265,27 @@ async fn list(
 }
 
 /// `GET /v1/disclosures/{seq}`.
+#[utoipa::path(
+    get,
+    path = "/v1/disclosures/{seq}",
+    tag = "compliance",
+    operation_id = "get_disclosure",
+    summary = "One log entry, with its fields, transforms and per-field reasons",
+    params(
+        ("seq" = u64, Path, description = "the entry's sequence number (the `Disclosure-Id`)"),
+    ),
+    responses(
+        (status = 200, description = "the entry: time, kind, recipient, user, role, purpose, basis, subject pseudonym, record, `fields_disclosed`, `field_reasons`, outcome, `decision_id`, `policy_hash`, `prev_hash`, `hash`", body = Object),
+        (status = 400, description = "`invalid_path`", body = crate::error::ErrorBody),
+        (status = 404, description = "`entry_not_found`", body = crate::error::ErrorBody),
+        (status = 401, description = "a `token_*` code: token missing, malformed, expired, not yet valid, wrongly bound, ...", body = crate::error::ErrorBody),
+        (status = 403, description = "`compliance_role_required` (the refusal is logged)", body = crate::error::ErrorBody),
+        (status = 503, description = "`service_unavailable`: nothing was disclosed or changed; retry", body = crate::error::ErrorBody),
+    ),
+    security(("mutual_tls" = [], "bearer" = [])),
+)]
 #[tracing::instrument(skip_all)]
-async fn one(
+pub(super) async fn one(
     who: Authenticated,
     req: HttpRequest,
     state: web::Data<AppState>,
@@ -262,8 +310,28 @@ async fn one(
 }
 
 /// `GET /v1/subjects/{system}/{value}/accounting`.
+#[utoipa::path(
+    get,
+    path = "/v1/subjects/{system}/{value}/accounting",
+    tag = "compliance",
+    operation_id = "accounting",
+    summary = "A subject's accounting of disclosures (HIPAA 164.528), six years",
+    params(
+        ("system" = String, Path, description = "identifier system, e.g. `metro-pd`"),
+        ("value" = String, Path, description = "identifier value, e.g. `P-2231`"),
+        ("format" = Option<String>, Query, description = "`json` (default) or `csv`"),
+    ),
+    responses(
+        (status = 200, description = "JSON `{subject, period, disclosures, suspended_disclosures}`, or CSV with `Content-Disposition: attachment`", body = Object),
+        (status = 400, description = "`invalid_parameter`", body = crate::error::ErrorBody),
+        (status = 401, description = "a `token_*` code: token missing, malformed, expired, not yet valid, wrongly bound, ...", body = crate::error::ErrorBody),
+        (status = 403, description = "`compliance_role_required` (the refusal is logged)", body = crate::error::ErrorBody),
+        (status = 503, description = "`service_unavailable`: nothing was disclosed or changed; retry", body = crate::error::ErrorBody),
+    ),
+    security(("mutual_tls" = [], "bearer" = [])),
+)]
 #[tracing::instrument(skip_all)]
-async fn accounting(
+pub(super) async fn accounting(
     who: Authenticated,
     req: HttpRequest,
     state: web::Data<AppState>,
@@ -305,8 +373,22 @@ async fn accounting(
 }
 
 /// `GET /v1/audit/verify`.
+#[utoipa::path(
+    get,
+    path = "/v1/audit/verify",
+    tag = "compliance",
+    operation_id = "verify_log",
+    summary = "Verify the whole chain and the signed checkpoints",
+    responses(
+        (status = 200, description = "`{\"ok\", \"report\"}`: entries checked, last hash, checkpoints checked and the first failure (`seq`, `kind`, `message`)", body = Object),
+        (status = 401, description = "a `token_*` code: token missing, malformed, expired, not yet valid, wrongly bound, ...", body = crate::error::ErrorBody),
+        (status = 403, description = "`compliance_role_required` (the refusal is logged)", body = crate::error::ErrorBody),
+        (status = 503, description = "`service_unavailable`: nothing was disclosed or changed; retry", body = crate::error::ErrorBody),
+    ),
+    security(("mutual_tls" = [], "bearer" = [])),
+)]
 #[tracing::instrument(skip_all)]
-async fn verify(
+pub(super) async fn verify(
     who: Authenticated,
     req: HttpRequest,
     state: web::Data<AppState>,
@@ -319,8 +401,22 @@ async fn verify(
 }
 
 /// `GET /v1/audit/checkpoints`: any authenticated partner may keep copies.
+#[utoipa::path(
+    get,
+    path = "/v1/audit/checkpoints",
+    tag = "compliance",
+    operation_id = "checkpoints",
+    summary = "The signed checkpoints and the checkpoint public key (any authenticated partner)",
+    responses(
+        (status = 200, description = "`{algorithm, public_key, key_id, message, checkpoints: [{seq, head_hash, at_us, key_id, signature}]}`", body = Object),
+        (status = 404, description = "`checkpoints_disabled`", body = crate::error::ErrorBody),
+        (status = 401, description = "a `token_*` code: token missing, malformed, expired, not yet valid, wrongly bound, ...", body = crate::error::ErrorBody),
+        (status = 503, description = "`service_unavailable`: nothing was disclosed or changed; retry", body = crate::error::ErrorBody),
+    ),
+    security(("mutual_tls" = [], "bearer" = [])),
+)]
 #[tracing::instrument(skip_all)]
-async fn checkpoints(
+pub(super) async fn checkpoints(
     who: Authenticated,
     req: HttpRequest,
     state: web::Data<AppState>,
@@ -362,14 +458,19 @@ mod tests {
 /// The body of `POST /v1/accounting-suspensions`.
 #[derive(Debug, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
-struct SuspensionBody {
-    recipient: String,
+pub struct SuspensionBody {
+    /// The agency whose disclosures are left out of the accounting.
+    pub recipient: String,
+    /// The subject's identifier system (with `subject_value`; neither: every subject).
     #[serde(default)]
-    subject_system: Option<String>,
+    pub subject_system: Option<String>,
+    /// The subject's identifier value.
     #[serde(default)]
-    subject_value: Option<String>,
-    statement: String,
-    until: String,
+    pub subject_value: Option<String>,
+    /// The agency's statement.
+    pub statement: String,
+    /// When the suspension ends (RFC 3339).
+    pub until: String,
 }
 
 fn bad_field(field: &'static str, why: impl std::fmt::Display) -> ApiError {
@@ -382,8 +483,26 @@ fn bad_field(field: &'static str, why: impl std::fmt::Display) -> ApiError {
 
 /// `POST /v1/accounting-suspensions`: records an agency's suspension of the accounting
 /// (HIPAA 164.528(a)(2)).
+#[utoipa::path(
+    post,
+    path = "/v1/accounting-suspensions",
+    tag = "compliance",
+    operation_id = "suspend_accounting",
+    summary = "Record an agency's suspension of the accounting (HIPAA 164.528(a)(2))",
+    request_body(content = Object, description = "`{\"recipient\", \"subject_system\"?, \"subject_value\"?, \"statement\", \"until\"}`", content_type = "application/json"),
+    responses(
+        (status = 201, description = "the recorded suspension", body = Object),
+        (status = 400, description = "`invalid_suspension` (with `details.field`), `invalid_json`", body = crate::error::ErrorBody),
+        (status = 413, description = "`payload_too_large`", body = crate::error::ErrorBody),
+        (status = 415, description = "`unsupported_media_type`", body = crate::error::ErrorBody),
+        (status = 401, description = "a `token_*` code: token missing, malformed, expired, not yet valid, wrongly bound, ...", body = crate::error::ErrorBody),
+        (status = 403, description = "`compliance_role_required` (the refusal is logged)", body = crate::error::ErrorBody),
+        (status = 503, description = "`service_unavailable`: nothing was disclosed or changed; retry", body = crate::error::ErrorBody),
+    ),
+    security(("mutual_tls" = [], "bearer" = [])),
+)]
 #[tracing::instrument(skip_all)]
-async fn suspend(
+pub(super) async fn suspend(
     who: Authenticated,
     req: HttpRequest,
     state: web::Data<AppState>,
@@ -433,8 +552,26 @@ async fn suspend(
 }
 
 /// `GET /v1/accounting-suspensions[?all=true]`: those in force (or all).
+#[utoipa::path(
+    get,
+    path = "/v1/accounting-suspensions",
+    tag = "compliance",
+    operation_id = "list_suspensions",
+    summary = "The accounting suspensions in force (or all)",
+    params(
+        ("all" = Option<bool>, Query, description = "`true`: every suspension recorded"),
+    ),
+    responses(
+        (status = 200, description = "`{\"suspensions\": [...]}`", body = Object),
+        (status = 400, description = "`invalid_parameter`", body = crate::error::ErrorBody),
+        (status = 401, description = "a `token_*` code: token missing, malformed, expired, not yet valid, wrongly bound, ...", body = crate::error::ErrorBody),
+        (status = 403, description = "`compliance_role_required` (the refusal is logged)", body = crate::error::ErrorBody),
+        (status = 503, description = "`service_unavailable`: nothing was disclosed or changed; retry", body = crate::error::ErrorBody),
+    ),
+    security(("mutual_tls" = [], "bearer" = [])),
+)]
 #[tracing::instrument(skip_all)]
-async fn suspensions(
+pub(super) async fn suspensions(
     who: Authenticated,
     req: HttpRequest,
     state: web::Data<AppState>,

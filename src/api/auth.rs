@@ -1,5 +1,8 @@
 //! The actix extractor that authenticates a request: the connection's certificate re-checked
 //! (validity and revocation at this instant), then the bearer token, through the token cache.
+//! The certificate re-check alone ([`certified_partner`]) guards `/healthz`, which needs no
+//! token. A request carrying `Authorization` more than once is refused (400 `invalid_header`):
+//! which of two credentials would count is exactly the ambiguity an attacker looks for.
 
 use std::future::{Ready, ready};
 
@@ -9,7 +12,7 @@ use chrono::Utc;
 
 use super::AppState;
 use crate::auth::{AuthFailure, bearer_token};
-use crate::domain::Principal;
+use crate::domain::{PartnerId, Principal};
 use crate::error::ApiError;
 use crate::security::{SecurityEvent, SecurityEventKind};
 use crate::tls::PeerCertificate;
@@ -35,49 +38,118 @@ impl FromRequest for Authenticated {
     }
 }
 
-fn authenticate(req: &HttpRequest) -> Result<Principal, ApiError> {
+/// A handler argument for routes that need the partner's certificate only, no user token
+/// (the transparency routes a partner's witness machine calls): the certificate is re-checked
+/// (`certified_partner`: validity and revocation at this instant) and names a registered partner.
+#[derive(Debug, Clone)]
+pub struct PartnerCertificate {
+    /// The partner the certificate names.
+    pub partner: PartnerId,
+    /// The certificate's SHA-256.
+    pub fingerprint: crate::domain::CertFingerprint,
+}
+
+impl FromRequest for PartnerCertificate {
+    type Error = ApiError;
+    type Future = Ready<Result<Self, ApiError>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        ready(certificate_only(req))
+    }
+}
+
+fn certificate_only(req: &HttpRequest) -> Result<PartnerCertificate, ApiError> {
     let state = req
         .app_data::<web::Data<AppState>>()
         .ok_or_else(|| ApiError::Internal(anyhow::anyhow!("application state missing")))?;
+    let (partner, peer) = certified_partner(state, req)?;
+    Ok(PartnerCertificate {
+        partner,
+        fingerprint: peer.fingerprint,
+    })
+}
+
+fn record(
+    state: &AppState,
+    req: &HttpRequest,
+    peer: &PeerCertificate,
+    code: &str,
+    partner: Option<PartnerId>,
+    detail: &str,
+) {
+    state.security.record(SecurityEvent {
+        at: Utc::now(),
+        kind: SecurityEventKind::AuthenticationFailed,
+        code: code.to_owned(),
+        peer: req.peer_addr(),
+        partner,
+        cert_fingerprint: Some(peer.fingerprint),
+        detail: detail.to_owned(),
+    });
+}
+
+/// The partner of the connection's certificate, re-checked at this instant: still registered,
+/// not revoked by a CRL loaded since the handshake, its issuer's CRL within its grace period,
+/// within its validity period. A refusal is a security event and a 403 `certificate_refused`.
+pub(super) fn certified_partner<'r>(
+    state: &AppState,
+    req: &'r HttpRequest,
+) -> Result<(PartnerId, &'r PeerCertificate), ApiError> {
     let peer = req.conn_data::<PeerCertificate>().ok_or_else(|| {
         ApiError::forbidden(
             "certificate_required",
             "a partner client certificate is required",
         )
     })?;
-    let record = |code: &str, partner, detail: &str| {
-        state.security.record(SecurityEvent {
-            at: Utc::now(),
-            kind: SecurityEventKind::AuthenticationFailed,
-            code: code.to_owned(),
-            peer: req.peer_addr(),
-            partner,
-            cert_fingerprint: Some(peer.fingerprint),
-            detail: detail.to_owned(),
-        });
-    };
-
-    let partner = match state
+    match state
         .verifier
         .check_still_valid(peer, Utc::now().timestamp())
     {
-        Ok(p) => p,
+        Ok(p) => Ok((p, peer)),
         Err(e) => {
-            record("certificate_refused", None, &e.to_string());
-            return Err(ApiError::forbidden(
+            record(
+                state,
+                req,
+                peer,
+                "certificate_refused",
+                None,
+                &e.to_string(),
+            );
+            Err(ApiError::forbidden(
                 "certificate_refused",
                 format!("{e}; connect with a current certificate issued to a registered partner"),
-            ));
+            ))
         }
-    };
+    }
+}
+
+fn authenticate(req: &HttpRequest) -> Result<Principal, ApiError> {
+    let state = req
+        .app_data::<web::Data<AppState>>()
+        .ok_or_else(|| ApiError::Internal(anyhow::anyhow!("application state missing")))?;
+    let (partner, peer) = certified_partner(state, req)?;
+    let refused =
+        |code: &str, partner, detail: &str| record(state, req, peer, code, partner, detail);
+    let mut sent = req.headers().get_all(header::AUTHORIZATION);
+    let first = sent.next();
+    if sent.next().is_some() {
+        let detail = "the request carries `Authorization` more than once";
+        refused("invalid_header", Some(partner), detail);
+        return Err(ApiError::BadRequest {
+            code: "invalid_header",
+            message: "header `Authorization` is sent more than once; send one bearer token"
+                .to_owned(),
+            details: Some(serde_json::json!({ "header": "Authorization" })),
+        });
+    }
+    // The generation first, then the registry: see `TokenCache`.
+    let generation = state.tokens.generation();
     let policy = state.services.policy.load();
-    let header = req
-        .headers()
-        .get(header::AUTHORIZATION)
-        .map(|v| v.to_str().unwrap_or(""));
+    let header = first.map(|v| v.to_str().unwrap_or(""));
     let now = state.services.now().timestamp();
     let result = bearer_token(header).and_then(|token| {
         state.tokens.verify(
+            generation,
             &policy.partners,
             &state.token_rules,
             &partner,
@@ -87,7 +159,7 @@ fn authenticate(req: &HttpRequest) -> Result<Principal, ApiError> {
         )
     });
     result.map_err(|f: AuthFailure| {
-        record(f.code, Some(partner.clone()), &f.message);
+        refused(f.code, Some(partner.clone()), &f.message);
         f.into()
     })
 }

@@ -1,5 +1,7 @@
 //! `GET /healthz`: readiness over the same mTLS listener (a client certificate is required, a
-//! user token is not).
+//! user token is not). The certificate is re-checked on every request like on every other
+//! route, so a connection whose certificate was revoked, expired or unregistered since it
+//! opened is refused (403 `certificate_refused`) here too.
 //!
 //! The answer comes from a readiness state that a background probe keeps fresh (one database
 //! round trip every [`PROBE_EVERY`], bounded by the acquire timeout), not from a query per
@@ -13,7 +15,7 @@ use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::time::Duration;
 
 use actix_web::http::header;
-use actix_web::{HttpResponse, web};
+use actix_web::{HttpRequest, HttpResponse, web};
 use chrono::Utc;
 use serde_json::json;
 
@@ -69,18 +71,41 @@ impl Readiness {
 }
 
 /// Answers 200 when the last probe reached the database and every CRL is within its grace
-/// period, 503 otherwise. The `crl` member reports the revocation lists: `ok`, `stale` (past
-/// nextUpdate, still used) or `expired` (past the grace period: the issuer's certificates are
-/// refused, and the answer is 503 with code `crl_expired`).
+/// period, 503 otherwise. The `mou` member warns of MOUs expiring within
+/// `policy.expiry_warning_days` days or expired. The `crl` member reports the revocation lists:
+/// `ok`, `stale` (past nextUpdate, still used) or `expired` (past the grace period: the issuer's
+/// certificates are refused, and the answer is 503 with code `crl_expired`).
+#[utoipa::path(
+    get,
+    path = "/healthz",
+    tag = "health",
+    operation_id = "healthz",
+    summary = "Readiness (a partner certificate, no token)",
+    responses(
+        (status = 200, description = "`{status, policy_set, crl, mou}`: `mou` warns of MOUs expiring within `policy.expiry_warning_days` days or expired (a warning, never a 503)", body = Object),
+        (status = 503, description = "`service_unavailable` (database unreachable) or `crl_expired`", body = crate::error::ErrorBody),
+    ),
+    security(("mutual_tls" = [])),
+)]
 #[tracing::instrument(skip_all)]
-pub(super) async fn healthz(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+pub(super) async fn healthz(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    super::auth::certified_partner(&state, &req)?;
     if !state.readiness.is_ready() {
         return Err(ApiError::Unavailable(anyhow::anyhow!(
             "readiness probe: the database does not answer"
         )));
     }
     let crl = state.verifier.crl_health(Utc::now().timestamp());
-    let policy_set = state.services.policy.load().hash.clone();
+    let policy = state.services.policy.load();
+    let policy_set = policy.hash.clone();
+    let mou = mou_health(
+        &policy,
+        state.services.now(),
+        state.settings.policy.expiry_warning_days,
+    );
     if crl.is_expired() {
         return Ok(HttpResponse::ServiceUnavailable()
             .insert_header((header::CACHE_CONTROL, "no-store"))
@@ -90,6 +115,7 @@ pub(super) async fn healthz(state: web::Data<AppState>) -> Result<HttpResponse, 
                 "message": crl.message,
                 "policy_set": policy_set,
                 "crl": crl,
+                "mou": mou,
             })));
     }
     Ok(HttpResponse::Ok()
@@ -98,5 +124,27 @@ pub(super) async fn healthz(state: web::Data<AppState>) -> Result<HttpResponse, 
             "status": "ok",
             "policy_set": policy_set,
             "crl": crl,
+            "mou": mou,
         })))
+}
+
+/// The MOU terms for `/healthz`: `status` is `expired` when an MOU has expired (its rules no
+/// longer apply), `expiring` when one expires within `warn_days` days, `ok` otherwise; `terms`
+/// lists every MOU with its last day and the days left. A warning, never a 503: the gateway
+/// still answers, and what an expired MOU granted is refused.
+fn mou_health(
+    policy: &crate::policy::PolicySet,
+    now: chrono::DateTime<Utc>,
+    warn_days: u32,
+) -> serde_json::Value {
+    use crate::policy::term::{TermStatus, terms};
+    let terms = terms(policy, now, warn_days);
+    let status = if terms.iter().any(|t| t.status == TermStatus::Expired) {
+        "expired"
+    } else if terms.iter().any(|t| t.status == TermStatus::Expiring) {
+        "expiring"
+    } else {
+        "ok"
+    };
+    json!({ "status": status, "warning_days": warn_days, "terms": terms })
 }

@@ -1,15 +1,19 @@
 //! `BoundedJson<T>`: the JSON body extractor every route uses.
 //!
-//! Bounds before parsing: the body size (`server.body_limit_bytes`, 413 beyond it, checked
-//! against `Content-Length` first and while streaming) and the nesting depth
+//! Bounds before parsing: the time the body takes to arrive (`server.body_timeout_ms` after the
+//! head, enforced on the body stream by [`super::middleware::body_guard`]; 408 `body_timeout`
+//! past it, and the connection is closed), the body size (`server.body_limit_bytes`, 413 beyond
+//! it, checked against `Content-Length` first and while streaming) and the nesting depth
 //! (`server.max_json_depth`, 400 beyond it, checked by a linear scan before serde sees the
 //! bytes). A body that is not `application/json` gets 415; malformed JSON or a shape that does
-//! not fit gets 400 with serde's description (it names the field).
+//! not fit gets 400 with serde's description (it names the field). A route's handler runs only
+//! with the whole body, so a refused body changes nothing.
 
 use std::future::Future;
 use std::pin::Pin;
 
 use actix_web::dev::Payload;
+use actix_web::error::PayloadError;
 use actix_web::http::header;
 use actix_web::web::BytesMut;
 use actix_web::{FromRequest, HttpRequest, web};
@@ -28,15 +32,16 @@ impl<T: DeserializeOwned + 'static> FromRequest for BoundedJson<T> {
     type Future = Pin<Box<dyn Future<Output = Result<Self, ApiError>>>>;
 
     fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
-        let (limit, depth) = req
+        let (limit, depth, timeout_ms) = req
             .app_data::<web::Data<AppState>>()
             .map(|s| {
                 (
                     s.settings.server.body_limit_bytes,
                     s.settings.server.max_json_depth,
+                    s.settings.server.body_timeout_ms,
                 )
             })
-            .unwrap_or((64 * 1024, 16));
+            .unwrap_or((64 * 1024, 16, 10_000));
         let is_json = req
             .headers()
             .get(header::CONTENT_TYPE)
@@ -58,8 +63,14 @@ impl<T: DeserializeOwned + 'static> FromRequest for BoundedJson<T> {
             }
             let mut body = BytesMut::new();
             while let Some(chunk) = payload.next().await {
-                let chunk = chunk.map_err(|_| {
-                    ApiError::bad_request("body_unreadable", "the request body could not be read")
+                let chunk = chunk.map_err(|e| match e {
+                    PayloadError::Io(e) if e.kind() == std::io::ErrorKind::TimedOut => {
+                        ApiError::BodyTimeout { timeout_ms }
+                    }
+                    _ => ApiError::bad_request(
+                        "body_unreadable",
+                        "the request body could not be read",
+                    ),
                 })?;
                 if body.len() + chunk.len() > limit {
                     return Err(ApiError::PayloadTooLarge { limit });

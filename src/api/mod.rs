@@ -3,31 +3,51 @@
 //! is made here (the services own them).
 //!
 //! Also the request plumbing every route shares: the authentication extractor, request ids,
-//! JSON/path/query error mapping, the JSON 404/405 fallbacks, and [`AppState`].
+//! JSON/path/query error mapping, the JSON 404/405 fallbacks, and [`AppState`]. Each path is
+//! registered once, as one `web::resource` with all its methods, so that a method the path does
+//! not take is answered 405 with `Allow` rather than 404.
 
 mod audit;
 mod auth;
 mod consents;
+mod console;
+mod directives;
 pub mod health;
 mod json;
 mod middleware;
+pub mod openapi;
+mod overview;
+mod part2;
+mod policy;
 mod purpose;
 mod records;
 mod referrals;
 mod reports;
 mod reviews;
+mod routes;
 mod state;
+pub mod stats;
+mod transparency;
 mod whoami;
 
 use actix_web::{HttpMessage, HttpRequest, error::JsonPayloadError, web};
 
-pub use auth::Authenticated;
+pub use auth::{Authenticated, PartnerCertificate};
 pub use json::{BoundedJson, check_depth};
-pub use middleware::{REQUEST_ID, RequestId, request_id};
+pub use middleware::{REQUEST_ID, RequestId, body_guard, connection_gate, request_id};
 pub use purpose::{
-    EMERGENCY_BASIS, EMERGENCY_DESCRIPTION, EMERGENCY_SOURCE, PURPOSE_OF_USE, PurposeOfUse,
+    EMERGENCY_BASIS, EMERGENCY_DESCRIPTION, EMERGENCY_PERSONNEL, EMERGENCY_SOURCE,
+    MEDICAL_EMERGENCY, PURPOSE_OF_USE, PurposeOfUse,
 };
+pub use routes::{RouteInfo, Routes};
 pub use state::AppState;
+
+// The request body types, public so that they can be fuzzed without HTTP (`fuzz/`).
+pub use audit::SuspensionBody;
+pub use consents::RevokeBody;
+pub use records::RecordBody;
+pub use referrals::{NewReferralBody, TransitionBody};
+pub use reviews::Decision as ReviewBody;
 
 use crate::domain::{Principal, SubjectIdentifier};
 use crate::error::ApiError;
@@ -35,26 +55,49 @@ use crate::service::Caller;
 
 /// Registers every route.
 pub fn configure(cfg: &mut web::ServiceConfig, body_limit: usize) {
-    cfg.app_data(
-        web::JsonConfig::default()
-            .limit(body_limit)
-            .error_handler(move |e, _req| json_error(e, body_limit).into()),
-    )
-    .app_data(web::PayloadConfig::new(body_limit))
-    .app_data(web::PathConfig::default().error_handler(|e, _| {
-        ApiError::bad_request("invalid_path", format!("invalid path parameter: {e}")).into()
-    }))
-    .app_data(web::QueryConfig::default().error_handler(|e, _| {
-        ApiError::bad_request("invalid_query", format!("invalid query string: {e}")).into()
-    }))
-    .route("/healthz", web::get().to(health::healthz))
-    .route("/v1/whoami", web::get().to(whoami::whoami));
-    audit::routes(cfg);
-    consents::routes(cfg);
-    records::routes(cfg);
-    referrals::routes(cfg);
-    reports::routes(cfg);
-    reviews::routes(cfg);
+    configure_recorded(cfg, body_limit);
+}
+
+/// Registers every route and returns each one's method and path (the OpenAPI document is
+/// checked against this list).
+pub fn configure_recorded(cfg: &mut web::ServiceConfig, body_limit: usize) -> Vec<RouteInfo> {
+    let mut r = Routes::new(cfg);
+    r.config()
+        .app_data(
+            web::JsonConfig::default()
+                .limit(body_limit)
+                .error_handler(move |e, _req| json_error(e, body_limit).into()),
+        )
+        .app_data(web::PayloadConfig::new(body_limit))
+        .app_data(web::PathConfig::default().error_handler(|e, _| {
+            ApiError::bad_request("invalid_path", format!("invalid path parameter: {e}")).into()
+        }))
+        .app_data(web::QueryConfig::default().error_handler(|e, _| {
+            ApiError::bad_request("invalid_query", format!("invalid query string: {e}")).into()
+        }));
+    r.get("/healthz", health::healthz)
+        .get("/v1/whoami", whoami::whoami);
+    audit::routes(&mut r);
+    consents::routes(&mut r);
+    records::routes(&mut r);
+    referrals::routes(&mut r);
+    reports::routes(&mut r);
+    reviews::routes(&mut r);
+    overview::routes(&mut r);
+    openapi::routes(&mut r);
+    console::routes(&mut r);
+    directives::routes(&mut r);
+    policy::routes(&mut r);
+    part2::routes(&mut r);
+    transparency::routes(&mut r);
+    r.into_registered()
+}
+
+/// Every route the gateway serves, as `(method, path)`.
+pub fn registered_routes() -> Vec<RouteInfo> {
+    let mut out = Vec::new();
+    let _ = actix_web::App::new().configure(|cfg| out = configure_recorded(cfg, 1024));
+    out
 }
 
 /// What the log records of a request: its id and the peer's address.
@@ -109,7 +152,8 @@ fn json_error(e: JsonPayloadError, limit: usize) -> ApiError {
     }
 }
 
-/// Fallback for unknown routes and methods.
+/// Fallback for unknown paths (a known path asked with another method gets 405 from its
+/// resource).
 pub async fn not_found(req: HttpRequest) -> Result<actix_web::HttpResponse, ApiError> {
     Err(ApiError::not_found(
         "route_not_found",

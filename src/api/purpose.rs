@@ -8,8 +8,15 @@
 //!   `credible-representation`);
 //! - `Emergency-Description: <the serious and imminent threat>`.
 //!
-//! A missing or unknown purpose, a missing emergency header or an emergency header sent with
-//! another purpose is a 400 naming the header.
+//! A bona fide medical emergency (42 CFR 2.51), in which Part 2 information may go to medical
+//! personnel, is stated instead with:
+//!
+//! - `Emergency-Basis: medical-emergency`;
+//! - `Emergency-Personnel: <the name of the medical personnel receiving>` (2.51(c)(1));
+//! - `Emergency-Description: <the nature of the emergency>` (2.51(c)(4)).
+//!
+//! A missing or unknown purpose, a missing emergency header, an emergency header sent with
+//! another purpose, or any of these headers sent more than once is a 400 naming the header.
 
 use std::future::{Ready, ready};
 
@@ -20,7 +27,7 @@ use serde_json::json;
 use crate::domain::Purpose;
 use crate::error::ApiError;
 use crate::policy::model::{EMERGENCY_PURPOSE, is_known_purpose};
-use crate::policy::{EmergencyAssertion, PURPOSES};
+use crate::policy::{EmergencyAssertion, MedicalEmergency, PURPOSES};
 
 /// The purpose header.
 pub const PURPOSE_OF_USE: &str = "Purpose-Of-Use";
@@ -30,6 +37,10 @@ pub const EMERGENCY_BASIS: &str = "Emergency-Basis";
 pub const EMERGENCY_SOURCE: &str = "Emergency-Source";
 /// The emergency description header.
 pub const EMERGENCY_DESCRIPTION: &str = "Emergency-Description";
+/// The medical personnel's name, for a 42 CFR 2.51 medical emergency.
+pub const EMERGENCY_PERSONNEL: &str = "Emergency-Personnel";
+/// The `Emergency-Basis` of a 42 CFR 2.51 medical emergency.
+pub const MEDICAL_EMERGENCY: &str = "medical-emergency";
 const EMERGENCY: &str = EMERGENCY_PURPOSE;
 /// Longest emergency source or description, in characters.
 pub(super) const MAX_EMERGENCY_TEXT: usize = 1000;
@@ -41,6 +52,8 @@ pub struct PurposeOfUse {
     pub purpose: Purpose,
     /// The emergency assertion (purpose `emergency` only).
     pub emergency: Option<EmergencyAssertion>,
+    /// A stated 42 CFR 2.51 medical emergency (purpose `emergency` only).
+    pub medical: Option<MedicalEmergency>,
 }
 
 impl FromRequest for PurposeOfUse {
@@ -53,9 +66,17 @@ impl FromRequest for PurposeOfUse {
 }
 
 fn header<'a>(req: &'a HttpRequest, name: &'static str) -> Result<Option<&'a str>, ApiError> {
-    let Some(v) = req.headers().get(name) else {
+    let mut sent = req.headers().get_all(name);
+    let Some(v) = sent.next() else {
         return Ok(None);
     };
+    if sent.next().is_some() {
+        return Err(bad_header(
+            name,
+            "is sent more than once; state it once (two values would leave the basis of the \
+             disclosure ambiguous)",
+        ));
+    }
     let s = v
         .to_str()
         .map_err(|_| bad_header(name, "must be visible ASCII text"))?
@@ -100,11 +121,13 @@ fn parse(req: &HttpRequest) -> Result<PurposeOfUse, ApiError> {
     let basis = header(req, EMERGENCY_BASIS)?;
     let source = header(req, EMERGENCY_SOURCE)?;
     let description = header(req, EMERGENCY_DESCRIPTION)?;
+    let personnel = header(req, EMERGENCY_PERSONNEL)?;
     if purpose.as_str() != EMERGENCY {
         for (name, v) in [
             (EMERGENCY_BASIS, basis),
             (EMERGENCY_SOURCE, source),
             (EMERGENCY_DESCRIPTION, description),
+            (EMERGENCY_PERSONNEL, personnel),
         ] {
             if v.is_some() {
                 return Err(bad_header(
@@ -116,13 +139,15 @@ fn parse(req: &HttpRequest) -> Result<PurposeOfUse, ApiError> {
         return Ok(PurposeOfUse {
             purpose,
             emergency: None,
+            medical: None,
         });
     }
     let basis = basis.ok_or_else(|| {
         missing(
             EMERGENCY_BASIS,
             "state the good-faith basis (HIPAA 164.512(j)(4)): `actual-knowledge` or \
-             `credible-representation`",
+             `credible-representation`; or `medical-emergency` for a bona fide medical \
+             emergency (42 CFR 2.51)",
         )
     })?;
     let long = |name, v: &str| {
@@ -135,6 +160,43 @@ fn parse(req: &HttpRequest) -> Result<PurposeOfUse, ApiError> {
             Ok(())
         }
     };
+    if basis == MEDICAL_EMERGENCY {
+        if source.is_some() {
+            return Err(bad_header(
+                EMERGENCY_SOURCE,
+                format!("is for a HIPAA 164.512(j) assertion, not `{MEDICAL_EMERGENCY}`"),
+            ));
+        }
+        let personnel = personnel.ok_or_else(|| {
+            missing(
+                EMERGENCY_PERSONNEL,
+                "name the medical personnel the information is disclosed to (42 CFR \
+                 2.51(c)(1))",
+            )
+        })?;
+        long(EMERGENCY_PERSONNEL, personnel)?;
+        let nature = description.ok_or_else(|| {
+            missing(
+                EMERGENCY_DESCRIPTION,
+                "describe the nature of the medical emergency (42 CFR 2.51(c)(4))",
+            )
+        })?;
+        long(EMERGENCY_DESCRIPTION, nature)?;
+        return Ok(PurposeOfUse {
+            purpose,
+            emergency: None,
+            medical: Some(MedicalEmergency {
+                personnel: personnel.to_owned(),
+                nature: nature.to_owned(),
+            }),
+        });
+    }
+    if personnel.is_some() {
+        return Err(bad_header(
+            EMERGENCY_PERSONNEL,
+            format!("is only for `{EMERGENCY_BASIS}: {MEDICAL_EMERGENCY}`"),
+        ));
+    }
     let stated = match basis {
         "actual-knowledge" => {
             if let Some(s) = source {
@@ -158,7 +220,10 @@ fn parse(req: &HttpRequest) -> Result<PurposeOfUse, ApiError> {
         other => {
             return Err(bad_header(
                 EMERGENCY_BASIS,
-                format!("must be `actual-knowledge` or `credible-representation`, not `{other}`"),
+                format!(
+                    "must be `actual-knowledge`, `credible-representation` or \
+                     `{MEDICAL_EMERGENCY}`, not `{other}`"
+                ),
             ));
         }
     };
@@ -175,6 +240,7 @@ fn parse(req: &HttpRequest) -> Result<PurposeOfUse, ApiError> {
             basis: stated,
             threat: threat.to_owned(),
         }),
+        medical: None,
     })
 }
 
@@ -187,7 +253,7 @@ mod tests {
     fn run(headers: &[(&'static str, &str)]) -> Result<PurposeOfUse, ApiError> {
         let mut r = TestRequest::default();
         for (k, v) in headers {
-            r = r.insert_header((*k, *v));
+            r = r.append_header((*k, *v));
         }
         parse(&r.to_http_request())
     }
@@ -246,6 +312,65 @@ mod tests {
         let em = ok.emergency.unwrap();
         assert!(em.basis.contains("caller's sister"), "{em:?}");
         assert_eq!(em.threat, "armed, threatening self-harm");
+    }
+
+    #[test]
+    fn a_medical_emergency_needs_the_personnel_and_the_nature() {
+        let e = run(&[
+            (PURPOSE_OF_USE, EMERGENCY),
+            (EMERGENCY_BASIS, MEDICAL_EMERGENCY),
+            (EMERGENCY_DESCRIPTION, "overdose, unresponsive"),
+        ])
+        .unwrap_err();
+        assert_eq!(header_named(&e), EMERGENCY_PERSONNEL);
+        let e = run(&[
+            (PURPOSE_OF_USE, EMERGENCY),
+            (EMERGENCY_BASIS, MEDICAL_EMERGENCY),
+            (EMERGENCY_PERSONNEL, "Dr. A. Rivera"),
+        ])
+        .unwrap_err();
+        assert_eq!(header_named(&e), EMERGENCY_DESCRIPTION);
+        let ok = run(&[
+            (PURPOSE_OF_USE, EMERGENCY),
+            (EMERGENCY_BASIS, MEDICAL_EMERGENCY),
+            (EMERGENCY_PERSONNEL, "Dr. A. Rivera"),
+            (EMERGENCY_DESCRIPTION, "overdose, unresponsive"),
+        ])
+        .unwrap();
+        assert!(ok.emergency.is_none());
+        let m = ok.medical.unwrap();
+        assert_eq!(m.personnel, "Dr. A. Rivera");
+        assert_eq!(m.nature, "overdose, unresponsive");
+        // The personnel header belongs to a medical emergency only.
+        let e = run(&[
+            (PURPOSE_OF_USE, EMERGENCY),
+            (EMERGENCY_BASIS, "actual-knowledge"),
+            (EMERGENCY_PERSONNEL, "Dr. A. Rivera"),
+            (EMERGENCY_DESCRIPTION, "x"),
+        ])
+        .unwrap_err();
+        assert_eq!(header_named(&e), EMERGENCY_PERSONNEL);
+        let e = run(&[
+            (PURPOSE_OF_USE, "treatment"),
+            (EMERGENCY_PERSONNEL, "Dr. A. Rivera"),
+        ])
+        .unwrap_err();
+        assert_eq!(header_named(&e), EMERGENCY_PERSONNEL);
+    }
+
+    #[test]
+    fn a_header_sent_twice_is_refused_by_name() {
+        let e = run(&[(PURPOSE_OF_USE, "treatment"), (PURPOSE_OF_USE, "treatment")]).unwrap_err();
+        assert_eq!(e.code(), "invalid_header");
+        assert_eq!(header_named(&e), PURPOSE_OF_USE);
+        let e = run(&[
+            (PURPOSE_OF_USE, EMERGENCY),
+            (EMERGENCY_BASIS, "actual-knowledge"),
+            (EMERGENCY_DESCRIPTION, "armed"),
+            (EMERGENCY_DESCRIPTION, "not armed"),
+        ])
+        .unwrap_err();
+        assert_eq!(header_named(&e), EMERGENCY_DESCRIPTION);
     }
 
     #[test]

@@ -16,28 +16,26 @@ use tracing::instrument;
 use super::json::BoundedJson;
 use super::purpose::PurposeOfUse;
 use super::{AppState, Authenticated, NO_STORE, RequestMeta, subject_param};
+use crate::audit;
 use crate::domain::{InvalidInput, Principal, RecordId, RecordKind, SubjectIdentifier};
-use crate::error::{ApiError, DISCLOSURE_ID};
+use crate::error::{ApiError, DISCLOSURE_ID, LOG_LEAF_HASH, LOG_LEAF_INDEX};
 use crate::service::{Asker, RecordAnswer};
 
-pub(super) fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.route("/v1/records/{kind}/{id}", web::put().to(put))
-        .route("/v1/records/{kind}/{id}", web::get().to(get))
-        .route("/v1/records/{kind}/{id}/versions", web::get().to(versions))
-        .route(
-            "/v1/subjects/{system}/{value}/records",
-            web::get().to(by_subject),
-        );
+pub(super) fn routes(r: &mut super::Routes<'_>) {
+    r.put("/v1/records/{kind}/{id}", put)
+        .get("/v1/records/{kind}/{id}", get)
+        .get("/v1/records/{kind}/{id}/versions", versions)
+        .get("/v1/subjects/{system}/{value}/records", by_subject);
 }
 
-/// The body of a record write.
+/// The body of a record write (`PUT /v1/records/{kind}/{id}`).
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct RecordBody {
+pub struct RecordBody {
     /// The subject's identifiers (at least one).
-    subjects: Vec<SubjectIdentifier>,
+    pub subjects: Vec<SubjectIdentifier>,
     /// Field values.
-    fields: serde_json::Map<String, Value>,
+    pub fields: serde_json::Map<String, Value>,
 }
 
 pub(super) fn path_record(kind: &str, id: &str) -> Result<(RecordKind, RecordId), ApiError> {
@@ -50,8 +48,33 @@ pub(super) fn path_record(kind: &str, id: &str) -> Result<(RecordKind, RecordId)
     Ok((kind, id))
 }
 
+#[utoipa::path(
+    put,
+    path = "/v1/records/{kind}/{id}",
+    tag = "records",
+    operation_id = "put_record",
+    summary = "Create or update a record (its owner only)",
+    params(
+        ("kind" = String, Path, description = "record kind, e.g. `crisis-incident`"),
+        ("id" = String, Path, description = "record id"),
+    ),
+    request_body(content = Object, description = "`{\"subjects\": [{\"system\", \"value\"}], \"fields\": {...}}`", content_type = "application/json"),
+    responses(
+        (status = 200, description = "`{kind, id, version, created, changed_fields, subjects_changed}`", body = Object),
+        (status = 201, description = "created", body = Object),
+        (status = 400, description = "`invalid_fields` (with `details.fields`), `invalid_subjects`, `invalid_record`, `use_referral_api`, `invalid_json`, `json_too_deep`", body = crate::error::ErrorBody),
+        (status = 403, description = "`not_owner_kind`, `not_record_owner`", body = crate::error::ErrorBody),
+        (status = 404, description = "`unknown_kind`", body = crate::error::ErrorBody),
+        (status = 409, description = "`write_conflict`", body = crate::error::ErrorBody),
+        (status = 413, description = "`payload_too_large`", body = crate::error::ErrorBody),
+        (status = 415, description = "`unsupported_media_type`", body = crate::error::ErrorBody),
+        (status = 401, description = "a `token_*` code: token missing, malformed, expired, not yet valid, wrongly bound, ...", body = crate::error::ErrorBody),
+        (status = 503, description = "`service_unavailable`: nothing was disclosed or changed; retry", body = crate::error::ErrorBody),
+    ),
+    security(("mutual_tls" = [], "bearer" = [])),
+)]
 #[instrument(skip_all)]
-async fn put(
+pub(super) async fn put(
     state: web::Data<AppState>,
     req: HttpRequest,
     Authenticated(who): Authenticated,
@@ -83,8 +106,32 @@ async fn put(
         })))
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/records/{kind}/{id}",
+    tag = "records",
+    operation_id = "read_record",
+    summary = "Read a record: the fields the decision permits, each transformed; logged before it leaves",
+    params(
+        ("kind" = String, Path, description = "record kind, e.g. `crisis-incident`"),
+        ("id" = String, Path, description = "record id"),
+        ("Purpose-Of-Use" = String, Header, description = "why you ask: `crisis-response`, `referral-followup`, `treatment`, `care-coordination`, `audit`, `emergency`, `investigation` or `prosecution`"),
+        ("Emergency-Basis" = Option<String>, Header, description = "with purpose `emergency` only: `actual-knowledge` or `credible-representation` (HIPAA 164.512(j))"),
+        ("Emergency-Source" = Option<String>, Header, description = "with `credible-representation`: who made the representation"),
+        ("Emergency-Description" = Option<String>, Header, description = "with purpose `emergency`: the serious and imminent threat"),
+    ),
+    responses(
+        (status = 200, description = "`{kind, id, version, disclosure_id, decision_id, purpose, fields, emergency?, notices?, refrains?}`; the receipt headers `Disclosure-Id`, `Log-Leaf-Index` and `Log-Leaf-Hash` (the entry's leaf in the log's Merkle tree)", body = Object),
+        (status = 400, description = "`header_missing`, `invalid_header` (with `details.header`), `unknown_purpose`, `invalid_path`", body = crate::error::ErrorBody),
+        (status = 403, description = "`disclosure_denied` with `details.reasons` and `details.decision_id`; the `Disclosure-Id`, `Log-Leaf-Index` and `Log-Leaf-Hash` headers name the logged denial", body = crate::error::ErrorBody),
+        (status = 404, description = "`record_not_found` (only to a caller entitled to the kind outright), `unknown_kind`", body = crate::error::ErrorBody),
+        (status = 401, description = "a `token_*` code: token missing, malformed, expired, not yet valid, wrongly bound, ...", body = crate::error::ErrorBody),
+        (status = 503, description = "`service_unavailable`: nothing was disclosed or changed; retry", body = crate::error::ErrorBody),
+    ),
+    security(("mutual_tls" = [], "bearer" = [])),
+)]
 #[instrument(skip_all)]
-async fn get(
+pub(super) async fn get(
     state: web::Data<AppState>,
     req: HttpRequest,
     Authenticated(who): Authenticated,
@@ -109,18 +156,40 @@ pub(super) async fn read_one(
         caller: meta.caller(who),
         purpose: &purpose.purpose,
         emergency: purpose.emergency.as_ref(),
+        medical: purpose.medical.as_ref(),
     };
     match state.services.read_record(&asker, kind, id).await? {
         RecordAnswer::Disclosed(d) => Ok(HttpResponse::Ok()
             .insert_header((DISCLOSURE_ID, d.disclosure_id.to_string()))
+            .insert_header((LOG_LEAF_INDEX, d.disclosure_id.leaf_index.to_string()))
+            .insert_header((LOG_LEAF_HASH, d.disclosure_id.leaf_hash_b64()))
             .insert_header(NO_STORE)
             .json(d.body)),
         RecordAnswer::Denied(d) => Err(d.into_error().into()),
     }
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/records/{kind}/{id}/versions",
+    tag = "records",
+    operation_id = "record_versions",
+    summary = "Who changed which fields, when (no values; the owner only)",
+    params(
+        ("kind" = String, Path, description = "record kind, e.g. `crisis-incident`"),
+        ("id" = String, Path, description = "record id"),
+    ),
+    responses(
+        (status = 200, description = "`{kind, id, versions: [...]}`", body = Object),
+        (status = 403, description = "`not_record_owner`", body = crate::error::ErrorBody),
+        (status = 404, description = "`record_not_found`, `unknown_kind`", body = crate::error::ErrorBody),
+        (status = 401, description = "a `token_*` code: token missing, malformed, expired, not yet valid, wrongly bound, ...", body = crate::error::ErrorBody),
+        (status = 503, description = "`service_unavailable`: nothing was disclosed or changed; retry", body = crate::error::ErrorBody),
+    ),
+    security(("mutual_tls" = [], "bearer" = [])),
+)]
 #[instrument(skip_all)]
-async fn versions(
+pub(super) async fn versions(
     state: web::Data<AppState>,
     req: HttpRequest,
     Authenticated(who): Authenticated,
@@ -153,12 +222,36 @@ async fn versions(
 /// `?kind=` of the subject lookup.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct KindQuery {
+pub(super) struct KindQuery {
     kind: Option<String>,
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/subjects/{system}/{value}/records",
+    tag = "records",
+    operation_id = "subject_records",
+    summary = "The subject's records the caller may see, each decided and logged",
+    params(
+        ("system" = String, Path, description = "identifier system, e.g. `metro-pd`"),
+        ("value" = String, Path, description = "identifier value, e.g. `P-2231`"),
+        ("kind" = Option<String>, Query, description = "only this record kind"),
+        ("Purpose-Of-Use" = String, Header, description = "why you ask: `crisis-response`, `referral-followup`, `treatment`, `care-coordination`, `audit`, `emergency`, `investigation` or `prosecution`"),
+        ("Emergency-Basis" = Option<String>, Header, description = "with purpose `emergency` only: `actual-knowledge` or `credible-representation` (HIPAA 164.512(j))"),
+        ("Emergency-Source" = Option<String>, Header, description = "with `credible-representation`: who made the representation"),
+        ("Emergency-Description" = Option<String>, Header, description = "with purpose `emergency`: the serious and imminent threat"),
+    ),
+    responses(
+        (status = 200, description = "`{\"records\": [...]}`; `Disclosure-Id` lists the entries, `Log-Leaf-Index` and `Log-Leaf-Hash` their leaves, in the same order", body = Object),
+        (status = 400, description = "`header_missing`, `invalid_header` (with `details.header`), `unknown_purpose`, `invalid_path`", body = crate::error::ErrorBody),
+        (status = 400, description = "`invalid_query`", body = crate::error::ErrorBody),
+        (status = 401, description = "a `token_*` code: token missing, malformed, expired, not yet valid, wrongly bound, ...", body = crate::error::ErrorBody),
+        (status = 503, description = "`service_unavailable`: nothing was disclosed or changed; retry", body = crate::error::ErrorBody),
+    ),
+    security(("mutual_tls" = [], "bearer" = [])),
+)]
 #[instrument(skip_all)]
-async fn by_subject(
+pub(super) async fn by_subject(
     state: web::Data<AppState>,
     req: HttpRequest,
     Authenticated(who): Authenticated,
@@ -178,6 +271,7 @@ async fn by_subject(
         caller: meta.caller(&who),
         purpose: &purpose.purpose,
         emergency: purpose.emergency.as_ref(),
+        medical: purpose.medical.as_ref(),
     };
     let answer = state
         .services
@@ -188,9 +282,21 @@ async fn by_subject(
         .iter()
         .map(ToString::to_string)
         .collect();
+    let leaves: Vec<String> = answer
+        .disclosure_ids
+        .iter()
+        .map(|r| r.leaf_index.to_string())
+        .collect();
+    let hashes: Vec<String> = answer
+        .disclosure_ids
+        .iter()
+        .map(audit::LogRef::leaf_hash_b64)
+        .collect();
     let records: Vec<Value> = answer.records.into_iter().map(|r| r.body).collect();
     Ok(HttpResponse::Ok()
         .insert_header((DISCLOSURE_ID, ids.join(",")))
+        .insert_header((LOG_LEAF_INDEX, leaves.join(",")))
+        .insert_header((LOG_LEAF_HASH, hashes.join(",")))
         .insert_header(NO_STORE)
         .json(json!({ "records": records })))
 }

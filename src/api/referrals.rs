@@ -21,38 +21,49 @@ use crate::error::ApiError;
 use crate::referral::ReferralState;
 use crate::service::referrals::{NewReferral, Transition, referral_kind};
 
-pub(super) fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.route("/v1/referrals", web::post().to(create))
-        .route("/v1/referrals/{id}", web::get().to(read))
-        .route("/v1/referrals/{id}/transitions", web::post().to(move_to));
+pub(super) fn routes(r: &mut super::Routes<'_>) {
+    r.post("/v1/referrals", create)
+        .get("/v1/referrals/{id}", read)
+        .post("/v1/referrals/{id}/transitions", move_to);
 }
 
-/// A new referral.
+/// A new referral (`POST /v1/referrals`).
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct NewReferralBody {
-    incident_id: String,
-    subjects: Vec<SubjectIdentifier>,
-    receiving_agency: String,
-    reason: String,
-    urgency: String,
+pub struct NewReferralBody {
+    /// The referring agency's crisis incident.
+    pub incident_id: String,
+    /// The person's identifiers.
+    pub subjects: Vec<SubjectIdentifier>,
+    /// The mental-health partner asked to follow up.
+    pub receiving_agency: String,
+    /// Why.
+    pub reason: String,
+    /// How urgent.
+    pub urgency: String,
+    /// The consent the referral relies on, if any.
     #[serde(default)]
-    consent_reference: Option<String>,
+    pub consent_reference: Option<String>,
+    /// The person's name.
     #[serde(default)]
-    subject_name: Option<String>,
+    pub subject_name: Option<String>,
+    /// The person's phone number.
     #[serde(default)]
-    subject_phone: Option<String>,
+    pub subject_phone: Option<String>,
 }
 
-/// A requested transition.
+/// A requested transition (`POST /v1/referrals/{id}/transitions`).
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct TransitionBody {
-    to: String,
+pub struct TransitionBody {
+    /// The state to move to.
+    pub to: String,
+    /// A note on the move.
     #[serde(default)]
-    note: Option<String>,
+    pub note: Option<String>,
+    /// The clinician to contact.
     #[serde(default)]
-    clinician_contact: Option<String>,
+    pub clinician_contact: Option<String>,
 }
 
 fn referral_id(raw: &str) -> Result<RecordId, ApiError> {
@@ -60,8 +71,24 @@ fn referral_id(raw: &str) -> Result<RecordId, ApiError> {
         .map_err(|e: InvalidInput| ApiError::bad_request("invalid_path", e.to_string()))
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/referrals",
+    tag = "referrals",
+    operation_id = "create_referral",
+    summary = "Create a referral (police partners)",
+    request_body(content = Object, description = "`{incident_id, subjects, receiving_agency, reason, urgency, consent_reference?, subject_name?, subject_phone?}`", content_type = "application/json"),
+    responses(
+        (status = 201, description = "`{id, status, version, receiving_agency, incident_id}`; `Location`", body = Object),
+        (status = 400, description = "`unknown_incident`, `unknown_receiving_agency`, `invalid_fields`, `invalid_json`", body = crate::error::ErrorBody),
+        (status = 403, description = "`not_owner_kind`", body = crate::error::ErrorBody),
+        (status = 401, description = "a `token_*` code: token missing, malformed, expired, not yet valid, wrongly bound, ...", body = crate::error::ErrorBody),
+        (status = 503, description = "`service_unavailable`: nothing was disclosed or changed; retry", body = crate::error::ErrorBody),
+    ),
+    security(("mutual_tls" = [], "bearer" = [])),
+)]
 #[instrument(skip_all)]
-async fn create(
+pub(super) async fn create(
     state: web::Data<AppState>,
     req: HttpRequest,
     Authenticated(who): Authenticated,
@@ -97,8 +124,28 @@ async fn create(
         })))
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/referrals/{id}/transitions",
+    tag = "referrals",
+    operation_id = "move_referral",
+    summary = "Move a referral along its life cycle",
+    params(
+        ("id" = String, Path, description = "referral id"),
+    ),
+    request_body(content = Object, description = "`{\"to\": STATE, \"note\"?, \"clinician_contact\"?}`", content_type = "application/json"),
+    responses(
+        (status = 200, description = "`{id, status, version, allowed_next}`", body = Object),
+        (status = 400, description = "`unknown_state`, `not_writable`, `invalid_json`", body = crate::error::ErrorBody),
+        (status = 404, description = "`referral_not_found`", body = crate::error::ErrorBody),
+        (status = 409, description = "`invalid_transition` (with `details.allowed`), `write_conflict`", body = crate::error::ErrorBody),
+        (status = 401, description = "a `token_*` code: token missing, malformed, expired, not yet valid, wrongly bound, ...", body = crate::error::ErrorBody),
+        (status = 503, description = "`service_unavailable`: nothing was disclosed or changed; retry", body = crate::error::ErrorBody),
+    ),
+    security(("mutual_tls" = [], "bearer" = [])),
+)]
 #[instrument(skip_all)]
-async fn move_to(
+pub(super) async fn move_to(
     state: web::Data<AppState>,
     req: HttpRequest,
     Authenticated(who): Authenticated,
@@ -128,8 +175,31 @@ async fn move_to(
     })))
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/referrals/{id}",
+    tag = "referrals",
+    operation_id = "read_referral",
+    summary = "Read a referral as the caller's MOU profile (and the police status view) allows",
+    params(
+        ("id" = String, Path, description = "referral id"),
+        ("Purpose-Of-Use" = String, Header, description = "why you ask: `crisis-response`, `referral-followup`, `treatment`, `care-coordination`, `audit`, `emergency`, `investigation` or `prosecution`"),
+        ("Emergency-Basis" = Option<String>, Header, description = "with purpose `emergency` only: `actual-knowledge` or `credible-representation` (HIPAA 164.512(j))"),
+        ("Emergency-Source" = Option<String>, Header, description = "with `credible-representation`: who made the representation"),
+        ("Emergency-Description" = Option<String>, Header, description = "with purpose `emergency`: the serious and imminent threat"),
+    ),
+    responses(
+        (status = 200, description = "the disclosed referral; `Disclosure-Id` header", body = Object),
+        (status = 400, description = "`header_missing`, `invalid_header` (with `details.header`), `unknown_purpose`, `invalid_path`", body = crate::error::ErrorBody),
+        (status = 403, description = "`disclosure_denied` with `details.reasons` and `details.decision_id`; the `Disclosure-Id` header names the logged denial", body = crate::error::ErrorBody),
+        (status = 404, description = "`referral_not_found`", body = crate::error::ErrorBody),
+        (status = 401, description = "a `token_*` code: token missing, malformed, expired, not yet valid, wrongly bound, ...", body = crate::error::ErrorBody),
+        (status = 503, description = "`service_unavailable`: nothing was disclosed or changed; retry", body = crate::error::ErrorBody),
+    ),
+    security(("mutual_tls" = [], "bearer" = [])),
+)]
 #[instrument(skip_all)]
-async fn read(
+pub(super) async fn read(
     state: web::Data<AppState>,
     req: HttpRequest,
     Authenticated(who): Authenticated,

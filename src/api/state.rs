@@ -4,6 +4,7 @@ use std::sync::Arc;
 
 use crate::auth::{TokenCache, TokenRules};
 use crate::config::Settings;
+use crate::edge::ConnectionLimiter;
 use crate::security::SecuritySink;
 use crate::service::Services;
 use crate::tls::PartnerCertVerifier;
@@ -27,4 +28,8 @@ pub struct AppState {
     pub security: SecuritySink,
     /// Whether the database answers, as a background probe last found.
     pub readiness: Readiness,
+    /// Requests and connections counted for the metrics endpoint.
+    pub http: Arc<super::stats::HttpStats>,
+    /// Connections open per partner, under `server.max_connections_per_partner`.
+    pub connections: ConnectionLimiter,
 }

@@ -23,6 +23,18 @@ pub(super) struct WhoAmI {
 }
 
 /// Answers with the authenticated principal.
+#[utoipa::path(
+    get,
+    path = "/v1/whoami",
+    tag = "health",
+    operation_id = "whoami",
+    summary = "The authenticated partner and user",
+    responses(
+        (status = 200, description = "`{partner, partner_kind, partner_name, user, roles, certificate_sha256}`", body = Object),
+        (status = 401, description = "a `token_*` code: token missing, malformed, expired, not yet valid, wrongly bound, ...", body = crate::error::ErrorBody),
+    ),
+    security(("mutual_tls" = [], "bearer" = [])),
+)]
 #[tracing::instrument(skip_all, fields(partner = %who.0.partner))]
 pub(super) async fn whoami(who: Authenticated, state: web::Data<AppState>) -> HttpResponse {
     let p = who.0;

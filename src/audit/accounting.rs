@@ -82,6 +82,13 @@ fn purpose_statement(e: &Entry) -> String {
                 b.statement()
             )
         }
+        Some(b @ LegalBasis::MedicalEmergency { .. }) => {
+            let nature = d.justification.as_deref().unwrap_or("");
+            format!(
+                "purpose `{purpose}` under {}; nature of the emergency: {nature}",
+                b.statement()
+            )
+        }
         Some(b) => format!("purpose `{purpose}` under {}", b.statement()),
         None => format!("purpose `{purpose}`"),
     }
@@ -105,7 +112,7 @@ pub fn summarize(
         let d = &e.data;
         let rid = d.recipient_partner.clone().unwrap_or_default();
         let purpose = d.purpose.clone().unwrap_or_default();
-        let emergency = matches!(d.basis, Some(LegalBasis::Emergency { .. }));
+        let emergency = d.basis.as_ref().is_some_and(LegalBasis::is_emergency);
         let date = rfc3339(&d.at);
         if let Some(line) = index
             .get(&(rid.clone(), purpose.clone()))
@@ -216,7 +223,9 @@ mod tests {
         }
         Entry {
             seq,
+            format: crate::audit::EntryFormat::V2,
             data: d,
+            sealed: None,
             prev_hash: ChainHash::GENESIS,
             hash: ChainHash::GENESIS,
         }

@@ -7,8 +7,11 @@ use sha2::{Digest, Sha256};
 
 use super::entry::{LegalBasis, NewEntry, Outcome};
 
-/// Domain-separation prefix of an entry's encoding.
+/// Domain-separation prefix of an entry's encoding (format 1).
 pub const ENTRY_DOMAIN: &[u8] = b"coresponse-gateway/audit-entry/v1";
+
+/// Domain-separation prefix of an entry's encoding (format 2: sealed free text, Merkle leaf).
+pub const ENTRY_DOMAIN_V2: &[u8] = b"coresponse-gateway/audit-entry/v2";
 
 /// A SHA-256 chain hash.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
@@ -107,6 +110,14 @@ pub fn encode_into(buf: &mut Vec<u8>, seq: u64, prev: &ChainHash, data: &NewEntr
             buf.push(3);
             put_str(buf, stated_basis);
         }
+        Some(LegalBasis::CourtOrder { order_id }) => {
+            buf.push(4);
+            put_str(buf, order_id);
+        }
+        Some(LegalBasis::MedicalEmergency { documentation }) => {
+            buf.push(5);
+            put_str(buf, documentation);
+        }
     }
     put_opt(buf, data.justification.as_deref());
     match &data.subject {
@@ -141,6 +152,106 @@ pub fn encode_into(buf: &mut Vec<u8>, seq: u64, prev: &ChainHash, data: &NewEntr
     put_opt(buf, data.source_addr.as_deref());
     put_opt(buf, data.cert_sha256.as_deref());
     put_opt(buf, data.detail.as_deref());
+}
+
+/// Writes the format-2 encoding of the entry `(seq, prev, data, sealed)` into `buf` (cleared
+/// first). The free text of `data` (justification, detail, an emergency's stated basis, a
+/// medical emergency's documentation) is not encoded: it travels sealed, and the sealed bytes
+/// are.
+pub fn encode_v2_into(
+    buf: &mut Vec<u8>,
+    seq: u64,
+    prev: &ChainHash,
+    data: &NewEntry,
+    sealed: Option<&[u8]>,
+) {
+    buf.clear();
+    buf.extend_from_slice(ENTRY_DOMAIN_V2);
+    buf.extend_from_slice(&prev.0);
+    buf.extend_from_slice(&seq.to_be_bytes());
+    buf.extend_from_slice(&data.at_us().to_be_bytes());
+    put_str(buf, data.kind.as_str());
+    put_opt(buf, data.request_id.as_deref());
+    put_opt(buf, data.decision_id.as_deref());
+    put_opt(buf, data.policy_hash.as_deref());
+    put_opt(buf, data.recipient_partner.as_deref());
+    put_opt(buf, data.recipient_user.as_deref());
+    put_opt(buf, data.recipient_role.as_deref());
+    put_opt(buf, data.purpose.as_deref());
+    match &data.basis {
+        None => buf.push(0),
+        Some(LegalBasis::Mou { mou_id, rule }) => {
+            buf.push(1);
+            put_str(buf, mou_id);
+            put_str(buf, rule);
+        }
+        Some(LegalBasis::Consent { consent_id }) => {
+            buf.push(2);
+            put_str(buf, consent_id);
+        }
+        Some(LegalBasis::Emergency { .. }) => buf.push(3),
+        Some(LegalBasis::CourtOrder { order_id }) => {
+            buf.push(4);
+            put_str(buf, order_id);
+        }
+        Some(LegalBasis::MedicalEmergency { .. }) => buf.push(5),
+    }
+    match &data.subject {
+        None => buf.push(0),
+        Some(s) => {
+            buf.push(1);
+            buf.extend_from_slice(s.as_bytes());
+        }
+    }
+    match &data.record {
+        None => buf.push(0),
+        Some(r) => {
+            buf.push(1);
+            put_str(buf, &r.kind);
+            put_str(buf, &r.id);
+        }
+    }
+    let n = u32::try_from(data.fields_disclosed.len()).unwrap_or(u32::MAX);
+    buf.extend_from_slice(&n.to_be_bytes());
+    for f in &data.fields_disclosed {
+        put_str(buf, &f.field);
+        put_str(buf, &f.transform);
+    }
+    buf.extend_from_slice(&data.fields_withheld.to_be_bytes());
+    match &data.outcome {
+        Outcome::Permit => buf.push(0),
+        Outcome::Deny { reason } => {
+            buf.push(1);
+            put_str(buf, reason);
+        }
+    }
+    put_opt(buf, data.source_addr.as_deref());
+    put_opt(buf, data.cert_sha256.as_deref());
+    match sealed {
+        None => buf.push(0),
+        Some(b) => {
+            buf.push(1);
+            let len = u32::try_from(b.len()).unwrap_or(u32::MAX);
+            buf.extend_from_slice(&len.to_be_bytes());
+            buf.extend_from_slice(b);
+        }
+    }
+}
+
+/// The RFC 6962 leaf hash `SHA-256(0x00 || E2)` of a format-2 entry, which is also its chain
+/// hash; `buf` is scratch space.
+pub fn leaf_hash_with(
+    buf: &mut Vec<u8>,
+    seq: u64,
+    prev: &ChainHash,
+    data: &NewEntry,
+    sealed: Option<&[u8]>,
+) -> ChainHash {
+    encode_v2_into(buf, seq, prev, data, sealed);
+    let mut h = Sha256::new();
+    h.update([0u8]);
+    h.update(buf.as_slice());
+    ChainHash(h.finalize().into())
 }
 
 /// The hash of the entry `(seq, prev, data)`, using `buf` as scratch space.
@@ -210,6 +321,74 @@ mod tests {
         want.extend_from_slice(&[1, 0, 0, 0, 1, b'x']); // deny x
         want.extend_from_slice(&[0, 0, 0]); // source, cert, detail
         assert_eq!(buf, want);
+    }
+
+    #[test]
+    fn court_order_and_medical_emergency_bases_have_their_own_tags() {
+        let mut e = NewEntry::new(
+            EntryKind::Disclosure,
+            chrono::Utc.timestamp_micros(1).unwrap(),
+            Outcome::Permit,
+        );
+        let basis_bytes = |e: &NewEntry| {
+            let mut buf = Vec::new();
+            encode_into(&mut buf, 1, &ChainHash::GENESIS, e);
+            // domain, prev, seq, time, str "disclosure", 7 absent opt-strs: the basis follows.
+            let at = ENTRY_DOMAIN.len() + 32 + 8 + 8 + 4 + "disclosure".len() + 7;
+            buf[at..at + 8].to_vec()
+        };
+        e.basis = Some(LegalBasis::CourtOrder {
+            order_id: "co".into(),
+        });
+        assert_eq!(basis_bytes(&e), [4, 0, 0, 0, 2, b'c', b'o', 0]);
+        e.basis = Some(LegalBasis::MedicalEmergency {
+            documentation: "dx".into(),
+        });
+        assert_eq!(basis_bytes(&e), [5, 0, 0, 0, 2, b'd', b'x', 0]);
+        let consent = {
+            let mut c = e.clone();
+            c.basis = Some(LegalBasis::Consent {
+                consent_id: "dx".into(),
+            });
+            c
+        };
+        assert_ne!(
+            entry_hash(1, &ChainHash::GENESIS, &e),
+            entry_hash(1, &ChainHash::GENESIS, &consent)
+        );
+    }
+
+    #[test]
+    fn format_2_keeps_a_court_order_id_and_seals_the_medical_emergency_documentation() {
+        let mut e = NewEntry::new(
+            EntryKind::Disclosure,
+            chrono::Utc.timestamp_micros(1).unwrap(),
+            Outcome::Permit,
+        );
+        let basis_bytes = |e: &NewEntry| {
+            let mut buf = Vec::new();
+            encode_v2_into(&mut buf, 1, &ChainHash::GENESIS, e, None);
+            let at = ENTRY_DOMAIN_V2.len() + 32 + 8 + 8 + 4 + "disclosure".len() + 7;
+            buf[at..at + 8].to_vec()
+        };
+        e.basis = Some(LegalBasis::CourtOrder {
+            order_id: "co".into(),
+        });
+        assert_eq!(basis_bytes(&e), [4, 0, 0, 0, 2, b'c', b'o', 0]);
+        // The documentation is not encoded in clear (it travels in the sealed text): the tag
+        // alone, then the subject.
+        e.basis = Some(LegalBasis::MedicalEmergency {
+            documentation: "dx".into(),
+        });
+        assert_eq!(basis_bytes(&e)[..2], [5, 0]);
+        let mut other = e.clone();
+        other.basis = Some(LegalBasis::MedicalEmergency {
+            documentation: "other".into(),
+        });
+        let (mut a, mut b) = (Vec::new(), Vec::new());
+        encode_v2_into(&mut a, 1, &ChainHash::GENESIS, &e, None);
+        encode_v2_into(&mut b, 1, &ChainHash::GENESIS, &other, None);
+        assert_eq!(a, b);
     }
 
     #[test]

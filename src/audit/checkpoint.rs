@@ -13,6 +13,8 @@ use sha2::{Digest, Sha256};
 
 use super::LogError;
 use super::canonical::ChainHash;
+use super::tree::Hash;
+use crate::crypto::note::{Note, NoteSigner, TYPE_ED25519, TreeHead, VerifierKey, checkpoint_body};
 
 /// Domain-separation prefix of the signed checkpoint message.
 pub const CHECKPOINT_DOMAIN: &[u8] = b"coresponse-gateway/audit-checkpoint/v1";
@@ -69,26 +71,80 @@ pub fn verify_checkpoint(key: &VerifyingKey, c: &Checkpoint) -> bool {
     .is_ok()
 }
 
-/// The checkpoint signing key.
+/// A signed tree head: the tree's size and root, and the C2SP checkpoint note that states
+/// them with the gateway's signature.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TreeCheckpoint {
+    /// The number of leaves.
+    pub size: u64,
+    /// The root hash.
+    pub root: Hash,
+    /// Signing time, Unix microseconds (UTC).
+    pub at_us: i64,
+    /// The signed note (body, empty line, the gateway's signature line).
+    pub note: String,
+}
+
+/// The default origin line of the log's checkpoints when `audit.origin` is not set.
+pub const DEFAULT_ORIGIN: &str = "coresponse-gateway/disclosure-log";
+
+/// The checkpoint signing key: it signs the chain checkpoints and, as a C2SP note signer named
+/// after the log's origin, the tree heads.
 pub struct CheckpointSigner {
     key: SigningKey,
     key_id: String,
+    note: NoteSigner,
 }
 
 impl std::fmt::Debug for CheckpointSigner {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("CheckpointSigner")
             .field("key_id", &self.key_id)
+            .field("origin", &self.note.name())
             .finish_non_exhaustive()
     }
 }
 
 impl CheckpointSigner {
-    /// A signer from a 32-byte Ed25519 seed.
+    /// A signer from a 32-byte Ed25519 seed, with the default origin.
     pub fn from_seed(seed: &[u8; 32]) -> Self {
         let key = SigningKey::from_bytes(seed);
         let key_id = key_id(&key.verifying_key());
-        Self { key, key_id }
+        let note = NoteSigner::from_parts(DEFAULT_ORIGIN, TYPE_ED25519, seed);
+        Self { key, key_id, note }
+    }
+
+    /// The same key signing tree heads for the log named `origin` (the checkpoints' first line
+    /// and the note key's name: no white space, no `+`).
+    pub fn with_origin(self, origin: &str) -> Result<Self, LogError> {
+        let note = NoteSigner::new(origin, TYPE_ED25519, self.key.as_bytes())
+            .map_err(|e| LogError::Key(format!("`audit.origin`: {e}")))?;
+        Ok(Self { note, ..self })
+    }
+
+    /// The log's origin (the first line of its checkpoints).
+    pub fn origin(&self) -> &str {
+        self.note.name()
+    }
+
+    /// The note verifier key of the tree heads, as partners and witnesses pin it.
+    pub fn note_verifier(&self) -> VerifierKey {
+        self.note.verifier()
+    }
+
+    /// Signs the tree head `(size, root)` as a C2SP checkpoint.
+    pub fn sign_tree(&self, size: u64, root: Hash, at_us: i64) -> TreeCheckpoint {
+        let body = checkpoint_body(self.note.name(), &TreeHead { size, root });
+        let note = Note {
+            signatures: vec![self.note.sign(&body)],
+            body,
+        };
+        TreeCheckpoint {
+            size,
+            root,
+            at_us,
+            note: note.to_text(),
+        }
     }
 
     /// Loads the key file: the 32-byte Ed25519 seed, hex encoded (surrounding whitespace is

@@ -9,52 +9,77 @@ use sqlx::postgres::PgConnection;
 use sqlx::sqlite::SqliteConnection;
 
 use super::LogError;
-use super::canonical::{ChainHash, entry_hash_with};
-use super::checkpoint::Checkpoint;
+use super::canonical::{ChainHash, leaf_hash_with};
+use super::checkpoint::{Checkpoint, TreeCheckpoint};
 use super::entry::{
-    AppendedEntry, Entry, EntryKind, FieldDisclosure, LegalBasis, NewEntry, Outcome, RecordRef,
-    SubjectPseudonym,
+    AppendedEntry, Entry, EntryFormat, EntryKind, FieldDisclosure, LegalBasis, NewEntry, Outcome,
+    RecordRef, SubjectPseudonym,
 };
+use super::sealed::SealedEntry;
+use super::tree::{Frontier, Hash};
 use crate::store::{Conn, on_conn};
 
 /// Every column of `audit_log`, in insert order.
 pub(super) const COLUMNS: &str = "seq, at_us, kind, request_id, decision_id, policy_hash, \
      recipient_partner, recipient_user, recipient_role, purpose, basis_kind, basis_ref, \
      basis_rule, justification, subject, record_kind, record_id, fields_disclosed, \
-     fields_withheld, outcome, reason, source_addr, cert_sha256, detail, prev_hash, entry_hash";
-const NCOLS: usize = 26;
+     fields_withheld, outcome, reason, source_addr, cert_sha256, detail, prev_hash, entry_hash, \
+     format, sealed";
+const NCOLS: usize = 28;
 
-/// The chain head as locked inside a transaction.
-#[derive(Debug, Clone, Copy)]
+/// The chain head and the tree's right edge, as locked inside a transaction.
+#[derive(Debug, Clone)]
 pub(super) struct Head {
     pub(super) seq: u64,
     pub(super) hash: ChainHash,
+    /// The sequence number before the tree's first leaf.
+    pub(super) tree_base: u64,
+    /// The tree (its size and right edge).
+    pub(super) tree: Frontier,
 }
 
 fn seq_i64(seq: u64) -> Result<i64, LogError> {
     i64::try_from(seq).map_err(|_| LogError::Invalid("sequence number overflow".into()))
 }
 
-fn parse_head(seq: i64, hash: &[u8]) -> Result<Head, LogError> {
-    let hash = <[u8; 32]>::try_from(hash)
+/// The head row: `seq, head_hash, tree_base, tree_size, tree_peaks`.
+type HeadRow = (i64, Vec<u8>, i64, i64, Vec<u8>);
+
+fn parse_head(row: HeadRow) -> Result<Head, LogError> {
+    let (seq, hash, base, size, peaks) = row;
+    let bad = |why: &str| LogError::Corrupt {
+        seq: 0,
+        why: why.into(),
+    };
+    let hash = <[u8; 32]>::try_from(hash.as_slice())
         .map(ChainHash)
-        .map_err(|_| LogError::Corrupt {
-            seq: 0,
-            why: "the head hash is malformed".into(),
-        })?;
+        .map_err(|_| bad("the head hash is malformed"))?;
+    let seq = u64::try_from(seq).map_err(|_| bad("negative head"))?;
+    let tree_base = u64::try_from(base).map_err(|_| bad("negative tree base"))?;
+    let size = u64::try_from(size).map_err(|_| bad("negative tree size"))?;
+    let tree = Frontier::from_bytes(size, &peaks)
+        .ok_or_else(|| bad("the tree's right edge does not match its size"))?;
+    if tree_base.checked_add(size) != Some(seq) {
+        return Err(bad(
+            "the tree's size does not match the chain head: the head row was changed",
+        ));
+    }
     Ok(Head {
-        seq: u64::try_from(seq).map_err(|_| LogError::Corrupt {
-            seq: 0,
-            why: "negative head".into(),
-        })?,
+        seq,
         hash,
+        tree_base,
+        tree,
     })
 }
+
+/// The columns of the head row, in [`HeadRow`] order.
+const HEAD_COLUMNS: &str = "seq, head_hash, tree_base, tree_size, tree_peaks";
 
 /// One entry ready to be inserted: chained, with its column values.
 pub(super) struct Row<'a> {
     seq: i64,
     data: &'a NewEntry,
+    sealed: Option<&'a [u8]>,
     basis_kind: Option<&'static str>,
     basis_ref: Option<&'a str>,
     basis_rule: Option<&'a str>,
@@ -67,10 +92,11 @@ pub(super) struct Row<'a> {
 impl<'a> Row<'a> {
     fn new(
         seq: u64,
-        data: &'a NewEntry,
+        entry: &'a SealedEntry,
         prev: &ChainHash,
         hash: &ChainHash,
     ) -> Result<Self, LogError> {
+        let data = &entry.data;
         let (basis_kind, basis_ref, basis_rule) = match &data.basis {
             None => (None, None, None),
             Some(LegalBasis::Mou { mou_id, rule }) => {
@@ -79,9 +105,14 @@ impl<'a> Row<'a> {
             Some(LegalBasis::Consent { consent_id }) => {
                 (Some("consent"), Some(consent_id.as_str()), None)
             }
-            Some(LegalBasis::Emergency { stated_basis }) => {
-                (Some("emergency"), Some(stated_basis.as_str()), None)
+            // The stated basis and the 42 CFR 2.51(c) documentation (which names the medical
+            // personnel) are sealed with the entry's other free text; a court order's id is a
+            // random id the gateway gave it, kept in clear.
+            Some(LegalBasis::Emergency { .. }) => (Some("emergency"), None, None),
+            Some(LegalBasis::CourtOrder { order_id }) => {
+                (Some("court_order"), Some(order_id.as_str()), None)
             }
+            Some(LegalBasis::MedicalEmergency { .. }) => (Some("medical_emergency"), None, None),
         };
         let reason = match &data.outcome {
             Outcome::Permit => None,
@@ -90,6 +121,7 @@ impl<'a> Row<'a> {
         Ok(Self {
             seq: seq_i64(seq)?,
             data,
+            sealed: entry.sealed.as_deref(),
             basis_kind,
             basis_ref,
             basis_rule,
@@ -120,7 +152,7 @@ macro_rules! bind_row {
             .bind(r.basis_kind)
             .bind(r.basis_ref)
             .bind(r.basis_rule)
-            .bind(d.justification.as_deref())
+            .bind(None::<&str>)
             .bind(d.subject.as_ref().map(|s| &s.as_bytes()[..]))
             .bind(d.record.as_ref().map(|x| x.kind.as_str()))
             .bind(d.record.as_ref().map(|x| x.id.as_str()))
@@ -130,9 +162,11 @@ macro_rules! bind_row {
             .bind(r.reason)
             .bind(d.source_addr.as_deref())
             .bind(d.cert_sha256.as_deref())
-            .bind(d.detail.as_deref())
+            .bind(None::<&str>)
             .bind(&r.prev.0[..])
             .bind(&r.hash.0[..])
+            .bind(EntryFormat::V2.as_i32())
+            .bind(r.sealed)
     }};
 }
 
@@ -167,6 +201,37 @@ fn insert_sql(rows: usize, style: Placeholders) -> Option<&'static str> {
         return None;
     }
     Some(cache?.get_or_init(|| build_insert_sql(rows, style)))
+}
+
+/// The INSERT statement for `rows` tree nodes (a power of two up to [`MAX_ROWS`]).
+fn node_insert_sql(rows: usize, style: Placeholders) -> Option<&'static str> {
+    use std::sync::OnceLock;
+    const SIZES: usize = MAX_ROWS.trailing_zeros() as usize + 1;
+    static NUMBERED: [OnceLock<String>; SIZES] = [const { OnceLock::new() }; SIZES];
+    static ANONYMOUS: [OnceLock<String>; SIZES] = [const { OnceLock::new() }; SIZES];
+    if !rows.is_power_of_two() {
+        return None;
+    }
+    let i = rows.trailing_zeros() as usize;
+    let cache = match style {
+        Placeholders::Numbered => NUMBERED.get(i),
+        Placeholders::Anonymous => ANONYMOUS.get(i),
+    };
+    Some(cache?.get_or_init(|| {
+        let mut sql = String::from("INSERT INTO audit_tree (idx, hash) VALUES ");
+        for r in 0..rows {
+            if r > 0 {
+                sql.push_str(", ");
+            }
+            match style {
+                Placeholders::Numbered => {
+                    sql.push_str(&format!("(${}, ${})", 2 * r + 1, 2 * r + 2));
+                }
+                Placeholders::Anonymous => sql.push_str("(?, ?)"),
+            }
+        }
+        sql
+    }))
 }
 
 fn build_insert_sql(rows: usize, style: Placeholders) -> String {
@@ -224,8 +289,18 @@ pub(super) trait ChainConn: Send {
         &mut self,
         rows: &[Row<'_>],
     ) -> impl Future<Output = Result<(), LogError>> + Send;
-    /// Moves the head.
-    fn set_head(&mut self, head: Head) -> impl Future<Output = Result<(), LogError>> + Send;
+    /// Inserts tree nodes (stored index, hash).
+    fn insert_nodes(
+        &mut self,
+        nodes: &[(u64, Hash)],
+    ) -> impl Future<Output = Result<(), LogError>> + Send;
+    /// Stores a signed tree head (a concurrent gateway may have stored the same one).
+    fn insert_tree_checkpoint(
+        &mut self,
+        c: &TreeCheckpoint,
+    ) -> impl Future<Output = Result<(), LogError>> + Send;
+    /// Moves the head (and the tree's right edge).
+    fn set_head(&mut self, head: &Head) -> impl Future<Output = Result<(), LogError>> + Send;
     /// The last checkpoint's sequence number and time.
     fn last_checkpoint(
         &mut self,
@@ -241,12 +316,44 @@ macro_rules! chain_conn {
     ($conn:ty, $style:expr) => {
         impl ChainConn for $conn {
             async fn lock_head(&mut self) -> Result<Head, LogError> {
-                let row: (i64, Vec<u8>) = sqlx::query_as(
-                    "UPDATE audit_head SET seq = seq WHERE id = 1 RETURNING seq, head_hash",
+                let row: HeadRow = sqlx::query_as(
+                    "UPDATE audit_head SET seq = seq WHERE id = 1 \
+                     RETURNING seq, head_hash, tree_base, tree_size, tree_peaks",
                 )
                 .fetch_one(&mut *self)
                 .await?;
-                parse_head(row.0, &row.1)
+                parse_head(row)
+            }
+
+            async fn insert_nodes(&mut self, nodes: &[(u64, Hash)]) -> Result<(), LogError> {
+                let mut rest = nodes;
+                for size in chunk_sizes(nodes.len()) {
+                    let (chunk, tail) = rest.split_at(size);
+                    rest = tail;
+                    let sql = node_insert_sql(size, $style).ok_or_else(|| {
+                        LogError::Invalid(format!("no INSERT statement for {size} nodes"))
+                    })?;
+                    let mut q = sqlx::query(sql);
+                    for (idx, hash) in chunk {
+                        q = q.bind(seq_i64(*idx)?).bind(&hash[..]);
+                    }
+                    q.execute(&mut *self).await?;
+                }
+                Ok(())
+            }
+
+            async fn insert_tree_checkpoint(&mut self, c: &TreeCheckpoint) -> Result<(), LogError> {
+                sqlx::query(
+                    "INSERT INTO audit_tree_checkpoints (tree_size, root_hash, at_us, note) \
+                     VALUES ($1, $2, $3, $4) ON CONFLICT (tree_size) DO NOTHING",
+                )
+                .bind(seq_i64(c.size)?)
+                .bind(&c.root[..])
+                .bind(c.at_us)
+                .bind(c.note.as_str())
+                .execute(&mut *self)
+                .await?;
+                Ok(())
             }
 
             async fn insert_rows(&mut self, rows: &[Row<'_>]) -> Result<(), LogError> {
@@ -266,12 +373,17 @@ macro_rules! chain_conn {
                 Ok(())
             }
 
-            async fn set_head(&mut self, head: Head) -> Result<(), LogError> {
-                sqlx::query("UPDATE audit_head SET seq = $1, head_hash = $2 WHERE id = 1")
-                    .bind(seq_i64(head.seq)?)
-                    .bind(&head.hash.0[..])
-                    .execute(&mut *self)
-                    .await?;
+            async fn set_head(&mut self, head: &Head) -> Result<(), LogError> {
+                sqlx::query(
+                    "UPDATE audit_head SET seq = $1, head_hash = $2, tree_size = $3, \
+                     tree_peaks = $4 WHERE id = 1",
+                )
+                .bind(seq_i64(head.seq)?)
+                .bind(&head.hash.0[..])
+                .bind(seq_i64(head.tree.size())?)
+                .bind(head.tree.to_bytes())
+                .execute(&mut *self)
+                .await?;
                 Ok(())
             }
 
@@ -305,15 +417,35 @@ macro_rules! chain_conn {
 chain_conn!(PgConnection, Placeholders::Numbered);
 chain_conn!(SqliteConnection, Placeholders::Anonymous);
 
-/// Reads the head without locking it.
+/// Reads the chain head without locking it. Only the chain's columns: the verification reads
+/// it, and must report a head that disagrees with the tree as a failure, not stop on it.
 pub(super) async fn read_head(c: &mut Conn<'_>) -> Result<(u64, ChainHash), LogError> {
     let row: (i64, Vec<u8>) = on_conn!(c, |c| {
         sqlx::query_as("SELECT seq, head_hash FROM audit_head WHERE id = 1")
             .fetch_one(c)
             .await
     })?;
-    let head = parse_head(row.0, &row.1)?;
-    Ok((head.seq, head.hash))
+    let bad = |why: &str| LogError::Corrupt {
+        seq: 0,
+        why: why.into(),
+    };
+    let hash = <[u8; 32]>::try_from(row.1.as_slice())
+        .map(ChainHash)
+        .map_err(|_| bad("the head hash is malformed"))?;
+    let seq = u64::try_from(row.0).map_err(|_| bad("negative head"))?;
+    Ok((seq, hash))
+}
+
+/// Reads the head and the tree's right edge without locking them.
+pub(super) async fn read_full_head(c: &mut Conn<'_>) -> Result<Head, LogError> {
+    static SQL: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    let sql = SQL.get_or_init(|| format!("SELECT {HEAD_COLUMNS} FROM audit_head WHERE id = 1"));
+    let row: HeadRow = on_conn!(c, |c| {
+        sqlx::query_as(sqlx::AssertSqlSafe(sql.as_str()))
+            .fetch_one(c)
+            .await
+    })?;
+    parse_head(row)
 }
 
 /// Chains `entries` after the locked `head`, inserts them and moves the head. The caller
@@ -321,24 +453,37 @@ pub(super) async fn read_head(c: &mut Conn<'_>) -> Result<(u64, ChainHash), LogE
 pub(super) async fn append_locked<C: ChainConn>(
     conn: &mut C,
     head: Head,
-    entries: &[&NewEntry],
+    entries: &[&SealedEntry],
 ) -> Result<(Head, Vec<AppendedEntry>), LogError> {
     let mut buf = Vec::with_capacity(1024);
     let mut prev = head.hash;
     let mut seq = head.seq;
+    let mut tree = head.tree.clone();
     let mut rows = Vec::with_capacity(entries.len());
+    let mut nodes = Vec::with_capacity(entries.len() * 2 + 8);
     let mut out = Vec::with_capacity(entries.len());
-    for data in entries {
+    for entry in entries {
         seq += 1;
-        let hash = entry_hash_with(&mut buf, seq, &prev, data);
-        rows.push(Row::new(seq, data, &prev, &hash)?);
-        out.push(AppendedEntry { seq, hash });
+        let hash = leaf_hash_with(&mut buf, seq, &prev, &entry.data, entry.sealed.as_deref());
+        rows.push(Row::new(seq, entry, &prev, &hash)?);
+        out.push(AppendedEntry {
+            seq,
+            hash,
+            leaf_index: tree.size(),
+        });
+        tree.push(hash.0, |i, h| nodes.push((i, h)));
         prev = hash;
     }
     conn.insert_rows(&rows).await?;
-    let new_head = Head { seq, hash: prev };
+    conn.insert_nodes(&nodes).await?;
+    let new_head = Head {
+        seq,
+        hash: prev,
+        tree_base: head.tree_base,
+        tree,
+    };
     if seq != head.seq {
-        conn.set_head(new_head).await?;
+        conn.set_head(&new_head).await?;
     }
     Ok((new_head, out))
 }
@@ -380,6 +525,8 @@ pub(super) struct LogRow {
     detail: Option<String>,
     prev_hash: Vec<u8>,
     entry_hash: Vec<u8>,
+    format: i32,
+    sealed: Option<Vec<u8>>,
 }
 
 /// Parses one `audit_log` row.
@@ -388,11 +535,34 @@ pub(super) fn row_to_entry(row: LogRow) -> Result<Entry, LogError> {
     let c = |why: &str| corrupt(seq, why);
     let at = DateTime::from_timestamp_micros(row.at_us).ok_or_else(|| c("time out of range"))?;
     let kind: EntryKind = row.kind.parse().map_err(|_| c("unknown kind"))?;
+    let format = EntryFormat::from_i32(row.format).ok_or_else(|| c("unknown format"))?;
+    let v1 = format == EntryFormat::V1;
+    // Format 2 keeps free text only sealed; format 1 only in clear.
+    if !v1 && (row.justification.is_some() || row.detail.is_some()) {
+        return Err(c("clear free text in an entry that seals it"));
+    }
+    if v1 && row.sealed.is_some() {
+        return Err(c("sealed text in an entry written in clear"));
+    }
     let basis = match (row.basis_kind, row.basis_ref, row.basis_rule) {
         (None, None, None) => None,
         (Some(k), Some(r), None) if k == "consent" => Some(LegalBasis::Consent { consent_id: r }),
-        (Some(k), Some(r), None) if k == "emergency" => {
+        (Some(k), Some(r), None) if k == "emergency" && v1 => {
             Some(LegalBasis::Emergency { stated_basis: r })
+        }
+        (Some(k), None, None) if k == "emergency" && !v1 => Some(LegalBasis::Emergency {
+            stated_basis: String::new(),
+        }),
+        (Some(k), Some(r), None) if k == "court_order" => {
+            Some(LegalBasis::CourtOrder { order_id: r })
+        }
+        (Some(k), Some(r), None) if k == "medical_emergency" && v1 => {
+            Some(LegalBasis::MedicalEmergency { documentation: r })
+        }
+        (Some(k), None, None) if k == "medical_emergency" && !v1 => {
+            Some(LegalBasis::MedicalEmergency {
+                documentation: String::new(),
+            })
         }
         (Some(k), Some(m), Some(rule)) if k == "mou" => Some(LegalBasis::Mou { mou_id: m, rule }),
         _ => return Err(c("inconsistent legal basis columns")),
@@ -440,7 +610,9 @@ pub(super) fn row_to_entry(row: LogRow) -> Result<Entry, LogError> {
     };
     Ok(Entry {
         seq,
+        format,
         data,
+        sealed: row.sealed,
         prev_hash: ChainHash(prev),
         hash: ChainHash(hash),
     })
@@ -464,6 +636,34 @@ pub(super) async fn page_after(
             .fetch_all(c)
             .await
     })?)
+}
+
+/// `(seq, format, entry hash)` of up to `limit` entries with `seq > after`, ascending.
+pub(super) async fn hash_page_after(
+    c: &mut Conn<'_>,
+    after: u64,
+    limit: i64,
+) -> Result<Vec<(u64, EntryFormat, [u8; 32])>, LogError> {
+    let after = seq_i64(after)?;
+    let rows: Vec<(i64, i32, Vec<u8>)> = on_conn!(c, |c| {
+        sqlx::query_as(
+            "SELECT seq, format, entry_hash FROM audit_log WHERE seq > $1 ORDER BY seq LIMIT $2",
+        )
+        .bind(after)
+        .bind(limit)
+        .fetch_all(c)
+        .await
+    })?;
+    rows.into_iter()
+        .map(|(seq, format, hash)| {
+            let seq = u64::try_from(seq).map_err(|_| corrupt(0, "negative sequence number"))?;
+            let format =
+                EntryFormat::from_i32(format).ok_or_else(|| corrupt(seq, "unknown format"))?;
+            let hash = <[u8; 32]>::try_from(hash.as_slice())
+                .map_err(|_| corrupt(seq, "malformed hash"))?;
+            Ok((seq, format, hash))
+        })
+        .collect()
 }
 
 /// The lowest stored sequence number.

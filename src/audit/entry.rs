@@ -52,6 +52,21 @@ pub enum EntryKind {
     /// A shared record was written (created, updated, a referral moved), or a write was refused
     /// for lack of authority.
     RecordChanged,
+    /// An agreed restriction (HIPAA 164.522(a), 42 CFR 2.26) was recorded or terminated, or an
+    /// attempt was refused.
+    RestrictionChanged,
+    /// A court order (42 CFR 2.64, 2.65) was recorded or ended, or an attempt was refused.
+    CourtOrderChanged,
+    /// Restrictions, court orders or policy changes were read.
+    DirectiveRead,
+    /// Connections were refused after the handshake (a partner over its connection cap).
+    ConnectionRefused,
+    /// A partner's witness posted a cosignature of a checkpoint (accepted, or refused).
+    WitnessCosignature,
+    /// A compliance officer verified the log over the API (a read of the log, kept apart from
+    /// `log_read` so the newest verification is found by kind; its sealed detail holds the
+    /// result).
+    LogVerified,
     /// An aggregate report was computed and released (or refused): the definition's hash, the
     /// period and what disclosure control withheld, never a withheld value.
     ReportGenerated,
@@ -59,7 +74,7 @@ pub enum EntryKind {
 
 impl EntryKind {
     /// Every kind, in a stable order.
-    pub const ALL: [EntryKind; 14] = [
+    pub const ALL: [EntryKind; 20] = [
         Self::Disclosure,
         Self::LogRead,
         Self::HandshakeRefused,
@@ -73,6 +88,12 @@ impl EntryKind {
         Self::RecordChanged,
         Self::ConsentRead,
         Self::AccountingSuspended,
+        Self::RestrictionChanged,
+        Self::CourtOrderChanged,
+        Self::DirectiveRead,
+        Self::ConnectionRefused,
+        Self::WitnessCosignature,
+        Self::LogVerified,
         Self::ReportGenerated,
     ];
 
@@ -92,6 +113,12 @@ impl EntryKind {
             Self::RecordChanged => "record_changed",
             Self::ConsentRead => "consent_read",
             Self::AccountingSuspended => "accounting_suspended",
+            Self::RestrictionChanged => "restriction_changed",
+            Self::CourtOrderChanged => "court_order_changed",
+            Self::DirectiveRead => "directive_read",
+            Self::ConnectionRefused => "connection_refused",
+            Self::WitnessCosignature => "witness_cosignature",
+            Self::LogVerified => "log_verified",
             Self::ReportGenerated => "report_generated",
         }
     }
@@ -166,16 +193,44 @@ pub enum LegalBasis {
         /// source).
         stated_basis: String,
     },
+    /// A court order authorizing the disclosure of Part 2 records (42 CFR 2.64, 2.65).
+    CourtOrder {
+        /// The recorded order's id.
+        order_id: String,
+    },
+    /// A bona fide medical emergency, to medical personnel (42 CFR 2.51): requires the
+    /// nature of the emergency as the justification on the entry.
+    MedicalEmergency {
+        /// What 42 CFR 2.51(c) asks to be documented besides the date, time and nature: the
+        /// medical personnel's name and affiliation, and who disclosed.
+        documentation: String,
+    },
 }
 
 impl LegalBasis {
-    /// `mou`, `consent` or `emergency`.
+    /// `mou`, `consent`, `emergency`, `court_order` or `medical_emergency`.
     pub fn kind(&self) -> &'static str {
         match self {
             Self::Mou { .. } => "mou",
             Self::Consent { .. } => "consent",
             Self::Emergency { .. } => "emergency",
+            Self::CourtOrder { .. } => "court_order",
+            Self::MedicalEmergency { .. } => "medical_emergency",
         }
+    }
+
+    /// Every kind, in the order of the canonical encoding's tags (1 to 5).
+    pub const KINDS: [&'static str; 5] = [
+        "mou",
+        "consent",
+        "emergency",
+        "court_order",
+        "medical_emergency",
+    ];
+
+    /// Whether this is one of the two emergency bases (break-glass, reviewed afterwards).
+    pub fn is_emergency(&self) -> bool {
+        matches!(self, Self::Emergency { .. } | Self::MedicalEmergency { .. })
     }
 
     /// A short statement of the basis, for people.
@@ -186,6 +241,13 @@ impl LegalBasis {
             Self::Emergency { stated_basis } => format!(
                 "emergency disclosure to avert a serious and imminent threat (HIPAA \
                  164.512(j)); stated basis: {stated_basis}"
+            ),
+            Self::CourtOrder { order_id } => {
+                format!("court order `{order_id}` authorizing the disclosure (42 CFR 2.64, 2.65)")
+            }
+            Self::MedicalEmergency { documentation } => format!(
+                "disclosure to medical personnel in a bona fide medical emergency (42 CFR \
+                 2.51); {documentation}"
             ),
         }
     }
@@ -388,6 +450,23 @@ impl NewEntry {
             Some(LegalBasis::Consent { consent_id }) if consent_id.is_empty() => {
                 return bad("a consent basis needs the consent id".into());
             }
+            Some(LegalBasis::CourtOrder { order_id })
+                if order_id.is_empty() || order_id.len() > MAX_TEXT =>
+            {
+                return bad("a court-order basis needs the order id".into());
+            }
+            Some(LegalBasis::MedicalEmergency { documentation }) => {
+                if documentation.trim().is_empty() || documentation.len() > MAX_TEXT {
+                    return bad("a medical emergency needs its 42 CFR 2.51(c) documentation".into());
+                }
+                if self
+                    .justification
+                    .as_deref()
+                    .is_none_or(|j| j.trim().is_empty())
+                {
+                    return bad("a medical emergency needs the nature of the emergency".into());
+                }
+            }
             _ => {}
         }
         if let Some(LegalBasis::Mou { mou_id, rule }) = &self.basis
@@ -410,17 +489,75 @@ impl NewEntry {
     }
 }
 
+/// The encoding an entry was written with (see the module documentation).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+pub enum EntryFormat {
+    /// Written before free text was sealed and before the Merkle tree: free text in clear,
+    /// hash `SHA-256(E1)`, covered by the hash chain only.
+    #[serde(rename = "v1")]
+    V1,
+    /// Free text sealed; hash `SHA-256(0x00 || E2)`, which is also the entry's RFC 6962 leaf
+    /// hash in the Merkle tree.
+    #[serde(rename = "v2")]
+    V2,
+}
+
+impl EntryFormat {
+    /// The number stored in the `format` column.
+    pub fn as_i32(self) -> i32 {
+        match self {
+            Self::V1 => 1,
+            Self::V2 => 2,
+        }
+    }
+
+    /// The format stored as `n`.
+    pub fn from_i32(n: i32) -> Option<Self> {
+        match n {
+            1 => Some(Self::V1),
+            2 => Some(Self::V2),
+            _ => None,
+        }
+    }
+}
+
 /// A stored, chained entry.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Entry {
     /// Sequence number, from 1, without gaps.
     pub seq: u64,
-    /// The content.
+    /// The encoding it was written with.
+    pub format: EntryFormat,
+    /// The content. In a [`EntryFormat::V2`] entry read from the database the free text
+    /// (justification, detail, an emergency's stated basis, a medical emergency's
+    /// documentation) is empty until it is opened with the log's free-text key
+    /// ([`super::LogTextKey::open`]).
     pub data: NewEntry,
+    /// The sealed free text of a [`EntryFormat::V2`] entry, if it had any.
+    pub sealed: Option<Vec<u8>>,
     /// Hash of the previous entry (32 zero bytes before the first).
     pub prev_hash: ChainHash,
     /// This entry's hash (see the module documentation for the encoding).
     pub hash: ChainHash,
+}
+
+impl Entry {
+    /// Recomputes this entry's hash from its content, as it would be at sequence number
+    /// `seq`, with `buf` as scratch space.
+    pub fn compute_hash(&self, buf: &mut Vec<u8>, seq: u64) -> ChainHash {
+        match self.format {
+            EntryFormat::V1 => {
+                super::canonical::entry_hash_with(buf, seq, &self.prev_hash, &self.data)
+            }
+            EntryFormat::V2 => super::canonical::leaf_hash_with(
+                buf,
+                seq,
+                &self.prev_hash,
+                &self.data,
+                self.sealed.as_deref(),
+            ),
+        }
+    }
 }
 
 /// What [`DisclosureLog::append`](super::DisclosureLog::append) returns once the entry is
@@ -429,6 +566,8 @@ pub struct Entry {
 pub struct AppendedEntry {
     /// The entry's sequence number.
     pub seq: u64,
-    /// The entry's hash.
+    /// The entry's hash (for a format-2 entry, also its Merkle leaf hash).
     pub hash: ChainHash,
+    /// Its leaf index in the Merkle tree.
+    pub leaf_index: u64,
 }

@@ -6,21 +6,25 @@
 //! describes leaves the gateway. Compliance officers query it, produce a subject's accounting
 //! of disclosures (HIPAA 164.528) from it, and verify it; partners keep copies of its signed
 //! checkpoints so that even a rewrite by someone able to recompute every hash is caught
-//! (CJIS AU-9). Subjects appear only as keyed pseudonyms: a leaked log names nobody.
+//! (CJIS AU-9). Subjects appear only as keyed pseudonyms and free text is sealed
+//! ([`LogTextKey`]): a leaked log names nobody. An RFC 6962 Merkle tree over the entries,
+//! C2SP checkpoints, proofs and witness cosignatures ([`tree`], [`transparency`], [`witness`])
+//! let partners check the log without trusting the operator and without reading entries.
 //!
 //! # Entries
 //!
 //! An entry ([`Entry`]) holds its sequence number (from 1, no gaps), the time (UTC,
 //! microseconds), request id, decision id, policy-set hash, recipient partner, user and role,
-//! purpose, legal basis (MOU id and rule, consent id, or emergency with its stated basis),
+//! purpose, legal basis (MOU id and rule, consent id, emergency with its stated basis, court
+//! order id, or 42 CFR 2.51 medical emergency with its documentation),
 //! justification (required for emergency access), the subject as a pseudonym, the record kind
 //! and id, the fields disclosed with their transforms, the count of fields withheld, the outcome
 //! (permit, or deny with a reason code), the source address, the client-certificate
 //! fingerprint, a detail text, the previous entry's hash and its own hash.
 //!
-//! # Canonical encoding (version 1)
+//! # Canonical encoding, format 1 (entries written before free text was sealed)
 //!
-//! An entry's hash is `SHA-256(E)` where `E` is the concatenation of, in this order:
+//! A format-1 entry's hash is `SHA-256(E)` where `E` is the concatenation of, in this order:
 //!
 //! | item | encoding |
 //! |---|---|
@@ -30,7 +34,7 @@
 //! | time | i64 Unix microseconds, 8 bytes big-endian |
 //! | kind | str |
 //! | request_id, decision_id, policy_hash, recipient_partner, recipient_user, recipient_role, purpose | opt-str each |
-//! | basis | `00` none; `01` str mou_id, str rule; `02` str consent_id; `03` str stated_basis |
+//! | basis | `00` none; `01` str mou_id, str rule; `02` str consent_id; `03` str stated_basis; `04` str order_id (court order, 42 CFR 2.64/2.65); `05` str documentation (medical emergency, 42 CFR 2.51) |
 //! | justification | opt-str |
 //! | subject | `00`, or `01` and the 32 pseudonym bytes |
 //! | record | `00`, or `01` str kind, str id |
@@ -44,10 +48,37 @@
 //! previous hash, the entry hash and the subject pseudonym are stored as their 32 raw bytes
 //! (BLOB on SQLite, BYTEA on PostgreSQL); the head row and the checkpoints keep hashes as
 //! lower-case hex, and the API, reports and CLI show every hash and pseudonym as lower-case
-//! hex. In the database the basis is split into `basis_kind` (`mou`, `consent`, `emergency`),
-//! `basis_ref` (MOU id, consent id or stated basis) and `basis_rule`; the fields disclosed are
+//! hex. In the database the basis is split into `basis_kind` (`mou`, `consent`, `emergency`,
+//! `court_order`, `medical_emergency`), `basis_ref` (MOU id, consent id, stated basis, order id
+//! or the 2.51 documentation) and `basis_rule`; the fields disclosed are
 //! a JSON array of `{"field", "transform"}` objects. A verifier reads the row, rebuilds `E`
 //! and compares; entry `n` must carry entry `n - 1`'s hash as its previous hash.
+//!
+//! # Canonical encoding, format 2 (sealed free text; the Merkle leaf)
+//!
+//! Every entry written since migration `20261201000100` (`audit_log.format = 2`) is encoded as
+//! `E2`: the same items in the same order as format 1 with these changes: the domain is the
+//! 33 ASCII bytes `coresponse-gateway/audit-entry/v2`; an emergency basis is `03` alone (the
+//! stated basis is sealed) and a medical-emergency basis `05` alone (the 42 CFR 2.51(c)
+//! documentation, which names the medical personnel, is sealed), while a court-order basis
+//! stays `04` str order_id (a random id the gateway gave the order); the justification and
+//! the detail are left out; and the last item is the sealed free text, `00`, or `01` and a
+//! u32 big-endian length and the sealed bytes ([`LogTextKey`]: `0x01 || nonce || AES-256-GCM
+//! ciphertext and tag` of the three optional strings basis text (stated basis or 2.51
+//! documentation), justification, detail). In the database a format-2 entry's `basis_ref` is
+//! empty for both emergency bases and holds the order id for a court order. The entry's hash is
+//! `SHA-256(0x00 || E2)`: the RFC 6962 leaf hash, which is also its chain hash (the next
+//! entry's previous hash). The first format-2 entry's previous hash is the last format-1
+//! entry's hash.
+//!
+//! # Merkle tree
+//!
+//! Leaf `i` of the tree is entry `tree_base + 1 + i` (`tree_base`: the head when migration
+//! `20261201000110` ran; 0 for a log created since). The tree's size and right edge are kept
+//! in the head row and moved in the appending transaction under the same lock; each append
+//! stores its leaf and the subtree hashes it completes in `audit_tree` ([`tree`]). Signed tree
+//! heads are C2SP checkpoints ([`TreeCheckpoint`], [`crate::crypto::note`]), made with the
+//! chain checkpoints and by the same key.
 //!
 //! # Chain, head and checkpoints
 //!
@@ -70,7 +101,9 @@
 //! and names the first failing entry and how it fails ([`FailureKind`]): altered, deleted
 //! (gap, renumbering or truncated tail), inserted, reordered, a broken link (an earlier entry
 //! rewritten and re-hashed) or a checkpoint mismatch. Partners' copies of checkpoints are
-//! checked the same way. The offline command opens the database read-only
+//! checked the same way. Then the Merkle tree is rebuilt from the stored leaves: every stored
+//! subtree hash, every signed tree head's signature and root, and the leaves of the stored
+//! entries are checked ([`transparency`]). The offline command opens the database read-only
 //! (`Store::open_read_only`): it creates, migrates and writes nothing. Non-goal: the chain is not keyed, so entries appended after the
 //! last checkpoint by someone who can write to the database and recompute hashes are caught
 //! only by the head row (also in the database); the checkpoint interval bounds that window.
@@ -114,28 +147,43 @@ mod canonical;
 pub mod checkpoint;
 mod db;
 mod entry;
+pub mod metrics;
+pub mod part2;
+pub use crate::crypto::note;
 pub mod query;
+pub mod reasons;
 pub mod retention;
+mod sealed;
+pub mod summary;
 pub mod suspension;
+pub mod transparency;
+pub mod tree;
 mod verify;
+pub mod witness;
 mod writer;
 
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
-pub use canonical::{ChainHash, ENTRY_DOMAIN, encode_into, entry_hash, entry_hash_with};
-pub use checkpoint::{Checkpoint, CheckpointExport, CheckpointSigner};
-pub use entry::{
-    AppendedEntry, Entry, EntryKind, FieldDisclosure, LegalBasis, MAX_FIELDS, MAX_TEXT, NewEntry,
-    Outcome, RecordRef, SubjectPseudonym,
+pub use canonical::{
+    ChainHash, ENTRY_DOMAIN, ENTRY_DOMAIN_V2, encode_into, encode_v2_into, entry_hash,
+    entry_hash_with, leaf_hash_with,
 };
+pub use checkpoint::{
+    Checkpoint, CheckpointExport, CheckpointSigner, DEFAULT_ORIGIN, TreeCheckpoint,
+};
+pub use entry::{
+    AppendedEntry, Entry, EntryFormat, EntryKind, FieldDisclosure, LegalBasis, MAX_FIELDS,
+    MAX_TEXT, NewEntry, Outcome, RecordRef, SubjectPseudonym,
+};
+pub use sealed::{LogTextKey, SealedEntry, TEXT_DOMAIN};
 pub use verify::{
     Anchor, ChainFailure, FailureKind, Verifier, VerifySummary, verify_entries,
     verify_entries_parallel,
 };
-pub use writer::{DisclosureLog, LogStats, LogTx, Receipt};
+pub use writer::{DisclosureLog, LogRef, LogStats, LogTx, Receipt};
 
-use crate::store::{Store, StoreError};
+use crate::store::{Conn, Store, StoreError};
 
 /// A disclosure-log failure. Whatever the variant, nothing may be disclosed.
 #[derive(Debug, thiserror::Error)]
@@ -243,12 +291,15 @@ pub struct StoreVerification {
     pub checkpoints_checked: usize,
     /// Whether checkpoint signatures could be checked (a public key was known).
     pub signatures_checked: bool,
+    /// The Merkle tree: its stored hashes rebuilt from the leaves, the signed tree heads, and
+    /// the witnesses required (none when the chain failed first).
+    pub tree: Option<transparency::TreeVerification>,
 }
 
 impl StoreVerification {
-    /// Whether the whole log verified.
+    /// Whether the whole log verified: the chain and the tree.
     pub fn ok(&self) -> bool {
-        self.summary.failure.is_none()
+        self.summary.failure.is_none() && self.tree.as_ref().is_none_or(|t| t.failure.is_none())
     }
 }
 
@@ -256,9 +307,62 @@ impl StoreVerification {
 const PAGE: i64 = 5_000;
 
 /// Verifies the whole stored log: every hash and link, the head, every stored checkpoint and
-/// each of `partner_checkpoints` (a partner's copies). `key` checks checkpoint signatures;
-/// without it only their hashes are compared, and a purged log cannot be anchored.
+/// each of `partner_checkpoints` (a partner's copies), and the Merkle tree. `key` checks
+/// checkpoint signatures; without it only their hashes are compared, and a purged log cannot
+/// be anchored.
 pub async fn verify_store(
+    store: &Store,
+    key: Option<&ed25519_dalek::VerifyingKey>,
+    partner_checkpoints: Option<&CheckpointExport>,
+) -> Result<StoreVerification, LogError> {
+    verify_store_witnessed(store, key, partner_checkpoints, &[]).await
+}
+
+/// [`verify_store`], also requiring a signed tree head cosigned by every witness of
+/// `witnesses` (name and cosignature key).
+pub async fn verify_store_witnessed(
+    store: &Store,
+    key: Option<&ed25519_dalek::VerifyingKey>,
+    partner_checkpoints: Option<&CheckpointExport>,
+    witnesses: &[(String, note::VerifierKey)],
+) -> Result<StoreVerification, LogError> {
+    let mut out = verify_chain(store, key, partner_checkpoints).await?;
+    if out.summary.failure.is_none() {
+        let mut pooled = store.acquire().await?;
+        let mut c = pooled.conn();
+        let base = db::read_full_head(&mut c).await?.tree_base;
+        let (first_leaf, leaves) = collect_leaves(&mut c, base).await?;
+        out.tree =
+            Some(transparency::verify_tree(&mut c, key, witnesses, (first_leaf, &leaves)).await?);
+    }
+    Ok(out)
+}
+
+/// The leaf hashes of the stored entries in the tree (sequence numbers above `base`): the
+/// first leaf index and the hashes in order. Their content was checked by the chain
+/// verification just before.
+async fn collect_leaves(c: &mut Conn<'_>, base: u64) -> Result<(u64, Vec<[u8; 32]>), LogError> {
+    let first = db::first_seq(c).await?.unwrap_or(base + 1).max(base + 1);
+    let mut leaves = Vec::new();
+    let mut after = first - 1;
+    loop {
+        let rows = db::hash_page_after(c, after, 50_000).await?;
+        let Some(last) = rows.last() else { break };
+        after = last.0;
+        for (seq, format, hash) in rows {
+            if format != EntryFormat::V2 {
+                return Err(LogError::Corrupt {
+                    seq,
+                    why: "an entry in the tree's range was not written as a tree leaf".into(),
+                });
+            }
+            leaves.push(hash);
+        }
+    }
+    Ok((first - base - 1, leaves))
+}
+
+async fn verify_chain(
     store: &Store,
     key: Option<&ed25519_dalek::VerifyingKey>,
     partner_checkpoints: Option<&CheckpointExport>,
@@ -283,6 +387,7 @@ pub async fn verify_store(
         first_seq: None,
         checkpoints_checked: 0,
         signatures_checked: key.is_some(),
+        tree: None,
     };
     if let Some(k) = key {
         for c in &stored {
@@ -371,6 +476,7 @@ pub async fn verify_store(
                 first_seq: first,
                 checkpoints_checked: stored.len() + partner.len(),
                 signatures_checked: key.is_some(),
+                tree: None,
             });
         }
         for row in rows {
@@ -399,6 +505,7 @@ pub async fn verify_store(
                         first_seq: first,
                         checkpoints_checked: stored.len() + partner.len(),
                         signatures_checked: key.is_some(),
+                        tree: None,
                     });
                 }
             }
@@ -413,6 +520,7 @@ pub async fn verify_store(
                 first_seq: first,
                 checkpoints_checked: stored.len() + partner.len(),
                 signatures_checked: key.is_some(),
+                tree: None,
             });
         }
     }

@@ -195,6 +195,10 @@ pub struct EntryView<'a> {
     pub cert_sha256: Option<&'a str>,
     /// Detail.
     pub detail: Option<&'a str>,
+    /// For a permitted disclosure: why each field left, fields with the same reasons grouped
+    /// (read from `detail`, see [`super::reasons`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub field_reasons: Option<Vec<super::reasons::ReasonGroup>>,
     /// Previous hash.
     pub prev_hash: String,
     /// Entry hash.
@@ -234,6 +238,10 @@ impl<'a> From<&'a Entry> for EntryView<'a> {
             source_addr: d.source_addr.as_deref(),
             cert_sha256: d.cert_sha256.as_deref(),
             detail: d.detail.as_deref(),
+            field_reasons: match d.kind {
+                EntryKind::Disclosure => d.detail.as_deref().and_then(super::reasons::from_detail),
+                _ => None,
+            },
             prev_hash: e.prev_hash.to_hex(),
             hash: e.hash.to_hex(),
         }

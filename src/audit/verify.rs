@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
-use super::canonical::{ChainHash, entry_hash_with};
+use super::canonical::ChainHash;
 use super::checkpoint::Checkpoint;
 use super::entry::Entry;
 
@@ -158,7 +158,7 @@ impl Verifier {
     }
 
     fn self_ok(&mut self, e: &Entry, seq: u64) -> bool {
-        entry_hash_with(&mut self.buf, seq, &e.prev_hash, &e.data) == e.hash
+        e.compute_hash(&mut self.buf, seq) == e.hash
     }
 
     /// Checks the next entry (entries must come in ascending sequence order).
@@ -378,10 +378,7 @@ fn first_bad(anchor: Anchor, entries: &[Entry], start: usize, chunk: &[Entry]) -
     };
     for (i, e) in chunk.iter().enumerate() {
         let expected = anchor.seq + 1 + (start + i) as u64;
-        if e.seq != expected
-            || e.prev_hash != prev
-            || entry_hash_with(&mut buf, e.seq, &e.prev_hash, &e.data) != e.hash
-        {
+        if e.seq != expected || e.prev_hash != prev || e.compute_hash(&mut buf, e.seq) != e.hash {
             return Some(start + i);
         }
         prev = e.hash;
@@ -457,6 +454,8 @@ mod tests {
                 data.detail = Some(format!("entry {seq}"));
                 let hash = entry_hash(seq, &prev, &data);
                 let e = Entry {
+                    format: crate::audit::EntryFormat::V1,
+                    sealed: None,
                     seq,
                     data,
                     prev_hash: prev,
@@ -568,6 +567,8 @@ mod tests {
         data.detail = Some("forged".into());
         let hash = entry_hash(4, &c[2].hash, &data);
         forged.push(Entry {
+            format: crate::audit::EntryFormat::V1,
+            sealed: None,
             seq: 4,
             data: data.clone(),
             prev_hash: c[2].hash,
@@ -587,6 +588,8 @@ mod tests {
         let mut appended = c.clone();
         let hash = entry_hash(11, &c[9].hash, &data);
         appended.push(Entry {
+            format: crate::audit::EntryFormat::V1,
+            sealed: None,
             seq: 11,
             data,
             prev_hash: c[9].hash,
@@ -613,6 +616,8 @@ mod tests {
             data.detail = Some("rewritten".into());
             let hash = entry_hash(e.seq, &prev, &data);
             r.push(Entry {
+                format: crate::audit::EntryFormat::V1,
+                sealed: None,
                 seq: e.seq,
                 data,
                 prev_hash: prev,

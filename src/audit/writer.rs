@@ -14,7 +14,8 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::checkpoint::CheckpointSigner;
 use super::db::{self, ChainConn, Head};
-use super::entry::{AppendedEntry, NewEntry, RecordRef};
+use super::entry::{AppendedEntry, Entry, NewEntry, RecordRef};
+use super::sealed::{LogTextKey, SealedEntry};
 use super::{LogError, SubjectKey, SubjectPseudonym};
 use crate::config::AuditSettings;
 use crate::domain::SubjectIdentifier;
@@ -27,15 +28,53 @@ use crate::store::{Conn, Store, Tx};
 pub struct Receipt {
     seq: u64,
     hash: super::ChainHash,
+    leaf_index: u64,
     decision_id: Option<String>,
     record: Option<RecordRef>,
 }
 
+/// Where an entry is in the log, as its recipient is told: the sequence number
+/// (`Disclosure-Id`), the Merkle leaf index and the leaf hash (`Log-Leaf-Index`,
+/// `Log-Leaf-Hash`). Shown, it is the sequence number.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LogRef {
+    /// The entry's sequence number.
+    pub seq: u64,
+    /// Its leaf index in the Merkle tree.
+    pub leaf_index: u64,
+    /// Its leaf hash.
+    pub leaf_hash: super::ChainHash,
+}
+
+impl std::fmt::Display for LogRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.seq)
+    }
+}
+
+impl LogRef {
+    /// The leaf hash in base64, as the checkpoints and proofs give hashes.
+    pub fn leaf_hash_b64(&self) -> String {
+        use base64::Engine as _;
+        base64::engine::general_purpose::STANDARD.encode(self.leaf_hash.0)
+    }
+}
+
 impl Receipt {
+    /// Where the entry is in the log.
+    pub fn log_ref(&self) -> LogRef {
+        LogRef {
+            seq: self.seq,
+            leaf_index: self.leaf_index,
+            leaf_hash: self.hash,
+        }
+    }
+
     fn new(appended: AppendedEntry, entry: &NewEntry) -> Self {
         Self {
             seq: appended.seq,
             hash: appended.hash,
+            leaf_index: appended.leaf_index,
             decision_id: entry.decision_id.clone(),
             record: entry.record.clone(),
         }
@@ -46,9 +85,14 @@ impl Receipt {
         self.seq
     }
 
-    /// The entry's hash.
+    /// The entry's hash, which is also its Merkle leaf hash.
     pub fn hash(&self) -> super::ChainHash {
         self.hash
+    }
+
+    /// The entry's leaf index in the Merkle tree (what an inclusion proof is asked for).
+    pub fn leaf_index(&self) -> u64 {
+        self.leaf_index
     }
 
     /// The decision the entry records, if any.
@@ -65,7 +109,7 @@ impl Receipt {
 }
 
 struct Job {
-    entry: NewEntry,
+    entry: SealedEntry,
     done: oneshot::Sender<Result<AppendedEntry, LogError>>,
 }
 
@@ -90,9 +134,11 @@ pub struct LogStats {
 
 struct Inner {
     counters: Arc<Counters>,
+    metrics: Arc<super::metrics::LogMetrics>,
     queue: mpsc::Sender<Job>,
     store: Store,
     subjects: SubjectKey,
+    text: LogTextKey,
     signer: Option<Arc<CheckpointSigner>>,
     settings: AuditSettings,
 }
@@ -112,31 +158,36 @@ impl std::fmt::Debug for DisclosureLog {
 }
 
 impl DisclosureLog {
-    /// Starts the writer task. `subjects` pseudonymizes subject identifiers; `signer` signs
-    /// checkpoints (none: no checkpoints are made, and a retention purge is impossible). Must
-    /// be called inside a Tokio runtime.
+    /// Starts the writer task. `subjects` pseudonymizes subject identifiers; `text` seals the
+    /// entries' free text; `signer` signs checkpoints (none: no checkpoints are made, and a
+    /// retention purge is impossible). Must be called inside a Tokio runtime.
     pub fn start(
         store: Store,
         subjects: SubjectKey,
+        text: LogTextKey,
         signer: Option<CheckpointSigner>,
         settings: AuditSettings,
     ) -> Self {
         let (queue, rx) = mpsc::channel(settings.queue_capacity.max(1));
         let signer = signer.map(Arc::new);
         let counters = Arc::new(Counters::default());
+        let metrics = Arc::new(super::metrics::LogMetrics::default());
         tokio::spawn(run_writer(
             rx,
             store.clone(),
             signer.clone(),
             settings.clone(),
             counters.clone(),
+            metrics.clone(),
         ));
         Self {
             inner: Arc::new(Inner {
                 counters,
+                metrics,
                 queue,
                 store,
                 subjects,
+                text,
                 signer,
                 settings,
             }),
@@ -150,6 +201,10 @@ impl DisclosureLog {
         let entry = normalize(entry);
         entry.validate()?;
         let (decision_id, record) = (entry.decision_id.clone(), entry.record.clone());
+        let started = std::time::Instant::now();
+        // Labels come from the entry as given, before its free text is sealed.
+        let counted = super::metrics::LogMetrics::labels(&entry);
+        let entry = self.inner.text.seal(entry)?;
         let (done, wait) = oneshot::channel();
         self.inner
             .queue
@@ -157,12 +212,33 @@ impl DisclosureLog {
             .await
             .map_err(|_| LogError::Closed)?;
         let appended = wait.await.map_err(|_| LogError::Closed)??;
+        self.inner.metrics.appended(started.elapsed().as_secs_f64());
+        if let Some(e) = &counted {
+            self.inner.metrics.count(e);
+        }
         Ok(Receipt {
             seq: appended.seq,
             hash: appended.hash,
+            leaf_index: appended.leaf_index,
             decision_id,
             record,
         })
+    }
+
+    /// Opens the sealed free text of an entry read from the log (for compliance officers and
+    /// the `audit entries` command only).
+    pub fn open(&self, entry: &mut Entry) -> Result<(), LogError> {
+        self.inner.text.open(entry)
+    }
+
+    /// Seals a free-text value kept beside the log (see [`LogTextKey::seal_field`]).
+    pub fn seal_field(&self, label: &str, id: &str, text: &str) -> Result<String, LogError> {
+        self.inner.text.seal_field(label, id, text)
+    }
+
+    /// Opens a value sealed by [`DisclosureLog::seal_field`] (legacy clear text passes).
+    pub fn open_field(&self, label: &str, id: &str, stored: &str) -> Result<String, LogError> {
+        self.inner.text.open_field(label, id, stored)
     }
 
     /// Begins a transaction that holds the chain lock from its first statement, for a change
@@ -173,7 +249,10 @@ impl DisclosureLog {
         lock_head(&mut tx.conn()).await?;
         Ok(LogTx {
             tx,
+            text: self.inner.text.clone(),
             appended: Vec::new(),
+            counted: Vec::new(),
+            metrics: self.inner.metrics.clone(),
         })
     }
 
@@ -184,9 +263,19 @@ impl DisclosureLog {
             .pseudonym(subject.system(), subject.value())
     }
 
+    /// The checkpoint signer, if checkpoints are signed.
+    pub fn checkpoint_signer(&self) -> Option<&CheckpointSigner> {
+        self.inner.signer.as_deref()
+    }
+
     /// The checkpoint public key, if checkpoints are signed.
     pub fn checkpoint_key(&self) -> Option<VerifyingKey> {
         self.inner.signer.as_ref().map(|s| s.verifying_key())
+    }
+
+    /// The append path's instruments, for the metrics endpoint.
+    pub fn metrics(&self) -> &super::metrics::LogMetrics {
+        &self.inner.metrics
     }
 
     /// What the group-commit writer has done since start.
@@ -226,7 +315,11 @@ impl DisclosureLog {
 #[derive(Debug)]
 pub struct LogTx {
     tx: Tx,
+    text: LogTextKey,
     appended: Vec<Receipt>,
+    /// Disclosure entries to count once committed.
+    counted: Vec<super::metrics::DisclosureLabels>,
+    metrics: Arc<super::metrics::LogMetrics>,
 }
 
 impl LogTx {
@@ -240,17 +333,26 @@ impl LogTx {
     pub async fn append(&mut self, entry: NewEntry) -> Result<u64, LogError> {
         let entry = normalize(entry);
         entry.validate()?;
+        // Labels come from the entry as given, before its free text is sealed.
+        let counted = super::metrics::LogMetrics::labels(&entry);
+        let sealed = self.text.seal(entry)?;
         let mut c = self.tx.conn();
         let head = lock_head(&mut c).await?;
-        let appended = append_locked(&mut c, head, &entry).await?;
+        let appended = append_locked(&mut c, head, &sealed).await?;
         let seq = appended.seq;
-        self.appended.push(Receipt::new(appended, &entry));
+        self.appended.push(Receipt::new(appended, &sealed.data));
+        if let Some(l) = counted {
+            self.counted.push(l);
+        }
         Ok(seq)
     }
 
     /// Commits durably; returns the receipts of the entries appended, in order.
     pub async fn commit(self) -> Result<Vec<Receipt>, LogError> {
         self.tx.commit().await?;
+        for e in &self.counted {
+            self.metrics.count(e);
+        }
         Ok(self.appended)
     }
 }
@@ -265,7 +367,7 @@ async fn lock_head(c: &mut Conn<'_>) -> Result<Head, LogError> {
 async fn append_locked(
     c: &mut Conn<'_>,
     head: Head,
-    entry: &NewEntry,
+    entry: &SealedEntry,
 ) -> Result<AppendedEntry, LogError> {
     let (_, mut out) = match c {
         Conn::Sqlite(c) => db::append_locked(&mut **c, head, &[entry]).await?,
@@ -289,9 +391,13 @@ async fn run_writer(
     signer: Option<Arc<CheckpointSigner>>,
     settings: AuditSettings,
     counters: Arc<Counters>,
+    metrics: Arc<super::metrics::LogMetrics>,
 ) {
     let every = Duration::from_secs(settings.checkpoint_every_secs.max(1));
-    let mut tick = tokio::time::interval(every);
+    // The first timed checkpoint comes one period after start, not at once: a checkpoint
+    // signed while start-up is still writing would race what start-up (or a test preparing
+    // the database) does next, and the entry-count trigger covers a busy start.
+    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let max_batch = settings.max_batch.max(1);
     let mut batch: Vec<Job> = Vec::with_capacity(max_batch);
@@ -307,6 +413,7 @@ async fn run_writer(
                         Err(_) => break,
                     }
                 }
+                metrics.batch(batch.len());
                 commit_batch(&store, &mut conn, signer.as_deref(), &settings, &counters, &mut batch)
                     .await;
             }
@@ -370,11 +477,6 @@ enum WriterDb {
     Postgres(PgConnection),
 }
 
-/// WAL size, in pages, at which the SQLite writer connection folds the WAL back into the
-/// database (SQLite's default is 1,000 pages). Appends rewrite the same index pages commit
-/// after commit; a longer WAL folds each of them back once instead of every few commits.
-const SQLITE_WRITER_WAL_PAGES: u32 = 10_000;
-
 async fn write_batch(
     store: &Store,
     conn: &mut WriterConn,
@@ -382,12 +484,9 @@ async fn write_batch(
     settings: &AuditSettings,
     batch: &[Job],
 ) -> Result<Vec<AppendedEntry>, LogError> {
-    let entries: Vec<&NewEntry> = batch.iter().map(|j| &j.entry).collect();
+    let entries: Vec<&SealedEntry> = batch.iter().map(|j| &j.entry).collect();
     if matches!(conn.db, WriterDb::None) {
-        conn.db = if let Some(c) = store
-            .sqlite_connection(&[("wal_autocheckpoint", SQLITE_WRITER_WAL_PAGES.to_string())])
-            .await?
-        {
+        conn.db = if let Some(c) = store.sqlite_connection(&[]).await? {
             WriterDb::Sqlite(c)
         } else if let Some(c) = store.postgres_connection().await? {
             WriterDb::Postgres(c)
@@ -426,7 +525,7 @@ async fn write_in<C>(
     conn: &mut C,
     signer: Option<&CheckpointSigner>,
     settings: &AuditSettings,
-    entries: &[&NewEntry],
+    entries: &[&SealedEntry],
     last_checkpoint: &mut Option<u64>,
 ) -> Result<Vec<AppendedEntry>, LogError>
 where
@@ -442,7 +541,7 @@ where
     if let Some(s) = signer
         && due
     {
-        seen = checkpoint_locked(&mut *tx, s, new_head, every, None).await?;
+        seen = checkpoint_locked(&mut *tx, s, &new_head, every, None).await?;
     }
     tx.commit().await?;
     *last_checkpoint = seen;
@@ -455,7 +554,7 @@ where
 async fn checkpoint_locked<C: ChainConn>(
     conn: &mut C,
     signer: &CheckpointSigner,
-    head: Head,
+    head: &Head,
     every_entries: u64,
     every_time: Option<Duration>,
 ) -> Result<Option<u64>, LogError> {
@@ -478,6 +577,10 @@ async fn checkpoint_locked<C: ChainConn>(
     }
     let c = signer.sign(head.seq, head.hash, now);
     conn.insert_checkpoint(&c).await?;
+    if head.tree.size() > 0 {
+        let t = signer.sign_tree(head.tree.size(), head.tree.root(), now);
+        conn.insert_tree_checkpoint(&t).await?;
+    }
     Ok(Some(head.seq))
 }
 
@@ -491,11 +594,11 @@ async fn checkpoint_if_due(
     let done = match &mut tx.conn() {
         Conn::Sqlite(c) => {
             let head = c.lock_head().await?;
-            checkpoint_locked(&mut **c, signer, head, every_entries, Some(every_time)).await?
+            checkpoint_locked(&mut **c, signer, &head, every_entries, Some(every_time)).await?
         }
         Conn::Postgres(c) => {
             let head = c.lock_head().await?;
-            checkpoint_locked(&mut **c, signer, head, every_entries, Some(every_time)).await?
+            checkpoint_locked(&mut **c, signer, &head, every_entries, Some(every_time)).await?
         }
     };
     tx.commit().await?;

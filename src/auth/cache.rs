@@ -14,6 +14,12 @@
 //! Anything else goes through the full verification, which gives the precise refusal. The
 //! cache holds at most [`TOKEN_CACHE`] tokens (least recently used go first) and is emptied
 //! whenever the partner registry is reloaded, so a removed key or partner takes effect at once.
+//! A verification that raced with a reload cannot leave its answer behind: each entry carries
+//! the cache's generation as read *before* the registry used to verify it was loaded
+//! ([`TokenCache::generation`]), and a reload moves the generation after it installed the new
+//! registry, so such an entry never matches again.
+
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use sha2::{Digest, Sha256};
 
@@ -27,6 +33,7 @@ pub const TOKEN_CACHE: usize = 16_384;
 
 #[derive(Clone)]
 struct Verified {
+    generation: u64,
     principal: Principal,
     exp: i64,
     x5t: Option<String>,
@@ -48,6 +55,8 @@ struct Cnf {
 /// The cache. Cheap to share.
 pub struct TokenCache {
     inner: quick_cache::sync::Cache<[u8; 32], Verified>,
+    generation: AtomicU64,
+    stats: crate::domain::stats::CacheStats,
 }
 
 impl std::fmt::Debug for TokenCache {
@@ -62,15 +71,27 @@ impl Default for TokenCache {
     fn default() -> Self {
         Self {
             inner: quick_cache::sync::Cache::new(TOKEN_CACHE),
+            generation: AtomicU64::new(0),
+            stats: Default::default(),
         }
     }
 }
 
 impl TokenCache {
+    /// The cache's generation: read it before loading the registry passed to
+    /// [`TokenCache::verify`].
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
+    }
+
     /// [`verify_token`], answered from the cache when this token verified before for this
-    /// partner and is still valid at `now` (Unix seconds) over this certificate.
+    /// partner and is still valid at `now` (Unix seconds) over this certificate. `generation`
+    /// is [`TokenCache::generation`] as read before `registry` was loaded.
+    // `verify_token`'s inputs plus the generation: a struct would only rename them.
+    #[allow(clippy::too_many_arguments)]
     pub fn verify(
         &self,
+        generation: u64,
         registry: &PartnerRegistry,
         rules: &TokenRules,
         partner: &PartnerId,
@@ -81,23 +102,27 @@ impl TokenCache {
         let key: [u8; 32] = Sha256::digest(token.as_bytes()).into();
         let leeway = i64::try_from(rules.leeway_secs).unwrap_or(0);
         if let Some(v) = self.inner.get(&key)
+            && v.generation == generation
             && &v.principal.partner == partner
             && now < v.exp.saturating_add(leeway)
             && v.x5t
                 .as_deref()
                 .is_none_or(|x| x == peer.fingerprint.to_x5t_s256())
         {
+            self.stats.hit();
             return Ok(Principal {
                 cert_fingerprint: peer.fingerprint,
                 ..v.principal
             });
         }
+        self.stats.miss();
         let principal = verify_token(registry, rules, partner, peer, token, now)?;
         // The token verified: its claims can be read without checking the signature again.
         if let Ok(claims) = jsonwebtoken::dangerous::insecure_decode::<Lifetime>(token) {
             self.inner.insert(
                 key,
                 Verified {
+                    generation,
                     principal: principal.clone(),
                     exp: claims.claims.exp,
                     x5t: claims.claims.cnf.and_then(|c| c.x5t_s256),
@@ -107,9 +132,15 @@ impl TokenCache {
         Ok(principal)
     }
 
-    /// Forgets every token (on a registry reload).
+    /// Forgets every token (on a registry reload, after the new registry is installed).
     pub fn clear(&self) {
+        self.generation.fetch_add(1, Ordering::AcqRel);
         self.inner.clear();
+    }
+
+    /// `(hits, misses)` since start.
+    pub fn stats(&self) -> (u64, u64) {
+        self.stats.snapshot()
     }
 
     /// How many tokens are cached.

@@ -8,7 +8,8 @@ use chrono::{DateTime, Utc};
 
 use crate::audit::SubjectKey;
 use crate::config::{LogSettings, Settings};
-use crate::consent::coverage::{CoverageQuery, compute};
+use crate::consent::coverage::{CoverageQuery, compute_with};
+use crate::consent::directive_cache;
 use crate::consent::registry;
 use crate::domain::{PartnerId, Purpose, Role, SubjectIdentifier, SubjectRef};
 use crate::policy::PolicySet;
@@ -45,8 +46,8 @@ pub(super) struct CoverageArgs {
 }
 
 /// Runs `consent coverage`: opens the store (read-only) and keyring from the gateway
-/// configuration (offline: no gateway needs to run), reads the subject's consents and prints
-/// the coverage.
+/// configuration (offline: no gateway needs to run), reads the subject's consents,
+/// restrictions and court orders and prints the coverage.
 pub(super) async fn run(a: &CoverageArgs) -> anyhow::Result<ExitCode> {
     let settings = Settings::load(&a.config)?;
     crate::telemetry::init(&LogSettings {
@@ -80,13 +81,19 @@ pub(super) async fn run(a: &CoverageArgs) -> anyhow::Result<ExitCode> {
         let pseudonym = SubjectKey::new(keyring.subject_pseudonym_key())
             .pseudonym(subject.system(), subject.value());
         let subject_ref: SubjectRef = pseudonym.to_hex().parse()?;
-        let consents = {
+        let (consents, directives) = {
             let mut pooled = store.acquire().await?;
-            registry::find(&mut pooled.conn(), &keyring, std::slice::from_ref(&subject)).await?
+            let mut c = pooled.conn();
+            let subjects = std::slice::from_ref(&subject);
+            (
+                registry::find(&mut c, &keyring, subjects).await?,
+                directive_cache::load(&mut c, &keyring, subjects, &subject_ref).await?,
+            )
         };
-        let report = compute(
+        let report = compute_with(
             &set,
             &consents,
+            &directives,
             &subject_ref,
             &CoverageQuery {
                 recipient: &recipient,

@@ -1,8 +1,11 @@
 //! The command line: `demo`, `init`, `serve`, `token`, `policy`, `keys`, `audit`, `consent`,
-//! `report`.
+//! `court-orders`, `restrictions`, `report`.
 
 mod consent;
+mod directives;
+mod policy_diff;
 mod report;
+pub mod witness;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -135,11 +138,28 @@ enum Command {
         #[command(subcommand)]
         command: ConsentCommand,
     },
+    /// Inspect recorded court orders (42 CFR 2.64, 2.65; offline, on the database).
+    CourtOrders {
+        #[command(subcommand)]
+        command: DirectivesCommand,
+    },
+    /// Inspect recorded restrictions (HIPAA 164.522(a), 42 CFR 2.26; offline, on the
+    /// database).
+    Restrictions {
+        #[command(subcommand)]
+        command: DirectivesCommand,
+    },
     /// Run program outcome reports (on the database; each run is logged).
     Report {
         #[command(subcommand)]
         command: ReportCommand,
     },
+}
+
+#[derive(Debug, Subcommand)]
+enum DirectivesCommand {
+    /// List those in force (or, with `--all`, every one), optionally of one subject.
+    List(Box<directives::ListArgs>),
 }
 
 #[derive(Debug, Subcommand)]
@@ -202,6 +222,9 @@ enum PolicyCommand {
     },
     /// Print the decision for a request, field by field, with the reasons.
     Explain(Box<ExplainArgs>),
+    /// List every flow whose outcome differs between two policy directories; exit 3 when
+    /// something is newly revealed.
+    Diff(Box<policy_diff::DiffArgs>),
 }
 
 /// Parses the command line and runs it.
@@ -261,6 +284,15 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Audit { command } => audit_command(command).await,
+        Command::CourtOrders {
+            command: DirectivesCommand::List(args),
+        } => directives::list(directives::Which::CourtOrders, &args).await,
+        Command::Restrictions {
+            command: DirectivesCommand::List(args),
+        } => directives::list(directives::Which::Restrictions, &args).await,
+        Command::Policy {
+            command: PolicyCommand::Diff(args),
+        } => policy_diff::run(&args),
         Command::Consent {
             command: ConsentCommand::Coverage(args),
         } => consent::run(&args).await,
@@ -283,8 +315,10 @@ fn policy_check(dir: &Path) -> anyhow::Result<ExitCode> {
         outln!("{}: no problems found", dir.display());
         return Ok(ExitCode::SUCCESS);
     }
+    // Each problem once (file:line:column, the source excerpt, what is wrong and the hint),
+    // then the count.
     errln!("{}", report.render().trim_end_matches('\n'));
-    errln!("{report}");
+    errln!("{}", report.summary());
     Ok(if report.has_errors() {
         ExitCode::FAILURE
     } else {
@@ -329,15 +363,38 @@ struct ExplainArgs {
     /// Emergency: the threat.
     #[arg(long)]
     threat: Option<String>,
+    /// A 42 CFR 2.51 medical emergency: the name of the medical personnel (with
+    /// `--medical-nature`, for purpose `emergency`).
+    #[arg(long, requires = "medical_nature")]
+    medical_personnel: Option<String>,
+    /// A 42 CFR 2.51 medical emergency: the nature of the emergency.
+    #[arg(long, requires = "medical_personnel")]
+    medical_nature: Option<String>,
+    /// A restriction file (TOML, one restriction, see policies/README.md); repeat for several.
+    #[arg(long = "restriction")]
+    restrictions: Vec<PathBuf>,
+    /// A court-order file (TOML, one order, see policies/README.md); repeat for several.
+    #[arg(long = "court-order")]
+    court_orders: Vec<PathBuf>,
     /// Print the decision as JSON.
     #[arg(long)]
     json: bool,
 }
 
+/// Reads one TOML file of a decision input (consent, restriction, court order).
+fn read_input<T: serde::de::DeserializeOwned>(p: &Path, what: &str) -> anyhow::Result<T> {
+    let text = std::fs::read_to_string(p)
+        .map_err(|e| anyhow::anyhow!("cannot read `{}`: {e}", p.display()))?;
+    toml_edit::de::from_str(&text)
+        .map_err(|e| anyhow::anyhow!("`{}` is not a {what}: {e}", p.display()))
+}
+
 fn policy_explain(a: &ExplainArgs) -> anyhow::Result<ExitCode> {
     use crate::consent::{Consent, SubjectRef};
-    use crate::domain::{CertFingerprint, Principal, Purpose, Role};
-    use crate::policy::{EmergencyAssertion, Outcome, PolicySet, Request, decide};
+    use crate::domain::{CertFingerprint, CourtOrder, Principal, Purpose, Restriction, Role};
+    use crate::policy::{
+        EmergencyAssertion, Inputs, MedicalEmergency, Outcome, PolicySet, Request, decide_with,
+    };
 
     let now = match &a.at {
         Some(t) => chrono::DateTime::parse_from_rfc3339(t)
@@ -366,17 +423,34 @@ fn policy_explain(a: &ExplainArgs) -> anyhow::Result<ExitCode> {
     let consents = a
         .consents
         .iter()
-        .map(|p| -> anyhow::Result<Consent> {
-            let text = std::fs::read_to_string(p)
-                .map_err(|e| anyhow::anyhow!("cannot read `{}`: {e}", p.display()))?;
-            toml_edit::de::from_str(&text)
-                .map_err(|e| anyhow::anyhow!("`{}` is not a consent: {e}", p.display()))
-        })
+        .map(|p| read_input::<Consent>(p, "consent"))
         .collect::<anyhow::Result<Vec<_>>>()?;
-    let subject: SubjectRef = match (&a.subject, consents.first()) {
-        (Some(s), _) => s.parse()?,
-        (None, Some(c)) => c.subject.clone(),
-        (None, None) => "subject-under-review".parse()?,
+    let restrictions = a
+        .restrictions
+        .iter()
+        .map(|p| read_input::<Restriction>(p, "restriction"))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let court_orders = a
+        .court_orders
+        .iter()
+        .map(|p| read_input::<CourtOrder>(p, "court order"))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let medical = match (&a.medical_personnel, &a.medical_nature) {
+        (Some(personnel), Some(nature)) => Some(MedicalEmergency {
+            personnel: personnel.clone(),
+            nature: nature.clone(),
+        }),
+        _ => None,
+    };
+    let subject: SubjectRef = match (
+        &a.subject,
+        consents.first().map(|c| &c.subject),
+        restrictions.first().map(|r| &r.subject),
+        court_orders.first().map(|o| &o.subject),
+    ) {
+        (Some(s), ..) => s.parse()?,
+        (None, Some(s), ..) | (None, None, Some(s), _) | (None, None, None, Some(s)) => s.clone(),
+        (None, None, None, None) => "subject-under-review".parse()?,
     };
     let holder: PartnerId = match &a.holder {
         Some(h) => h.parse()?,
@@ -418,7 +492,17 @@ fn policy_explain(a: &ExplainArgs) -> anyhow::Result<ExitCode> {
         subject: &subject,
         emergency: emergency.as_ref(),
     };
-    let decision = decide(&req, &consents, &set, now);
+    let decision = decide_with(
+        &req,
+        &Inputs {
+            consents: &consents,
+            restrictions: &restrictions,
+            court_orders: &court_orders,
+            medical_emergency: medical.as_ref(),
+        },
+        &set,
+        now,
+    );
     if a.json {
         outln!("{}", serde_json::to_string_pretty(&decision)?);
         return Ok(ExitCode::SUCCESS);
@@ -660,6 +744,17 @@ async fn demo(dir: &Path, policies: &Path, listen: &str) -> anyhow::Result<ExitC
     let port = settings.server.listen.port();
     let d = dir.display();
     let cfg = config.display();
+    // A compliance officer's token for the console link, as long-lived as the gateway allows.
+    let ttl = i64::try_from(settings.identity.max_token_lifetime_secs.min(3600)).unwrap_or(3600);
+    let console = dev_token(
+        &settings,
+        &config,
+        "oversight",
+        "aud-1",
+        &["compliance".to_owned()],
+        ttl,
+        None,
+    );
     let _ = write_out(format_args!(
         "\nThe gateway is starting on https://localhost:{port} with demo data. Try (from another \
          terminal; more journeys in the README, \"Try it\"):\n\n  \
@@ -669,6 +764,20 @@ async fn demo(dir: &Path, policies: &Path, listen: &str) -> anyhow::Result<ExitC
          -H \"Purpose-Of-Use: treatment\" \\\n    \
          https://localhost:{port}/v1/records/crisis-incident/INC-2026-0042\n"
     ));
+    match console {
+        Ok(t) => {
+            let _ = write_out(format_args!(
+                "\nThe compliance console, signed in as `aud-1` of `oversight` (the link's token \
+                 expires in {} minutes; `token --partner oversight --user aud-1 --role compliance` \
+                 makes another). Import {d}/oversight.p12 into the browser first (password in \
+                 {d}/{p12}) and trust {d}/ca.pem; see the README, \"Compliance console\":\n\n  \
+                 https://localhost:{port}/console/#token={t}\n",
+                ttl / 60,
+                p12 = devinit::pkcs12::PASSWORD_FILE,
+            ));
+        }
+        Err(e) => errln!("no console link: {e:#}"),
+    }
     serve_with(settings, true).await
 }
 
@@ -700,7 +809,7 @@ async fn serve_with(settings: Settings, seed: bool) -> anyhow::Result<ExitCode> 
         let reload_state = state.clone();
         tokio::spawn(async move {
             while hup.recv().await.is_some() {
-                match reload_state.reload() {
+                match reload_state.reload().await {
                     Ok(()) => tracing::info!("policy set reloaded"),
                     Err(e) => {
                         tracing::error!(error = %format!("{e:#}"), "reload refused; running policy set kept")
@@ -734,6 +843,19 @@ fn token(
 ) -> anyhow::Result<String> {
     let settings = Settings::load(config)?;
     crate::telemetry::init(&LogSettings::default());
+    dev_token(&settings, config, partner, user, roles, ttl_secs, cert)
+}
+
+/// Mints a dev token with the dev signing key `init` wrote for `partner`.
+fn dev_token(
+    settings: &Settings,
+    config: &Path,
+    partner: &str,
+    user: &str,
+    roles: &[String],
+    ttl_secs: i64,
+    cert: Option<&Path>,
+) -> anyhow::Result<String> {
     let partner: PartnerId = partner.parse()?;
     let registry =
         PartnerRegistry::load(&settings.policy.dir, &settings.identity.partner_keys_dir)?;
@@ -783,6 +905,58 @@ enum AuditCommand {
         /// A partner's copy of the checkpoints (the JSON of `GET /v1/audit/checkpoints`).
         #[arg(long)]
         checkpoints: Option<PathBuf>,
+        /// Partner ids whose witnesses must have cosigned a checkpoint (comma-separated, e.g.
+        /// `metro-pd,county-mh`); their witness keys come from the partner registry.
+        #[arg(long, value_delimiter = ',')]
+        require_witnesses: Vec<String>,
+    },
+    /// Print entries with their sealed free text opened (compliance use; newest first).
+    Entries {
+        /// Config file.
+        #[arg(long, env = "GATEWAY_CONFIG")]
+        config: PathBuf,
+        /// Only entries with a smaller sequence number.
+        #[arg(long)]
+        before: Option<u64>,
+        /// How many (1 to 500).
+        #[arg(long, default_value_t = 50)]
+        limit: u32,
+    },
+    /// Witness the gateway's log (a partner runs this from cron): fetch the latest checkpoint,
+    /// check it against the last one seen, cosign it and post the cosignature. Exit status 2
+    /// on a conflict, with both checkpoints written to STATE.conflict.
+    Witness {
+        /// The gateway's base URL, e.g. `https://localhost:8443`.
+        #[arg(long)]
+        url: String,
+        /// The log's note verifier key (vkey text, or a file holding it).
+        #[arg(long)]
+        log_key: String,
+        /// This partner's witness private key file (written by `audit witness-key`).
+        #[arg(long)]
+        witness_key: PathBuf,
+        /// Where the last verified checkpoint is kept between runs.
+        #[arg(long)]
+        state: PathBuf,
+        /// This partner's client certificate (PEM).
+        #[arg(long)]
+        cert: PathBuf,
+        /// Its private key (PEM).
+        #[arg(long)]
+        key: PathBuf,
+        /// The CA bundle the gateway's server certificate chains to.
+        #[arg(long)]
+        ca: PathBuf,
+    },
+    /// Make a witness key: writes the private key to OUT and prints the vkey to register as
+    /// `[partner.witness] vkey` in `policies/partners.toml`.
+    WitnessKey {
+        /// The key name (the partner id, or a URL naming the witness).
+        #[arg(long)]
+        name: String,
+        /// Where to write the private key (refused if it exists).
+        #[arg(long)]
+        out: PathBuf,
     },
     /// Print the signed checkpoints and the public key as JSON.
     Checkpoints {
@@ -799,6 +973,9 @@ enum AuditCommand {
         #[arg(long)]
         dry_run: bool,
     },
+    /// A patient's list of disclosures of 42 CFR Part 2 information in the last three years
+    /// (42 CFR 2.24), read-only.
+    Part2Disclosures(Box<directives::Part2Args>),
 }
 
 async fn audit_command(command: AuditCommand) -> anyhow::Result<ExitCode> {
@@ -806,7 +983,66 @@ async fn audit_command(command: AuditCommand) -> anyhow::Result<ExitCode> {
     let config = match &command {
         AuditCommand::Verify { config, .. }
         | AuditCommand::Checkpoints { config }
+        | AuditCommand::Entries { config, .. }
         | AuditCommand::Purge { config, .. } => config,
+        AuditCommand::Part2Disclosures(args) => &args.config,
+        AuditCommand::Witness {
+            url,
+            log_key,
+            witness_key,
+            state,
+            cert,
+            key,
+            ca,
+        } => {
+            let log_key =
+                crate::crypto::note::VerifierKey::parse(&witness::read_key_text(log_key)?)
+                    .map_err(|e| anyhow::anyhow!("`--log-key`: {e}"))?;
+            let signer = crate::crypto::note::NoteSigner::parse(
+                &std::fs::read_to_string(witness_key)
+                    .map_err(|e| anyhow::anyhow!("cannot read `{}`: {e}", witness_key.display()))?,
+            )
+            .map_err(|e| anyhow::anyhow!("`{}`: {e}", witness_key.display()))?;
+            let client = witness::client(cert, key, ca)?;
+            let opts = witness::WitnessOptions {
+                url: url.clone(),
+                log_key,
+                witness: std::sync::Arc::new(signer),
+                state: state.clone(),
+            };
+            return match witness::run_once(&client, &opts).await? {
+                witness::WitnessOutcome::Cosigned { size, from } => {
+                    outln!(
+                        "cosigned the checkpoint of {size} entries ({})",
+                        if from == 0 {
+                            "first checkpoint seen: trusted on first use".to_owned()
+                        } else if from == size {
+                            "unchanged since the last run".to_owned()
+                        } else {
+                            format!("consistent with the {from} entries seen before")
+                        }
+                    );
+                    Ok(ExitCode::SUCCESS)
+                }
+                witness::WitnessOutcome::Conflict { reason, evidence } => {
+                    errln!(
+                        "CONFLICT: {reason}. Nothing was cosigned; both signed checkpoints are \
+                         in `{}`: keep them as evidence and alert the other partners",
+                        evidence.display()
+                    );
+                    Ok(ExitCode::from(2))
+                }
+            };
+        }
+        AuditCommand::WitnessKey { name, out } => {
+            if out.exists() {
+                anyhow::bail!("`{}` exists; choose another file", out.display());
+            }
+            let (skey, vkey) = witness::new_witness_key(name)?;
+            crate::devinit::write_secret_file(out, &skey)?;
+            outln!("{vkey}");
+            return Ok(ExitCode::SUCCESS);
+        }
     };
     let settings = Settings::load(config)?;
     crate::telemetry::init(&LogSettings {
@@ -817,16 +1053,18 @@ async fn audit_command(command: AuditCommand) -> anyhow::Result<ExitCode> {
     // migrated). A purge writes.
     let store = match command {
         AuditCommand::Purge { .. } => crate::store::Store::open(&settings.storage).await?,
-        AuditCommand::Verify { .. } | AuditCommand::Checkpoints { .. } => {
-            crate::store::Store::open_read_only(&settings.storage).await?
-        }
+        _ => crate::store::Store::open_read_only(&settings.storage).await?,
     };
     let key = match &settings.audit.checkpoint_key_file {
         Some(p) => Some(CheckpointSigner::load(p)?.verifying_key()),
         None => None,
     };
     match command {
-        AuditCommand::Verify { checkpoints, .. } => {
+        AuditCommand::Verify {
+            checkpoints,
+            require_witnesses,
+            ..
+        } => {
             let partner: Option<CheckpointExport> = match checkpoints {
                 Some(path) => {
                     let text = std::fs::read_to_string(&path)
@@ -840,8 +1078,48 @@ async fn audit_command(command: AuditCommand) -> anyhow::Result<ExitCode> {
                 }
                 None => None,
             };
-            let report = crate::audit::verify_store(&store, key.as_ref(), partner.as_ref()).await?;
+            let witnesses = if require_witnesses.is_empty() {
+                Vec::new()
+            } else {
+                let registry = crate::policy::partners::PartnerRegistry::load(
+                    &settings.policy.dir,
+                    &settings.identity.partner_keys_dir,
+                )?;
+                let mut out = Vec::new();
+                for id in &require_witnesses {
+                    let pid: crate::domain::PartnerId = id
+                        .parse()
+                        .map_err(|e| anyhow::anyhow!("`--require-witnesses`: {e}"))?;
+                    let key = registry
+                        .get(&pid)
+                        .ok_or_else(|| anyhow::anyhow!("`--require-witnesses`: no partner `{id}`"))?
+                        .witness
+                        .clone()
+                        .ok_or_else(|| {
+                            anyhow::anyhow!(
+                                "`--require-witnesses`: partner `{id}` has no witness key in \
+                                 the partner registry"
+                            )
+                        })?;
+                    out.push((id.clone(), key));
+                }
+                out
+            };
+            let report = crate::audit::verify_store_witnessed(
+                &store,
+                key.as_ref(),
+                partner.as_ref(),
+                &witnesses,
+            )
+            .await?;
             let s = &report.summary;
+            if s.failure.is_none()
+                && let Some(t) = &report.tree
+                && let Some(why) = &t.failure
+            {
+                errln!("FAILED: the Merkle tree: {why}");
+                return Ok(ExitCode::from(2));
+            }
             match &s.failure {
                 None => {
                     outln!(
@@ -861,6 +1139,21 @@ async fn audit_command(command: AuditCommand) -> anyhow::Result<ExitCode> {
                             " (no checkpoint key configured: signatures not checked)"
                         },
                     );
+                    if let Some(t) = &report.tree {
+                        outln!(
+                            "ok: Merkle tree of {} leaves (from entry {}) rebuilt; {} signed \
+                             tree heads checked{}",
+                            t.leaves,
+                            t.tree_base + 1,
+                            t.checkpoints_checked,
+                            t.witnessed_size
+                                .map(|n| format!(
+                                    "; the newest checkpoint cosigned by {} is of {n} leaves",
+                                    require_witnesses.join(", ")
+                                ))
+                                .unwrap_or_default()
+                        );
+                    }
                     Ok(ExitCode::SUCCESS)
                 }
                 Some(f) => {
@@ -882,6 +1175,33 @@ async fn audit_command(command: AuditCommand) -> anyhow::Result<ExitCode> {
             outln!("{}", serde_json::to_string_pretty(&export)?);
             Ok(ExitCode::SUCCESS)
         }
+        AuditCommand::Entries { before, limit, .. } => {
+            let keyring =
+                crate::service::keys::open_read_only(&settings.crypto.master_key_file, &store)
+                    .await?;
+            let text = keyring
+                .log_text_key()
+                .map(|k| crate::audit::LogTextKey::new(&k));
+            let filter = crate::audit::query::Filter {
+                before_seq: before,
+                limit,
+                ..Default::default()
+            };
+            let mut entries = {
+                let mut pooled = store.acquire().await?;
+                crate::audit::query::list(&mut pooled.conn(), &filter).await?
+            };
+            for e in &mut entries {
+                if let Some(k) = &text {
+                    k.open(e)?;
+                }
+                outln!(
+                    "{}",
+                    serde_json::to_string(&crate::audit::query::EntryView::from(&*e))?
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
         AuditCommand::Purge { dry_run, .. } => {
             let keyring =
                 crate::service::keys::open(&settings.crypto.master_key_file, &store).await?;
@@ -890,5 +1210,11 @@ async fn audit_command(command: AuditCommand) -> anyhow::Result<ExitCode> {
             outln!("{}", serde_json::to_string_pretty(&report)?);
             Ok(ExitCode::SUCCESS)
         }
+        AuditCommand::Part2Disclosures(args) => {
+            store.close().await;
+            directives::part2(&args).await
+        }
+        // Run above, without a configuration or a database.
+        AuditCommand::Witness { .. } | AuditCommand::WitnessKey { .. } => Ok(ExitCode::SUCCESS),
     }
 }

@@ -38,6 +38,7 @@ struct Entry {
 /// The cache. Cheap to share.
 pub struct ConsentCache {
     inner: quick_cache::sync::Cache<[u8; 32], Entry>,
+    stats: crate::domain::stats::CacheStats,
 }
 
 impl std::fmt::Debug for ConsentCache {
@@ -52,6 +53,7 @@ impl Default for ConsentCache {
     fn default() -> Self {
         Self {
             inner: quick_cache::sync::Cache::new(CONSENT_CACHE),
+            stats: Default::default(),
         }
     }
 }
@@ -71,8 +73,12 @@ impl ConsentCache {
         let key = cache_key(keyring, subjects);
         let cached = self.inner.get(&key).filter(|e| e.epoch >= epoch);
         let consents = match cached {
-            Some(e) => e.consents,
+            Some(e) => {
+                self.stats.hit();
+                e.consents
+            }
             None => {
+                self.stats.miss();
                 let loaded =
                     Arc::new(registry::for_subjects(c, keyring, subjects, as_subject).await?);
                 self.inner.insert(
@@ -97,6 +103,11 @@ impl ConsentCache {
     /// Drops every entry (after a change this process made, or on reload).
     pub fn clear(&self) {
         self.inner.clear();
+    }
+
+    /// `(hits, misses)` since start.
+    pub fn stats(&self) -> (u64, u64) {
+        self.stats.snapshot()
     }
 
     /// How many subjects are cached.

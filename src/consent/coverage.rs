@@ -1,9 +1,9 @@
 //! Consent coverage: which fields of each record kind would flow to a recipient for a purpose,
 //! given a subject's consents and the MOUs, and why (or why not).
 //!
-//! The answer is computed by the pure [`decide()`] itself, once per record kind, holder and role,
-//! with a synthetic principal of the recipient partner, so it is exactly what a request made now
-//! would get. Used by `GET /v1/subjects/{system}/{value}/coverage` and by
+//! The answer is computed by the pure [`decide_with()`] itself (with the subject's consents and
+//! restrictions), once per record kind, holder and role, with a synthetic principal of the
+//! recipient partner, so it is exactly what a request made now would get. Used by `GET /v1/subjects/{system}/{value}/coverage` and by
 //! `coresponse-gateway consent coverage` (offline, on the database).
 
 use std::collections::BTreeSet;
@@ -13,10 +13,11 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 use super::SubjectRef;
+use super::directive_cache::SubjectDirectives;
 use super::registry::StoredConsent;
 use crate::domain::{CertFingerprint, PartnerId, Principal, Purpose, Role, UserId};
 use crate::policy::model::{PURPOSES, is_known_purpose};
-use crate::policy::{Outcome, PolicySet, Reason, Request, Transform, decide};
+use crate::policy::{Inputs, Outcome, PolicySet, Reason, Request, Transform, decide_with};
 
 /// A coverage question that cannot be answered as asked.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -103,6 +104,13 @@ pub struct CoverageReport {
     pub policy_set: String,
     /// The subject's consents that were taken into account.
     pub consents: Vec<ConsentSummary>,
+    /// The subject's agreed restrictions (HIPAA 164.522(a), 42 CFR 2.26) in force that restrict
+    /// flows to the recipient for the purpose: their ids (fields they withhold say
+    /// `restriction:ID`).
+    pub restrictions: Vec<String>,
+    /// The subject's court orders (42 CFR 2.64, 2.65) in force for the recipient and purpose:
+    /// their ids (fields they release say `court-order:ID`).
+    pub court_orders: Vec<String>,
     /// One entry per record kind, holder and role.
     pub flows: Vec<KindCoverage>,
 }
@@ -112,10 +120,22 @@ fn bad(parameter: &'static str, message: String) -> CoverageError {
 }
 
 /// Computes the coverage of `consents` (the subject's consents, `subject` standing for the
-/// person) for the question `q`. Pure.
+/// person) for the question `q`, without restrictions or court orders. Pure.
 pub fn compute(
     set: &PolicySet,
     consents: &[StoredConsent],
+    subject: &SubjectRef,
+    q: &CoverageQuery<'_>,
+) -> Result<CoverageReport, CoverageError> {
+    compute_with(set, consents, &SubjectDirectives::default(), subject, q)
+}
+
+/// Computes the coverage of `consents` and the subject's restrictions and court orders
+/// (`subject` standing for the person) for the question `q`. Pure.
+pub fn compute_with(
+    set: &PolicySet,
+    consents: &[StoredConsent],
+    directives: &SubjectDirectives,
     subject: &SubjectRef,
     q: &CoverageQuery<'_>,
 ) -> Result<CoverageReport, CoverageError> {
@@ -204,7 +224,17 @@ pub fn compute(
                     subject,
                     emergency: None,
                 };
-                let decision = decide(&req, &inputs, set, q.at);
+                let decision = decide_with(
+                    &req,
+                    &Inputs {
+                        consents: &inputs,
+                        restrictions: &directives.restrictions,
+                        court_orders: &directives.court_orders,
+                        medical_emergency: None,
+                    },
+                    set,
+                    q.at,
+                );
                 flows.push(match &decision.outcome {
                     Outcome::Deny { reasons } => KindCoverage {
                         kind: kind.id.clone(),
@@ -255,6 +285,24 @@ pub fn compute(
             }
         }
     }
+    let restrictions = directives
+        .restrictions
+        .iter()
+        .filter(|r| {
+            r.is_active(q.at)
+                && (r.recipients.is_empty() || r.recipients.contains(q.recipient))
+                && (r.purposes.is_empty() || r.purposes.contains(q.purpose))
+        })
+        .map(|r| r.id.clone())
+        .collect();
+    let court_orders = directives
+        .court_orders
+        .iter()
+        .filter(|o| {
+            o.is_active(q.at) && &o.recipient == q.recipient && o.purposes.contains(q.purpose)
+        })
+        .map(|o| o.id.clone())
+        .collect();
     Ok(CoverageReport {
         subject: subject.to_string(),
         recipient: q.recipient.to_string(),
@@ -262,6 +310,8 @@ pub fn compute(
         at: q.at,
         policy_set: set.hash.clone(),
         consents: summaries,
+        restrictions,
+        court_orders,
         flows,
     })
 }
@@ -296,6 +346,20 @@ impl CoverageReport {
                     }
                 );
             }
+        }
+        if !self.restrictions.is_empty() {
+            let _ = writeln!(
+                out,
+                "restrictions in force for this recipient and purpose: {}",
+                self.restrictions.join(", ")
+            );
+        }
+        if !self.court_orders.is_empty() {
+            let _ = writeln!(
+                out,
+                "court orders in force for this recipient and purpose: {}",
+                self.court_orders.join(", ")
+            );
         }
         for k in &self.flows {
             let _ = writeln!(out);

@@ -19,6 +19,11 @@ pub const KEY_PURPOSE_CONSENT: &str = "consent";
 pub const KEY_PURPOSE_BLIND_INDEX: &str = "blind-index";
 /// Purpose of the disclosure log's subject-pseudonym key (a stable key, like the blind-index key).
 pub const KEY_PURPOSE_SUBJECT_PSEUDONYM: &str = "subject-pseudonym";
+/// `purpose` of a restriction's or court order's data key in the `data_keys` table.
+pub const KEY_PURPOSE_DIRECTIVE: &str = "directive";
+/// Purpose of the disclosure log's free-text key (a stable key): it seals the free text of log
+/// entries (threat descriptions, stated bases, statements, notes, details).
+pub const KEY_PURPOSE_LOG_TEXT: &str = "log-text";
 
 const FORMAT_V1: u8 = 0x01;
 const ID_LEN: usize = 16;
@@ -30,6 +35,9 @@ const INDEX_LABEL: &[u8] = b"coresponse-gateway/blind-index/v1";
 const CONSENT_DIRECTIVE_LABEL: &[u8] = b"coresponse-gateway/consent-directive/v1";
 const CONSENT_EVENT_LABEL: &[u8] = b"coresponse-gateway/consent-event/v1";
 const CONSENT_SUBJECT_LABEL: &[u8] = b"coresponse-gateway/consent-subject/v1";
+const DIRECTIVE_LABEL: &[u8] = b"coresponse-gateway/subject-directive/v1";
+const DIRECTIVE_SUBJECT_LABEL: &[u8] = b"coresponse-gateway/subject-directive-subject/v1";
+const DIRECTIVE_END_LABEL: &[u8] = b"coresponse-gateway/subject-directive-end/v1";
 
 /// Appends `bytes` with a 4-byte big-endian length prefix (canonical, unambiguous encoding).
 pub(crate) fn lp(out: &mut Vec<u8>, bytes: &[u8]) {
@@ -142,6 +150,31 @@ pub enum Binding<'a> {
         /// Position in the list.
         position: i64,
     },
+    /// The body of a restriction or court order (`what`: `restriction`, `court_order`).
+    Directive {
+        /// Which kind of directive.
+        what: &'a str,
+        /// Its id.
+        id: &'a str,
+        /// The partner that recorded it.
+        recorded_by: &'a str,
+    },
+    /// A subject identifier named by a restriction or court order, at its position.
+    DirectiveSubject {
+        /// Which kind of directive.
+        what: &'a str,
+        /// Its id.
+        id: &'a str,
+        /// Position in the list.
+        position: i64,
+    },
+    /// The end (termination, vacating) of a restriction or court order.
+    DirectiveEnd {
+        /// Which kind of directive.
+        what: &'a str,
+        /// Its id.
+        id: &'a str,
+    },
 }
 
 impl Binding<'_> {
@@ -208,6 +241,27 @@ impl Binding<'_> {
                 lp(&mut aad, CONSENT_SUBJECT_LABEL);
                 lp(&mut aad, consent_id.as_bytes());
                 lp(&mut aad, &position.to_be_bytes());
+            }
+            Binding::Directive {
+                what,
+                id,
+                recorded_by,
+            } => {
+                lp(&mut aad, DIRECTIVE_LABEL);
+                lp(&mut aad, what.as_bytes());
+                lp(&mut aad, id.as_bytes());
+                lp(&mut aad, recorded_by.as_bytes());
+            }
+            Binding::DirectiveSubject { what, id, position } => {
+                lp(&mut aad, DIRECTIVE_SUBJECT_LABEL);
+                lp(&mut aad, what.as_bytes());
+                lp(&mut aad, id.as_bytes());
+                lp(&mut aad, &position.to_be_bytes());
+            }
+            Binding::DirectiveEnd { what, id } => {
+                lp(&mut aad, DIRECTIVE_END_LABEL);
+                lp(&mut aad, what.as_bytes());
+                lp(&mut aad, id.as_bytes());
             }
         }
         lp(&mut aad, key.as_bytes());

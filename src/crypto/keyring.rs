@@ -78,8 +78,10 @@ pub struct Keyring {
     master: MasterKeys,
     index_key: SecretBox<[u8; 32]>,
     pseudonym_key: SecretBox<[u8; 32]>,
+    log_text_key: Option<SecretBox<[u8; 32]>>,
     cache: quick_cache::sync::Cache<DataKeyId, CachedKey>,
     key_epoch: AtomicI64,
+    stats: crate::domain::stats::CacheStats,
 }
 
 impl fmt::Debug for Keyring {
@@ -102,9 +104,24 @@ impl Keyring {
             master,
             index_key,
             pseudonym_key,
+            log_text_key: None,
             cache: quick_cache::sync::Cache::new(DATA_KEY_CACHE),
             key_epoch: AtomicI64::new(i64::MIN),
+            stats: Default::default(),
         }
+    }
+
+    /// The same keyring holding the disclosure log's free-text key too.
+    pub fn with_log_text_key(mut self, key: SecretBox<[u8; 32]>) -> Self {
+        self.log_text_key = Some(key);
+        self
+    }
+
+    /// The disclosure log's free-text key: random, stored wrapped, never rotated (like the
+    /// subject-pseudonym key), so sealed free text stays readable after master-key rotation.
+    /// `None` only on a database opened read-only that no gateway of this version has opened.
+    pub fn log_text_key(&self) -> Option<[u8; 32]> {
+        self.log_text_key.as_ref().map(|k| *k.expose_secret())
     }
 
     /// The disclosure log's subject-pseudonym key: random, stored wrapped, never rotated, so a
@@ -200,8 +217,10 @@ impl Keyring {
             && hit.row == digest
             && row.purpose == purpose
         {
+            self.stats.hit();
             return Ok(hit.key);
         }
+        self.stats.miss();
         let version = MasterVersion::from_db(row.master_version)
             .ok_or(CryptoError::Malformed("master version"))?;
         let raw = self.master.unwrap(id, purpose, version, &row.wrapped)?;
@@ -245,6 +264,11 @@ impl Keyring {
         if self.key_epoch.swap(epoch, Ordering::AcqRel) != epoch {
             self.forget_data_keys();
         }
+    }
+
+    /// The data-key cache's `(hits, misses)` since start.
+    pub fn cache_stats(&self) -> (u64, u64) {
+        self.stats.snapshot()
     }
 
     /// How many unwrapped data keys are cached.

@@ -33,10 +33,11 @@ mod envelope;
 pub mod jwe;
 mod keyring;
 mod master;
+pub mod note;
 
 pub use envelope::{
     Binding, BlindIndex, DataKey, DataKeyId, KEY_PURPOSE_BLIND_INDEX, KEY_PURPOSE_CONSENT,
-    KEY_PURPOSE_RECORD, KEY_PURPOSE_SUBJECT_PSEUDONYM,
+    KEY_PURPOSE_DIRECTIVE, KEY_PURPOSE_LOG_TEXT, KEY_PURPOSE_RECORD, KEY_PURPOSE_SUBJECT_PSEUDONYM,
 };
 pub use jwe::{JweError, RecipientKey};
 pub use keyring::{DATA_KEY_CACHE, Keyring, WrappedKey};

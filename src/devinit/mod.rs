@@ -1,5 +1,6 @@
 //! Development set-up: `init` writes a complete, working dev deployment into a directory
-//! (CA, server and partner certificates, partner token-signing keys, partner encryption keys, a
+//! (CA, server and partner certificates, each partner's certificate and key also as a PKCS#12
+//! file for browsers, partner token-signing keys, partner encryption keys, a
 //! CRL, the at-rest master key, the disclosure log's checkpoint signing key, `gateway.toml`), and
 //! `token` mints a dev user token for a partner.
 //!
@@ -8,9 +9,11 @@
 //! identity providers (see `certs/README.md`).
 
 pub mod demo_year;
+pub mod pkcs12;
 pub mod pki;
 pub mod seed;
 
+use crate::crypto::note::{NoteSigner, TYPE_COSIGNATURE};
 use std::fs;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
@@ -75,11 +78,27 @@ pub fn init(opts: &InitOptions) -> anyhow::Result<InitReport> {
     write_public(&dir.join("crl.pem"), &ca.crl(&[])?)?;
 
     let mut partners = Vec::new();
+    // One password for every partner's `.p12` (browsers ask for it on import).
+    let p12_password = pkcs12::new_password();
+    write_secret(
+        &dir.join(pkcs12::PASSWORD_FILE),
+        &format!("{p12_password}\n"),
+    )?;
     for p in &registry.partners {
         let id = p.id.as_str();
         let cert = ca.issue_partner(DEV_TRUST_DOMAIN, id)?;
         write_public(&dir.join(format!("{id}.pem")), &cert.cert_pem)?;
         write_secret(&dir.join(format!("{id}-key.pem")), &cert.key_pem)?;
+        write_secret_bytes(
+            &dir.join(format!("{id}.p12")),
+            &pkcs12::write(
+                &cert.cert_pem,
+                &cert.key_pem,
+                &ca.cert_pem,
+                id,
+                &p12_password,
+            )?,
+        )?;
         let jwks_name = p
             .token
             .jwks_file
@@ -102,20 +121,39 @@ pub fn init(opts: &InitOptions) -> anyhow::Result<InitReport> {
             .map(|e| e.jwk_file.clone())
             .unwrap_or_else(|| PathBuf::from(format!("{id}.enc.jwk.json")));
         let (public_jwk, private_jwk) = encryption_key_pair(&format!("{id}-enc-dev-1"))?;
+        // The partner's private key goes with its other private material, not into
+        // `partner-keys/`, the directory the gateway reads partners' public keys from.
         write_secret(
-            &dir.join("partner-keys")
-                .join(format!("{id}-encryption-key.jwk.json")),
+            &dir.join(format!("{id}-encryption-key.jwk.json")),
             &private_jwk,
         )?;
         write_public(&dir.join("partner-keys").join(enc_name), &public_jwk)?;
+        if let Some(vkey_file) = p.witness.as_ref().and_then(|w| w.vkey_file.as_ref()) {
+            // The partner's witness key: the private key for `audit witness --witness-key`,
+            // the vkey the registry names.
+            let seed: [u8; 32] = rand::random();
+            let signer = NoteSigner::new(id, TYPE_COSIGNATURE, &seed)?;
+            write_secret(&dir.join(format!("{id}-witness.key")), &signer.to_skey())?;
+            write_public(
+                &dir.join("partner-keys").join(vkey_file),
+                &format!("{}\n", signer.verifier().to_vkey()),
+            )?;
+        }
         partners.push(p.id.clone());
     }
 
     let master: [u8; 32] = rand::random();
     write_secret(&dir.join("master.key"), &hex::encode(master))?;
-    write_secret(
-        &dir.join("audit-checkpoint.key"),
-        &crate::audit::CheckpointSigner::generate_hex(),
+    let checkpoint_seed = crate::audit::CheckpointSigner::generate_hex();
+    write_secret(&dir.join("audit-checkpoint.key"), &checkpoint_seed)?;
+    // The log's note verifier key, as partners pin it (`audit witness --log-key`).
+    let mut seed = [0u8; 32];
+    hex::decode_to_slice(&checkpoint_seed, &mut seed)?;
+    let log_signer = crate::audit::CheckpointSigner::from_seed(&seed)
+        .with_origin(&format!("{DEV_TRUST_DOMAIN}/disclosure-log"))?;
+    write_public(
+        &dir.join("audit-log.vkey"),
+        &format!("{}\n", log_signer.note_verifier().to_vkey()),
     )?;
 
     let policy_dir = fs::canonicalize(&opts.policy_dir)?;
@@ -248,7 +286,16 @@ fn write_public(path: &Path, text: &str) -> std::io::Result<()> {
     fs::write(path, text)
 }
 
+/// Writes a secret file (mode 0600 where the platform has modes).
+pub fn write_secret_file(path: &Path, text: &str) -> std::io::Result<()> {
+    write_secret(path, text)
+}
+
 fn write_secret(path: &Path, text: &str) -> std::io::Result<()> {
+    write_secret_bytes(path, text.as_bytes())
+}
+
+fn write_secret_bytes(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     let mut opts = fs::OpenOptions::new();
     opts.write(true).create(true).truncate(true);
     #[cfg(unix)]
@@ -256,5 +303,5 @@ fn write_secret(path: &Path, text: &str) -> std::io::Result<()> {
         use std::os::unix::fs::OpenOptionsExt as _;
         opts.mode(0o600);
     }
-    opts.open(path)?.write_all(text.as_bytes())
+    opts.open(path)?.write_all(bytes)
 }

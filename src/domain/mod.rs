@@ -11,17 +11,22 @@
 //! - [`record`](RecordKind): record kinds and ids, subject identifiers in canonical form;
 //! - [`labels`](Label): sensitivity labels, field types and transforms;
 //! - [`consent`](Consent): the consent model the decision reads;
+//! - [`directives`](Restriction): agreed restrictions and Part 2 court orders, which the
+//!   decision reads too;
 //! - [`clock`](Clock): time as a parameter.
 
 mod clock;
 mod consent;
+mod directives;
 mod ids;
 mod labels;
 mod principal;
 mod record;
+pub mod stats;
 
 pub use clock::{Clock, ManualClock, SharedClock, SystemClock};
 pub use consent::{Consent, ConsentQuery, ConsentScope, SubjectRef};
+pub use directives::{CourtOrder, Restriction, RestrictionScope};
 pub use ids::{CertFingerprint, IdError, PartnerId, PartnerKind, Purpose, Role, UserId};
 pub use labels::{FieldType, Generalization, Label, MaskKeep, Transform};
 pub use principal::{Author, Principal};

@@ -176,6 +176,42 @@ impl miette::Diagnostic for Diagnostic {
     }
 }
 
+/// A diagnostic as the graphical report shows it: the handler prints the code, the hint and
+/// the source excerpt itself, so the headline carries only the location and the message.
+#[derive(Debug)]
+struct Rendered<'a>(&'a Diagnostic);
+
+impl fmt::Display for Rendered<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let d = self.0;
+        write!(f, "{}:{}:{}: {}", d.file, d.line, d.column, d.message)
+    }
+}
+
+impl std::error::Error for Rendered<'_> {}
+
+impl miette::Diagnostic for Rendered<'_> {
+    fn code<'a>(&'a self) -> Option<Box<dyn fmt::Display + 'a>> {
+        miette::Diagnostic::code(self.0)
+    }
+
+    fn severity(&self) -> Option<miette::Severity> {
+        miette::Diagnostic::severity(self.0)
+    }
+
+    fn help<'a>(&'a self) -> Option<Box<dyn fmt::Display + 'a>> {
+        miette::Diagnostic::help(self.0)
+    }
+
+    fn source_code(&self) -> Option<&dyn SourceCode> {
+        miette::Diagnostic::source_code(self.0)
+    }
+
+    fn labels(&self) -> Option<Box<dyn Iterator<Item = LabeledSpan> + '_>> {
+        miette::Diagnostic::labels(self.0)
+    }
+}
+
 /// Every problem found in one run.
 #[derive(Debug, Clone, Default)]
 pub struct Report {
@@ -199,14 +235,23 @@ impl Report {
         self.diagnostics.len() - self.error_count()
     }
 
-    /// Renders every problem with miette's graphical handler (source excerpt, label, hint).
+    /// `N error(s), M warning(s)`.
+    pub fn summary(&self) -> String {
+        format!(
+            "{} error(s), {} warning(s)",
+            self.error_count(),
+            self.warning_count()
+        )
+    }
+
+    /// Renders every problem with miette's graphical handler, each once: its code, then
+    /// `file:line:column: message`, the source excerpt with the label, and the hint.
     pub fn render(&self) -> String {
         let handler =
             miette::GraphicalReportHandler::new_themed(miette::GraphicalTheme::unicode_nocolor());
         let mut out = String::new();
         for d in &self.diagnostics {
-            out.push_str(&format!("{}:{}:{}\n", d.file, d.line, d.column));
-            if handler.render_report(&mut out, d).is_err() {
+            if handler.render_report(&mut out, &Rendered(d)).is_err() {
                 out.push_str(&d.to_string());
             }
             out.push('\n');
@@ -230,12 +275,7 @@ impl fmt::Display for Report {
         for d in &self.diagnostics {
             writeln!(f, "{d}")?;
         }
-        write!(
-            f,
-            "{} error(s), {} warning(s)",
-            self.error_count(),
-            self.warning_count()
-        )
+        f.write_str(&self.summary())
     }
 }
 
@@ -279,14 +319,6 @@ pub(crate) fn choices_hint(input: &str, choices: &[&str]) -> String {
         Some(s) => format!("did you mean `{s}`? expected one of {list}"),
         None => format!("expected one of {list}"),
     }
-}
-
-/// A path relative to the policy directory, with `/` separators.
-pub(crate) fn rel_name(root: &Path, path: &Path) -> String {
-    path.strip_prefix(root)
-        .unwrap_or(path)
-        .to_string_lossy()
-        .replace('\\', "/")
 }
 
 #[cfg(test)]

@@ -23,6 +23,10 @@ pub enum HardLimit {
     /// HIPAA 164.512(j) and 42 CFR 2.51: the emergency profile never carries Part 2 fields to
     /// police (the Part 2 medical-emergency exception is for medical personnel only).
     Part2EmergencyToPolice,
+    /// 42 CFR 2.51: in an emergency, Part 2 information leaves without consent only to medical
+    /// personnel in a bona fide medical emergency (a `medical-emergency` rule), never on the
+    /// serious-and-imminent-threat profile of HIPAA 164.512(j).
+    Part2MedicalEmergencyOnly,
     /// 42 CFR 2.31: Part 2 fields leave only with the patient's consent, or to medical
     /// personnel in a medical emergency (2.51); "permitted by law" is not enough.
     Part2RequiresConsent,
@@ -39,6 +43,7 @@ impl HardLimit {
         match self {
             Self::Part2LawEnforcement => "hard-limit-part2-law-enforcement",
             Self::Part2EmergencyToPolice => "hard-limit-part2-emergency-police",
+            Self::Part2MedicalEmergencyOnly => "hard-limit-part2-medical-emergency",
             Self::Part2RequiresConsent => "hard-limit-part2-consent",
             Self::PsychotherapyNotesRequireConsent => "hard-limit-psychotherapy-notes",
             Self::CjiToNonCriminalJustice => "hard-limit-cji",
@@ -55,6 +60,10 @@ impl HardLimit {
             Self::Part2EmergencyToPolice => {
                 "HIPAA 164.512(j) / 42 CFR 2.51: the emergency profile never carries \
                  substance-use (Part 2) information to police"
+            }
+            Self::Part2MedicalEmergencyOnly => {
+                "42 CFR 2.51: in an emergency, substance-use (Part 2) information leaves \
+                 without consent only to medical personnel in a bona fide medical emergency"
             }
             Self::Part2RequiresConsent => {
                 "42 CFR 2.31: substance-use (Part 2) information leaves only with the patient's \
@@ -77,6 +86,10 @@ impl HardLimit {
             Self::Part2LawEnforcement | Self::Part2EmergencyToPolice => {
                 "set this field to `omit` in this rule, or drop police recipients / \
                  law-enforcement purposes from the rule"
+            }
+            Self::Part2MedicalEmergencyOnly => {
+                "omit the field from the `emergency` profile; release it to medical personnel in \
+                 a `legal_basis = \"medical-emergency\"` rule (42 CFR 2.51)"
             }
             Self::Part2RequiresConsent => {
                 "use `legal_basis = \"consent\"` for rules that release Part 2 fields, or omit \
@@ -112,6 +125,23 @@ pub struct FieldFlow<'a> {
     pub consent_names_field: bool,
 }
 
+/// The hard limits a court order (42 CFR 2.64, 2.65) does not lift: it authorizes the Part 2
+/// information it names, so the Part 2 limits give way for those fields, but psychotherapy
+/// notes still need a consent naming them and criminal-justice information still needs an MOU
+/// naming it for a non-police recipient.
+pub fn check_court_order(
+    labels: &BTreeSet<Label>,
+    recipient_kind: PartnerKind,
+) -> Option<HardLimit> {
+    if labels.contains(&Label::PsychotherapyNotes) {
+        return Some(HardLimit::PsychotherapyNotesRequireConsent);
+    }
+    if labels.contains(&Label::Cji) && recipient_kind != PartnerKind::Police {
+        return Some(HardLimit::CjiToNonCriminalJustice);
+    }
+    None
+}
+
 /// The first hard limit the flow breaks, if any. Only called for a transform that lets some of
 /// the value out (anything but `omit`).
 pub fn check(flow: &FieldFlow<'_>) -> Option<HardLimit> {
@@ -121,11 +151,12 @@ pub fn check(flow: &FieldFlow<'_>) -> Option<HardLimit> {
             return Some(HardLimit::Part2LawEnforcement);
         }
         match flow.basis {
-            LegalBasis::Emergency { .. } if police => {
+            LegalBasis::Emergency { .. } | LegalBasis::MedicalEmergency { .. } if police => {
                 return Some(HardLimit::Part2EmergencyToPolice);
             }
+            LegalBasis::Emergency { .. } => return Some(HardLimit::Part2MedicalEmergencyOnly),
             LegalBasis::Law { .. } => return Some(HardLimit::Part2RequiresConsent),
-            _ => {}
+            LegalBasis::Consent | LegalBasis::MedicalEmergency { .. } => {}
         }
     }
     if flow.labels.contains(&Label::PsychotherapyNotes)
@@ -187,8 +218,33 @@ mod tests {
         assert_eq!(check(&f), Some(HardLimit::Part2RequiresConsent));
         let f = flow(&sud, PartnerKind::Police, "emergency", &em);
         assert_eq!(check(&f), Some(HardLimit::Part2EmergencyToPolice));
+        // The serious-and-imminent-threat profile carries no Part 2 field to anyone: only a
+        // 42 CFR 2.51 medical emergency does, to medical personnel, never to police.
         let f = flow(&sud, PartnerKind::MentalHealth, "emergency", &em);
+        assert_eq!(check(&f), Some(HardLimit::Part2MedicalEmergencyOnly));
+        let med = LegalBasis::MedicalEmergency {
+            citation: "42 CFR 2.51".into(),
+        };
+        let f = flow(&sud, PartnerKind::MentalHealth, "emergency", &med);
         assert_eq!(check(&f), None);
+        let f = flow(&sud, PartnerKind::Police, "emergency", &med);
+        assert_eq!(check(&f), Some(HardLimit::Part2EmergencyToPolice));
+    }
+
+    #[test]
+    fn a_court_order_lifts_only_the_part2_limits() {
+        let sud: BTreeSet<Label> = [Label::Sud, Label::Clinical].into();
+        assert_eq!(check_court_order(&sud, PartnerKind::Police), None);
+        let notes: BTreeSet<Label> = [Label::Sud, Label::PsychotherapyNotes].into();
+        assert_eq!(
+            check_court_order(&notes, PartnerKind::Police),
+            Some(HardLimit::PsychotherapyNotesRequireConsent)
+        );
+        let cji: BTreeSet<Label> = [Label::Cji].into();
+        assert_eq!(
+            check_court_order(&cji, PartnerKind::MentalHealth),
+            Some(HardLimit::CjiToNonCriminalJustice)
+        );
     }
 
     #[test]

@@ -9,7 +9,8 @@ use std::path::Path;
 use chrono::{DateTime, NaiveDate, Utc};
 use toml_edit::{ImDocument, Item, TableLike, Value};
 
-use super::diag::{Diagnostic, Report, Severity, SourceFile, choices_hint, rel_name};
+use super::diag::{Diagnostic, Report, Severity, SourceFile, choices_hint};
+use super::files::PolicyFiles;
 use super::limits::{self, FieldFlow};
 use super::model::{
     EMERGENCY_PURPOSE, Effect, FieldDef, FieldType, Generalization, KindDef, Label, LegalBasis,
@@ -39,6 +40,7 @@ pub(super) struct Sp<T> {
 pub(super) struct PartnerFacts {
     pub(super) kind: PartnerKind,
     pub(super) roles: BTreeSet<Role>,
+    medical_roles: BTreeSet<Role>,
     has_encryption_key: bool,
 }
 
@@ -303,43 +305,33 @@ pub(super) fn parse_doc(file: &SourceFile, report: &mut Report) -> Option<ImDocu
     }
 }
 
-fn read_dir_files(dir: &Path, sub: &str, report: &mut Report) -> Vec<SourceFile> {
-    let path = dir.join(sub);
-    let mut paths = Vec::new();
-    match std::fs::read_dir(&path) {
-        Ok(entries) => {
-            for e in entries.flatten() {
-                let p = e.path();
-                if p.extension().is_some_and(|x| x == "toml") {
-                    paths.push(p);
-                }
-            }
-        }
-        Err(e) => report.push(Diagnostic::file_level(
+fn read_dir_files(files: &PolicyFiles, sub: &str, report: &mut Report) -> Vec<SourceFile> {
+    if !files.has_dir(sub) {
+        report.push(Diagnostic::file_level(
             Severity::Error,
             "unreadable",
             Path::new(sub),
-            format!("cannot read directory `{sub}`: {e}"),
+            format!("cannot read directory `{sub}`: it does not exist"),
             Some(format!("create `{sub}/` in the policy directory")),
-        )),
+        ));
+        return Vec::new();
     }
-    paths.sort();
-    paths
-        .into_iter()
-        .filter_map(|p| read_file(dir, &p, report))
+    files
+        .in_dir(sub)
+        .filter(|(path, _)| path.ends_with(".toml"))
+        .map(|(path, text)| SourceFile::new(path.to_owned(), text.to_owned()))
         .collect()
 }
 
-pub(super) fn read_file(dir: &Path, p: &Path, report: &mut Report) -> Option<SourceFile> {
-    let name = rel_name(dir, p);
-    match std::fs::read_to_string(p) {
-        Ok(text) => Some(SourceFile::new(name, text)),
-        Err(e) => {
+pub(super) fn read_file(files: &PolicyFiles, name: &str, report: &mut Report) -> Option<SourceFile> {
+    match files.get(name) {
+        Some(text) => Some(SourceFile::new(name.to_owned(), text.to_owned())),
+        None => {
             report.push(Diagnostic::file_level(
                 Severity::Error,
                 "unreadable",
-                Path::new(&name),
-                format!("cannot read `{name}`: {e}"),
+                Path::new(name),
+                format!("cannot read `{name}`: it does not exist"),
                 None,
             ));
             None
@@ -347,15 +339,15 @@ pub(super) fn read_file(dir: &Path, p: &Path, report: &mut Report) -> Option<Sou
     }
 }
 
-/// Checks the whole directory without key material. `now` decides which MOUs are expired.
-pub(crate) fn check_dir(dir: &Path, now: DateTime<Utc>) -> Checked {
+/// Checks a policy set's files without key material. `now` decides which MOUs are expired.
+pub(crate) fn check_files(files: &PolicyFiles, now: DateTime<Utc>) -> Checked {
     let mut report = Report::default();
-    let (registry, partners) = match read_file(dir, &dir.join(PARTNERS_FILE), &mut report) {
+    let (registry, partners) = match read_file(files, PARTNERS_FILE, &mut report) {
         Some(f) => check_partners(&f, &mut report),
         None => (None, BTreeMap::new()),
     };
     let mut kinds = BTreeMap::new();
-    for f in read_dir_files(dir, KINDS_DIR, &mut report) {
+    for f in read_dir_files(files, KINDS_DIR, &mut report) {
         if let Some(k) = check_kind(&f, &mut report) {
             let mut cx = Cx {
                 file: &f,
@@ -374,7 +366,7 @@ pub(crate) fn check_dir(dir: &Path, now: DateTime<Utc>) -> Checked {
         }
     }
     let mut mous: Vec<(Mou, SourceFile, MouSpans)> = Vec::new();
-    for f in read_dir_files(dir, MOUS_DIR, &mut report) {
+    for f in read_dir_files(files, MOUS_DIR, &mut report) {
         if let Some((m, spans)) = check_mou(&f, &partners, &kinds, now, &mut report) {
             if mous.iter().any(|(o, _, _)| o.id == m.id) {
                 let mut cx = Cx {
@@ -434,6 +426,7 @@ fn check_partners(
         .unwrap_or_default();
     let mut cx = Cx { file: f, report };
     let mut issuers = BTreeMap::new();
+    let mut witness_names = BTreeMap::new();
     for (i, p) in file.partners.iter().enumerate() {
         let span = id_spans.get(i).cloned().flatten();
         if facts.contains_key(&p.id) {
@@ -466,11 +459,83 @@ fn check_partners(
                 Some("set `token.jwks_file` or add `[[partner.token.keys]]`".into()),
             );
         }
+        // 42 CFR 2.51: a medical emergency discloses Part 2 information to medical personnel
+        // only; a police agency has none.
+        for r in &p.medical_roles {
+            if p.kind == PartnerKind::Police {
+                cx.error(
+                    "medical-role",
+                    span.clone(),
+                    format!(
+                        "partner `{}` is a police agency and cannot mark role `{r}` as medical",
+                        p.id
+                    ),
+                    Some(
+                        "42 CFR 2.51 medical emergencies disclose to medical personnel only; \
+                         remove `medical_roles` from this partner"
+                            .into(),
+                    ),
+                );
+            } else if !p.roles.contains(r) {
+                cx.error(
+                    "medical-role",
+                    span.clone(),
+                    format!(
+                        "partner `{}` marks role `{r}` as medical but does not declare it in \
+                         `roles`",
+                        p.id
+                    ),
+                    Some("list every medical role in `roles` too".into()),
+                );
+            }
+        }
+        if let Some(w) = &p.witness {
+            match (&w.vkey, &w.vkey_file) {
+                (Some(v), None) => match crate::policy::partners::WitnessEntry::parse_vkey(v) {
+                    Ok(vk) => {
+                        if let Some(other) = witness_names.insert(vk.name.clone(), p.id.clone()) {
+                            cx.error(
+                                "duplicate",
+                                span.clone(),
+                                format!(
+                                    "partner `{}` uses witness key name `{}` which partner \
+                                     `{other}` already uses",
+                                    p.id, vk.name
+                                ),
+                                Some("each witness needs its own key name".into()),
+                            );
+                        }
+                    }
+                    Err(e) => cx.error(
+                        "invalid-witness-key",
+                        span.clone(),
+                        format!("partner `{}`: `witness.vkey`: {e}", p.id),
+                        Some(
+                            "paste the vkey the partner's `audit witness-key` printed: \
+                             `<name>+<8 hex digits>+<base64>`"
+                                .into(),
+                        ),
+                    ),
+                },
+                (None, Some(_)) => {}
+                _ => cx.error(
+                    "invalid-witness-key",
+                    span.clone(),
+                    format!(
+                        "partner `{}`: `[partner.witness]` needs exactly one of `vkey` and \
+                         `vkey_file`",
+                        p.id
+                    ),
+                    Some("keep one of the two".into()),
+                ),
+            }
+        }
         facts.insert(
             p.id.clone(),
             PartnerFacts {
                 kind: p.kind,
                 roles: p.roles.iter().cloned().collect(),
+                medical_roles: p.medical_roles.iter().cloned().collect(),
                 has_encryption_key: p.encryption.is_some(),
             },
         );
@@ -1019,6 +1084,60 @@ fn check_rule(
         Some(LegalBasis::Consent)
     };
 
+    // 42 CFR 2.51: a medical-emergency rule discloses to medical personnel only, never to
+    // police, and each of its roles must be a medical role of a recipient.
+    if let Some(LegalBasis::MedicalEmergency { .. }) = &basis {
+        for r in &recipients_sp {
+            let Ok(pid) = r.v.parse::<PartnerId>() else {
+                continue;
+            };
+            if partners
+                .get(&pid)
+                .is_some_and(|f| f.kind == PartnerKind::Police)
+            {
+                cx.error(
+                    "medical-emergency-police",
+                    r.span.clone(),
+                    format!(
+                        "recipient `{}` is a police agency: a medical-emergency rule never \
+                         discloses to police",
+                        r.v
+                    ),
+                    Some(
+                        "42 CFR 2.51 is for medical personnel; police use the `emergency` \
+                         profile (HIPAA 164.512(j)), which never carries Part 2 fields"
+                            .into(),
+                    ),
+                );
+            }
+        }
+        let medical: BTreeSet<&Role> = recipients
+            .iter()
+            .filter_map(|p| partners.get(p))
+            .flat_map(|f| f.medical_roles.iter())
+            .collect();
+        for r in &roles_sp {
+            if let Ok(role) = r.v.parse::<Role>()
+                && !medical.contains(&role)
+            {
+                cx.error(
+                    "not-medical-role",
+                    r.span.clone(),
+                    format!(
+                        "role `{}` is not marked medical by any recipient of this \
+                         medical-emergency rule",
+                        r.v
+                    ),
+                    Some(
+                        "list it in the recipient's `medical_roles` in `partners.toml` (only \
+                         medical personnel may receive under 42 CFR 2.51), or remove it here"
+                            .into(),
+                    ),
+                );
+            }
+        }
+    }
+
     // Field profile.
     let mut rs = RuleSpans {
         id: id.as_ref().and_then(|i| i.span.clone()),
@@ -1206,21 +1325,47 @@ fn check_basis(
             }
             need_citation(cx, "emergency").map(|citation| LegalBasis::Emergency { citation })
         }
+        "medical-emergency" => {
+            if purposes.iter().any(|p| p.as_str() != EMERGENCY_PURPOSE) {
+                cx.error(
+                    "emergency-profile",
+                    b.span.clone(),
+                    "a medical-emergency rule may only serve purpose `emergency`".into(),
+                    Some(
+                        "keep the 42 CFR 2.51 profile in its own rule with `purposes = \
+                         [\"emergency\"]`"
+                            .into(),
+                    ),
+                );
+            }
+            need_citation(cx, "medical-emergency")
+                .map(|citation| LegalBasis::MedicalEmergency { citation })
+        }
         other => {
             cx.error(
                 "unknown-basis",
                 b.span.clone(),
                 format!("unknown legal basis `{other}`"),
-                Some(choices_hint(other, &["consent", "law", "emergency"])),
+                Some(choices_hint(
+                    other,
+                    &["consent", "law", "emergency", "medical-emergency"],
+                )),
             );
             None
         }
     };
-    if emergency && !matches!(basis, Some(LegalBasis::Emergency { .. }) | None) {
+    if emergency
+        && !matches!(
+            basis,
+            Some(LegalBasis::Emergency { .. } | LegalBasis::MedicalEmergency { .. }) | None
+        )
+    {
         cx.error(
             "emergency-profile",
             b.span.clone(),
-            "purpose `emergency` needs `legal_basis = \"emergency\"`".into(),
+            "purpose `emergency` needs `legal_basis = \"emergency\"` or \
+             `\"medical-emergency\"`"
+                .into(),
             Some(
                 "the serious-and-imminent-threat profile (HIPAA 164.512(j)) is a rule of its own"
                     .into(),

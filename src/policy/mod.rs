@@ -12,23 +12,28 @@
 
 pub mod decide;
 pub mod diag;
+pub mod diff;
+pub mod files;
 pub mod limits;
 mod load;
 pub mod model;
 pub mod partners;
 mod reports;
 pub mod schema;
+pub mod term;
 
 use std::collections::BTreeMap;
 use std::path::Path;
+use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
-use sha2::{Digest, Sha256};
 
 pub use decide::{
-    Decision, EmergencyAssertion, FieldPlan, Outcome, Permit, Reason, Request, decide,
+    Decision, EmergencyAssertion, FieldPlan, Inputs, MedicalEmergency, Outcome, Permit, Reason,
+    Request, decide, decide_with,
 };
 pub use diag::{Diagnostic, Report, Severity};
+pub use files::PolicyFiles;
 pub use limits::HardLimit;
 pub use load::{CASES_DIR, KINDS_DIR, MOUS_DIR};
 pub use reports::REPORTS_DIR;
@@ -55,6 +60,8 @@ pub struct PolicySet {
     pub hash: String,
     /// Warnings found while loading (e.g. expired MOUs); errors refuse the set.
     pub warnings: Vec<Diagnostic>,
+    /// The files the set was built from (its hash is theirs).
+    pub files: Arc<PolicyFiles>,
 }
 
 /// The policy directory could not be loaded.
@@ -86,14 +93,15 @@ impl PolicySet {
 
     /// [`PolicySet::load`] with an explicit time (for which MOUs count as expired).
     pub fn load_at(dir: &Path, keys_dir: &Path, now: DateTime<Utc>) -> Result<Self, PolicyError> {
-        let (set, _) = Self::build(dir, now, Some(keys_dir))?;
+        let (set, _) = Self::build(PolicyFiles::read(dir)?, now, Some(keys_dir))?;
         Ok(set)
     }
 
     /// Validates a directory without key material (for `policy check`): every problem, errors
     /// and warnings, in one report.
     pub fn check(dir: &Path, now: DateTime<Utc>) -> Report {
-        match Self::build(dir, now, None) {
+        let built = PolicyFiles::read(dir).and_then(|files| Self::build(files, now, None));
+        match built {
             Ok((_, report)) => report,
             Err(PolicyError::Invalid(report)) => report,
             Err(e) => {
@@ -113,23 +121,33 @@ impl PolicySet {
     /// Validates a directory and builds a set without key material (for `policy explain` and
     /// tests): no token can be verified and no field encrypted with it.
     pub fn load_unkeyed(dir: &Path, now: DateTime<Utc>) -> Result<(Self, Report), PolicyError> {
-        Self::build(dir, now, None)
+        Self::build(PolicyFiles::read(dir)?, now, None)
+    }
+
+    /// Builds a set without key material from a snapshot of its files (a set the gateway ran
+    /// with earlier, kept in the database; or files a tool assembled). Validated like a
+    /// directory.
+    pub fn from_files(
+        files: PolicyFiles,
+        now: DateTime<Utc>,
+    ) -> Result<(Self, Report), PolicyError> {
+        Self::build(files, now, None)
     }
 
     fn build(
-        dir: &Path,
+        files: PolicyFiles,
         now: DateTime<Utc>,
         keys_dir: Option<&Path>,
     ) -> Result<(Self, Report), PolicyError> {
-        let checked = load::check_dir(dir, now);
+        let checked = load::check_files(&files, now);
         let mut report = checked.report;
         let Some(file) = checked.registry.filter(|_| !report.has_errors()) else {
             return Err(PolicyError::Invalid(report));
         };
         let partners = match keys_dir {
             Some(keys) => {
-                let path = dir.join(partners::PARTNERS_FILE);
-                match PartnerRegistry::resolve(&file, &path, keys) {
+                let path = Path::new(partners::PARTNERS_FILE);
+                match PartnerRegistry::resolve(&file, path, keys) {
                     Ok(r) => r,
                     Err(e) => {
                         report.push(Diagnostic::file_level(
@@ -148,7 +166,7 @@ impl PolicySet {
             }
             None => PartnerRegistry::resolve_unkeyed(&file),
         };
-        let hash = content_hash(dir)?;
+        let hash = files.hash();
         let warnings = report.diagnostics.clone();
         Ok((
             Self {
@@ -158,6 +176,7 @@ impl PolicySet {
                 reports: checked.reports,
                 hash,
                 warnings,
+                files: Arc::new(files),
             },
             report,
         ))
@@ -169,48 +188,7 @@ impl PolicySet {
     }
 }
 
-/// SHA-256 over every `.toml` file of the directory tree except golden cases under `cases/`
-/// (sorted by relative path; each file contributes its path and contents), hex encoded.
+/// The policy-set hash of a directory: see [`PolicyFiles::hash`].
 pub fn content_hash(dir: &Path) -> Result<String, PolicyError> {
-    let mut files = Vec::new();
-    collect_toml(dir, dir, &mut files)?;
-    files.sort();
-    let mut h = Sha256::new();
-    for rel in files {
-        let path = dir.join(&rel);
-        let bytes = std::fs::read(&path).map_err(|source| PolicyError::Read { path, source })?;
-        h.update((rel.len() as u64).to_be_bytes());
-        h.update(rel.as_bytes());
-        h.update((bytes.len() as u64).to_be_bytes());
-        h.update(&bytes);
-    }
-    Ok(hex::encode(h.finalize()))
-}
-
-fn collect_toml(root: &Path, dir: &Path, out: &mut Vec<String>) -> Result<(), PolicyError> {
-    let read = |path: &Path| PolicyError::Read {
-        path: path.to_owned(),
-        source: std::io::Error::other("unreadable"),
-    };
-    let entries = std::fs::read_dir(dir).map_err(|source| PolicyError::Read {
-        path: dir.to_owned(),
-        source,
-    })?;
-    for entry in entries {
-        let entry = entry.map_err(|source| PolicyError::Read {
-            path: dir.to_owned(),
-            source,
-        })?;
-        let path = entry.path();
-        if path.is_dir() {
-            if dir == root && path.file_name().is_some_and(|n| n == CASES_DIR) {
-                continue;
-            }
-            collect_toml(root, &path, out)?;
-        } else if path.extension().is_some_and(|e| e == "toml") {
-            let rel = path.strip_prefix(root).map_err(|_| read(&path))?;
-            out.push(rel.to_string_lossy().replace('\\', "/"));
-        }
-    }
-    Ok(())
+    Ok(PolicyFiles::read(dir)?.hash())
 }

@@ -64,6 +64,14 @@ pub enum LegalBasis {
         /// The provision.
         citation: String,
     },
+    /// The medical-emergency profile (42 CFR 2.51): purpose `emergency` only, to a user acting
+    /// in a role the recipient marks as medical personnel, with the medical personnel's name
+    /// and the nature of the emergency stated. The only basis on which Part 2 information
+    /// leaves without consent or a court order; never to police.
+    MedicalEmergency {
+        /// The provision.
+        citation: String,
+    },
 }
 
 impl LegalBasis {
@@ -73,7 +81,17 @@ impl LegalBasis {
             Self::Consent => "consent".into(),
             Self::Law { citation } => format!("law: {citation}"),
             Self::Emergency { citation } => format!("emergency: {citation}"),
+            Self::MedicalEmergency { citation } => format!("medical-emergency: {citation}"),
         }
+    }
+
+    /// Whether an agreed restriction (HIPAA 164.522(a), 42 CFR 2.26) can stop disclosures on
+    /// this basis. It cannot stop the emergency profiles: 164.522(a)(1)(iii) keeps emergency
+    /// treatment open (2.51 here), and 164.522(a)(1)(v) makes a restriction ineffective against
+    /// disclosures permitted under 164.512, which includes 164.512(j) (the `emergency`
+    /// profile).
+    pub fn restrictable(&self) -> bool {
+        matches!(self, Self::Consent | Self::Law { .. })
     }
 }
 

@@ -14,6 +14,7 @@ use jsonwebtoken::{Algorithm, DecodingKey};
 use serde::Deserialize;
 
 use crate::crypto::RecipientKey;
+use crate::crypto::note::{TYPE_COSIGNATURE, VerifierKey};
 use crate::domain::{PartnerId, PartnerKind, Role};
 
 /// Name of the registry file inside the policy directory.
@@ -77,9 +78,44 @@ pub struct PartnerEntry {
     /// Roles this partner's identity provider issues (MOU rules may name only these).
     #[serde(default)]
     pub roles: Vec<Role>,
+    /// Which of those roles are held by medical personnel (42 CFR 2.51): only they may
+    /// receive Part 2 information in a bona fide medical emergency. Never a police partner's.
+    #[serde(default)]
+    pub medical_roles: Vec<Role>,
     /// The partner's public encryption key, for fields MOUs encrypt to it.
     #[serde(default)]
     pub encryption: Option<EncryptionEntry>,
+    /// The partner's witness key, if it witnesses the disclosure log.
+    #[serde(default)]
+    pub witness: Option<WitnessEntry>,
+}
+
+/// A partner's witness key (C2SP `tlog-cosignature`, Ed25519), as written in the registry
+/// file: a vkey `<name>+<key id>+<base64(0x04 || public key)>`, inline or in a file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WitnessEntry {
+    /// The vkey, inline.
+    #[serde(default)]
+    pub vkey: Option<String>,
+    /// A file holding the vkey, relative to the gateway's `identity.partner_keys_dir`.
+    #[serde(default)]
+    pub vkey_file: Option<PathBuf>,
+}
+
+impl WitnessEntry {
+    /// Parses an inline vkey as a witness key: type 0x04 (Ed25519 cosignature).
+    pub fn parse_vkey(text: &str) -> Result<VerifierKey, String> {
+        let vk = VerifierKey::parse(text).map_err(|e| e.to_string())?;
+        if vk.kind != TYPE_COSIGNATURE {
+            return Err(format!(
+                "`{}` is a note-signing key (type {:#04x}); a witness key is an Ed25519 \
+                 cosignature key, type 0x04",
+                vk.name, vk.kind
+            ));
+        }
+        Ok(vk)
+    }
 }
 
 /// Where a partner's public encryption key is, as written in the registry file.
@@ -183,8 +219,20 @@ pub struct Partner {
     pub token: TokenSettings,
     /// Roles its identity provider issues.
     pub roles: Vec<Role>,
+    /// The roles held by medical personnel (42 CFR 2.51), a subset of `roles`.
+    pub medical_roles: Vec<Role>,
     /// Its public encryption key, if registered.
     pub encryption: Option<RecipientKey>,
+    /// Its witness key (cosignatures of the log's checkpoints), if registered.
+    pub witness: Option<VerifierKey>,
+}
+
+impl Partner {
+    /// Whether a user with `roles` acts as medical personnel of this partner (42 CFR 2.51):
+    /// one of the roles is marked medical in the registry.
+    pub fn is_medical(&self, roles: &std::collections::BTreeSet<Role>) -> bool {
+        self.medical_roles.iter().any(|r| roles.contains(r))
+    }
 }
 
 /// The loaded, validated partner registry.
@@ -334,6 +382,33 @@ impl PartnerRegistry {
                 }
                 None => None,
             };
+            let witness = match &entry.witness {
+                None => None,
+                Some(w) => {
+                    let text = match (&w.vkey, &w.vkey_file) {
+                        (Some(v), None) => v.clone(),
+                        (None, Some(file)) => {
+                            let path = keys_dir.join(file);
+                            std::fs::read_to_string(&path).map_err(|e| {
+                                invalid(format!(
+                                    "cannot read witness key `{}`: {e}",
+                                    path.display()
+                                ))
+                            })?
+                        }
+                        _ => {
+                            return Err(invalid(
+                                "`[partner.witness]` needs exactly one of `vkey` and `vkey_file`"
+                                    .into(),
+                            ));
+                        }
+                    };
+                    Some(
+                        WitnessEntry::parse_vkey(&text)
+                            .map_err(|e| invalid(format!("witness key: {e}")))?,
+                    )
+                }
+            };
             partners.insert(
                 entry.id.clone(),
                 Partner {
@@ -349,7 +424,9 @@ impl PartnerRegistry {
                         keys,
                     },
                     roles: entry.roles.clone(),
+                    medical_roles: entry.medical_roles.clone(),
                     encryption,
+                    witness,
                 },
             );
         }
@@ -379,7 +456,13 @@ impl PartnerRegistry {
                             keys: Vec::new(),
                         },
                         roles: entry.roles.clone(),
+                        medical_roles: entry.medical_roles.clone(),
                         encryption: None,
+                        witness: entry
+                            .witness
+                            .as_ref()
+                            .and_then(|w| w.vkey.as_deref())
+                            .and_then(|v| WitnessEntry::parse_vkey(v).ok()),
                     },
                 )
             })

@@ -11,8 +11,10 @@
 //! withdraw. Police see SUBMITTED, RECEIVED and CLOSED always; the finer states (ASSIGNED,
 //! CONTACT_ATTEMPTED, ENGAGED, DECLINED, UNABLE_TO_CONTACT) reveal whether and how a person is
 //! engaging with mental-health services, so without a consent naming the police agency they show
-//! as `IN_PROGRESS`, and REJECTED shows as CLOSED. WITHDRAWN, the police agency's own act, is
-//! always shown.
+//! as `IN_PROGRESS`, and REJECTED shows as CLOSED (and the clinician contact is withheld, see
+//! [`view`]). WITHDRAWN, the police agency's own act, is always shown.
+
+pub mod view;
 
 use std::fmt;
 

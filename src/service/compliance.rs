@@ -25,6 +25,9 @@ use crate::domain::{PartnerId, PartnerKind, SubjectIdentifier};
 /// The purpose recorded for reads of the log.
 const AUDIT_PURPOSE: &str = "audit";
 
+/// The label a suspension's statement is sealed under (with the suspension id).
+const STATEMENT: &str = "suspension-statement";
+
 /// Longest accounting-suspension statement, in characters.
 const MAX_STATEMENT: usize = 4000;
 
@@ -43,7 +46,7 @@ pub struct Accounting {
 }
 
 /// A time period (RFC 3339).
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Period {
     /// Start.
     pub from: String,
@@ -83,6 +86,16 @@ impl Services {
         e.purpose = Some(AUDIT_PURPOSE.to_owned());
         e.detail = Some(detail);
         e
+    }
+
+    /// Opens the sealed free text of entries read for a compliance officer. A sealed text that
+    /// does not open (a tampered row, or the wrong key) fails the read: the officer is never
+    /// shown an entry with its text silently missing.
+    pub(super) fn open_entries(&self, entries: &mut [Entry]) -> Result<(), Error> {
+        for e in entries {
+            self.log.open(e)?;
+        }
+        Ok(())
     }
 
     /// Refuses (and logs the refusal of) anyone but a compliance officer of a compliance
@@ -143,10 +156,11 @@ impl Services {
             filter.also_subjects = self.linked_pseudonyms(id).await?;
             described = format!("subject={p} {described}");
         }
-        let entries = {
+        let mut entries = {
             let mut pooled = self.store.acquire().await?;
             query::list(&mut pooled.conn(), &filter).await?
         };
+        self.open_entries(&mut entries)?;
         let more = entries.len() == filter.limit as usize;
         let mut entry = self.read_entry(
             caller,
@@ -166,10 +180,13 @@ impl Services {
     #[tracing::instrument(skip_all)]
     pub async fn log_entry(&self, caller: &Caller<'_>, seq: u64) -> Result<Entry, Error> {
         self.authorize_compliance(caller, "read one entry").await?;
-        let found = {
+        let mut found = {
             let mut pooled = self.store.acquire().await?;
             query::get(&mut pooled.conn(), seq).await?
         };
+        if let Some(e) = found.as_mut() {
+            self.open_entries(std::slice::from_mut(e))?;
+        }
         let mut entry = self.read_entry(
             caller,
             Outcome::Permit,
@@ -220,6 +237,7 @@ impl Services {
             let entries = query::list_all_ascending(&mut c, &filter).await?;
             (entries, suspension::list(&mut c, Some(now)).await?)
         };
+        self.open_entries(&mut entries)?;
         // HIPAA 164.528(a)(2): disclosures to an agency whose suspension is in force are left
         // out until it ends (they stay in the log).
         let suspended: Vec<Suspension> = suspensions
@@ -271,20 +289,22 @@ impl Services {
         let key = self.log.checkpoint_key();
         let report = verify_store(&self.store, key.as_ref(), None).await?;
         let outcome = match &report.summary.failure {
-            None => "the chain verifies".to_owned(),
+            None => crate::audit::summary::VERIFIED_OK.to_owned(),
             Some(f) => format!("the chain FAILS at entry {} ({})", f.seq, f.kind.as_str()),
         };
-        self.log
-            .append(self.read_entry(
-                caller,
-                Outcome::Permit,
-                format!(
-                    "verified the disclosure log ({} entries): {outcome}",
-                    report.summary.entries_checked
-                ),
-            ))
-            .await
-            .map_err(log_error)?;
+        let mut entry = self.read_entry(
+            caller,
+            Outcome::Permit,
+            format!(
+                "{}{} entries): {outcome}",
+                crate::audit::summary::VERIFIED_PREFIX,
+                report.summary.entries_checked
+            ),
+        );
+        // Its own kind: the overview finds the newest verification by kind, since the detail
+        // is sealed.
+        entry.kind = EntryKind::LogVerified;
+        self.log.append(entry).await.map_err(log_error)?;
         Ok(report)
     }
 
@@ -371,8 +391,12 @@ impl Services {
             s.id,
             query::rfc3339(&s.ends_at)
         ));
+        let stored = Suspension {
+            statement: self.log.seal_field(STATEMENT, &s.id, &s.statement)?,
+            ..s.clone()
+        };
         let mut tx = self.log.begin().await.map_err(log_error)?;
-        suspension::insert(&mut tx.conn(), &s).await?;
+        suspension::insert(&mut tx.conn(), &stored).await?;
         tx.append(entry).await.map_err(log_error)?;
         tx.commit().await.map_err(log_error)?;
         Ok(s)
@@ -387,10 +411,13 @@ impl Services {
     ) -> Result<Vec<Suspension>, Error> {
         self.authorize_compliance(caller, "list accounting suspensions")
             .await?;
-        let list = {
+        let mut list = {
             let mut pooled = self.store.acquire().await?;
             suspension::list(&mut pooled.conn(), (!all).then(|| self.now())).await?
         };
+        for s in &mut list {
+            s.statement = self.log.open_field(STATEMENT, &s.id, &s.statement)?;
+        }
         self.log
             .append(self.read_entry(
                 caller,

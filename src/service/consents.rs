@@ -4,8 +4,9 @@
 //! (role `compliance` of a compliance partner); to every other caller it does not exist: an
 //! unknown id and a consent the caller may not see get the same answer, so no partner learns
 //! that a person has a consent on file. Every creation and revocation, and every refused
-//! attempt (invalid or incomplete directives, callers that are not disclosers, repeated
-//! revocations), is a `consent_changed` entry; every read is a `consent_read` entry. A change
+//! attempt (invalid or incomplete directives, bodies that do not parse, malformed ids or
+//! revocations, callers that are not disclosers, repeated revocations), is a `consent_changed`
+//! entry; every read is a `consent_read` entry. A change
 //! commits in the same transaction as its entry, so if the log cannot be written nothing
 //! changes. Entries name consent ids, pseudonyms and problem codes, never identifiers, names or
 //! content.
@@ -236,6 +237,15 @@ pub fn revocation(body: RevokeRequest, now: DateTime<Utc>) -> Result<Revocation,
     })
 }
 
+/// What a consent request asked to do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConsentAction {
+    /// `POST /v1/consents`.
+    Record,
+    /// `POST /v1/consents/{id}/revoke`.
+    Revoke,
+}
+
 /// A coverage question: which fields would flow to `recipient` for `purpose`.
 #[derive(Debug, Clone)]
 pub struct CoverageAsk {
@@ -293,6 +303,31 @@ impl Services {
         let mut e = self.consent_entry(caller, Outcome::Permit, consent_id, subjects, what);
         e.kind = EntryKind::ConsentRead;
         self.log.append(e).await.map_err(log_error)?;
+        Ok(())
+    }
+
+    /// Logs a consent request refused before it reached the registry (a body that does not
+    /// parse or arrive in time, a malformed consent id or revocation): a `consent_changed` deny
+    /// entry naming the action, the error `code` and the `field` at fault, never a value from
+    /// the request. Every refused consent attempt leaves its entry.
+    #[instrument(skip_all)]
+    pub async fn refused_consent_request(
+        &self,
+        caller: &Caller<'_>,
+        action: ConsentAction,
+        code: &str,
+        field: Option<&str>,
+    ) -> Result<(), Error> {
+        let what = format!(
+            "refused to {} a consent: {code}{}",
+            match action {
+                ConsentAction::Record => "record",
+                ConsentAction::Revoke => "revoke",
+            },
+            field.map(|f| format!(" at {f}")).unwrap_or_default()
+        );
+        let entry = self.consent_entry(caller, Outcome::deny(code), None, &[], &what);
+        self.log.append(entry).await.map_err(log_error)?;
         Ok(())
     }
 
@@ -391,10 +426,24 @@ impl Services {
         id: &str,
         request: RevokeRequest,
     ) -> Result<ConsentView, Error> {
-        check_id(id)?;
         let who = caller.principal;
         let now = self.now();
-        let revocation = revocation(request, now)?;
+        // Checked before the consent is looked up: the answer to a bad request is the same
+        // whether the consent exists or not. Refused here, the attempt is still logged.
+        let revocation = match check_id(id).and_then(|()| revocation(request, now)) {
+            Ok(r) => r,
+            Err(e) => {
+                let field = match &e {
+                    Error::Invalid {
+                        details: Some(d), ..
+                    } => d.get("field").and_then(|f| f.as_str()),
+                    _ => None,
+                };
+                self.refused_consent_request(caller, ConsentAction::Revoke, e.code(), field)
+                    .await?;
+                return Err(e);
+            }
+        };
         let mut tx = self.log.begin().await.map_err(log_error)?;
         let stored = registry::get(&mut tx.conn(), &self.keyring, id).await?;
         let Some(stored) = stored.filter(|c| c.directive.disclosers.contains(&who.partner)) else {
@@ -515,9 +564,27 @@ impl Services {
             .map_err(|e: crate::domain::IdError| Error::Internal(e.into()))?;
         let policy = self.policy();
         let holder = (!caller.is_compliance_officer()).then_some(&caller.principal.partner);
-        let report = coverage::compute(
+        // The subject's restrictions and court orders count too; a partner sees those that
+        // govern its own disclosures (it is their discloser), a compliance officer all.
+        let mut directives = {
+            let mut pooled = self.store.acquire().await?;
+            crate::consent::directive_cache::load(
+                &mut pooled.conn(),
+                &self.keyring,
+                std::slice::from_ref(subject),
+                &subject_ref,
+            )
+            .await
+            .map_err(super::directives::store_error)?
+        };
+        if let Some(h) = holder {
+            directives.restrictions.retain(|r| &r.discloser == h);
+            directives.court_orders.retain(|o| o.disclosers.contains(h));
+        }
+        let report = coverage::compute_with(
             &policy,
             &consents,
+            &directives,
             &subject_ref,
             &CoverageQuery {
                 recipient: &ask.recipient,

@@ -42,7 +42,7 @@ pub enum Error {
         /// The reasons and the decision id.
         details: Value,
         /// The log entry recording the denial.
-        disclosure_id: u64,
+        disclosure_id: Box<crate::audit::LogRef>,
     },
     /// No such thing (as far as the caller may know).
     #[error("{message}")]

@@ -4,20 +4,22 @@
 //! At start-up the master key file is checked against the database: each version's key check
 //! value must match the one recorded on first use (recorded now if new), and every master-key
 //! version a data key is wrapped under must be in the file. Then the stable keys (blind index,
-//! subject pseudonyms) are loaded, or created on first start.
+//! subject pseudonyms, the disclosure log's free-text key) are loaded, or created on first
+//! start.
 
 use std::path::{Path, PathBuf};
 
 use secrecy::SecretBox;
 
 use crate::crypto::{
-    CryptoError, KEY_PURPOSE_BLIND_INDEX, KEY_PURPOSE_SUBJECT_PSEUDONYM, KeyFileError, Keyring,
-    MasterKeys, MasterVersion,
+    CryptoError, KEY_PURPOSE_BLIND_INDEX, KEY_PURPOSE_LOG_TEXT, KEY_PURPOSE_SUBJECT_PSEUDONYM,
+    KeyFileError, Keyring, MasterKeys, MasterVersion,
 };
 use crate::store::{Store, StoreError, data_keys, epochs, meta};
 
 const META_INDEX_KEY: &str = "blind_index_key_id";
 const META_PSEUDONYM_KEY: &str = "subject_pseudonym_key_id";
+const META_LOG_TEXT_KEY: &str = "log_text_key_id";
 const META_CHECK_PREFIX: &str = "master_key_check.v";
 const REWRAP_BATCH: i64 = 500;
 
@@ -128,7 +130,9 @@ pub async fn open(master_key_file: &Path, store: &Store) -> Result<Keyring, Keyr
         KEY_PURPOSE_SUBJECT_PSEUDONYM,
     )
     .await?;
-    Ok(Keyring::new(master, index_key, pseudonym_key))
+    let log_text_key =
+        load_or_create_stable_key(&master, store, META_LOG_TEXT_KEY, KEY_PURPOSE_LOG_TEXT).await?;
+    Ok(Keyring::new(master, index_key, pseudonym_key).with_log_text_key(log_text_key))
 }
 
 /// Opens the keyring of a database without writing anything (works on a read-only store):
@@ -157,10 +161,26 @@ pub async fn open_read_only(
         })?;
         stable.push(load_stable_key(&master, store, &id, purpose).await?);
     }
+    // The log's free-text key exists once a gateway of this version has started; before that
+    // no entry is sealed.
+    let log_text_id = {
+        let mut pooled = store.acquire().await?;
+        meta::get(&mut pooled.conn(), META_LOG_TEXT_KEY).await?
+    };
+    let log_text_key = match log_text_id {
+        Some(id) => Some(load_stable_key(&master, store, &id, KEY_PURPOSE_LOG_TEXT).await?),
+        None => None,
+    };
     let pseudonym_key = stable.pop();
     let index_key = stable.pop();
     match (index_key, pseudonym_key) {
-        (Some(i), Some(p)) => Ok(Keyring::new(master, i, p)),
+        (Some(i), Some(p)) => {
+            let keyring = Keyring::new(master, i, p);
+            Ok(match log_text_key {
+                Some(k) => keyring.with_log_text_key(k),
+                None => keyring,
+            })
+        }
         _ => Err(KeyringError::Crypto {
             key: "-".into(),
             source: CryptoError::Malformed("stable keys"),

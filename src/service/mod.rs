@@ -1,8 +1,9 @@
 //! The services: everything the gateway does, free of HTTP.
 //!
 //! One read service (the disclosure path, [`read`]) and the write services (record writes,
-//! referral moves, consent changes, accounting suspensions, review closing) and compliance
-//! queries. Each service function owns its transaction and its disclosure-log entry, takes the
+//! referral moves, consent changes, restrictions and court orders, accounting suspensions,
+//! review closing, policy loads) and compliance queries (the log, the accounting, the 42 CFR
+//! 2.24 list of Part 2 disclosures, policy changes). Each service function owns its transaction and its disclosure-log entry, takes the
 //! [`Services`] handle (repositories, keyring, policy set, log, clock, caches) and the caller,
 //! and returns this module's [`Error`]. The API layer parses input into domain types, calls one
 //! service function and maps its error to an HTTP answer; the command line calls the same
@@ -22,13 +23,18 @@
 
 pub mod compliance;
 pub mod consents;
+pub mod directives;
 mod error;
 pub mod keys;
+pub mod overview;
+pub mod part2;
+pub mod policy_changes;
 pub mod read;
 pub mod records;
 pub mod referrals;
 pub mod reports;
 pub mod reviews;
+pub mod transparency;
 
 use std::sync::Arc;
 
@@ -40,6 +46,7 @@ pub use read::{Asker, Denial, DisclosedRecord, RecordAnswer, SubjectAnswer};
 
 use crate::audit::{DisclosureLog, EntryKind, NewEntry, Outcome};
 use crate::consent::cache::ConsentCache;
+use crate::consent::directive_cache::DirectiveCache;
 use crate::crypto::Keyring;
 use crate::domain::{Principal, SharedClock};
 use crate::policy::PolicySet;
@@ -63,8 +70,13 @@ pub struct Services {
     pub clock: SharedClock,
     /// Subjects' consents, as read for decisions (coherent across replicas).
     pub consents: ConsentCache,
+    /// Subjects' restrictions and court orders, as read for decisions (coherent across
+    /// replicas, like consents).
+    pub directives: DirectiveCache,
     /// How long one emergency assertion lasts (at most a year).
     pub emergency_window: chrono::Duration,
+    /// Serializes policy loads, so each is compared with the set it replaces.
+    pub policy_lock: tokio::sync::Mutex<()>,
 }
 
 impl Services {
@@ -85,7 +97,9 @@ impl Services {
             log,
             clock,
             consents: ConsentCache::default(),
+            directives: DirectiveCache::default(),
             emergency_window: chrono::Duration::seconds(i64::try_from(secs).unwrap_or(3600)),
+            policy_lock: tokio::sync::Mutex::new(()),
         }
     }
 

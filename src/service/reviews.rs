@@ -45,12 +45,24 @@ impl ReviewState {
     }
 }
 
+/// The label a review's note is sealed under (with the review id).
+const REVIEW_NOTE: &str = "review-note";
+
 impl Services {
-    async fn with_access(&self, review: Review) -> Result<ReviewView, Error> {
-        let first = {
+    /// The review (its note opened) with the stated basis and threat of the access that
+    /// opened it.
+    pub(super) async fn with_access(&self, mut review: Review) -> Result<ReviewView, Error> {
+        review.note = review
+            .note
+            .map(|n| self.log.open_field(REVIEW_NOTE, &review.id, &n))
+            .transpose()?;
+        let mut first = {
             let mut pooled = self.store.acquire().await?;
             query::get(&mut pooled.conn(), review.first_disclosure).await?
         };
+        if let Some(e) = first.as_mut() {
+            self.open_entries(std::slice::from_mut(e))?;
+        }
         let (stated_basis, threat) = match first.as_ref().map(|e| &e.data) {
             Some(d) => (
                 match &d.basis {
@@ -129,12 +141,13 @@ impl Services {
             ));
         }
         let now = self.now();
+        let sealed_note = self.log.seal_field(REVIEW_NOTE, id, note)?;
         let mut tx = self.log.begin().await.map_err(log_error)?;
         let review = emergency::close(
             &mut tx.conn(),
             id,
             outcome,
-            note,
+            &sealed_note,
             (who.partner.as_str(), who.user.as_str()),
             now,
         )

@@ -7,8 +7,9 @@
 //! microseconds), and every statement is prepared once per connection and reused (sqlx's
 //! per-connection statement cache).
 //!
-//! Each repository (`records`, `consents`, `data_keys`, `reviews`, `suspensions`,
-//! `security_events`, `epochs`, `meta`; the disclosure log keeps its own in `audit`) is a set of
+//! Each repository (`records`, `consents`, `directives` (restrictions and court orders),
+//! `data_keys`, `reviews`, `suspensions`, `security_events`, `epochs`, `meta`,
+//! `policy_changes`; the disclosure log keeps its own in `audit`) is a set of
 //! functions over a [`Conn`]: a borrowed native connection of either backend. Each function
 //! body is written once and compiled for both backends by [`on_conn!`], so the two
 //! implementations cannot drift apart; where the SQL itself must differ, the function says so.
@@ -27,8 +28,10 @@
 
 pub mod consents;
 pub mod data_keys;
+pub mod directives;
 pub mod epochs;
 pub mod meta;
+pub mod policy_changes;
 pub mod privacy_ledger;
 pub mod records;
 pub mod reviews;
@@ -212,10 +215,39 @@ pub struct Store {
     pools: Pools,
     read_only: bool,
     acquire_timeout: Duration,
+    /// Seconds each request waited for a pooled connection (for the metrics endpoint).
+    pool_wait: Option<prometheus::Histogram>,
 }
 
 static MIGRATE_SQLITE: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 static MIGRATE_POSTGRES: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
+
+/// How often the background task folds SQLite's WAL back into the database.
+const SQLITE_CHECKPOINT_EVERY: Duration = Duration::from_millis(500);
+
+/// Folds the WAL back into the database every [`SQLITE_CHECKPOINT_EVERY`] with a passive
+/// checkpoint, on a pooled connection, until the pool closes. A passive checkpoint waits for no
+/// lock: appends and reads go on while it copies pages and syncs the database file, so the copy
+/// is off every request's path. (With SQLite's default, the connection whose commit crossed the
+/// WAL threshold did the copy inside that commit.)
+fn spawn_sqlite_checkpointer(pool: SqlitePool) {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(SQLITE_CHECKPOINT_EVERY);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            if pool.is_closed() {
+                break;
+            }
+            if let Err(e) = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
+                .execute(&pool)
+                .await
+            {
+                tracing::warn!(error = %e, "SQLite checkpoint failed; the next one retries");
+            }
+        }
+    });
+}
 
 /// How long SQLite waits for a lock held by another connection before failing.
 const SQLITE_BUSY_TIMEOUT: Duration = Duration::from_secs(10);
@@ -258,6 +290,10 @@ impl Store {
                     .journal_mode(SqliteJournalMode::Wal)
                     .synchronous(SqliteSynchronous::Full)
                     .foreign_keys(true)
+                    // No connection folds the WAL back into the database in its commit path
+                    // (which made every request waiting on that commit wait for the copy and
+                    // its fsync); a background task does it (`spawn_sqlite_checkpointer`).
+                    .pragma("wal_autocheckpoint", "0")
             };
             let pool = SqlitePoolOptions::new()
                 .max_connections(settings.max_connections.max(2))
@@ -269,6 +305,9 @@ impl Store {
                 .connect_with(options.clone())
                 .await
                 .map_err(StoreError::Connect)?;
+            if !read_only {
+                spawn_sqlite_checkpointer(pool.clone());
+            }
             Pools::Sqlite {
                 pool,
                 options: (!read_only).then_some(options),
@@ -300,6 +339,17 @@ impl Store {
             pools,
             read_only,
             acquire_timeout,
+            pool_wait: prometheus::Histogram::with_opts(
+                prometheus::HistogramOpts::new(
+                    "gateway_db_pool_wait_seconds",
+                    "time a request waited for a pooled database connection (a wait that timed \
+                     out is counted in the last bucket)",
+                )
+                .buckets(vec![
+                    0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0,
+                ]),
+            )
+            .ok(),
         };
         if read_only {
             store.check_schema().await?;
@@ -379,10 +429,20 @@ impl Store {
 
     /// A connection from the pool, waiting at most the acquire timeout.
     pub async fn acquire(&self) -> Result<PooledConn, StoreError> {
-        Ok(match &self.pools {
-            Pools::Sqlite { pool, .. } => PooledConn::Sqlite(pool.acquire().await?),
-            Pools::Postgres { pool, .. } => PooledConn::Postgres(pool.acquire().await?),
-        })
+        let started = std::time::Instant::now();
+        let conn = match &self.pools {
+            Pools::Sqlite { pool, .. } => pool.acquire().await.map(PooledConn::Sqlite),
+            Pools::Postgres { pool, .. } => pool.acquire().await.map(PooledConn::Postgres),
+        };
+        if let Some(h) = &self.pool_wait {
+            h.observe(started.elapsed().as_secs_f64());
+        }
+        Ok(conn?)
+    }
+
+    /// The pool-wait histogram (unregistered), for the metrics endpoint.
+    pub fn pool_wait_histogram(&self) -> Option<&prometheus::Histogram> {
+        self.pool_wait.as_ref()
     }
 
     /// Begins a write transaction (SQLite: `BEGIN IMMEDIATE`, so the transaction holds the

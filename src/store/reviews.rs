@@ -167,3 +167,14 @@ pub async fn close(
     })?;
     Ok(done == 1)
 }
+
+/// How many reviews are in `state` (`open` or `closed`).
+pub async fn count(c: &mut Conn<'_>, state: &str) -> Result<u64, StoreError> {
+    let (n,): (i64,) = on_conn!(c, |c| {
+        sqlx::query_as("SELECT COUNT(*) FROM emergency_reviews WHERE state = $1")
+            .bind(state)
+            .fetch_one(c)
+            .await
+    })?;
+    Ok(u64::try_from(n).unwrap_or(0))
+}

@@ -14,8 +14,8 @@
 //! ([`PartnerCertVerifier::check_still_valid`]) so a CRL loaded after a connection was opened
 //! still applies to it.
 //!
-//! CRLs are authenticated when they are loaded ([`crl`]): a forged, foreign, ambiguous or
-//! rolled-back CRL refuses the whole set, so it can neither replace a good set nor make rustls
+//! CRLs are authenticated when they are loaded (the `crl` submodule): a forged, foreign,
+//! ambiguous or rolled-back CRL refuses the whole set, so it can neither replace a good set nor make rustls
 //! refuse every certificate of its issuer. A CRL past its nextUpdate is still used and warned
 //! about (in the log at most once an hour, and in `/healthz`); past nextUpdate +
 //! `tls.crl_grace_secs` its issuer's certificates are refused, in the handshake and on every

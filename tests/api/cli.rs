@@ -134,6 +134,12 @@ async fn key_entries(dev: &Dev) -> Vec<audit::Entry> {
     .await
     .unwrap();
     drop(pooled);
+    // Their details are sealed: opened with the log's free-text key, as compliance reads them.
+    let keyring = keys::open_read_only(&dev.key_file(), &store).await.unwrap();
+    let text = audit::LogTextKey::new(&keyring.log_text_key().unwrap());
+    for e in &mut entries {
+        text.open(e).unwrap();
+    }
     store.close().await;
     entries.reverse();
     entries
@@ -173,8 +179,9 @@ async fn key_commands_record_their_entries_and_keep_records_readable() {
             }
             store.close().await;
         }
-        // Three records' data keys, the blind-index key and the subject-pseudonym key.
-        assert_eq!(data_keys_per_version(&dev).await, vec![(1, 5)], "{db:?}");
+        // Three records' data keys, the blind-index key, the subject-pseudonym key and the
+        // disclosure log's free-text key.
+        assert_eq!(data_keys_per_version(&dev).await, vec![(1, 6)], "{db:?}");
         let key_file_before = std::fs::read_to_string(dev.key_file()).unwrap();
 
         let out = ok(&dev.run(&["keys", "rotate"]));
@@ -186,7 +193,7 @@ async fn key_commands_record_their_entries_and_keep_records_readable() {
         assert_eq!(
             detail(rotated),
             "keys rotate: master key version 2 added to the key file and made current \
-             (previous current version 1); data keys per master-key version: v1: 5"
+             (previous current version 1); data keys per master-key version: v1: 6"
         );
         assert_readable(&dev, &records).await;
 
@@ -198,17 +205,17 @@ async fn key_commands_record_their_entries_and_keep_records_readable() {
 
         let out = ok(&dev.run(&["keys", "rewrap"]));
         assert!(
-            out.contains("re-wrapped 5 data key(s) under version 2"),
+            out.contains("re-wrapped 6 data key(s) under version 2"),
             "{out}"
         );
         let entries = key_entries(&dev).await;
         assert_eq!(entries.len(), 2, "{db:?}");
         assert_eq!(
             detail(&entries[1]),
-            "keys rewrap: 5 data key(s) re-wrapped under master key version 2; data keys per \
-             master-key version now: v2: 5"
+            "keys rewrap: 6 data key(s) re-wrapped under master key version 2; data keys per \
+             master-key version now: v2: 6"
         );
-        assert_eq!(data_keys_per_version(&dev).await, vec![(2, 5)]);
+        assert_eq!(data_keys_per_version(&dev).await, vec![(2, 6)]);
         assert_readable(&dev, &records).await;
 
         let out = ok(&dev.run(&["keys", "retire", "1"]));
@@ -225,13 +232,13 @@ async fn key_commands_record_their_entries_and_keep_records_readable() {
         // Rotation with an immediate rewrap records both steps, in order.
         let out = ok(&dev.run(&["keys", "rotate", "--rewrap"]));
         assert!(
-            out.contains("re-wrapped 5 data key(s) under version 3"),
+            out.contains("re-wrapped 6 data key(s) under version 3"),
             "{out}"
         );
         let entries = key_entries(&dev).await;
         assert_eq!(entries.len(), 5, "{db:?}");
         assert!(detail(&entries[3]).starts_with("keys rotate: master key version 3 added"));
-        assert!(detail(&entries[4]).starts_with("keys rewrap: 5 data key(s)"));
+        assert!(detail(&entries[4]).starts_with("keys rewrap: 6 data key(s)"));
         assert!(entries.windows(2).all(|w| w[0].seq < w[1].seq));
         assert_readable(&dev, &records).await;
 
@@ -254,7 +261,7 @@ async fn key_commands_record_their_entries_and_keep_records_readable() {
         // `keys status` reads only; the chain verifies.
         let out = ok(&dev.run(&["keys", "status"]));
         assert!(out.contains("master key v3 (current)"), "{out}");
-        assert!(out.contains("wraps 5 data key(s)"), "{out}");
+        assert!(out.contains("wraps 6 data key(s)"), "{out}");
         let store = dev.store().await;
         let v = audit::verify_store(&store, None, None).await.unwrap();
         assert!(v.ok(), "{db:?}: {v:?}");
@@ -438,4 +445,54 @@ fn output_into_a_closed_pipe_ends_quietly() {
         assert!(!err.contains("panicked"), "{err}");
         assert!(out.status.success(), "{:?}: {err}", out.status);
     }
+}
+
+#[test]
+fn policy_check_reports_each_problem_once_and_ends_its_lines() {
+    let out = Command::new(BIN)
+        .args(["policy", "check"])
+        .arg(repo_root().join("policies"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    assert!(stdout.ends_with("no problems found\n"), "{stdout:?}");
+
+    let broken = repo_root().join("tests/fixtures/broken");
+    let out = Command::new(BIN)
+        .args(["policy", "check"])
+        .arg(&broken)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = text(&out.stderr);
+    let report = coresponse_gateway::policy::PolicySet::check(&broken, Utc::now());
+    assert!(!report.diagnostics.is_empty());
+    let headline = |d: &coresponse_gateway::policy::Diagnostic| {
+        // Long messages are wrapped; the location starts each headline.
+        format!("{}:{}:{}: ", d.file, d.line, d.column)
+    };
+    // Each headline as often as the report has it (once, unless two problems share it), not
+    // twice.
+    for d in &report.diagnostics {
+        let h = headline(d);
+        let want = report
+            .diagnostics
+            .iter()
+            .filter(|o| headline(o) == h)
+            .count();
+        assert_eq!(stderr.matches(&h).count(), want, "{h}\n{stderr}");
+    }
+    // Each hint once, as the report's `help:` (the plain copy's `hint:` lines are gone).
+    let hints = report
+        .diagnostics
+        .iter()
+        .filter(|d| d.hint.is_some())
+        .count();
+    assert_eq!(stderr.matches("help:").count(), hints, "{stderr}");
+    assert!(!stderr.contains("hint:"), "{stderr}");
+    assert!(
+        stderr.ends_with(&format!("{}\n", report.summary())),
+        "{stderr:?}"
+    );
 }

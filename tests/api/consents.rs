@@ -655,7 +655,8 @@ async fn revocation_takes_effect_at_once_is_kept_in_history_and_is_not_repeated(
         assert!(!c.is_active(Utc::now()));
         assert!(c.is_active(c.revoked_at.unwrap() - Duration::seconds(1)));
 
-        // One entry per change (and the refused repeat), committed with it; the chain holds.
+        // One entry per change, per refused malformed revocation (naming no consent) and for
+        // the refused repeat, committed with it; the chain holds.
         let entries = consent_entries(&app).await;
         let summary: Vec<(Outcome, Option<LegalBasis>)> = entries
             .iter()
@@ -668,13 +669,18 @@ async fn revocation_takes_effect_at_once_is_kept_in_history_and_is_not_repeated(
             summary,
             vec![
                 (Outcome::Permit, basis.clone()),
+                (Outcome::deny("invalid_json"), None),
+                (Outcome::deny("invalid_json"), None),
+                (Outcome::deny("invalid_json"), None),
+                (Outcome::deny("invalid_json"), None),
+                (Outcome::deny("invalid_revocation"), None),
                 (Outcome::Permit, basis.clone()),
                 (Outcome::deny("consent_already_revoked"), basis),
                 (Outcome::deny("consent_not_found"), None),
             ]
         );
         assert!(
-            entries[1]
+            entries[6]
                 .data
                 .detail
                 .as_deref()
@@ -1071,5 +1077,80 @@ async fn consents_stay_readable_across_master_key_rotation_rewrap_and_retirement
         assert_eq!(found[0].id, "consent-rotation-1");
         drop(pooled);
         store.close().await;
+    }
+}
+
+#[tokio::test]
+async fn refused_consent_requests_that_never_reach_the_registry_are_logged() {
+    for db in BOTH {
+        let app = spawn_app(db).await;
+        let id = record(&app, &part2_consent()).await;
+        let mut logged = consent_entries(&app).await.len();
+        let clin = clinician();
+        let raw = |path: &str, content_type: &str, body: &str| {
+            support::client(Some(&clin.0))
+                .post(app.url(path))
+                .bearer_auth(&clin.1)
+                .header("content-type", content_type)
+                .body(body.to_owned())
+                .send()
+        };
+
+        // Bodies that do not parse: one entry each, naming the code, never the body.
+        let res = raw("/v1/consents", "application/json", "{not json")
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 400, "{db:?}");
+        let detail = one_more_refusal(&app, &mut logged, "invalid_json").await;
+        assert!(detail.contains("record"), "{detail}");
+        let mut body = part2_consent();
+        body["nickname"] = json!(PATIENT);
+        let res = post(&app, &clin, "/v1/consents", &body).await;
+        assert_eq!(res.status(), 400);
+        one_more_refusal(&app, &mut logged, "invalid_json").await;
+        let res = raw("/v1/consents", "text/plain", &part2_consent().to_string())
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 415);
+        one_more_refusal(&app, &mut logged, "unsupported_media_type").await;
+
+        // Revocations refused before the consent is looked up: the same answer whether it
+        // exists or not, and logged without naming it.
+        let path = format!("/v1/consents/{id}/revoke");
+        let res = raw(&path, "application/json", "[]").await.unwrap();
+        assert_eq!(res.status(), 400);
+        let detail = one_more_refusal(&app, &mut logged, "invalid_json").await;
+        assert!(detail.contains("revoke"), "{detail}");
+        assert!(!detail.contains(&id), "{detail}");
+        let mut future = revocation();
+        future["received_at"] = json!((Utc::now() + Duration::days(2)).to_rfc3339());
+        for target in [id.as_str(), "consent-unknown"] {
+            let res = post(
+                &app,
+                &clin,
+                &format!("/v1/consents/{target}/revoke"),
+                &future,
+            )
+            .await;
+            assert_eq!(res.status(), 400);
+            let v: Value = res.json().await.unwrap();
+            assert_eq!(v["code"], "invalid_revocation");
+            let detail = one_more_refusal(&app, &mut logged, "invalid_revocation").await;
+            assert!(detail.contains("received_at"), "{detail}");
+            assert!(!detail.contains(target), "{detail}");
+        }
+        let res = post(&app, &clin, "/v1/consents/a%20b/revoke", &revocation()).await;
+        assert_eq!(res.status(), 400);
+        one_more_refusal(&app, &mut logged, "invalid_path").await;
+
+        // None of it changed the consent.
+        let v: Value = get(&app, &clin, &format!("/v1/consents/{id}"))
+            .await
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(v["status"], "active");
+        verify(&app).await;
+        app.stop().await;
     }
 }

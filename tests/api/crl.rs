@@ -89,7 +89,11 @@ async fn running_set_still_in_force(app: &TestApp) {
 }
 
 async fn reload_refused(app: &TestApp, reason: &str) {
-    let err = app.state.reload().expect_err("the reload must be refused");
+    let err = app
+        .state
+        .reload()
+        .await
+        .expect_err("the reload must be refused");
     let err = format!("{err:#}");
     assert!(err.contains(reason), "{err}");
     assert!(err.contains("crl.pem"), "the file is named: {err}");
@@ -149,9 +153,9 @@ async fn a_crl_with_a_lower_number_than_the_one_in_force_is_refused() {
     let app = spawn_with(Db::Sqlite, |_| {}).await;
     let next = now() + Duration::days(30);
     std::fs::write(crl_path(&app), dev_crl(5, next)).unwrap();
-    app.state.reload().expect("a newer CRL loads");
+    app.state.reload().await.expect("a newer CRL loads");
     // The same CRL read again is fine.
-    app.state.reload().expect("the same CRL reloads");
+    app.state.reload().await.expect("the same CRL reloads");
 
     // Number 4, properly signed, and un-revoking the revoked certificate.
     let pki = pki();
@@ -174,7 +178,7 @@ async fn a_stale_crl_is_still_used_and_reported_by_healthz() {
     let app = spawn_with(Db::Sqlite, |_| {}).await;
     let next_update = now() - Duration::hours(1);
     std::fs::write(crl_path(&app), dev_crl(2, next_update)).unwrap();
-    app.state.reload().expect("a stale CRL loads");
+    app.state.reload().await.expect("a stale CRL loads");
 
     let metro = pki().partner_cert("metro-pd");
     let res = app.get(Some(&metro), "/healthz", None).await.unwrap();
@@ -294,7 +298,7 @@ async fn a_crl_past_its_grace_period_refuses_its_issuer_and_healthz_says_why() {
 
     // A current CRL of the second CA, reloaded, lets its partner in again.
     second.write_crl(2, now() + Duration::days(7));
-    app.state.reload().expect("a current CRL loads");
+    app.state.reload().await.expect("a current CRL loads");
     let res = app
         .get(Some(&second.partner), "/healthz", None)
         .await
@@ -336,6 +340,7 @@ async fn a_crl_past_a_configured_grace_period_refuses_requests_on_open_connectio
     second.write_crl(2, now() - Duration::hours(1));
     app.state
         .reload()
+        .await
         .expect("an authentic CRL loads even when out of date");
 
     let res = keepalive

@@ -110,6 +110,13 @@ async fn the_readme_journeys_work_on_the_demo_data() {
             (200, Some("ASSIGNED")),
             "{r1}"
         );
+        // Jordan's consent names the police: the assigned clinician's contact is shown too.
+        assert!(
+            r1["fields"]["clinician_contact"]
+                .as_str()
+                .is_some_and(|c| c.contains("Rivera")),
+            "{r1}"
+        );
         let (_, _, r2) = read(
             &app,
             &officer,

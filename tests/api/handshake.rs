@@ -150,7 +150,7 @@ async fn revocation_holds_for_resumed_sessions_and_open_connections() {
             .unwrap(),
     )
     .unwrap();
-    app.state.reload().expect("reload");
+    app.state.reload().await.expect("reload");
 
     // The open connection: refused at request time.
     let res = keepalive

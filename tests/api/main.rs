@@ -10,20 +10,28 @@
     clippy::indexing_slicing
 )]
 mod audit;
+mod browser;
 mod cli;
 mod consent_live;
 mod consents;
+mod console;
 mod crl;
 mod demo;
+mod directives;
+mod edges;
 mod emergency;
 mod handshake;
+mod metrics;
+mod policy_changes;
 mod records_api;
 mod records_store;
 mod reload;
 mod replicas;
 mod reports;
 mod robustness;
+mod sealed_log;
 mod storage;
 mod support;
 mod token_times;
 mod tokens;
+mod transparency;

@@ -788,14 +788,13 @@ async fn the_referral_life_cycle_and_what_each_side_sees() {
         let (s, _) = transition(&app, &mh, "REF-404", json!({"to": "RECEIVED"})).await;
         assert_eq!(s, 404);
 
-        // Police see where it stands, coarsened without consent, with the clinician contact.
+        // Police see where it stands, coarsened without consent; the clinician contact, whose
+        // presence alone would tell that a clinician was assigned, is withheld with it.
         let (s, id_hdr, b) = read(&app, &officer(), &path, Some("referral-followup"), &[]).await;
         assert_eq!(s, 200, "{b}");
         assert_eq!(b["fields"]["status"], "IN_PROGRESS");
-        assert_eq!(
-            b["fields"]["clinician_contact"],
-            "Dr. Rivera, desk +1 555 010 9000"
-        );
+        assert!(b["fields"].get("clinician_contact").is_none(), "{b}");
+        assert!(!b.to_string().contains("Rivera"), "{b}");
         assert!(
             b["fields"].get("reason").is_none() && b["fields"].get("status_note").is_none(),
             "{b}"
@@ -805,12 +804,67 @@ async fn the_referral_life_cycle_and_what_each_side_sees() {
             7,
             "month only"
         );
+        // The log entry says exactly what left: the status generalized, the contact withheld
+        // (not among the fields disclosed, counted among those withheld).
         let e = entry(&app, id_hdr.as_deref().unwrap()).await;
         assert!(
             e.data
                 .fields_disclosed
                 .iter()
                 .any(|f| f.field == "status" && f.transform == "generalize(referral-status)"),
+            "{e:?}"
+        );
+        let sent: std::collections::BTreeSet<&str> = b["fields"]
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect();
+        let logged: std::collections::BTreeSet<&str> = e
+            .data
+            .fields_disclosed
+            .iter()
+            .map(|f| f.field.as_str())
+            .collect();
+        assert_eq!(logged, sent, "{e:?}");
+        assert!(!logged.contains(&"clinician_contact"), "{e:?}");
+
+        // With a consent naming the police for referral follow-up, the actual state and the
+        // contact are shown, and logged as disclosed.
+        let consent = json!({
+            "subjects": [{"system": "metro-pd", "value": "P-2231"}],
+            "patient_name": "Jordan Example",
+            "disclosers": ["county-mh"],
+            "recipients": ["metro-pd"],
+            "purposes": ["referral-followup"],
+            "scope": {"kinds": ["referral"]},
+            "expires": (chrono::Utc::now() + chrono::Duration::days(30)).to_rfc3339(),
+            "signature_reference": "DMS-REF-1",
+            "signed_on": (chrono::Utc::now() - chrono::Duration::days(1)).date_naive().to_string(),
+            "revocation_statement": "You may revoke this consent at any time in writing."
+        });
+        let (s, c) = post(&app, &mh, "/v1/consents", &consent).await;
+        assert_eq!(s, 201, "{c}");
+        let (s, id_hdr, b) = read(&app, &officer(), &path, Some("referral-followup"), &[]).await;
+        assert_eq!(s, 200, "{b}");
+        assert_eq!(b["fields"]["status"], "ASSIGNED");
+        assert_eq!(
+            b["fields"]["clinician_contact"],
+            "Dr. Rivera, desk +1 555 010 9000"
+        );
+        let e = entry(&app, id_hdr.as_deref().unwrap()).await;
+        assert!(
+            e.data
+                .fields_disclosed
+                .iter()
+                .any(|f| f.field == "clinician_contact" && f.transform == "reveal"),
+            "{e:?}"
+        );
+        assert!(
+            e.data
+                .fields_disclosed
+                .iter()
+                .any(|f| f.field == "status" && f.transform == "reveal"),
             "{e:?}"
         );
 

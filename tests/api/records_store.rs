@@ -800,8 +800,9 @@ async fn rotate_and_rewrap_keep_every_record_readable() {
         .await;
         assert_eq!(
             keys_before.len(),
-            7,
-            "five records, the blind-index key and the subject-pseudonym key"
+            8,
+            "five records, the blind-index key, the subject-pseudonym key and the log's \
+             free-text key"
         );
         let fields_before: Vec<(String, String, Vec<u8>)> = fetch_all(
             &env.store,
@@ -837,10 +838,10 @@ async fn rotate_and_rewrap_keep_every_record_readable() {
         let err = keys::retire(&keyring, &env.store, MasterVersion::new(1).unwrap())
             .await
             .unwrap_err();
-        assert!(matches!(err, RetireError::InUse { count: 7, .. }), "{err}");
+        assert!(matches!(err, RetireError::InUse { count: 8, .. }), "{err}");
 
         let report = keys::rewrap(&keyring, &env.store).await.unwrap();
-        assert_eq!((report.current, report.rewrapped), (v2, 7));
+        assert_eq!((report.current, report.rewrapped), (v2, 8));
         assert_eq!(
             keys::rewrap(&keyring, &env.store).await.unwrap().rewrapped,
             0,

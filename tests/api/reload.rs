@@ -15,9 +15,24 @@ async fn a_bad_policy_set_on_reload_is_refused_and_the_running_one_kept() {
     let app = crate::support::spawn_with(Db::Sqlite, |s| s.policy.dir = dir).await;
     let hash_before = app.services().policy.load().hash.clone();
 
-    // A good reload succeeds.
-    app.state.reload().expect("the unchanged set reloads");
-    app.security_event("policy_reloaded").await;
+    // A good reload succeeds, and is recorded durably before the reload returns.
+    app.state.reload().await.expect("the unchanged set reloads");
+    let reloads = app
+        .log_entries(&coresponse_gateway::audit::query::Filter {
+            kinds: vec![coresponse_gateway::audit::EntryKind::PolicyReloaded],
+            limit: 10,
+            ..Default::default()
+        })
+        .await;
+    assert_eq!(reloads.len(), 2, "start-up and the reload");
+    assert!(
+        reloads[0]
+            .data
+            .detail
+            .as_deref()
+            .unwrap()
+            .contains("the same policy set as before")
+    );
 
     // Break an MOU: a rule naming a purpose that does not exist.
     let mou = policies.path().join("mous/metro-county-coresponse.toml");
@@ -29,6 +44,7 @@ async fn a_bad_policy_set_on_reload_is_refused_and_the_running_one_kept() {
     let err = app
         .state
         .reload()
+        .await
         .expect_err("a broken set must be refused");
     assert!(format!("{err:#}").contains("refferal-followup"), "{err:#}");
     assert_eq!(
@@ -97,7 +113,7 @@ async fn a_reloaded_registry_drops_cached_tokens() {
         200,
         "until the registry is reloaded, the running set is the one in force"
     );
-    app.state.reload().expect("the registry reloads");
+    app.state.reload().await.expect("the registry reloads");
     let res = whoami().await;
     assert_eq!(res.status(), 401, "the cached token is no longer accepted");
     let body: serde_json::Value = res.json().await.unwrap();

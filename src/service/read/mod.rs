@@ -37,13 +37,15 @@ use uuid::Uuid;
 
 use super::{Caller, Error, Services, log_error, record_error};
 use crate::audit::{self, EntryKind, FieldDisclosure, LegalBasis, NewEntry, Receipt};
+use crate::consent::directive_cache::SubjectDirectives;
 use crate::consent::registry;
 use crate::domain::{
     Consent, PartnerKind, Principal, Purpose, RecordId, RecordKind, SubjectIdentifier, SubjectRef,
 };
 use crate::emergency;
 use crate::policy::{
-    self, Decision, EmergencyAssertion, Outcome, Permit, PolicySet, Reason, Request, Transform,
+    self, Decision, EmergencyAssertion, Inputs, MedicalEmergency, Outcome, Permit, PolicySet,
+    Reason, Request, Transform,
 };
 use crate::redaction::{self, RedactionKeys};
 use crate::store::epochs::Epochs;
@@ -60,13 +62,19 @@ pub struct Asker<'a> {
     pub purpose: &'a Purpose,
     /// The emergency basis, for purpose `emergency`.
     pub emergency: Option<&'a EmergencyAssertion>,
+    /// A stated 42 CFR 2.51 medical emergency, for purpose `emergency`.
+    pub medical: Option<&'a MedicalEmergency>,
 }
+
+/// What the decision reads about a record's subject: the reference standing for the person,
+/// their consents, and their restrictions and court orders.
+type SubjectInputs = (SubjectRef, Vec<Consent>, SubjectDirectives);
 
 /// One record as disclosed: the body for the recipient and its log entry.
 #[derive(Debug)]
 pub struct DisclosedRecord {
-    /// The disclosure-log entry's sequence number.
-    pub disclosure_id: u64,
+    /// The disclosure-log entry (its sequence number is the disclosure id).
+    pub disclosure_id: audit::LogRef,
     /// The JSON the recipient receives.
     pub body: Value,
 }
@@ -84,7 +92,7 @@ pub enum RecordAnswer {
 #[derive(Debug)]
 pub struct Denial {
     /// The log entry.
-    pub disclosure_id: u64,
+    pub disclosure_id: audit::LogRef,
     /// The decision.
     pub decision_id: Uuid,
     /// Why.
@@ -106,7 +114,7 @@ impl Denial {
                 "reasons": keys,
                 "decision_id": self.decision_id,
             }),
-            disclosure_id: self.disclosure_id,
+            disclosure_id: Box::new(self.disclosure_id),
         }
     }
 }
@@ -119,7 +127,7 @@ pub struct SubjectAnswer {
     /// The log entries to quote to the caller: one per record disclosed, or, when nothing was
     /// disclosed, the one entry recording that (never one per record denied, which would tell
     /// the caller how many records it may not see).
-    pub disclosure_ids: Vec<u64>,
+    pub disclosure_ids: Vec<audit::LogRef>,
 }
 
 impl Services {
@@ -216,7 +224,7 @@ impl Services {
                 "subject lookup: {found} record(s) found, {denied} denied"
             ));
             let receipt = self.log.append(e).await.map_err(log_error)?;
-            out.disclosure_ids.push(receipt.seq());
+            out.disclosure_ids.push(receipt.log_ref());
         }
         Ok(out)
     }
@@ -254,23 +262,29 @@ impl Services {
         Ok(out)
     }
 
-    /// The subject's consents (matched by any of the record's identifiers) as decision input,
-    /// current as of the consent epoch read with the record. A consent whose stored data does
-    /// not authenticate fails the read: a decision is never taken on a partial view of the
-    /// person's consents.
+    /// The subject's consents, restrictions and court orders (matched by any of the record's
+    /// identifiers) as decision inputs, current as of the consent epoch read with the record
+    /// (it moves with every change of any of them). A directive whose stored data does not
+    /// authenticate fails the read: a decision is never taken on a partial view of the
+    /// person's directives.
     async fn consents_for(
         &self,
         c: &mut crate::store::Conn<'_>,
         rec: &DecryptedRecord,
         epochs: Epochs,
-    ) -> Result<(SubjectRef, Vec<Consent>), Error> {
+    ) -> Result<SubjectInputs, Error> {
         let subject = self.subject_ref(rec)?;
         let consents = self
             .consents
             .for_subjects(c, &self.keyring, &rec.subjects, &subject, epochs.consents)
             .await
             .map_err(super::consents::store_error)?;
-        Ok((subject, consents))
+        let directives = self
+            .directives
+            .for_subjects(c, &self.keyring, &rec.subjects, &subject, epochs.consents)
+            .await
+            .map_err(super::directives::store_error)?;
+        Ok((subject, consents, directives))
     }
 
     /// The decision subject of a record: a stable reference derived from the pseudonym of its
@@ -293,11 +307,11 @@ impl Services {
         policy: &PolicySet,
         asker: &Asker<'_>,
         rec: DecryptedRecord,
-        (subject, consents): (SubjectRef, Vec<Consent>),
+        (subject, consents, directives): SubjectInputs,
         now: DateTime<Utc>,
     ) -> Result<RecordAnswer, Error> {
         let principal = asker.caller.principal;
-        let decision = policy::decide(
+        let decision = policy::decide_with(
             &Request {
                 principal,
                 purpose: asker.purpose,
@@ -306,12 +320,24 @@ impl Services {
                 subject: &subject,
                 emergency: asker.emergency,
             },
-            &consents,
+            &Inputs {
+                consents: &consents,
+                restrictions: &directives.restrictions,
+                court_orders: &directives.court_orders,
+                medical_emergency: asker.medical,
+            },
             policy,
             now,
         );
-        let view = views::View::for_record(policy, asker, &rec, &consents, &subject, now);
+        let view = views::for_record(policy, asker, &rec, &consents, &subject, now);
         let mut entry = decision_entry(policy, asker, &decision, now);
+        if asker.medical.is_some() && decision.is_permit() {
+            let doc = medical_documentation(policy, asker, &rec.owner, now);
+            entry.detail = Some(match entry.detail.take() {
+                Some(d) => format!("{doc}; {d}"),
+                None => doc,
+            });
+        }
         entry.subject = rec.subjects.first().map(|s| self.log.pseudonym(s));
         entry.record = Some(audit::RecordRef {
             kind: rec.kind.to_string(),
@@ -322,12 +348,17 @@ impl Services {
             let disclosed: Vec<FieldDisclosure> = permit
                 .fields()
                 .iter()
-                .filter(|p| p.transform != Transform::Omit && present.contains(p.field.as_str()))
+                .filter(|p| {
+                    p.transform != Transform::Omit
+                        && present.contains(p.field.as_str())
+                        && !view.withholds(&p.field)
+                })
                 .map(|p| {
                     FieldDisclosure::new(&p.field, view.transform_label(&p.field, p.transform))
                 })
                 .collect();
             entry.fields_withheld = count(present.len().saturating_sub(disclosed.len()));
+            entry.detail = Some(field_reasons(entry.detail.take(), permit, &disclosed));
             entry.fields_disclosed = disclosed;
             if permit
                 .fields()
@@ -343,7 +374,8 @@ impl Services {
         } else {
             entry.fields_withheld = count(present.len());
         }
-        let emergency = decision.is_permit() && asker.emergency.is_some();
+        let emergency =
+            decision.is_permit() && (asker.emergency.is_some() || asker.medical.is_some());
         let (receipt, review) =
             if emergency {
                 let subject_key = entry
@@ -376,17 +408,19 @@ impl Services {
         let permit = match decision.outcome {
             Outcome::Deny { reasons } => {
                 return Ok(RecordAnswer::Denied(Denial {
-                    disclosure_id: receipt.seq(),
+                    disclosure_id: receipt.log_ref(),
                     decision_id: decision.id,
                     reasons,
                 }));
             }
             Outcome::Permit(permit) => permit,
         };
-        self.answer(policy, asker, rec, &permit, &receipt, &view, review)
+        self.answer(policy, asker, rec, &permit, &receipt, view, review)
     }
 
     /// Opens the values with the permit and the receipt, redacts them and builds the answer.
+    // Each argument is a different piece of the one disclosure; bundling them would only
+    // rename them.
     #[allow(clippy::too_many_arguments)]
     fn answer(
         &self,
@@ -395,7 +429,7 @@ impl Services {
         rec: DecryptedRecord,
         permit: &Permit,
         receipt: &Receipt,
-        view: &views::View,
+        view: crate::referral::view::StatusView,
         review: Option<emergency::ReviewRef>,
     ) -> Result<RecordAnswer, Error> {
         let version = rec.version;
@@ -430,7 +464,7 @@ impl Services {
         }
         let body = Value::Object(body);
         Ok(RecordAnswer::Disclosed(DisclosedRecord {
-            disclosure_id: receipt.seq(),
+            disclosure_id: receipt.log_ref(),
             body,
         }))
     }
@@ -453,7 +487,7 @@ impl Services {
             .map_err(|e| Error::internal(format!("{e}")))?;
         let mut denial = None;
         for holder in policy.partners.iter().filter(|p| p.kind == owner) {
-            let d = policy::decide(
+            let d = policy::decide_with(
                 &Request {
                     principal: asker.caller.principal,
                     purpose: asker.purpose,
@@ -462,7 +496,10 @@ impl Services {
                     subject: &placeholder,
                     emergency: asker.emergency,
                 },
-                &[],
+                &Inputs {
+                    medical_emergency: asker.medical,
+                    ..Inputs::default()
+                },
                 policy,
                 now,
             );
@@ -484,7 +521,7 @@ impl Services {
                 return Err(Error::internal("a denial that permits"));
             };
             return Ok(RecordAnswer::Denied(Denial {
-                disclosure_id: receipt.seq(),
+                disclosure_id: receipt.log_ref(),
                 decision_id: d.id,
                 reasons,
             }));
@@ -509,7 +546,48 @@ fn base_entry(asker: &Asker<'_>, now: DateTime<Utc>, outcome: audit::Outcome) ->
         });
         e.justification = Some(em.threat.clone());
     }
+    if let Some(m) = asker.medical {
+        // 42 CFR 2.51(c)(1): the medical personnel's name; their affiliation, the discloser,
+        // the date and time follow in the entry's detail and fields; (c)(4) the nature of the
+        // emergency is the justification.
+        e.basis = Some(LegalBasis::MedicalEmergency {
+            documentation: format!(
+                "medical personnel: {} ({} user `{}`)",
+                m.personnel, asker.caller.principal.partner, asker.caller.principal.user
+            ),
+        });
+        e.justification = Some(m.nature.clone());
+    }
     e
+}
+
+/// The documentation 42 CFR 2.51(c) asks for, for the disclosure's log entry: the medical
+/// personnel's name and affiliation, who disclosed, the date and time (the nature of the
+/// emergency is the entry's justification).
+fn medical_documentation(
+    policy: &PolicySet,
+    asker: &Asker<'_>,
+    holder: &crate::domain::PartnerId,
+    now: DateTime<Utc>,
+) -> String {
+    let name = |id: &crate::domain::PartnerId| {
+        policy.partners.get(id).map_or_else(
+            || id.to_string(),
+            |p| format!("{} (`{id}`)", p.display_name),
+        )
+    };
+    let p = asker.caller.principal;
+    let roles: Vec<String> = p.roles.iter().map(ToString::to_string).collect();
+    format!(
+        "42 CFR 2.51(c): disclosed to {} of {} (user `{}`, role {}); disclosed by {} through \
+         the co-response gateway; at {}; nature of the emergency: see the justification",
+        asker.medical.map_or("", |m| m.personnel.as_str()),
+        name(&p.partner),
+        p.user,
+        roles.join(", "),
+        name(holder),
+        now.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
+    )
 }
 
 /// The log entry for a decision: outcome, basis and the role the applied rule admitted.
@@ -536,25 +614,47 @@ fn decision_entry(
         let reasons = permit.fields().iter().flat_map(|f| f.reasons.iter());
         let mut consent = None;
         let mut rule = None;
+        let mut order = None;
+        let mut withheld: std::collections::BTreeMap<String, Vec<String>> = Default::default();
+        for f in permit.fields() {
+            for r in &f.reasons {
+                if let Reason::Restriction { restriction } = r {
+                    withheld
+                        .entry(restriction.clone())
+                        .or_default()
+                        .push(f.field.clone());
+                }
+            }
+        }
         for r in reasons {
             match r {
                 Reason::Consent { consent: c } if consent.is_none() => consent = Some(c.clone()),
                 Reason::MouRule { mou, rule: id, .. } if rule.is_none() => {
                     rule = Some((mou.clone(), id.clone()));
                 }
+                Reason::CourtOrder { order: o } if order.is_none() => order = Some(o.clone()),
                 _ => {}
             }
+        }
+        if !withheld.is_empty() {
+            // HIPAA 164.522(a): the log says which agreed restriction withheld which fields.
+            let parts: Vec<String> = withheld
+                .iter()
+                .map(|(id, fields)| format!("restriction {id} withheld {}", fields.join(", ")))
+                .collect();
+            e.detail = Some(parts.join("; "));
         }
         if let Some((mou, id)) = &rule
             && let Some(role) = applied_role(policy, asker.caller.principal, mou, id)
         {
             e.recipient_role = Some(role);
         }
-        if asker.emergency.is_none() {
-            e.basis = match (consent, rule) {
-                (Some(consent_id), _) => Some(LegalBasis::Consent { consent_id }),
-                (None, Some((mou_id, rule))) => Some(LegalBasis::Mou { mou_id, rule }),
-                (None, None) => None,
+        if asker.emergency.is_none() && asker.medical.is_none() {
+            e.basis = match (order, consent, rule) {
+                (Some(order_id), _, _) => Some(LegalBasis::CourtOrder { order_id }),
+                (None, Some(consent_id), _) => Some(LegalBasis::Consent { consent_id }),
+                (None, None, Some((mou_id, rule))) => Some(LegalBasis::Mou { mou_id, rule }),
+                (None, None, None) => None,
             };
         }
     }
@@ -584,6 +684,27 @@ fn recipient_key<'a>(
         .partners
         .get(permit.recipient())
         .and_then(|p| p.encryption.as_ref())
+}
+
+/// The `detail` of a permitted disclosure: what the decision already wrote there (a
+/// restriction that withheld a field, a medical emergency's documentation), then why each
+/// disclosed field left (see [`audit::reasons`]).
+fn field_reasons(
+    existing: Option<String>,
+    permit: &Permit,
+    disclosed: &[FieldDisclosure],
+) -> String {
+    let fields: Vec<audit::reasons::FieldReasons> = disclosed
+        .iter()
+        .filter_map(|d| permit.fields().iter().find(|p| p.field == d.field))
+        .map(|p| {
+            (
+                p.field.clone(),
+                p.reasons.iter().map(|r| (r.key(), r.describe())).collect(),
+            )
+        })
+        .collect();
+    audit::reasons::append_to_detail(existing, &fields)
 }
 
 fn count(n: usize) -> u32 {

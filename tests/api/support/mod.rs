@@ -48,11 +48,14 @@ pub fn repo_root() -> PathBuf {
 pub fn pki() -> &'static Pki {
     PKI.get_or_init(|| {
         let _ = rustls::crypto::ring::default_provider().install_default();
+        // Under the target directory, and removed once this test process has exited (the dev
+        // CA's private key must not pile up in the system's temp directory, run after run).
         let dir = tempfile::Builder::new()
             .prefix("gateway-test-pki-")
-            .tempdir()
+            .tempdir_in(env!("CARGO_TARGET_TMPDIR"))
             .expect("tempdir")
             .keep();
+        remove_after_exit(&dir);
         devinit::init(&InitOptions {
             dir: dir.clone(),
             policy_dir: repo_root().join("policies"),
@@ -100,6 +103,25 @@ pub fn pki() -> &'static Pki {
             revoked_serial,
         }
     })
+}
+
+/// Removes `dir` once this process has exited: a watcher process outlives it by at most a
+/// second. (The material must live as long as the process, which has no exit hook.)
+pub fn remove_after_exit(dir: &Path) {
+    let script = format!(
+        "while kill -0 {pid} 2>/dev/null; do sleep 1; done; rm -rf '{dir}'",
+        pid = std::process::id(),
+        dir = dir.display()
+    );
+    // Never waited for: it is meant to outlive this process (then it is reaped by init).
+    #[allow(clippy::zombie_processes)]
+    std::process::Command::new("sh")
+        .args(["-c", &script])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("start the watcher that removes the test PKI");
 }
 
 impl Pki {
@@ -178,6 +200,8 @@ pub enum Db {
 
 pub struct TestApp {
     pub addr: std::net::SocketAddr,
+    /// The metrics listener, when the settings enable it.
+    pub metrics_addr: Option<std::net::SocketAddr>,
     pub state: actix_web::web::Data<AppState>,
     pub handle: actix_server::ServerHandle,
     pub workdir: tempfile::TempDir,
@@ -273,11 +297,13 @@ async fn spawn_on(db: Db, tweak: impl FnOnce(&mut Settings), clock: SharedClock)
         .await
         .expect("build app");
     let addr = app.addr();
+    let metrics_addr = app.metrics_addr();
     let state = app.state();
     let handle = app.handle();
     tokio::spawn(app.run_until_stopped());
     TestApp {
         addr,
+        metrics_addr,
         state,
         handle,
         workdir,
@@ -330,13 +356,21 @@ impl TestApp {
     /// The log entries `filter` selects, newest first.
     pub async fn log_entries(&self, filter: &query::Filter) -> Vec<audit::Entry> {
         let mut pooled = self.store().acquire().await.unwrap();
-        query::list(&mut pooled.conn(), filter).await.unwrap()
+        let mut out = query::list(&mut pooled.conn(), filter).await.unwrap();
+        for e in &mut out {
+            self.services().log.open(e).unwrap();
+        }
+        out
     }
 
-    /// The log entry `seq`.
+    /// The log entry `seq`, its sealed free text opened (as compliance officers see it).
     pub async fn log_entry(&self, seq: u64) -> Option<audit::Entry> {
         let mut pooled = self.store().acquire().await.unwrap();
-        query::get(&mut pooled.conn(), seq).await.unwrap()
+        let mut e = query::get(&mut pooled.conn(), seq).await.unwrap();
+        if let Some(e) = &mut e {
+            self.services().log.open(e).unwrap();
+        }
+        e
     }
 
     /// Verifies the whole chain (with the checkpoint key) and asserts that it holds.
@@ -409,11 +443,13 @@ pub async fn spawn_replica(app: &TestApp) -> TestApp {
     s.server.listen = "127.0.0.1:0".parse().unwrap();
     let replica = Application::build(s).await.expect("build replica");
     let addr = replica.addr();
+    let metrics_addr = replica.metrics_addr();
     let state = replica.state();
     let handle = replica.handle();
     tokio::spawn(replica.run_until_stopped());
     TestApp {
         addr,
+        metrics_addr,
         state,
         handle,
         workdir,
