@@ -13,9 +13,8 @@ use crate::error::ApiError;
 use crate::reports::{Period, facts, render};
 
 /// Registers the routes.
-pub(super) fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.route("/v1/reports", web::get().to(list))
-        .route("/v1/reports/{id}", web::get().to(run));
+pub(super) fn routes(r: &mut super::Routes<'_>) {
+    r.get("/v1/reports", list).get("/v1/reports/{id}", run);
 }
 
 fn bad_param(name: &str, why: impl std::fmt::Display) -> ApiError {
@@ -68,8 +67,21 @@ fn parse_run(pairs: &[(String, String)]) -> Result<(Period, bool), ApiError> {
 }
 
 /// `GET /v1/reports`.
+#[utoipa::path(
+    get,
+    path = "/v1/reports",
+    tag = "reports",
+    operation_id = "list_reports",
+    summary = "The reports the caller may run, with their tables and privacy budget",
+    responses(
+        (status = 200, description = "`{\"reports\": [{id, title, description, release, definition_hash, file, runners, basis, tables, privacy?}]}`; `privacy` holds `epsilon`, `series`, `budget`, `spent` and `runs_left`", body = Object),
+        (status = 401, description = "a `token_*` code: token missing, malformed, expired, not yet valid, wrongly bound, ...", body = crate::error::ErrorBody),
+        (status = 503, description = "`service_unavailable`; retry", body = crate::error::ErrorBody),
+    ),
+    security(("mutual_tls" = [], "bearer" = [])),
+)]
 #[tracing::instrument(skip_all)]
-async fn list(
+pub(super) async fn list(
     who: Authenticated,
     req: HttpRequest,
     state: web::Data<AppState>,
@@ -82,8 +94,31 @@ async fn list(
 }
 
 /// `GET /v1/reports/{id}`.
+#[utoipa::path(
+    get,
+    path = "/v1/reports/{id}",
+    tag = "reports",
+    operation_id = "run_report",
+    summary = "Run a report over `[from, to)` after disclosure control (logged as `report_generated`)",
+    params(
+        ("id" = String, Path, description = "report id (a file in `policies/reports/`)"),
+        ("from" = String, Query, description = "first day of the period (`2026-01-01`, midnight UTC) or an RFC 3339 time"),
+        ("to" = String, Query, description = "the day after the period ends, or an RFC 3339 time; at most ten years after `from`"),
+        ("format" = Option<String>, Query, description = "`json` (default) or `csv`"),
+    ),
+    responses(
+        (status = 200, description = "the report (JSON: `{report, title, release, definition_hash, policy_hash, period, run_id, log_entry, disclosure_control, privacy?, tables}`; CSV: one line per number); `Report-Log-Entry` names its `report_generated` entry", body = Object),
+        (status = 400, description = "`invalid_parameter` (with `details.parameter`: `from`, `to`, `format` or an unknown parameter)", body = crate::error::ErrorBody),
+        (status = 403, description = "`report_not_permitted`: the caller is no runner of the report (logged)", body = crate::error::ErrorBody),
+        (status = 404, description = "`unknown_report`", body = crate::error::ErrorBody),
+        (status = 409, description = "`privacy_budget_exhausted` (with `details.series`, `epsilon`, `spent`, `budget`; logged)", body = crate::error::ErrorBody),
+        (status = 401, description = "a `token_*` code: token missing, malformed, expired, not yet valid, wrongly bound, ...", body = crate::error::ErrorBody),
+        (status = 503, description = "`service_unavailable`: nothing was released; retry", body = crate::error::ErrorBody),
+    ),
+    security(("mutual_tls" = [], "bearer" = [])),
+)]
 #[tracing::instrument(skip_all)]
-async fn run(
+pub(super) async fn run(
     who: Authenticated,
     req: HttpRequest,
     state: web::Data<AppState>,

@@ -386,7 +386,7 @@ pub(crate) fn check_files(files: &PolicyFiles, now: DateTime<Utc>) -> Checked {
     }
     check_overlaps(&mous, &mut report);
     let mous: Vec<Mou> = mous.into_iter().map(|(m, _, _)| m).collect();
-    let reports = super::reports::check_dir(dir, &partners, &kinds, &mous, &mut report);
+    let reports = super::reports::check_dir(files, &partners, &kinds, &mous, &mut report);
     report.sort();
     Checked {
         report,

@@ -10,11 +10,11 @@
 //! The directory is optional: a policy set without `reports/` has no reports.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::Path;
 
 use sha2::{Digest, Sha256};
 use toml_edit::{Item, TableLike};
 
+use super::files::PolicyFiles;
 use super::diag::{Diagnostic, Report, Severity, SourceFile, choices_hint};
 use super::load::{Cx, PartnerFacts, Sp, Span, parse_doc, read_file};
 use super::model::{FieldType, KindDef, Mou, PURPOSES};
@@ -50,32 +50,27 @@ struct SetFacts<'a> {
     mous: &'a [Mou],
 }
 
-/// Checks every `reports/*.toml` of `dir`; returns the definitions that validated, by id.
+/// Checks every `reports/*.toml` of the set's files; returns the definitions that validated, by id.
 pub(super) fn check_dir(
-    dir: &Path,
+    files: &PolicyFiles,
     partners: &BTreeMap<PartnerId, PartnerFacts>,
     kinds: &BTreeMap<String, KindDef>,
     mous: &[Mou],
     report: &mut Report,
 ) -> BTreeMap<String, ReportDef> {
     let mut out = BTreeMap::new();
-    let sub = dir.join(REPORTS_DIR);
-    let Ok(entries) = std::fs::read_dir(&sub) else {
-        return out;
-    };
-    let mut paths: Vec<_> = entries
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| p.extension().is_some_and(|x| x == "toml"))
+    let names: Vec<String> = files
+        .in_dir(REPORTS_DIR)
+        .filter(|(path, _)| path.ends_with(".toml"))
+        .map(|(path, _)| path.to_owned())
         .collect();
-    paths.sort();
     let facts = SetFacts {
         partners,
         kinds,
         mous,
     };
-    for p in paths {
-        let Some(file) = read_file(dir, &p, report) else {
+    for name in names {
+        let Some(file) = read_file(files, &name, report) else {
             continue;
         };
         let Some((def, id_span)) = check_file(&file, &facts, report) else {
