@@ -774,19 +774,16 @@ async fn a_report_fails_closed() {
             "2026-01-01T00:00:00Z".parse().unwrap(),
             "2026-07-01T00:00:00Z".parse().unwrap(),
         );
-        let permitted = |app: &TestApp| {
-            let app = app;
-            async move {
-                app.log_entries(&query::Filter {
-                    kinds: vec![EntryKind::ReportGenerated],
-                    outcome: Some("permit".into()),
-                    limit: 10,
-                    ..Default::default()
-                })
-                .await
-                .len()
-            }
-        };
+        async fn permitted(app: &TestApp) -> usize {
+            app.log_entries(&query::Filter {
+                kinds: vec![EntryKind::ReportGenerated],
+                outcome: Some("permit".into()),
+                limit: 10,
+                ..Default::default()
+            })
+            .await
+            .len()
+        }
         let (s, _) = report(&app, &pm("metro-pd"), "incident-outcomes", from, to).await;
         assert_eq!(s, 200);
         assert_eq!(permitted(&app).await, 1);
