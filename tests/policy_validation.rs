@@ -273,13 +273,28 @@ fn report_definitions_get_the_same_located_diagnostics() {
     let file = "reports/bad-report.toml";
     let cases: &[(usize, usize, &str, &str)] = &[
         (7, 1, "unknown-key", "unknown key `colour`"),
-        (10, 16, "unknown-partner-kind", "unknown partner kind `fire`"),
+        (
+            10,
+            16,
+            "unknown-partner-kind",
+            "unknown partner kind `fire`",
+        ),
         (14, 7, "unknown-mou", "no MOU `no-such-mou`"),
         (21, 10, "unknown-metric", "unknown metric `arrests`"),
         (28, 8, "unknown-dimension", "no dimension `weekday`"),
-        (34, 13, "unknown-category", "`JAIL` is not a category of `disposition`"),
+        (
+            34,
+            13,
+            "unknown-category",
+            "`JAIL` is not a category of `disposition`",
+        ),
         (41, 11, "unexpected-key", "one column of counts"),
-        (43, 1, "privacy-internal", "differential privacy is for `public` reports"),
+        (
+            43,
+            1,
+            "privacy-internal",
+            "differential privacy is for `public` reports",
+        ),
     ];
     for (line, col, code, text) in cases {
         let d = find(&report, file, *line, *col, code);

@@ -161,18 +161,20 @@ mod tests {
 
     fn parameter(e: ApiError) -> String {
         match e {
-            ApiError::BadRequest { details, .. } => details.unwrap()["parameter"]
-                .as_str()
-                .unwrap()
-                .to_owned(),
+            ApiError::BadRequest { details, .. } => {
+                details.unwrap()["parameter"].as_str().unwrap().to_owned()
+            }
             other => panic!("{other:?}"),
         }
     }
 
     #[test]
     fn a_period_is_parsed_from_dates_or_times() {
-        let (p, csv) = parse_run(&q(&[("from", "2026-01-01"), ("to", "2027-01-01T00:00:00Z")]))
-            .unwrap();
+        let (p, csv) = parse_run(&q(&[
+            ("from", "2026-01-01"),
+            ("to", "2027-01-01T00:00:00Z"),
+        ]))
+        .unwrap();
         assert!(!csv);
         assert_eq!(p.from().to_rfc3339(), "2026-01-01T00:00:00+00:00");
         let (_, csv) = parse_run(&q(&[
@@ -189,14 +191,25 @@ mod tests {
         let named = |pairs: &[(&str, &str)]| parameter(parse_run(&q(pairs)).unwrap_err());
         assert_eq!(named(&[("to", "2026-01-01")]), "from");
         assert_eq!(named(&[("from", "2026-01-01")]), "to");
-        assert_eq!(named(&[("from", "yesterday"), ("to", "2026-01-01")]), "from");
+        assert_eq!(
+            named(&[("from", "yesterday"), ("to", "2026-01-01")]),
+            "from"
+        );
         assert_eq!(named(&[("from", "2026-02-01"), ("to", "2026-01-01")]), "to");
         assert_eq!(
-            named(&[("from", "2026-01-01"), ("to", "2026-02-01"), ("format", "xml")]),
+            named(&[
+                ("from", "2026-01-01"),
+                ("to", "2026-02-01"),
+                ("format", "xml")
+            ]),
             "format"
         );
         assert_eq!(
-            named(&[("from", "2026-01-01"), ("from", "2026-01-02"), ("to", "2026-02-01")]),
+            named(&[
+                ("from", "2026-01-01"),
+                ("from", "2026-01-02"),
+                ("to", "2026-02-01")
+            ]),
             "from"
         );
         assert_eq!(

@@ -124,7 +124,13 @@ impl Demo<'_> {
             anyhow::Ok(())
         };
         for inc in &year.incidents {
-            record("crisis-incident", &inc.id, inc.person, incident_fields(inc), &officer)?;
+            record(
+                "crisis-incident",
+                &inc.id,
+                inc.person,
+                incident_fields(inc),
+                &officer,
+            )?;
         }
         for r in &year.referrals {
             let Some(inc) = year.incidents.get(r.incident) else {

@@ -60,7 +60,13 @@ pub(super) struct Cx<'a> {
 }
 
 impl Cx<'_> {
-    pub(super) fn error(&mut self, code: &'static str, span: Span, msg: String, hint: Option<String>) {
+    pub(super) fn error(
+        &mut self,
+        code: &'static str,
+        span: Span,
+        msg: String,
+        hint: Option<String>,
+    ) {
         self.report.push(Diagnostic::at(
             Severity::Error,
             code,
@@ -71,7 +77,13 @@ impl Cx<'_> {
         ));
     }
 
-    pub(super) fn warn(&mut self, code: &'static str, span: Span, msg: String, hint: Option<String>) {
+    pub(super) fn warn(
+        &mut self,
+        code: &'static str,
+        span: Span,
+        msg: String,
+        hint: Option<String>,
+    ) {
         self.report.push(Diagnostic::at(
             Severity::Warning,
             code,
@@ -251,7 +263,11 @@ impl Cx<'_> {
     }
 
     /// `[[key]]` tables (an array of tables, or an inline array of inline tables).
-    pub(super) fn tables<'t>(&mut self, root: &'t dyn TableLike, key: &str) -> Vec<(&'t dyn TableLike, Span)> {
+    pub(super) fn tables<'t>(
+        &mut self,
+        root: &'t dyn TableLike,
+        key: &str,
+    ) -> Vec<(&'t dyn TableLike, Span)> {
         let Some(item) = root.get(key) else {
             return Vec::new();
         };
@@ -323,7 +339,11 @@ fn read_dir_files(files: &PolicyFiles, sub: &str, report: &mut Report) -> Vec<So
         .collect()
 }
 
-pub(super) fn read_file(files: &PolicyFiles, name: &str, report: &mut Report) -> Option<SourceFile> {
+pub(super) fn read_file(
+    files: &PolicyFiles,
+    name: &str,
+    report: &mut Report,
+) -> Option<SourceFile> {
     match files.get(name) {
         Some(text) => Some(SourceFile::new(name.to_owned(), text.to_owned())),
         None => {

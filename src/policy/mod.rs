@@ -36,12 +36,12 @@ pub use diag::{Diagnostic, Report, Severity};
 pub use files::PolicyFiles;
 pub use limits::HardLimit;
 pub use load::{CASES_DIR, KINDS_DIR, MOUS_DIR};
-pub use reports::REPORTS_DIR;
 pub use model::{
     Effect, FieldDef, FieldType, Generalization, KindDef, Label, LegalBasis, MaskKeep, Mou,
     PURPOSES, Rule, Transform,
 };
 pub use partners::{Partner, PartnerRegistry, RegistryError};
+pub use reports::REPORTS_DIR;
 
 use crate::domain::{PartnerId, PartnerKind};
 

@@ -14,15 +14,15 @@ use std::collections::{BTreeMap, BTreeSet};
 use sha2::{Digest, Sha256};
 use toml_edit::{Item, TableLike};
 
-use super::files::PolicyFiles;
 use super::diag::{Diagnostic, Report, Severity, SourceFile, choices_hint};
+use super::files::PolicyFiles;
 use super::load::{Cx, PartnerFacts, Sp, Span, parse_doc, read_file};
 use super::model::{FieldType, KindDef, Mou, PURPOSES};
 use crate::domain::{PartnerId, PartnerKind, Role};
 use crate::reports::definition::{
-    Basis, CO_RESPONDER_CATEGORIES, Dimension, DimensionKind, INCIDENT_KIND, Metric,
-    NOT_RECORDED, Privacy, REFERRAL_KIND, REFERRAL_OUTCOMES, REPEAT_CATEGORIES, RateDef,
-    Release, ReportDef, Runner, TableDef,
+    Basis, CO_RESPONDER_CATEGORIES, Dimension, DimensionKind, INCIDENT_KIND, Metric, NOT_RECORDED,
+    Privacy, REFERRAL_KIND, REFERRAL_OUTCOMES, REPEAT_CATEGORIES, RateDef, Release, ReportDef,
+    Runner, TableDef,
 };
 
 /// Sub-directory of report definitions.
@@ -32,7 +32,9 @@ const FILE_KEYS: [&str; 5] = ["report", "runner", "basis", "table", "privacy"];
 const REPORT_KEYS: [&str; 4] = ["id", "title", "description", "release"];
 const RUNNER_KEYS: [&str; 2] = ["partner_kind", "roles"];
 const BASIS_KEYS: [&str; 3] = ["mou", "section", "citation"];
-const TABLE_KEYS: [&str; 7] = ["id", "title", "metric", "rows", "columns", "filters", "rate"];
+const TABLE_KEYS: [&str; 7] = [
+    "id", "title", "metric", "rows", "columns", "filters", "rate",
+];
 const RATE_KEYS: [&str; 3] = ["id", "title", "share_of"];
 const PRIVACY_KEYS: [&str; 4] = ["epsilon", "budget", "series", "max_contributions"];
 const PARTNER_KINDS: [&str; 3] = ["police", "mental-health", "compliance"];
@@ -183,9 +185,7 @@ fn check_runners(
             "missing-key",
             rspan.clone(),
             "the report names no `[[runner]]`: nobody could run it".into(),
-            Some(
-                "add `[[runner]]` with `partner_kind = \"...\"` and `roles = [\"...\"]`".into(),
-            ),
+            Some("add `[[runner]]` with `partner_kind = \"...\"` and `roles = [\"...\"]`".into()),
         );
     }
     let mut out = Vec::new();
@@ -371,7 +371,9 @@ fn categories(
     if let Some((kind, field)) = d.enum_field() {
         let Some(k) = set.kinds.get(kind) else {
             return Err((
-                format!("dimension `{d}` reads `{kind}` records, and the set declares no such kind"),
+                format!(
+                    "dimension `{d}` reads `{kind}` records, and the set declares no such kind"
+                ),
                 "declare the kind under `kinds/`".into(),
             ));
         };
@@ -382,7 +384,9 @@ fn categories(
                 format!("declare `{field}` with `type = \"enum\"` and its `values`"),
             )),
             None => Err((
-                format!("dimension `{d}` reads field `{field}` of `{kind}`, which the kind does not declare"),
+                format!(
+                    "dimension `{d}` reads field `{field}` of `{kind}`, which the kind does not declare"
+                ),
                 format!("add `{field}` to `kinds/{kind}.toml`"),
             )),
         };
@@ -414,15 +418,21 @@ fn categories(
                         "dimension `{d}` reads the boolean field `co_responder_present` of \
                          `{INCIDENT_KIND}`, which the kind does not declare"
                     ),
-                    format!("add `co_responder_present` (`type = \"boolean\"`) to `kinds/{INCIDENT_KIND}.toml`"),
+                    format!(
+                        "add `co_responder_present` (`type = \"boolean\"`) to `kinds/{INCIDENT_KIND}.toml`"
+                    ),
                 ));
             }
             owned(&CO_RESPONDER_CATEGORIES)
         }
         DimensionKind::Repeat => owned(&REPEAT_CATEGORIES),
         DimensionKind::ReferralOutcome => owned(&REFERRAL_OUTCOMES),
-        DimensionKind::Recipient => with_none(set.partners.keys().map(ToString::to_string).collect()),
-        DimensionKind::Purpose => with_none(PURPOSES.iter().map(|(p, _)| (*p).to_owned()).collect()),
+        DimensionKind::Recipient => {
+            with_none(set.partners.keys().map(ToString::to_string).collect())
+        }
+        DimensionKind::Purpose => {
+            with_none(PURPOSES.iter().map(|(p, _)| (*p).to_owned()).collect())
+        }
         DimensionKind::Basis => owned(&["mou", "consent", "emergency"]),
         DimensionKind::ReviewOutcome => owned(&["open", "justified", "not-justified"]),
         // Enum-backed dimensions were answered above.
@@ -474,7 +484,10 @@ fn check_metric_fields(cx: &mut Cx<'_>, metric: &Sp<Metric>, set: &SetFacts<'_>)
         cx.error(
             "unknown-kind",
             metric.span.clone(),
-            format!("metric `{}` reads `{kind}` records, and the set declares no such kind", metric.v),
+            format!(
+                "metric `{}` reads `{kind}` records, and the set declares no such kind",
+                metric.v
+            ),
             Some("declare the kind under `kinds/`".into()),
         );
         return;
@@ -484,7 +497,10 @@ fn check_metric_fields(cx: &mut Cx<'_>, metric: &Sp<Metric>, set: &SetFacts<'_>)
             cx.error(
                 "unknown-field",
                 metric.span.clone(),
-                format!("metric `{}` reads field `{f}` of `{kind}`, which the kind does not declare", metric.v),
+                format!(
+                    "metric `{}` reads field `{f}` of `{kind}`, which the kind does not declare",
+                    metric.v
+                ),
                 Some(format!("add `{f}` to `kinds/{kind}.toml`")),
             );
         }
@@ -513,21 +529,21 @@ fn check_tables(
         cx.check_keys(t, &TABLE_KEYS, w);
         let id = cx.string(t, "id", true, w, &span);
         let title = cx.string(t, "title", true, w, &span);
-        let metric = cx.string(t, "metric", true, w, &span).and_then(|m| {
-            match Metric::parse(&m.v) {
-                Some(v) => Some(Sp { v, span: m.span }),
-                None => {
-                    let names: Vec<&str> = Metric::ALL.iter().map(|m| m.as_str()).collect();
-                    cx.error(
-                        "unknown-metric",
-                        m.span.clone(),
-                        format!("unknown metric `{}`", m.v),
-                        Some(choices_hint(&m.v, &names)),
-                    );
-                    None
-                }
-            }
-        });
+        let metric =
+            cx.string(t, "metric", true, w, &span)
+                .and_then(|m| match Metric::parse(&m.v) {
+                    Some(v) => Some(Sp { v, span: m.span }),
+                    None => {
+                        let names: Vec<&str> = Metric::ALL.iter().map(|m| m.as_str()).collect();
+                        cx.error(
+                            "unknown-metric",
+                            m.span.clone(),
+                            format!("unknown metric `{}`", m.v),
+                            Some(choices_hint(&m.v, &names)),
+                        );
+                        None
+                    }
+                });
         let rows_sp = cx.string(t, "rows", true, w, &span);
         let cols_sp = cx.string(t, "columns", false, w, &span);
         if let Some(id) = &id {
@@ -536,7 +552,9 @@ fn check_tables(
                     "invalid-id",
                     id.span.clone(),
                     format!("table id `{}` is not a valid id", id.v),
-                    Some("use lowercase letters, digits, `-` and `_`, starting with a letter".into()),
+                    Some(
+                        "use lowercase letters, digits, `-` and `_`, starting with a letter".into(),
+                    ),
                 );
             } else if out.iter().any(|o| o.v.id == id.v) {
                 cx.error(
@@ -549,13 +567,18 @@ fn check_tables(
         }
         let Some(metric) = metric else { continue };
         check_metric_fields(cx, &metric, set);
-        let rows = rows_sp.as_ref().and_then(|r| dimension(cx, r, metric.v, set));
+        let rows = rows_sp
+            .as_ref()
+            .and_then(|r| dimension(cx, r, metric.v, set));
         let columns = match &cols_sp {
             Some(c) if metric.v.is_duration() => {
                 cx.error(
                     "unexpected-key",
                     c.span.clone(),
-                    format!("a `{}` table has one column of counts and its percentiles", metric.v),
+                    format!(
+                        "a `{}` table has one column of counts and its percentiles",
+                        metric.v
+                    ),
                     Some("remove `columns`".into()),
                 );
                 None
@@ -632,7 +655,10 @@ fn check_filters(
             cx.error(
                 "invalid-filter",
                 key_span,
-                format!("`{}` cannot be filtered: the period chooses the time", d.kind),
+                format!(
+                    "`{}` cannot be filtered: the period chooses the time",
+                    d.kind
+                ),
                 Some("filter on a category dimension".into()),
             );
             continue;
@@ -688,7 +714,9 @@ fn check_rates(
         cx.check_keys(rt, &RATE_KEYS, w);
         let id = cx.string(rt, "id", true, w, &rspan);
         let title = cx.string(rt, "title", true, w, &rspan);
-        let share = cx.strings(rt, "share_of", true, w, &rspan).unwrap_or_default();
+        let share = cx
+            .strings(rt, "share_of", true, w, &rspan)
+            .unwrap_or_default();
         let mut share_of = Vec::new();
         for s in &share {
             if columns.kind.is_time() || !columns.categories.contains(&s.v) {
@@ -797,7 +825,10 @@ fn check_privacy(
         cx.error(
             "invalid-privacy",
             e.span.clone(),
-            format!("`epsilon` is {}; it must be above 0 and at most {MAX_EPSILON}", e.v),
+            format!(
+                "`epsilon` is {}; it must be above 0 and at most {MAX_EPSILON}",
+                e.v
+            ),
             Some("a smaller epsilon adds more noise; 0.1 to 1 is usual for public counts".into()),
         );
     }

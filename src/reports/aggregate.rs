@@ -10,9 +10,7 @@ use std::collections::BTreeMap;
 
 use chrono::{DateTime, Duration, Utc};
 
-use super::definition::{
-    DimensionKind, Metric, NOT_RECORDED, REPEAT_CATEGORIES, TableDef,
-};
+use super::definition::{DimensionKind, Metric, NOT_RECORDED, REPEAT_CATEGORIES, TableDef};
 use super::facts::{Facts, IncidentFact, Period, Person, month_of, quarter_of};
 use super::table::Grid;
 
@@ -41,7 +39,8 @@ fn repeats(incidents: &[IncidentFact]) -> Vec<&'static str> {
         }
     }
     let last = REPEAT_CATEGORIES.len() - 1;
-    let mut out = vec![REPEAT_CATEGORIES.get(last).copied().unwrap_or(NOT_RECORDED); incidents.len()];
+    let mut out =
+        vec![REPEAT_CATEGORIES.get(last).copied().unwrap_or(NOT_RECORDED); incidents.len()];
     for list in by_person.values_mut() {
         list.sort_by_key(|i| incidents.get(*i).map(|f| f.occurred_at));
         for pair in list.windows(2) {
@@ -146,9 +145,7 @@ fn person_units(table: &TableDef, facts: &Facts, period: &Period) -> Vec<Unit> {
                 if rank(new) < rank(existing.categories.get(&DimensionKind::Repeat))
                     && let Some(v) = new
                 {
-                    existing
-                        .categories
-                        .insert(DimensionKind::Repeat, v.clone());
+                    existing.categories.insert(DimensionKind::Repeat, v.clone());
                 }
             }
         }
@@ -352,7 +349,11 @@ mod tests {
         }
     }
 
-    fn table(metric: Metric, rows: DimensionKind, cols: Option<(DimensionKind, &[&str])>) -> TableDef {
+    fn table(
+        metric: Metric,
+        rows: DimensionKind,
+        cols: Option<(DimensionKind, &[&str])>,
+    ) -> TableDef {
         TableDef {
             id: "t".into(),
             title: "t".into(),
@@ -385,7 +386,10 @@ mod tests {
         let d = table(
             Metric::Incidents,
             DimensionKind::Month,
-            Some((DimensionKind::Disposition, &["ARREST", "REFERRED", NOT_RECORDED])),
+            Some((
+                DimensionKind::Disposition,
+                &["ARREST", "REFERRED", NOT_RECORDED],
+            )),
         );
         let g = tabulate(&d, &facts, &p, None);
         assert_eq!(g.rows, ["2026-01", "2026-02"]);

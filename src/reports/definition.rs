@@ -118,13 +118,9 @@ impl Metric {
                 &[D::All, D::Month, D::Quarter, D::Agency, D::Urgency]
             }
             Self::EmergencyAccesses => &[D::All, D::Month, D::Quarter, D::Recipient],
-            Self::EmergencyReviews => &[
-                D::All,
-                D::Month,
-                D::Quarter,
-                D::Recipient,
-                D::ReviewOutcome,
-            ],
+            Self::EmergencyReviews => {
+                &[D::All, D::Month, D::Quarter, D::Recipient, D::ReviewOutcome]
+            }
             Self::Disclosures => &[
                 D::All,
                 D::Month,
@@ -527,9 +523,9 @@ pub struct Refusal {
 impl ReportDef {
     /// Whether `who` is one of the runners.
     pub fn may_run(&self, who: &Principal) -> bool {
-        self.runners
-            .iter()
-            .any(|r| r.partner_kind == who.partner_kind && r.roles.iter().any(|x| who.roles.contains(x)))
+        self.runners.iter().any(|r| {
+            r.partner_kind == who.partner_kind && r.roles.iter().any(|x| who.roles.contains(x))
+        })
     }
 
     /// The grant for `who`, or why not.
@@ -666,12 +662,18 @@ mod tests {
     #[test]
     fn only_a_listed_runner_gets_a_grant() {
         let d = def();
-        assert!(d.authorize(&who(PartnerKind::MentalHealth, "clinician")).is_ok());
+        assert!(
+            d.authorize(&who(PartnerKind::MentalHealth, "clinician"))
+                .is_ok()
+        );
         let e = d
             .authorize(&who(PartnerKind::Police, "clinician"))
             .unwrap_err();
         assert!(e.to_string().contains("mental-health partners"), "{e}");
-        assert!(d.authorize(&who(PartnerKind::MentalHealth, "intake")).is_err());
+        assert!(
+            d.authorize(&who(PartnerKind::MentalHealth, "intake"))
+                .is_err()
+        );
     }
 
     #[test]

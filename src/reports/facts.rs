@@ -161,7 +161,10 @@ impl ReferralFact {
 
     /// When it first reached `status`.
     pub fn reached(&self, status: &str) -> Option<DateTime<Utc>> {
-        self.moves.iter().find(|(s, _)| s == status).map(|(_, t)| *t)
+        self.moves
+            .iter()
+            .find(|(s, _)| s == status)
+            .map(|(_, t)| *t)
     }
 
     /// Where it ended up: the engagement outcome if one was reached, else withdrawn or
@@ -276,7 +279,8 @@ impl ReferralFact {
     ) -> Option<Self> {
         let mut moves: Vec<(String, DateTime<Utc>)> = Vec::new();
         for v in versions {
-            let (Some(status), Some(at)) = (text(v.get("status")), time(v.get("status_updated_at")))
+            let (Some(status), Some(at)) =
+                (text(v.get("status")), time(v.get("status_updated_at")))
             else {
                 continue;
             };

@@ -101,7 +101,11 @@ impl Protected {
 
     /// The report, once its log entry is durable: `receipt` must be that of the entry whose
     /// decision id is this run's id.
-    pub fn release(self, receipt: &Receipt, about: ReleaseInfo) -> Result<Released, ReleaseRefused> {
+    pub fn release(
+        self,
+        receipt: &Receipt,
+        about: ReleaseInfo,
+    ) -> Result<Released, ReleaseRefused> {
         if receipt.decision_id() != Some(self.run_id.as_str()) {
             return Err(ReleaseRefused {
                 run_id: self.run_id,

@@ -101,7 +101,9 @@ pub fn add_noise(noise: &Noise, counts: &[i64]) -> Result<Vec<i64>, PrivacyError
     .map_err(odp)?;
     let noisy = m.invoke(&counts.to_vec()).map_err(odp)?;
     if noisy.len() != counts.len() {
-        return Err(PrivacyError("the mechanism changed the table's size".into()));
+        return Err(PrivacyError(
+            "the mechanism changed the table's size".into(),
+        ));
     }
     Ok(noisy.into_iter().map(|v| v.max(0)).collect())
 }
@@ -166,7 +168,10 @@ mod tests {
             let exact = 1.0 - 2.0 * q.powf(a + 1.0) / (1.0 + q);
             assert!(exact >= 0.95, "{exact} for {noise:?}");
             let inside = draws.iter().filter(|d| d.abs() <= a).count() as f64 / n as f64;
-            assert!((inside - exact).abs() < 0.01, "{inside} vs {exact} for {noise:?}");
+            assert!(
+                (inside - exact).abs() < 0.01,
+                "{inside} vs {exact} for {noise:?}"
+            );
         }
     }
 

@@ -41,8 +41,14 @@ pub fn to_csv(r: &Released) -> String {
         "report,period_from,period_to,table,table_title,row_dimension,row,column_dimension,\
          column,measure,value,status\r\n",
     );
-    let from = r.period.from.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
-    let to = r.period.to.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let from = r
+        .period
+        .from
+        .to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let to = r
+        .period
+        .to
+        .to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
     for t in &r.tables {
         let mut line = |row: &str, col: &str, measure: &str, value: String, status: &str| {
             let fields = [
@@ -375,7 +381,12 @@ pub fn table_svg(report_title: &str, period: &str, t: &ProtectedTable) -> String
             let x = left + slot * g as f64 + slot / 2.0;
             match rate.rows.get(g).copied().flatten() {
                 Some(v) => {
-                    let _ = write!(path, "{}{x:.1} {:.1} ", if pen_up { "M" } else { "L" }, py(v));
+                    let _ = write!(
+                        path,
+                        "{}{x:.1} {:.1} ",
+                        if pen_up { "M" } else { "L" },
+                        py(v)
+                    );
                     pen_up = false;
                     let _ = writeln!(
                         s,
@@ -453,7 +464,11 @@ mod tests {
             }],
         };
         let grid = Grid {
-            rows: vec!["2026-01".into(), "2026-02".into(), "=cmd|' /C calc'!A0".into()],
+            rows: vec![
+                "2026-01".into(),
+                "2026-02".into(),
+                "=cmd|' /C calc'!A0".into(),
+            ],
             columns: vec!["ARREST".into(), "REFERRED".into()],
             cells: vec![4, 40, 30, 25, 20, 33],
             durations: None,
@@ -470,7 +485,10 @@ mod tests {
         let first = csv.lines().nth(1).unwrap();
         assert!(first.starts_with("2026-01,*,"), "{csv}");
         assert!(!csv.contains(",4,") && !csv.contains(",4\r"), "{csv}");
-        assert!(csv.trim_end().ends_with('"') || csv.contains("withheld"), "{csv}");
+        assert!(
+            csv.trim_end().ends_with('"') || csv.contains("withheld"),
+            "{csv}"
+        );
     }
 
     #[test]

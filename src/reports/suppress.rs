@@ -241,8 +241,7 @@ pub fn protect(layout: &Layout, cells: &[i64]) -> Protection {
         close_lines(layout, &values, &mut withheld);
         let published: Vec<bool> = withheld.iter().map(|w| !w).collect();
         let exposed = (0..n).find(|&q| {
-            if !primary.get(q).copied().unwrap_or(false) || safe.get(q).copied().unwrap_or(false)
-            {
+            if !primary.get(q).copied().unwrap_or(false) || safe.get(q).copied().unwrap_or(false) {
                 return false;
             }
             let exposed = range(layout, cells, &published, q).is_none_or(|r| r.exact());
@@ -392,7 +391,10 @@ mod tests {
 
     fn table(rows: &[&[i64]]) -> (Layout, Vec<i64>) {
         let layout = Layout::new(rows.len(), rows.first().map_or(0, |r| r.len()));
-        (layout, rows.iter().flat_map(|r| r.iter().copied()).collect())
+        (
+            layout,
+            rows.iter().flat_map(|r| r.iter().copied()).collect(),
+        )
     }
 
     fn pos(layout: &Layout, p: Position) -> usize {
@@ -467,7 +469,17 @@ mod tests {
             for v in order {
                 x[i] = v;
                 assigned[i] = true;
-                if rec(k + 1, free, caps, x, assigned, constraints, truth, target, budget) {
+                if rec(
+                    k + 1,
+                    free,
+                    caps,
+                    x,
+                    assigned,
+                    constraints,
+                    truth,
+                    target,
+                    budget,
+                ) {
                     return true;
                 }
             }

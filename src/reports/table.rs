@@ -168,8 +168,11 @@ impl ProtectedTable {
         let two_way = nrows > 1 && ncols > 1;
         let row_totals =
             two_way.then(|| (0..nrows).map(|r| shown(Position::RowTotal(r))).collect());
-        let column_totals =
-            two_way.then(|| (0..ncols).map(|c| shown(Position::ColumnTotal(c))).collect());
+        let column_totals = two_way.then(|| {
+            (0..ncols)
+                .map(|c| shown(Position::ColumnTotal(c)))
+                .collect()
+        });
         let total = (nrows * ncols > 1).then(|| shown(Position::Total));
         let mut derived = 0;
         let rates: Vec<PublishedRate> = def
@@ -285,7 +288,10 @@ fn rate_of(rate: &RateDef, grid: &Grid, layout: &Layout, p: &Protection) -> Publ
         });
     }
     let (total, total_withheld) = if nrows == 1 {
-        (rows.first().copied().flatten(), withheld.first().copied().unwrap_or(true))
+        (
+            rows.first().copied().flatten(),
+            withheld.first().copied().unwrap_or(true),
+        )
     } else {
         let part = |c: usize| Position::ColumnTotal(c);
         let ok = ncols > 1 && published(Position::Total) && determined(&part);
@@ -410,7 +416,10 @@ mod tests {
         assert!(rate.withheld[0] && rate.rows[0].is_none(), "{rate:?}");
         // Rows whose cells are all published keep their rate.
         let published_rows: Vec<usize> = (0..3)
-            .filter(|r| t.cells[*r].iter().all(Option::is_some) && t.row_totals.as_ref().unwrap()[*r].is_some())
+            .filter(|r| {
+                t.cells[*r].iter().all(Option::is_some)
+                    && t.row_totals.as_ref().unwrap()[*r].is_some()
+            })
             .collect();
         for r in published_rows {
             assert!(!rate.withheld[r]);

@@ -336,7 +336,9 @@ impl Services {
                 // The engagement outcome outlives the move to CLOSED.
                 if matches!(
                     to,
-                    ReferralState::Engaged | ReferralState::Declined | ReferralState::UnableToContact
+                    ReferralState::Engaged
+                        | ReferralState::Declined
+                        | ReferralState::UnableToContact
                 ) && schema_kind.field("engagement_outcome").is_some()
                 {
                     fields.insert("engagement_outcome".into(), json!(to));

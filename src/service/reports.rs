@@ -236,9 +236,18 @@ impl Services {
         let grant = match def.authorize(caller.principal) {
             Ok(g) => g,
             Err(refusal) => {
-                self.refuse_report(caller, def, &period, "report_not_permitted", &refusal.to_string())
-                    .await?;
-                return Err(Error::forbidden("report_not_permitted", refusal.to_string()));
+                self.refuse_report(
+                    caller,
+                    def,
+                    &period,
+                    "report_not_permitted",
+                    &refusal.to_string(),
+                )
+                .await?;
+                return Err(Error::forbidden(
+                    "report_not_permitted",
+                    refusal.to_string(),
+                ));
             }
         };
         if let Some(p) = &def.privacy {
@@ -344,9 +353,11 @@ impl Services {
                 let person = people.next().filter(|_| !r.people.is_empty());
                 match kind.as_str() {
                     reports::definition::INCIDENT_KIND => {
-                        if let Some(f) = r.versions.last().and_then(|v| {
-                            IncidentFact::from_values(r.owner.as_str(), v, person)
-                        }) {
+                        if let Some(f) = r
+                            .versions
+                            .last()
+                            .and_then(|v| IncidentFact::from_values(r.owner.as_str(), v, person))
+                        {
                             facts.incidents.push(f);
                         }
                     }

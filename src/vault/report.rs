@@ -44,7 +44,10 @@ impl fmt::Debug for ReportRow {
     }
 }
 
-fn project(fields: &BTreeMap<String, Value>, allowed: &std::collections::BTreeSet<String>) -> BTreeMap<String, Value> {
+fn project(
+    fields: &BTreeMap<String, Value>,
+    allowed: &std::collections::BTreeSet<String>,
+) -> BTreeMap<String, Value> {
     fields
         .iter()
         .filter(|(k, _)| allowed.contains(*k))

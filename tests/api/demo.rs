@@ -32,8 +32,8 @@ async fn the_readme_journeys_work_on_the_demo_data() {
         // version per referral status move).
         let year = demo_year::generate(app.services().now());
         let year_records = year.incidents.len() + year.referrals.len();
-        let year_versions = year.incidents.len()
-            + year.referrals.iter().map(|r| r.moves.len()).sum::<usize>();
+        let year_versions =
+            year.incidents.len() + year.referrals.iter().map(|r| r.moves.len()).sum::<usize>();
         assert_eq!(
             (report.records, report.versions, report.consents),
             (7 + year_records, 7 + year_versions, 1)

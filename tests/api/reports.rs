@@ -99,7 +99,12 @@ fn table<'a>(r: &'a Value, id: &str) -> &'a Value {
 fn check(t: &Value, expected: &BTreeMap<(String, String), i64>) -> usize {
     let rows: Vec<String> = serde_json::from_value(t["rows"]["labels"].clone()).unwrap();
     let cols: Vec<String> = serde_json::from_value(t["columns"]["labels"].clone()).unwrap();
-    let cell = |r: &str, c: &str| expected.get(&(r.to_owned(), c.to_owned())).copied().unwrap_or(0);
+    let cell = |r: &str, c: &str| {
+        expected
+            .get(&(r.to_owned(), c.to_owned()))
+            .copied()
+            .unwrap_or(0)
+    };
     for key in expected.keys() {
         assert!(
             rows.contains(&key.0) && cols.contains(&key.1),
@@ -111,7 +116,10 @@ fn check(t: &Value, expected: &BTreeMap<(String, String), i64>) -> usize {
     let mut compare = |got: &Value, want: i64, what: String| {
         if is_small(want) {
             small += 1;
-            assert!(got.is_null(), "{what}: {want} is small and must be withheld");
+            assert!(
+                got.is_null(),
+                "{what}: {want} is small and must be withheld"
+            );
         }
         if !got.is_null() {
             published += 1;
@@ -136,7 +144,11 @@ fn check(t: &Value, expected: &BTreeMap<(String, String), i64>) -> usize {
     if let Some(total) = t.get("total") {
         compare(total, expected.values().sum(), "total".into());
     }
-    assert_eq!(t["suppression"]["primary"].as_u64(), Some(small as u64), "{t}");
+    assert_eq!(
+        t["suppression"]["primary"].as_u64(),
+        Some(small as u64),
+        "{t}"
+    );
     // Each published rate is the share of its published row in its categories.
     for rate in t["rates"].as_array().unwrap() {
         for (ri, r) in rows.iter().enumerate() {
@@ -209,10 +221,16 @@ fn repeat_categories(year: &DemoYear) -> Vec<&'static str> {
 
 fn outcome(r: &demo_year::DemoReferral) -> &'static str {
     let has = |s: &str| r.moves.iter().any(|(m, _)| *m == s);
-    ["ENGAGED", "DECLINED", "UNABLE_TO_CONTACT", "WITHDRAWN", "REJECTED"]
-        .into_iter()
-        .find(|s| has(s))
-        .unwrap_or("OPEN")
+    [
+        "ENGAGED",
+        "DECLINED",
+        "UNABLE_TO_CONTACT",
+        "WITHDRAWN",
+        "REJECTED",
+    ]
+    .into_iter()
+    .find(|s| has(s))
+    .unwrap_or("OPEN")
 }
 
 #[tokio::test]
@@ -246,7 +264,11 @@ async fn the_demo_year_reports_match_counts_computed_from_the_seed() {
         assert_eq!(s, 200, "{r}");
         let mut want = BTreeMap::new();
         for inc in &year.incidents {
-            let row = if inc.co_responder { "PRESENT" } else { "ABSENT" };
+            let row = if inc.co_responder {
+                "PRESENT"
+            } else {
+                "ABSENT"
+            };
             *want
                 .entry((row.to_owned(), inc.disposition.to_owned()))
                 .or_insert(0) += 1;
@@ -270,13 +292,12 @@ async fn the_demo_year_reports_match_counts_computed_from_the_seed() {
         check(table(&r, "incidents-by-quarter"), &want);
         let mut want = BTreeMap::new();
         for cat in people.values() {
-            *want.entry(("all".to_owned(), (*cat).to_owned())).or_insert(0) += 1;
+            *want
+                .entry(("all".to_owned(), (*cat).to_owned()))
+                .or_insert(0) += 1;
         }
         check(table(&r, "people"), &want);
-        assert!(
-            !r.to_string().contains("P-7"),
-            "no identifier in a report"
-        );
+        assert!(!r.to_string().contains("P-7"), "no identifier in a report");
 
         // Engagement by urgency (mental-health only).
         let (s, r) = report(&app, &pm("county-mh"), "engagement", from, to).await;
@@ -361,13 +382,18 @@ async fn the_demo_year_reports_match_counts_computed_from_the_seed() {
         ));
         let detail = last.data.detail.as_deref().unwrap();
         let hash = r["definition_hash"].as_str().unwrap();
-        assert!(detail.contains(hash) && detail.contains(&ts(from)), "{detail}");
+        assert!(
+            detail.contains(hash) && detail.contains(&ts(from)),
+            "{detail}"
+        );
         let summary = &r["disclosure_control"]["summary"];
         assert!(
             detail.contains(&format!("{} withheld from 1 to 10", summary["primary"])),
             "{detail}"
         );
-        assert!(detail.contains("referral fields status, status_updated_at, urgency (every version)"));
+        assert!(
+            detail.contains("referral fields status, status_updated_at, urgency (every version)")
+        );
         for label in ["URGENT", "ENGAGED", "ROUTINE", "EMERGENT"] {
             assert!(!detail.contains(label), "no category in the log: {detail}");
         }
@@ -378,7 +404,11 @@ async fn the_demo_year_reports_match_counts_computed_from_the_seed() {
         let res = get(
             &app,
             &pm("county-mh"),
-            &format!("/v1/reports/engagement?from={}&to={}&format=csv", ts(from), ts(to)),
+            &format!(
+                "/v1/reports/engagement?from={}&to={}&format=csv",
+                ts(from),
+                ts(to)
+            ),
         )
         .await;
         assert_eq!(res.status(), 200);
@@ -416,10 +446,14 @@ async fn the_demo_year_reports_match_counts_computed_from_the_seed() {
 }
 
 fn demo_rank(cat: &str) -> usize {
-    ["WITHIN_30_DAYS", "WITHIN_31_TO_90_DAYS", "NONE_IN_PRIOR_90_DAYS"]
-        .iter()
-        .position(|c| *c == cat)
-        .unwrap()
+    [
+        "WITHIN_30_DAYS",
+        "WITHIN_31_TO_90_DAYS",
+        "NONE_IN_PRIOR_90_DAYS",
+    ]
+    .iter()
+    .position(|c| *c == cat)
+    .unwrap()
 }
 
 #[tokio::test]
@@ -452,7 +486,10 @@ async fn who_may_run_a_report_is_in_its_definition_and_refusals_are_logged() {
         assert!(!police.contains(&"referral-response-times".to_owned()));
         assert!(listed(officer()).await.is_empty());
         let audit = listed(compliance()).await;
-        assert!(audit.contains(&"disclosures".to_owned()) && !audit.contains(&"annual-report".to_owned()));
+        assert!(
+            audit.contains(&"disclosures".to_owned())
+                && !audit.contains(&"annual-report".to_owned())
+        );
 
         // A police officer cannot run an internal mental-health-only report, nor a police
         // program manager; a clinician without the program-manager role neither.
@@ -460,12 +497,19 @@ async fn who_may_run_a_report_is_in_its_definition_and_refusals_are_logged() {
             (officer(), "referral-response-times"),
             (pm("metro-pd"), "engagement"),
             (pm("metro-pd"), "referral-response-times"),
-            (who_at("county-mh", "clin-7", &["clinician"], now()), "engagement"),
+            (
+                who_at("county-mh", "clin-7", &["clinician"], now()),
+                "engagement",
+            ),
             (pm("county-mh"), "disclosures"),
             (officer(), "incident-outcomes"),
         ] {
             let (s, b) = report(&app, &w, id, from, to).await;
-            assert_eq!((s, b["code"].as_str()), (403, Some("report_not_permitted")), "{id}: {b}");
+            assert_eq!(
+                (s, b["code"].as_str()),
+                (403, Some("report_not_permitted")),
+                "{id}: {b}"
+            );
             assert!(b.get("tables").is_none());
         }
         let refused = app
@@ -477,9 +521,12 @@ async fn who_may_run_a_report_is_in_its_definition_and_refusals_are_logged() {
             })
             .await;
         assert_eq!(refused.len(), 6);
-        assert!(refused.iter().all(|e| e.data.outcome
-            == Outcome::deny("report_not_permitted")
-            && e.data.detail.as_deref().unwrap().contains("refused")));
+        assert!(
+            refused
+                .iter()
+                .all(|e| e.data.outcome == Outcome::deny("report_not_permitted")
+                    && e.data.detail.as_deref().unwrap().contains("refused"))
+        );
 
         // Unknown reports and bad periods are named.
         let (s, b) = report(&app, &pm("county-mh"), "no-such-report", from, to).await;
@@ -491,7 +538,12 @@ async fn who_may_run_a_report_is_in_its_definition_and_refusals_are_logged() {
             ("from=2026-01-01&to=2026-02-01&format=pdf", "format"),
             ("from=2000-01-01&to=2026-02-01", "to"),
         ] {
-            let res = get(&app, &pm("county-mh"), &format!("/v1/reports/engagement?{query}")).await;
+            let res = get(
+                &app,
+                &pm("county-mh"),
+                &format!("/v1/reports/engagement?{query}"),
+            )
+            .await;
             assert_eq!(res.status(), 400, "{query}");
             let b: Value = res.json().await.unwrap();
             assert_eq!(b["code"], "invalid_parameter");
@@ -508,7 +560,12 @@ async fn write_incidents(app: &TestApp, month_start: DateTime<Utc>, n: usize, ta
         partner: "metro-pd".parse().unwrap(),
         user: "officer-17".parse().unwrap(),
     };
-    let dispositions = ["ARREST", "REFERRED", "RESOLVED_ON_SCENE", "TRANSPORTED_INVOLUNTARY"];
+    let dispositions = [
+        "ARREST",
+        "REFERRED",
+        "RESOLVED_ON_SCENE",
+        "TRANSPORTED_INVOLUNTARY",
+    ];
     let writes: Vec<(Author, NewRecord)> = (0..n)
         .map(|i| {
             let fields = json!({
@@ -653,7 +710,11 @@ max_contributions = 2
 
 async fn dp_app(db: Db, budget: &str) -> (TestApp, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
-    policies_with(dir.path(), "dp-test.toml", &DP_REPORT.replace("BUDGET", budget));
+    policies_with(
+        dir.path(),
+        "dp-test.toml",
+        &DP_REPORT.replace("BUDGET", budget),
+    );
     let clock = ManualClock::new(now());
     let path = dir.path().to_owned();
     let app = spawn_with_clock(db, &clock, move |s| s.policy.dir = path).await;
@@ -676,7 +737,10 @@ async fn the_privacy_budget_refuses_the_run_that_would_exceed_it() {
             let p = &r["privacy"];
             assert_eq!(p["epsilon"], 1.0);
             assert_eq!(p["tables"][0]["sensitivity"], 2);
-            assert!((p["tables"][0]["scale"].as_f64().unwrap() - 2.0).abs() < 1e-9, "{p}");
+            assert!(
+                (p["tables"][0]["scale"].as_f64().unwrap() - 2.0).abs() < 1e-9,
+                "{p}"
+            );
             assert!(p["tables"][0]["margin_95"].as_i64().unwrap() > 0);
             assert_eq!(p["ledger"]["spent_before"], (run - 1) as f64);
             assert_eq!(p["ledger"]["spent_after"], run as f64);
@@ -697,12 +761,19 @@ async fn the_privacy_budget_refuses_the_run_that_would_exceed_it() {
         assert_eq!(dp["privacy"]["runs_left"], 0);
         // The third run would spend 3.0 of 2.5: refused, logged, nothing charged.
         let (s, b) = report(&app, &pm("metro-pd"), "dp-test", from, to).await;
-        assert_eq!((s, b["code"].as_str()), (409, Some("privacy_budget_exhausted")), "{b}");
+        assert_eq!(
+            (s, b["code"].as_str()),
+            (409, Some("privacy_budget_exhausted")),
+            "{b}"
+        );
         assert_eq!(b["details"]["spent"], 2.0);
         assert_eq!(b["details"]["budget"], 2.5);
         assert!(b.get("tables").is_none());
         let store = app.store();
-        assert_eq!(scalar(store, "SELECT COUNT(*) FROM report_privacy_ledger").await, 2);
+        assert_eq!(
+            scalar(store, "SELECT COUNT(*) FROM report_privacy_ledger").await,
+            2
+        );
         let refused = app
             .log_entries(&query::Filter {
                 kinds: vec![EntryKind::ReportGenerated],
@@ -712,7 +783,10 @@ async fn the_privacy_budget_refuses_the_run_that_would_exceed_it() {
             })
             .await;
         assert_eq!(refused.len(), 1);
-        assert_eq!(refused[0].data.outcome, Outcome::deny("privacy_budget_exhausted"));
+        assert_eq!(
+            refused[0].data.outcome,
+            Outcome::deny("privacy_budget_exhausted")
+        );
         app.assert_log_verifies().await;
         app.stop().await;
 
@@ -726,9 +800,20 @@ async fn the_privacy_budget_refuses_the_run_that_would_exceed_it() {
             .into_iter()
             .map(|(s, _)| s)
             .collect();
-        assert_eq!(statuses.iter().filter(|s| **s == 200).count(), 1, "{statuses:?}");
-        assert_eq!(statuses.iter().filter(|s| **s == 409).count(), 3, "{statuses:?}");
-        assert_eq!(scalar(app.store(), "SELECT COUNT(*) FROM report_privacy_ledger").await, 1);
+        assert_eq!(
+            statuses.iter().filter(|s| **s == 200).count(),
+            1,
+            "{statuses:?}"
+        );
+        assert_eq!(
+            statuses.iter().filter(|s| **s == 409).count(),
+            3,
+            "{statuses:?}"
+        );
+        assert_eq!(
+            scalar(app.store(), "SELECT COUNT(*) FROM report_privacy_ledger").await,
+            1
+        );
         app.stop().await;
     }
 }
@@ -739,7 +824,13 @@ async fn emergency_accesses_are_counted_from_the_log_for_compliance_only() {
     for db in BOTH {
         let app = app_at(db).await;
         let clin = who_at("county-mh", "clin-3", &["clinician"], now());
-        let (s, b) = put(&app, &clin, "/v1/records/safety-plan/SP-1", &safety_plan_body("P-2231")).await;
+        let (s, b) = put(
+            &app,
+            &clin,
+            "/v1/records/safety-plan/SP-1",
+            &safety_plan_body("P-2231"),
+        )
+        .await;
         assert_eq!(s, 201, "{b}");
         let cop = officer();
         let headers = [
@@ -747,11 +838,25 @@ async fn emergency_accesses_are_counted_from_the_log_for_compliance_only() {
             ("Emergency-Description", "person on a bridge"),
         ];
         for _ in 0..11 {
-            let (s, _, b) = read(&app, &cop, "/v1/records/safety-plan/SP-1", Some("emergency"), &headers).await;
+            let (s, _, b) = read(
+                &app,
+                &cop,
+                "/v1/records/safety-plan/SP-1",
+                Some("emergency"),
+                &headers,
+            )
+            .await;
             assert_eq!(s, 200, "{b}");
         }
         // An ordinary read is no emergency access.
-        let (s, _, _) = read(&app, &clin, "/v1/records/safety-plan/SP-1", Some("treatment"), &[]).await;
+        let (s, _, _) = read(
+            &app,
+            &clin,
+            "/v1/records/safety-plan/SP-1",
+            Some("treatment"),
+            &[],
+        )
+        .await;
         assert!(s == 200 || s == 403);
         let (from, to) = (now() - Duration::days(30), now() + Duration::days(1));
         let (s, r) = report(&app, &compliance(), "emergency-access", from, to).await;
@@ -817,12 +922,19 @@ async fn a_report_fails_closed() {
         let res = get(
             &app,
             &pm("metro-pd"),
-            &format!("/v1/reports/incident-outcomes?from={}&to={}", ts(from), ts(to)),
+            &format!(
+                "/v1/reports/incident-outcomes?from={}&to={}",
+                ts(from),
+                ts(to)
+            ),
         )
         .await;
         assert_eq!(res.status(), 503);
         let body = res.text().await.unwrap();
-        assert!(!body.contains("tables") && !body.contains("ARREST"), "{body}");
+        assert!(
+            !body.contains("tables") && !body.contains("ARREST"),
+            "{body}"
+        );
         match db {
             Db::Sqlite => exec(app.store(), "DROP TRIGGER fail_log").await,
             Db::Postgres => exec(app.store(), "DROP TRIGGER fail_log ON audit_log").await,
@@ -838,7 +950,11 @@ async fn a_report_fails_closed() {
         )
         .await;
         let (s, b) = report(&app, &pm("metro-pd"), "incident-outcomes", from, to).await;
-        assert_eq!((s, b["code"].as_str()), (500, Some("internal_error")), "{b}");
+        assert_eq!(
+            (s, b["code"].as_str()),
+            (500, Some("internal_error")),
+            "{b}"
+        );
         assert_eq!(permitted(&app).await, 1);
         app.stop().await;
     }
@@ -874,7 +990,10 @@ async fn the_vault_opens_only_what_a_reports_grant_names() {
             let names: Vec<&String> = r.versions[0].keys().collect();
             assert_eq!(names, ["occurred_at"], "only the granted field");
             assert!(r.people.is_empty(), "no people without the grant");
-            assert!(!format!("{r:?}").contains("2026-03"), "Debug shows no value");
+            assert!(
+                !format!("{r:?}").contains("2026-03"),
+                "Debug shows no value"
+            );
         }
         let rows = vault::report_rows(&mut pooled.conn(), &services.keyring, &grant(true), &kind)
             .await
@@ -886,9 +1005,14 @@ async fn the_vault_opens_only_what_a_reports_grant_names() {
         }
         // A kind the grant does not name is not read at all.
         let referral = "referral".parse().unwrap();
-        let none = vault::report_rows(&mut pooled.conn(), &services.keyring, &grant(true), &referral)
-            .await
-            .unwrap();
+        let none = vault::report_rows(
+            &mut pooled.conn(),
+            &services.keyring,
+            &grant(true),
+            &referral,
+        )
+        .await
+        .unwrap();
         assert!(none.is_empty());
         drop(pooled);
         app.stop().await;
