@@ -237,7 +237,7 @@ fn log_units(metric: Metric, facts: &Facts, period: &Period) -> Vec<Unit> {
 
 /// A unit's category along `d`, as one of `categories` (an unlisted or missing value is
 /// `NOT_RECORDED`).
-fn category<'a>(u: &Unit, d: DimensionKind, categories: &'a [String]) -> Option<usize> {
+fn category(u: &Unit, d: DimensionKind, categories: &[String]) -> Option<usize> {
     let v = u.categories.get(&d).map_or(NOT_RECORDED, String::as_str);
     categories
         .iter()

@@ -64,10 +64,7 @@ impl Period {
     pub fn months(&self) -> Vec<String> {
         let mut out = Vec::new();
         let (mut y, mut m) = (self.from.year(), self.from.month());
-        loop {
-            let Some(start) = Utc.with_ymd_and_hms(y, m, 1, 0, 0, 0).single() else {
-                break;
-            };
+        while let Some(start) = Utc.with_ymd_and_hms(y, m, 1, 0, 0, 0).single() {
             if start >= self.to {
                 break;
             }

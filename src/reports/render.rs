@@ -230,10 +230,13 @@ fn tick_step(max: f64) -> f64 {
         .unwrap_or(10.0 * mag)
 }
 
+/// A chart's series: its name and one value per row (`None` when withheld).
+type Series = (String, Vec<Option<f64>>);
+
 /// One table as a bar chart: a group of bars per row, a bar per column (for a duration table:
 /// the median and the 90th percentile); the first rate, if any, as a line on a percent axis.
 pub fn table_svg(report_title: &str, period: &str, t: &ProtectedTable) -> String {
-    let (series, unit): (Vec<(String, Vec<Option<f64>>)>, String) = match &t.durations {
+    let (series, unit): (Vec<Series>, String) = match &t.durations {
         Some(d) => (
             vec![
                 ("median".to_owned(), d.median.clone()),

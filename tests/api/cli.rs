@@ -532,7 +532,7 @@ async fn report_run_writes_csv_and_svg_files_fit_to_publish() {
                         id: format!("INC-R{n}").parse().unwrap(),
                         owner: "metro-pd".parse().unwrap(),
                         subjects: vec![
-                            SubjectIdentifier::new("metro-pd", &format!("P-R{n}")).unwrap(),
+                            SubjectIdentifier::new("metro-pd", format!("P-R{n}")).unwrap(),
                         ],
                         fields,
                     };
@@ -569,7 +569,10 @@ async fn report_run_writes_csv_and_svg_files_fit_to_publish() {
         let json: Value = serde_json::from_str(&read("incident-outcomes.json")).unwrap();
         assert_eq!(json["report"], "incident-outcomes");
         let long = read("incident-outcomes.csv");
-        assert!(long.starts_with("report,period_from,period_to,table"), "{long}");
+        assert!(
+            long.starts_with("report,period_from,period_to,table"),
+            "{long}"
+        );
         let table = read("incident-outcomes-by-month.csv");
         let svg = read("incident-outcomes-by-month.svg");
         assert!(svg.starts_with("<svg") || svg.starts_with("<?xml"), "{svg}");

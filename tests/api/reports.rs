@@ -583,7 +583,7 @@ async fn write_incidents(app: &TestApp, month_start: DateTime<Utc>, n: usize, ta
                     id: format!("INC-{tag}-{i}").parse().unwrap(),
                     owner: "metro-pd".parse().unwrap(),
                     subjects: vec![
-                        SubjectIdentifier::new("metro-pd", &format!("P-{tag}-{}", i % 7)).unwrap(),
+                        SubjectIdentifier::new("metro-pd", format!("P-{tag}-{}", i % 7)).unwrap(),
                     ],
                     fields: serde_json::from_value(fields).unwrap(),
                 },
