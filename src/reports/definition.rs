@@ -3,7 +3,7 @@
 //!
 //! Definitions are policy files (`policies/reports/*.toml`); the policy loader parses and
 //! validates them (file, line, column and hint for every problem) into these types. A
-//! definition decides what the gateway reads to compute a report: [`ReportDef::grant`] names
+//! definition decides what the gateway reads to compute a report: its grant names
 //! the record kinds and fields each table needs, and the vault opens nothing else
 //! ([`Grant`]). Only [`ReportDef::authorize`] makes a grant, and only for a runner the
 //! definition lists.
