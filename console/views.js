@@ -2,7 +2,7 @@
 // documented API only (api.js), and shows API errors with their message and Request-Id.
 
 import { api, ApiError } from './api.js';
-import { h, clear, table, field, time, shortHex } from './dom.js';
+import { h, append, clear, table, field, time, shortHex } from './dom.js';
 import { stackedBars, dayRange } from './charts.js';
 
 /** The page frame: heading (focused for screen readers), what it shows, when it was loaded. */
@@ -670,10 +670,10 @@ export async function reports(main, params) {
       });
       const jsonButton = h('button', { type: 'button', id: 'download-report-json' }, 'Download JSON');
       jsonButton.addEventListener('click', () => download(`${r.report}.json`, 'application/json', JSON.stringify(r, null, 2)));
-      sec.append(h('p', {}, 'Period ', time(r.period.from), ' to ', time(r.period.to), '. Log entry ', h('a', { href: `#/entry/${r.log_entry}` }, String(r.log_entry)), '.'),
+      append(sec, [h('p', {}, 'Period ', time(r.period.from), ' to ', time(r.period.to), '. Log entry ', h('a', { href: `#/entry/${r.log_entry}` }, String(r.log_entry)), '.'),
         dc.source ? h('p', {}, 'Disclosure control: ', h('a', { href: dc.source, rel: 'noreferrer' }, 'CMS cell-size suppression'), '.') : null,
         h('div', { class: 'actions' }, csvButton, ' ', jsonButton),
-        r.tables.map(reportTable));
+        r.tables.map(reportTable)]);
     });
     p.done();
   });

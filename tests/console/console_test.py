@@ -208,7 +208,11 @@ def officer_session(browser):
     page.get_by_label("From (UTC, inclusive)").fill((today - datetime.timedelta(days=400)).isoformat())
     page.get_by_label("To (UTC, exclusive)").fill(today.isoformat())
     page.get_by_role("button", name="Run").click()
-    expect(page.locator("table.report").first).to_be_visible()
+    try:
+        expect(page.locator("table.report").first).to_be_visible()
+    except Exception:
+        print(page.locator("main").inner_text(), flush=True)
+        raise
     text = page.locator("table.report").first.inner_text()
     for cell in text.replace("\t", "\n").split("\n"):
         cell = cell.strip()
