@@ -529,6 +529,43 @@ pub(super) struct LogRow {
     sealed: Option<Vec<u8>>,
 }
 
+impl LogRow {
+    /// Reads a row of `SELECT {COLUMNS}` (in that order) from a rusqlite statement: the
+    /// log scan of [`super::scan`] reads SQLite without sqlx's per-value copies.
+    pub(super) fn from_sqlite(r: &rusqlite::Row<'_>) -> rusqlite::Result<Self> {
+        Ok(Self {
+            seq: r.get(0)?,
+            at_us: r.get(1)?,
+            kind: r.get(2)?,
+            request_id: r.get(3)?,
+            decision_id: r.get(4)?,
+            policy_hash: r.get(5)?,
+            recipient_partner: r.get(6)?,
+            recipient_user: r.get(7)?,
+            recipient_role: r.get(8)?,
+            purpose: r.get(9)?,
+            basis_kind: r.get(10)?,
+            basis_ref: r.get(11)?,
+            basis_rule: r.get(12)?,
+            justification: r.get(13)?,
+            subject: r.get(14)?,
+            record_kind: r.get(15)?,
+            record_id: r.get(16)?,
+            fields_disclosed: r.get(17)?,
+            fields_withheld: r.get(18)?,
+            outcome: r.get(19)?,
+            reason: r.get(20)?,
+            source_addr: r.get(21)?,
+            cert_sha256: r.get(22)?,
+            detail: r.get(23)?,
+            prev_hash: r.get(24)?,
+            entry_hash: r.get(25)?,
+            format: r.get(26)?,
+            sealed: r.get(27)?,
+        })
+    }
+}
+
 /// Parses one `audit_log` row.
 pub(super) fn row_to_entry(row: LogRow) -> Result<Entry, LogError> {
     let seq = u64::try_from(row.seq).map_err(|_| corrupt(0, "negative sequence number"))?;
@@ -616,54 +653,6 @@ pub(super) fn row_to_entry(row: LogRow) -> Result<Entry, LogError> {
         prev_hash: ChainHash(prev),
         hash: ChainHash(hash),
     })
-}
-
-/// One page of raw rows with `seq > after`, ascending.
-pub(super) async fn page_after(
-    c: &mut Conn<'_>,
-    after: u64,
-    limit: i64,
-) -> Result<Vec<LogRow>, LogError> {
-    static SQL: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-    let sql = SQL.get_or_init(|| {
-        format!("SELECT {COLUMNS} FROM audit_log WHERE seq > $1 ORDER BY seq LIMIT $2")
-    });
-    let after = seq_i64(after)?;
-    Ok(on_conn!(c, |c| {
-        sqlx::query_as(sqlx::AssertSqlSafe(sql.as_str()))
-            .bind(after)
-            .bind(limit)
-            .fetch_all(c)
-            .await
-    })?)
-}
-
-/// `(seq, format, entry hash)` of up to `limit` entries with `seq > after`, ascending.
-pub(super) async fn hash_page_after(
-    c: &mut Conn<'_>,
-    after: u64,
-    limit: i64,
-) -> Result<Vec<(u64, EntryFormat, [u8; 32])>, LogError> {
-    let after = seq_i64(after)?;
-    let rows: Vec<(i64, i32, Vec<u8>)> = on_conn!(c, |c| {
-        sqlx::query_as(
-            "SELECT seq, format, entry_hash FROM audit_log WHERE seq > $1 ORDER BY seq LIMIT $2",
-        )
-        .bind(after)
-        .bind(limit)
-        .fetch_all(c)
-        .await
-    })?;
-    rows.into_iter()
-        .map(|(seq, format, hash)| {
-            let seq = u64::try_from(seq).map_err(|_| corrupt(0, "negative sequence number"))?;
-            let format =
-                EntryFormat::from_i32(format).ok_or_else(|| corrupt(seq, "unknown format"))?;
-            let hash = <[u8; 32]>::try_from(hash.as_slice())
-                .map_err(|_| corrupt(seq, "malformed hash"))?;
-            Ok((seq, format, hash))
-        })
-        .collect()
 }
 
 /// The lowest stored sequence number.

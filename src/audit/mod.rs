@@ -153,6 +153,7 @@ pub use crate::crypto::note;
 pub mod query;
 pub mod reasons;
 pub mod retention;
+mod scan;
 mod sealed;
 pub mod summary;
 pub mod suspension;
@@ -183,7 +184,7 @@ pub use verify::{
 };
 pub use writer::{DisclosureLog, LogRef, LogStats, LogTx, Receipt};
 
-use crate::store::{Conn, Store, StoreError};
+use crate::store::{Store, StoreError};
 
 /// A disclosure-log failure. Whatever the variant, nothing may be disclosed.
 #[derive(Debug, thiserror::Error)]
@@ -197,6 +198,9 @@ pub enum LogError {
     /// The store failed.
     #[error("disclosure log database error: {0}")]
     Store(#[from] StoreError),
+    /// The verification scan of the database file failed.
+    #[error("disclosure log database error: {0}")]
+    Scan(String),
     /// The group commit holding the entry failed.
     #[error("disclosure log write failed: {0}")]
     WriteFailed(String),
@@ -303,9 +307,6 @@ impl StoreVerification {
     }
 }
 
-/// Rows per page when streaming the log.
-const PAGE: i64 = 5_000;
-
 /// Verifies the whole stored log: every hash and link, the head, every stored checkpoint and
 /// each of `partner_checkpoints` (a partner's copies), and the Merkle tree. `key` checks
 /// checkpoint signatures; without it only their hashes are compared, and a purged log cannot
@@ -326,47 +327,21 @@ pub async fn verify_store_witnessed(
     partner_checkpoints: Option<&CheckpointExport>,
     witnesses: &[(String, note::VerifierKey)],
 ) -> Result<StoreVerification, LogError> {
-    let mut out = verify_chain(store, key, partner_checkpoints).await?;
+    let (mut out, (first_leaf, leaves)) = verify_chain(store, key, partner_checkpoints).await?;
     if out.summary.failure.is_none() {
-        let mut pooled = store.acquire().await?;
-        let mut c = pooled.conn();
-        let base = db::read_full_head(&mut c).await?.tree_base;
-        let (first_leaf, leaves) = collect_leaves(&mut c, base).await?;
         out.tree =
-            Some(transparency::verify_tree(&mut c, key, witnesses, (first_leaf, &leaves)).await?);
+            Some(transparency::verify_tree(store, key, witnesses, (first_leaf, leaves)).await?);
     }
     Ok(out)
 }
 
-/// The leaf hashes of the stored entries in the tree (sequence numbers above `base`): the
-/// first leaf index and the hashes in order. Their content was checked by the chain
-/// verification just before.
-async fn collect_leaves(c: &mut Conn<'_>, base: u64) -> Result<(u64, Vec<[u8; 32]>), LogError> {
-    let first = db::first_seq(c).await?.unwrap_or(base + 1).max(base + 1);
-    let mut leaves = Vec::new();
-    let mut after = first - 1;
-    loop {
-        let rows = db::hash_page_after(c, after, 50_000).await?;
-        let Some(last) = rows.last() else { break };
-        after = last.0;
-        for (seq, format, hash) in rows {
-            if format != EntryFormat::V2 {
-                return Err(LogError::Corrupt {
-                    seq,
-                    why: "an entry in the tree's range was not written as a tree leaf".into(),
-                });
-            }
-            leaves.push(hash);
-        }
-    }
-    Ok((first - base - 1, leaves))
-}
-
+/// The chain verification; also returns the tree's leaf hashes read on the way (the first
+/// leaf index of the stored entries, and their hashes in order).
 async fn verify_chain(
     store: &Store,
     key: Option<&ed25519_dalek::VerifyingKey>,
     partner_checkpoints: Option<&CheckpointExport>,
-) -> Result<StoreVerification, LogError> {
+) -> Result<(StoreVerification, (u64, Vec<[u8; 32]>)), LogError> {
     let mut pooled = store.acquire().await?;
     let mut c = pooled.conn();
     let stored = db::checkpoints(&mut c).await?;
@@ -392,7 +367,7 @@ async fn verify_chain(
     if let Some(k) = key {
         for c in &stored {
             if !checkpoint::verify_checkpoint(k, c) {
-                return Ok(sig_fail(c, "stored"));
+                return Ok((sig_fail(c, "stored"), (0, Vec::new())));
             }
         }
     }
@@ -410,7 +385,7 @@ async fn verify_chain(
         }
         for c in &p.checkpoints {
             if !checkpoint::verify_checkpoint(&pk, c) {
-                return Ok(sig_fail(c, "partner's"));
+                return Ok((sig_fail(c, "partner's"), (0, Vec::new())));
             }
         }
         partner = p.checkpoints.clone();
@@ -454,76 +429,149 @@ async fn verify_chain(
                     p.seq
                 );
             }
-            return Ok(out);
+            return Ok((out, (0, Vec::new())));
         }
     }
 
-    let mut after = anchor.seq;
+    // The tree's base (a head row whose tree does not match its chain fails the tree check,
+    // after the chain's own, which names what was changed).
+    let (base, tree_error) = match db::read_full_head(&mut c).await {
+        Ok(h) => (Some(h.tree_base), None),
+        Err(e @ LogError::Corrupt { .. }) => (None, Some(e)),
+        Err(e) => return Err(e),
+    };
+    drop(pooled);
+    let mut pass = ChainPass {
+        v,
+        after: anchor.seq,
+        base,
+        leaves: Vec::new(),
+        unreadable: None,
+        tree_error,
+    };
+    // One scan; entries appended while it read are picked up by another from where it
+    // stopped, until the head is reached (or a scan finds nothing more: a truncated tail).
+    let mut scanned_to = None;
     loop {
-        let rows = db::page_after(&mut c, after, PAGE).await?;
-        if rows.is_empty() {
-            // Entries appended while we read are covered by a fresh head read.
-            let head = db::read_head(&mut c).await?;
-            if head.0 > v.last_seq() && !v.failed() {
-                let more = db::page_after(&mut c, after, PAGE).await?;
-                if !more.is_empty() {
-                    continue;
-                }
-            }
-            let summary = v.finish(Some(head));
-            return Ok(StoreVerification {
-                summary,
-                first_seq: first,
-                checkpoints_checked: stored.len() + partner.len(),
-                signatures_checked: key.is_some(),
-                tree: None,
-            });
+        pass = chain_pass(store, pass).await?;
+        if pass.stopped() || scanned_to == Some(pass.after) {
+            break;
         }
-        for row in rows {
-            match db::row_to_entry(row) {
-                Ok(e) => {
-                    after = e.seq;
-                    v.push(&e);
-                }
-                Err(e) => {
-                    let seq = match e {
-                        LogError::Corrupt { seq, .. } => seq,
-                        other => return Err(other),
-                    };
-                    let summary = VerifySummary {
-                        entries_checked: 0,
-                        last_seq: v.last_seq(),
-                        last_hash: String::new(),
-                        failure: Some(v.failure().cloned().unwrap_or(ChainFailure {
-                            seq,
-                            kind: FailureKind::Altered,
-                            message: format!("entry {seq} holds values no entry can have: {e}"),
-                        })),
-                    };
-                    return Ok(StoreVerification {
-                        summary,
-                        first_seq: first,
-                        checkpoints_checked: stored.len() + partner.len(),
-                        signatures_checked: key.is_some(),
-                        tree: None,
-                    });
-                }
-            }
-            if v.failed() {
-                break;
-            }
-        }
-        if v.failed() {
-            let head = db::read_head(&mut c).await?;
-            return Ok(StoreVerification {
-                summary: v.finish(Some(head)),
-                first_seq: first,
-                checkpoints_checked: stored.len() + partner.len(),
-                signatures_checked: key.is_some(),
-                tree: None,
-            });
+        scanned_to = Some(pass.after);
+        let mut pooled = store.acquire().await?;
+        if db::read_head(&mut pooled.conn()).await?.0 <= pass.v.last_seq() {
+            break;
         }
     }
+    let mut pooled = store.acquire().await?;
+    let head = db::read_head(&mut pooled.conn()).await?;
+    let checkpoints_checked = stored.len() + partner.len();
+    let summary = match pass.unreadable {
+        Some((seq, why)) => VerifySummary {
+            entries_checked: 0,
+            last_seq: pass.v.last_seq(),
+            last_hash: String::new(),
+            failure: Some(pass.v.failure().cloned().unwrap_or(ChainFailure {
+                seq,
+                kind: FailureKind::Altered,
+                message: format!("entry {seq} holds values no entry can have: {why}"),
+            })),
+        },
+        None => pass.v.finish(Some(head)),
+    };
+    if summary.failure.is_none()
+        && let Some(e) = pass.tree_error
+    {
+        return Err(e);
+    }
+    let first_leaf = base.map_or(0, |base| first.unwrap_or(base + 1).max(base + 1) - base - 1);
+    Ok((
+        StoreVerification {
+            summary,
+            first_seq: first,
+            checkpoints_checked,
+            signatures_checked: key.is_some(),
+            tree: None,
+        },
+        (first_leaf, pass.leaves),
+    ))
+}
+
+/// The state of the chain verification between scans: the verifier, the last sequence number
+/// read, and the tree's leaf hashes collected on the way (entries above the tree's base).
+struct ChainPass {
+    v: Verifier,
+    after: u64,
+    /// The sequence number before the tree's first leaf (`None` if the head is unreadable).
+    base: Option<u64>,
+    leaves: Vec<[u8; 32]>,
+    /// The first row that could not be read as an entry, and why.
+    unreadable: Option<(u64, String)>,
+    /// An entry in the tree's range that was not written as a leaf (reported if the chain
+    /// verifies).
+    tree_error: Option<LogError>,
+}
+
+impl ChainPass {
+    /// Checks one row. `Err` only for a failure of the database itself.
+    fn feed(&mut self, row: db::LogRow) -> Result<(), LogError> {
+        match db::row_to_entry(row) {
+            Ok(e) => {
+                self.after = e.seq;
+                if self.base.is_some_and(|base| e.seq > base) && self.tree_error.is_none() {
+                    if e.format == EntryFormat::V2 {
+                        self.leaves.push(e.hash.0);
+                    } else {
+                        self.tree_error = Some(LogError::Corrupt {
+                            seq: e.seq,
+                            why: "an entry in the tree's range was not written as a tree leaf"
+                                .into(),
+                        });
+                    }
+                }
+                self.v.push(&e);
+                Ok(())
+            }
+            Err(LogError::Corrupt { seq, why }) => {
+                self.unreadable = Some((seq, why));
+                Ok(())
+            }
+            Err(other) => Err(other),
+        }
+    }
+
+    fn stopped(&self) -> bool {
+        self.unreadable.is_some() || self.v.failed()
+    }
+}
+
+/// Runs one scan of the entries after `pass.after` through the chain verification, decoding
+/// and hashing on a blocking thread while the scan reads on another.
+async fn chain_pass(store: &Store, mut pass: ChainPass) -> Result<ChainPass, LogError> {
+    let after = i64::try_from(pass.after)
+        .map_err(|_| LogError::Invalid("sequence number out of range".into()))?;
+    let mut rx = scan::scan_after::<db::LogRow>(store, after);
+    tokio::task::spawn_blocking(move || {
+        while let Some(batch) = rx.blocking_recv() {
+            let rows = match batch {
+                Ok(rows) => rows,
+                Err(LogError::Corrupt { seq, why }) => {
+                    pass.unreadable = Some((seq, why));
+                    return Ok(pass);
+                }
+                Err(e) => return Err(e),
+            };
+            for row in rows {
+                pass.feed(row)?;
+                if pass.stopped() {
+                    return Ok(pass);
+                }
+            }
+        }
+        Ok(pass)
+    })
+    .await
+    .map_err(|e| LogError::Scan(format!("the verification thread failed: {e}")))?
 }
 
 /// The stored checkpoints, ascending.

@@ -12,10 +12,11 @@ use std::collections::HashMap;
 
 use serde::Serialize;
 
+use super::LogError;
 use super::checkpoint::TreeCheckpoint;
 use super::db::{self, Head};
+use super::scan::{self, NodeRow};
 use super::tree::{self, Hash};
-use super::{LogError, PAGE};
 use crate::crypto::note::{Note, VerifierKey, parse_checkpoint};
 use crate::store::{Conn, Store, on_conn};
 
@@ -497,20 +498,97 @@ pub struct TreeVerification {
     pub failure: Option<String>,
 }
 
-/// Rows of `audit_tree` with `idx >= from`, ascending, at most `limit`.
-pub(super) async fn node_page(
-    c: &mut Conn<'_>,
-    from: u64,
-    limit: i64,
-) -> Result<Vec<(i64, Vec<u8>)>, LogError> {
-    let from = i64_of(from)?;
-    Ok(on_conn!(c, |c| {
-        sqlx::query_as("SELECT idx, hash FROM audit_tree WHERE idx >= $1 ORDER BY idx LIMIT $2")
-            .bind(from)
-            .bind(limit)
-            .fetch_all(c)
-            .await
-    })?)
+fn fail_once(out: &mut TreeVerification, why: String) {
+    if out.failure.is_none() {
+        out.failure = Some(why);
+    }
+}
+
+/// The stored tree rebuilt hash by hash, in index order: each leaf must be its entry's hash,
+/// each interior hash the hash of its children, and each signed root the rebuilt one.
+struct NodeCheck {
+    out: TreeVerification,
+    /// Signed roots not yet reached, by tree size.
+    want: HashMap<u64, Hash>,
+    frontier: tree::Frontier,
+    next_idx: u64,
+    /// Interior hashes completed by the last leaf, expected next in index order.
+    pending: std::collections::VecDeque<(u64, Hash)>,
+    /// The leaf index of the first stored entry, and the stored entries' hashes in order.
+    first_leaf: u64,
+    leaves: Vec<Hash>,
+    tree_base: u64,
+}
+
+impl NodeCheck {
+    /// Checks the next stored hash; `false` once a failure is found.
+    fn feed(&mut self, row: NodeRow) -> Result<bool, LogError> {
+        let idx = u64::try_from(row.idx).map_err(|_| corrupt("negative tree index"))?;
+        if idx != self.next_idx {
+            fail_once(
+                &mut self.out,
+                format!("tree hash {} is missing", self.next_idx),
+            );
+            return Ok(false);
+        }
+        self.next_idx += 1;
+        let hash: Hash = row
+            .hash
+            .as_slice()
+            .try_into()
+            .map_err(|_| corrupt(format!("tree hash {idx} is malformed")))?;
+        if let Some((want_idx, want_hash)) = self.pending.pop_front() {
+            // An interior hash completed by the previous leaf.
+            if want_idx != idx || want_hash != hash {
+                fail_once(
+                    &mut self.out,
+                    format!("stored tree hash {idx} is not the hash of its children"),
+                );
+                return Ok(false);
+            }
+            return Ok(true);
+        }
+        // A leaf.
+        let leaf_index = self.frontier.size();
+        let entry_hash = leaf_index
+            .checked_sub(self.first_leaf)
+            .and_then(|k| usize::try_from(k).ok())
+            .and_then(|k| self.leaves.get(k));
+        if let Some(entry_hash) = entry_hash
+            && *entry_hash != hash
+        {
+            fail_once(
+                &mut self.out,
+                format!(
+                    "leaf {leaf_index} (entry {}) is not that entry's hash",
+                    self.tree_base + 1 + leaf_index
+                ),
+            );
+            return Ok(false);
+        }
+        let pending = &mut self.pending;
+        self.frontier.push(hash, |i, h| {
+            if i != idx {
+                pending.push_back((i, h));
+            }
+        });
+        self.out.leaves += 1;
+        if let Some(root) = self.want.remove(&self.frontier.size()) {
+            self.out.checkpoints_checked += 1;
+            if root != self.frontier.root() {
+                fail_once(
+                    &mut self.out,
+                    format!(
+                        "the signed checkpoint of size {} names another root than the stored \
+                         tree: the log was rewritten",
+                        self.frontier.size()
+                    ),
+                );
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
 }
 
 /// Rebuilds the tree from its stored leaves and checks every stored interior hash, that the
@@ -521,28 +599,21 @@ pub(super) async fn node_page(
 /// rebuilt one. `witnesses` are the required witnesses and their keys: the newest checkpoint
 /// cosigned by all of them is reported, and none is a failure.
 pub(super) async fn verify_tree(
-    c: &mut Conn<'_>,
+    store: &Store,
     key: Option<&ed25519_dalek::VerifyingKey>,
     witnesses: &[(String, VerifierKey)],
-    entry_leaves: (u64, &[Hash]),
+    entry_leaves: (u64, Vec<Hash>),
 ) -> Result<TreeVerification, LogError> {
     let (first_leaf, leaves) = entry_leaves;
-    let leaf_of = |i: u64| {
-        i.checked_sub(first_leaf)
-            .and_then(|k| usize::try_from(k).ok())
-            .and_then(|k| leaves.get(k))
-    };
+    let mut pooled = store.acquire().await?;
+    let c = &mut pooled.conn();
     let head = db::read_full_head(c).await?;
     let checkpoints = tree_checkpoints(c).await?;
     let mut out = TreeVerification {
         tree_base: head.tree_base,
         ..TreeVerification::default()
     };
-    let fail = |out: &mut TreeVerification, why: String| {
-        if out.failure.is_none() {
-            out.failure = Some(why);
-        }
-    };
+    let fail = fail_once;
     for cp in &checkpoints {
         let Ok(note) = Note::parse(&cp.note) else {
             fail(
@@ -579,73 +650,39 @@ pub(super) async fn verify_tree(
             ),
         }
     }
-    let mut want: HashMap<u64, Hash> = checkpoints.iter().map(|c| (c.size, c.root)).collect();
-    let mut frontier = tree::Frontier::default();
-    let mut next_idx = 0u64;
-    let mut pending: std::collections::VecDeque<(u64, Hash)> = std::collections::VecDeque::new();
-    'pages: loop {
-        let rows = node_page(c, next_idx, PAGE).await?;
-        if rows.is_empty() {
-            break;
-        }
-        for (idx, hash) in rows {
-            let idx = u64::try_from(idx).map_err(|_| corrupt("negative tree index"))?;
-            if idx != next_idx {
-                fail(&mut out, format!("tree hash {next_idx} is missing"));
-                break 'pages;
-            }
-            next_idx += 1;
-            let hash: Hash = hash
-                .as_slice()
-                .try_into()
-                .map_err(|_| corrupt(format!("tree hash {idx} is malformed")))?;
-            if let Some((want_idx, want_hash)) = pending.pop_front() {
-                // An interior hash completed by the previous leaf.
-                if want_idx != idx || want_hash != hash {
-                    fail(
-                        &mut out,
-                        format!("stored tree hash {idx} is not the hash of its children"),
-                    );
-                    break 'pages;
-                }
-                continue;
-            }
-            // A leaf.
-            let leaf_index = frontier.size();
-            if let Some(entry_hash) = leaf_of(leaf_index)
-                && *entry_hash != hash
-            {
-                fail(
-                    &mut out,
-                    format!(
-                        "leaf {leaf_index} (entry {}) is not that entry's hash",
-                        head.tree_base + 1 + leaf_index
-                    ),
-                );
-                break 'pages;
-            }
-            frontier.push(hash, |i, h| {
-                if i != idx {
-                    pending.push_back((i, h));
-                }
-            });
-            out.leaves += 1;
-            if let Some(root) = want.remove(&frontier.size()) {
-                out.checkpoints_checked += 1;
-                if root != frontier.root() {
-                    fail(
-                        &mut out,
-                        format!(
-                            "the signed checkpoint of size {} names another root than the \
-                             stored tree: the log was rewritten",
-                            frontier.size()
-                        ),
-                    );
-                    break 'pages;
+    let want: HashMap<u64, Hash> = checkpoints.iter().map(|c| (c.size, c.root)).collect();
+    let check = NodeCheck {
+        out,
+        want,
+        frontier: tree::Frontier::default(),
+        next_idx: 0,
+        pending: std::collections::VecDeque::new(),
+        first_leaf,
+        leaves,
+        tree_base: head.tree_base,
+    };
+    // The stored hashes are read in one scan on one thread and rebuilt on another.
+    let mut rx = scan::scan_after::<NodeRow>(store, -1);
+    let check = tokio::task::spawn_blocking(move || {
+        let mut check = check;
+        while let Some(batch) = rx.blocking_recv() {
+            for row in batch? {
+                if !check.feed(row)? {
+                    return Ok(check);
                 }
             }
         }
-    }
+        Ok::<_, LogError>(check)
+    })
+    .await
+    .map_err(|e| LogError::Scan(format!("the verification thread failed: {e}")))??;
+    let NodeCheck {
+        mut out,
+        want,
+        frontier,
+        pending,
+        ..
+    } = check;
     if out.failure.is_none() {
         if !pending.is_empty() {
             fail(

@@ -38,7 +38,7 @@ pub mod reviews;
 pub mod security_events;
 pub mod suspensions;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -202,6 +202,8 @@ enum Pools {
         /// How to open a dedicated connection ([`Store::sqlite_connection`]); `None` when
         /// read-only.
         options: Option<SqliteConnectOptions>,
+        /// The database file (`None` in memory), for [`Store::sqlite_file`].
+        file: Option<PathBuf>,
     },
     Postgres {
         pool: PgPool,
@@ -308,9 +310,13 @@ impl Store {
             if !read_only {
                 spawn_sqlite_checkpointer(pool.clone());
             }
+            let in_memory = path.is_empty()
+                || path.starts_with(":memory:")
+                || settings.url.contains("mode=memory");
             Pools::Sqlite {
                 pool,
                 options: (!read_only).then_some(options),
+                file: (!in_memory).then(|| PathBuf::from(path)),
             }
         } else if settings.url.starts_with("postgres://")
             || settings.url.starts_with("postgresql://")
@@ -364,6 +370,15 @@ impl Store {
         match self.pools {
             Pools::Sqlite { .. } => Backend::Sqlite,
             Pools::Postgres { .. } => Backend::Postgres,
+        }
+    }
+
+    /// The SQLite database file, for a reader that scans a whole table outside the pool and
+    /// its driver (the log verification). `None` on PostgreSQL and for a database in memory.
+    pub fn sqlite_file(&self) -> Option<&Path> {
+        match &self.pools {
+            Pools::Sqlite { file, .. } => file.as_deref(),
+            Pools::Postgres { .. } => None,
         }
     }
 

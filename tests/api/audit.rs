@@ -284,6 +284,57 @@ async fn each_kind_of_tampering_is_detected_and_named() {
         )
         .await;
         expect_failure(&f, 11, FailureKind::Inserted).await;
+
+        if db == Db::Sqlite {
+            // SQLite keeps any value in any column: text where a count belongs is an entry no
+            // log wrote, reported as altered (not as a database error).
+            let f = ten(db).await;
+            exec(
+                &f.store,
+                "UPDATE audit_log SET fields_withheld = 'many' WHERE seq = 7",
+            )
+            .await;
+            expect_failure(&f, 7, FailureKind::Altered).await;
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_log_of_several_scan_batches_verifies_and_names_a_change_deep_inside() {
+    // The verification reads the log in one scan handed over in batches of 2,048 rows: an
+    // intact log of several batches verifies whole, and a change in the third batch is named.
+    for db in BOTH {
+        let f = fresh(db).await;
+        let tasks: Vec<_> = (0..50)
+            .map(|t| {
+                let log = f.log.clone();
+                tokio::spawn(async move {
+                    for i in 0..100 {
+                        let e = disclosure(
+                            &log,
+                            &format!("S-{t}-{i}"),
+                            "metro-pd",
+                            "crisis-response",
+                            i % 2 == 0,
+                        );
+                        log.append(e).await.unwrap();
+                    }
+                })
+            })
+            .collect();
+        for t in tasks {
+            t.await.unwrap();
+        }
+        let v = verify(&f.store, &f.log).await;
+        assert!(v.ok(), "{db:?}: {v:?}");
+        assert_eq!(v.summary.entries_checked, 5000, "{db:?}");
+        assert_eq!(v.tree.as_ref().map(|t| t.leaves), Some(5000), "{db:?}");
+        exec(
+            &f.store,
+            "UPDATE audit_log SET purpose = 'treatment' WHERE seq = 4500",
+        )
+        .await;
+        expect_failure(&f, 4500, FailureKind::Altered).await;
     }
 }
 
