@@ -47,6 +47,7 @@ pub mod domain;
 pub mod edge;
 pub mod emergency;
 pub mod error;
+pub mod fhir;
 pub mod metrics;
 pub mod policy;
 pub mod redaction;

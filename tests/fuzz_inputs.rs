@@ -65,6 +65,11 @@ fn canonical_log_inputs() {
 }
 
 #[test]
+fn fhir_resources_inputs() {
+    replay("fhir_resources", harness::fhir_resources);
+}
+
+#[test]
 fn consent_validate_inputs() {
     replay("consent_validate", harness::consent_validate);
 }

@@ -537,6 +537,44 @@ pub fn consent_validate(data: &[u8]) {
 }
 
 // ---------------------------------------------------------------------------------------------
+// FHIR resources
+// ---------------------------------------------------------------------------------------------
+
+/// A FHIR `Consent` or `ServiceRequest` as a partner posts it under `/fhir/r4` (the first byte
+/// picks which): the mapping never panics; a refusal names each problem's element and says
+/// what to fix; a mapped consent goes through the same validation as `/v1` (with its
+/// properties, see `consent_validate`).
+pub fn fhir_resources(data: &[u8]) {
+    let mut b = Bytes(data);
+    let consent = b.byte() % 2 == 0;
+    let body = b.rest();
+    if check_depth(body, MAX_DEPTH).is_err() {
+        return;
+    }
+    let Ok(value) = serde_json::from_slice::<Value>(body) else {
+        return;
+    };
+    let problems = if consent {
+        match coresponse_gateway::fhir::consent::parse(value) {
+            Ok(parsed) => {
+                check_consent(&parsed.directive, demo_policy(), now());
+                return;
+            }
+            Err(p) => p,
+        }
+    } else {
+        match coresponse_gateway::fhir::referral::parse(value) {
+            Ok(_) => return,
+            Err(p) => p,
+        }
+    };
+    assert!(!problems.is_empty(), "a refusal names at least one problem");
+    for p in &problems {
+        assert!(!p.field.is_empty() && !p.code.is_empty() && !p.message.is_empty());
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
 // Canonical log encoding
 // ---------------------------------------------------------------------------------------------
 

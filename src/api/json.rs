@@ -32,57 +32,70 @@ impl<T: DeserializeOwned + 'static> FromRequest for BoundedJson<T> {
     type Future = Pin<Box<dyn Future<Output = Result<Self, ApiError>>>>;
 
     fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
-        let (limit, depth, timeout_ms) = req
-            .app_data::<web::Data<AppState>>()
-            .map(|s| {
-                (
-                    s.settings.server.body_limit_bytes,
-                    s.settings.server.max_json_depth,
-                    s.settings.server.body_timeout_ms,
-                )
-            })
-            .unwrap_or((64 * 1024, 16, 10_000));
-        let is_json = req
-            .headers()
-            .get(header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.split(';').next())
-            .is_some_and(|v| v.trim().eq_ignore_ascii_case("application/json"));
-        let declared = req
-            .headers()
-            .get(header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse::<usize>().ok());
-        let mut payload = payload.take();
+        let read = read_bounded(req, payload, &["application/json"]);
         Box::pin(async move {
-            if !is_json {
-                return Err(ApiError::UnsupportedMediaType);
-            }
-            if declared.is_some_and(|n| n > limit) {
-                return Err(ApiError::PayloadTooLarge { limit });
-            }
-            let mut body = BytesMut::new();
-            while let Some(chunk) = payload.next().await {
-                let chunk = chunk.map_err(|e| match e {
-                    PayloadError::Io(e) if e.kind() == std::io::ErrorKind::TimedOut => {
-                        ApiError::BodyTimeout { timeout_ms }
-                    }
-                    _ => ApiError::bad_request(
-                        "body_unreadable",
-                        "the request body could not be read",
-                    ),
-                })?;
-                if body.len() + chunk.len() > limit {
-                    return Err(ApiError::PayloadTooLarge { limit });
-                }
-                body.extend_from_slice(&chunk);
-            }
-            check_depth(&body, depth)?;
+            let body = read.await?;
             serde_json::from_slice(&body).map(BoundedJson).map_err(|e| {
                 ApiError::bad_request("invalid_json", format!("invalid JSON body: {e}"))
             })
         })
     }
+}
+
+/// Reads a request body of one of `media_types` (else 415), bounded in arrival time
+/// (`server.body_timeout_ms`, 408 `body_timeout`), in size
+/// (`server.body_limit_bytes`, 413) and in JSON nesting depth (`server.max_json_depth`, 400
+/// `json_too_deep`), without parsing it.
+pub(super) fn read_bounded(
+    req: &HttpRequest,
+    payload: &mut Payload,
+    media_types: &'static [&'static str],
+) -> Pin<Box<dyn Future<Output = Result<BytesMut, ApiError>>>> {
+    let (limit, depth, timeout_ms) = req
+        .app_data::<web::Data<AppState>>()
+        .map(|s| {
+            (
+                s.settings.server.body_limit_bytes,
+                s.settings.server.max_json_depth,
+                s.settings.server.body_timeout_ms,
+            )
+        })
+        .unwrap_or((64 * 1024, 16, 10_000));
+    let is_json = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|v| media_types.iter().any(|m| v.trim().eq_ignore_ascii_case(m)));
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    let mut payload = payload.take();
+    Box::pin(async move {
+        if !is_json {
+            return Err(ApiError::UnsupportedMediaType);
+        }
+        if declared.is_some_and(|n| n > limit) {
+            return Err(ApiError::PayloadTooLarge { limit });
+        }
+        let mut body = BytesMut::new();
+        while let Some(chunk) = payload.next().await {
+            let chunk = chunk.map_err(|e| match e {
+                PayloadError::Io(e) if e.kind() == std::io::ErrorKind::TimedOut => {
+                    ApiError::BodyTimeout { timeout_ms }
+                }
+                _ => ApiError::bad_request("body_unreadable", "the request body could not be read"),
+            })?;
+            if body.len() + chunk.len() > limit {
+                return Err(ApiError::PayloadTooLarge { limit });
+            }
+            body.extend_from_slice(&chunk);
+        }
+        check_depth(&body, depth)?;
+        Ok(body)
+    })
 }
 
 /// Refuses JSON nested deeper than `max` arrays/objects. Linear, allocation-free.

@@ -12,6 +12,7 @@ mod auth;
 mod consents;
 mod console;
 mod directives;
+pub mod fhir;
 pub mod health;
 mod json;
 mod middleware;
@@ -39,7 +40,7 @@ pub use purpose::{
     EMERGENCY_BASIS, EMERGENCY_DESCRIPTION, EMERGENCY_PERSONNEL, EMERGENCY_SOURCE,
     MEDICAL_EMERGENCY, PURPOSE_OF_USE, PurposeOfUse,
 };
-pub use routes::{RouteInfo, Routes};
+pub use routes::{Registered, RouteInfo, Routes};
 pub use state::AppState;
 
 // The request body types, public so that they can be fuzzed without HTTP (`fuzz/`).
@@ -60,7 +61,7 @@ pub fn configure(cfg: &mut web::ServiceConfig, body_limit: usize) {
 
 /// Registers every route and returns each one's method and path (the OpenAPI document is
 /// checked against this list).
-pub fn configure_recorded(cfg: &mut web::ServiceConfig, body_limit: usize) -> Vec<RouteInfo> {
+pub fn configure_recorded(cfg: &mut web::ServiceConfig, body_limit: usize) -> Registered {
     let mut r = Routes::new(cfg);
     r.config()
         .app_data(
@@ -90,12 +91,14 @@ pub fn configure_recorded(cfg: &mut web::ServiceConfig, body_limit: usize) -> Ve
     policy::routes(&mut r);
     part2::routes(&mut r);
     transparency::routes(&mut r);
+    fhir::routes(&mut r);
     r.into_registered()
 }
 
-/// Every route the gateway serves, as `(method, path)`.
-pub fn registered_routes() -> Vec<RouteInfo> {
-    let mut out = Vec::new();
+/// Every route the gateway serves, as `(method, path)`, the OpenAPI-described ones and those
+/// described elsewhere.
+pub fn registered_routes() -> Registered {
+    let mut out = Registered::default();
     let _ = actix_web::App::new().configure(|cfg| out = configure_recorded(cfg, 1024));
     out
 }

@@ -164,8 +164,28 @@ mod tests {
     fn every_registered_route_is_documented() {
         let doc = doc();
         assert!(doc["openapi"].as_str().unwrap().starts_with("3.1"));
-        let routes = super::super::registered_routes();
+        let registered = super::super::registered_routes();
+        let routes = registered.routes;
         assert!(routes.len() >= 44, "{routes:?}");
+        // Routes left out deliberately: only the FHIR API, which its CapabilityStatement
+        // describes (a test in tests/api/fhir.rs compares that with the FHIR routes).
+        for ((method, path), by) in &registered.described_elsewhere {
+            assert!(
+                path.starts_with("/fhir/r4/") && *by == super::super::fhir::DESCRIBED_BY,
+                "{method} {path} is left out of the OpenAPI document without a reason: {by}"
+            );
+            assert!(
+                !doc["paths"][*path].is_object(),
+                "{method} {path} is both in the OpenAPI document and described elsewhere"
+            );
+        }
+        assert!(
+            registered
+                .described_elsewhere
+                .iter()
+                .any(|((m, p), _)| *m == "GET" && *p == "/fhir/r4/metadata"),
+            "the FHIR routes are registered"
+        );
         let mut missing = Vec::new();
         for (method, path) in &routes {
             let op = &doc["paths"][*path][method.to_lowercase()];

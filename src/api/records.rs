@@ -159,6 +159,9 @@ pub(super) async fn read_one(
         medical: purpose.medical.as_ref(),
     };
     match state.services.read_record(&asker, kind, id).await? {
+        RecordAnswer::Disclosed(d) if super::fhir::wants_fhir(req) => Ok(
+            super::fhir::disclosure_bundle(state, who, std::slice::from_ref(&d)),
+        ),
         RecordAnswer::Disclosed(d) => Ok(HttpResponse::Ok()
             .insert_header((DISCLOSURE_ID, d.disclosure_id.to_string()))
             .insert_header((LOG_LEAF_INDEX, d.disclosure_id.leaf_index.to_string()))
@@ -292,6 +295,13 @@ pub(super) async fn by_subject(
         .iter()
         .map(audit::LogRef::leaf_hash_b64)
         .collect();
+    if super::fhir::wants_fhir(&req) {
+        return Ok(super::fhir::disclosure_bundle(
+            &state,
+            &who,
+            &answer.records,
+        ));
+    }
     let records: Vec<Value> = answer.records.into_iter().map(|r| r.body).collect();
     Ok(HttpResponse::Ok()
         .insert_header((DISCLOSURE_ID, ids.join(",")))

@@ -2,17 +2,30 @@
 //! method and path, so the OpenAPI document can be checked against what the server actually
 //! serves (a route missing from the document fails a test). Each path becomes one
 //! `web::resource` with all its methods, so a method the path does not take is answered 405
-//! with `Allow` rather than 404.
+//! with `Allow` rather than 404. A scope another document describes (the FHIR API, described by
+//! its CapabilityStatement) is registered whole and recorded with what describes it.
 
 use actix_web::{FromRequest, Handler, Responder, web};
 
 /// A registered route: method and path pattern, e.g. `("GET", "/v1/disclosures/{seq}")`.
 pub type RouteInfo = (&'static str, &'static str);
 
+/// What a configuration registered.
+#[derive(Debug, Clone, Default)]
+pub struct Registered {
+    /// Routes the OpenAPI document describes.
+    pub routes: Vec<RouteInfo>,
+    /// Routes another document describes, with what describes them (e.g. the FHIR routes,
+    /// described by their CapabilityStatement).
+    pub described_elsewhere: Vec<(RouteInfo, &'static str)>,
+}
+
 /// Registers routes on an actix `ServiceConfig` and records each one.
 pub struct Routes<'a> {
     cfg: &'a mut web::ServiceConfig,
     seen: Vec<RouteInfo>,
+    /// Routes another document describes, with what describes them.
+    elsewhere: Vec<(RouteInfo, &'static str)>,
     /// One resource per path, in the order the paths were first named.
     resources: Vec<(&'static str, actix_web::Resource)>,
 }
@@ -29,6 +42,7 @@ impl<'a> Routes<'a> {
         Self {
             cfg,
             seen: Vec::new(),
+            elsewhere: Vec::new(),
             resources: Vec::new(),
         }
     }
@@ -39,11 +53,28 @@ impl<'a> Routes<'a> {
     }
 
     /// Registers one resource per path and returns what was registered.
-    pub(super) fn into_registered(self) -> Vec<RouteInfo> {
+    pub(super) fn into_registered(self) -> Registered {
         for (_, resource) in self.resources {
             self.cfg.service(resource);
         }
-        self.seen
+        Registered {
+            routes: self.seen,
+            described_elsewhere: self.elsewhere,
+        }
+    }
+
+    /// Registers a scope whose routes (`served`) the OpenAPI document leaves to another
+    /// description, named by `described_by` (the FHIR API: its CapabilityStatement).
+    pub(super) fn scope_described_elsewhere(
+        &mut self,
+        scope: impl actix_web::dev::HttpServiceFactory + 'static,
+        served: Vec<RouteInfo>,
+        described_by: &'static str,
+    ) {
+        // Its own prefix: no path of the resources registered later falls under it.
+        self.cfg.service(scope);
+        self.elsewhere
+            .extend(served.into_iter().map(|r| (r, described_by)));
     }
 
     fn add<F, Args>(

@@ -673,6 +673,48 @@ pub fn validate(
     })
 }
 
+/// The fields in which `asked` differs from the recorded directive `recorded`, by their JSON
+/// names (texts compared trimmed; an unstated `valid_from` matches the one recorded, which
+/// defaulted to the time of recording). Used where a client restates a consent to change its
+/// status: the content of a recorded consent is never edited.
+pub fn differences(recorded: &ConsentDirective, asked: &ConsentDirective) -> Vec<&'static str> {
+    let text = |v: &Option<String>| trimmed(v);
+    let mut out = Vec::new();
+    let mut check = |name: &'static str, same: bool| {
+        if !same {
+            out.push(name);
+        }
+    };
+    check("subjects", recorded.subjects == asked.subjects);
+    check(
+        "patient_name",
+        text(&recorded.patient_name) == text(&asked.patient_name),
+    );
+    check("disclosers", recorded.disclosers == asked.disclosers);
+    check("recipients", recorded.recipients == asked.recipients);
+    check("purposes", recorded.purposes == asked.purposes);
+    check("scope", recorded.scope == asked.scope);
+    check(
+        "valid_from",
+        asked.valid_from.is_none() || recorded.valid_from == asked.valid_from,
+    );
+    check("expires", recorded.expires == asked.expires);
+    check(
+        "expiry_event",
+        text(&recorded.expiry_event) == text(&asked.expiry_event),
+    );
+    check(
+        "signature_reference",
+        text(&recorded.signature_reference) == text(&asked.signature_reference),
+    );
+    check("signed_on", recorded.signed_on == asked.signed_on);
+    check(
+        "revocation_statement",
+        text(&recorded.revocation_statement) == text(&asked.revocation_statement),
+    );
+    out
+}
+
 /// Remarks on fields of the listed kinds that the scope does not reach although a reader might
 /// expect it to (Part 2 fields without the `sud` category, psychotherapy notes not named).
 fn notes(scope: &ConsentScope, policy: &PolicySet) -> Vec<String> {
@@ -943,6 +985,21 @@ mod tests {
         assert!(
             !shown.contains("Pat") && !shown.contains("MRN-1"),
             "{shown}"
+        );
+    }
+
+    #[test]
+    fn differences_name_each_changed_field() {
+        let recorded = validate(&part2(), &policy(), at(NOW)).unwrap().directive;
+        let mut asked = recorded.clone();
+        asked.valid_from = None;
+        asked.patient_name = Some("  Pat Example ".into());
+        assert!(differences(&recorded, &asked).is_empty());
+        asked.recipients.insert("county-mh".parse().unwrap());
+        asked.expires = None;
+        assert_eq!(
+            differences(&recorded, &asked),
+            vec!["recipients", "expires"]
         );
     }
 

@@ -430,6 +430,26 @@ impl PartnerRegistry {
                 },
             );
         }
+        // A cosignature line names its witness by key name (C2SP signed-note): two partners'
+        // witnesses under one name would make a checkpoint's cosigners ambiguous to every
+        // reader, so the registry refuses it (inline vkeys are also caught by `policy check`).
+        let mut witness_names: BTreeMap<&str, &PartnerId> = BTreeMap::new();
+        for p in partners.values() {
+            if let Some(w) = &p.witness
+                && let Some(other) = witness_names.insert(w.name.as_str(), &p.id)
+            {
+                return Err(RegistryError::Invalid {
+                    path: path.to_owned(),
+                    partner: p.id.to_string(),
+                    message: format!(
+                        "the witness key is named `{}`, like the witness key of partner \
+                         `{other}`; each witness needs its own key name (make a new key with \
+                         `audit witness-key --name {}`)",
+                        w.name, p.id
+                    ),
+                });
+            }
+        }
         Ok(Self { partners })
     }
 
@@ -598,6 +618,38 @@ public_key_pem = """{pem}"""
     fn unknown_keys_are_named() {
         let err = registry("[[partner]]\nid = \"a\"\ncolour = \"red\"\n").unwrap_err();
         assert!(err.to_string().contains("colour"), "{err}");
+    }
+
+    #[test]
+    fn two_witnesses_under_one_key_name_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let vkey = |name: &str, seed: u8| {
+            crate::crypto::note::NoteSigner::new(name, TYPE_COSIGNATURE, &[seed; 32])
+                .unwrap()
+                .verifier()
+                .to_vkey()
+        };
+        let p = dir.path().join("partners.toml");
+        let load = |inline: &str| {
+            let text = entry("county-mh", "i1", "ES256")
+                + "[partner.witness]\nvkey_file = \"county-mh.vkey\"\n"
+                + &entry("metro-pd", "i2", "ES256")
+                + &format!("[partner.witness]\nvkey = \"{inline}\"\n");
+            let file = RegistryFile::parse(&p, &text).unwrap();
+            PartnerRegistry::resolve(&file, &p, dir.path())
+        };
+        std::fs::write(dir.path().join("county-mh.vkey"), vkey("county-mh", 1)).unwrap();
+        // Two different keys under one name: one read from a file, one inline.
+        let err = load(&vkey("county-mh", 2)).unwrap_err();
+        assert!(err.to_string().contains("its own key name"), "{err}");
+        // Named apart, both load.
+        let r = load(&vkey("metro-pd", 2)).unwrap();
+        assert_eq!(
+            r.get(&"county-mh".parse().unwrap())
+                .and_then(|p| p.witness.as_ref())
+                .map(|w| w.name.as_str()),
+            Some("county-mh")
+        );
     }
 
     #[test]

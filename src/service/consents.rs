@@ -426,6 +426,23 @@ impl Services {
         id: &str,
         request: RevokeRequest,
     ) -> Result<ConsentView, Error> {
+        self.revoke_consent_as_recorded(caller, id, request, None)
+            .await
+    }
+
+    /// Revokes a consent, as [`Services::revoke_consent`], when the caller restates it whole
+    /// (`PUT /fhir/r4/Consent/{id}`): if `recorded` is given and differs from the consent on
+    /// record in any field, nothing changes and the answer is 400 `consent_not_editable`
+    /// naming the fields (a recorded consent is revoked, never edited), logged like every
+    /// refused revocation.
+    #[instrument(skip_all)]
+    pub async fn revoke_consent_as_recorded(
+        &self,
+        caller: &Caller<'_>,
+        id: &str,
+        request: RevokeRequest,
+        recorded: Option<&ConsentDirective>,
+    ) -> Result<ConsentView, Error> {
         let who = caller.principal;
         let now = self.now();
         // Checked before the consent is looked up: the answer to a bad request is the same
@@ -462,6 +479,33 @@ impl Services {
             return Err(not_found(id));
         };
         let subjects = self.pseudonyms(&stored.directive.subjects);
+        if let Some(asked) = recorded {
+            let differ = directive::differences(&stored.directive, asked);
+            if !differ.is_empty() {
+                let entry = self.consent_entry(
+                    caller,
+                    Outcome::deny("consent_not_editable"),
+                    Some(id),
+                    &subjects,
+                    &format!(
+                        "refused to revoke consent {id}: the request changes {}",
+                        differ.join(", ")
+                    ),
+                );
+                drop(tx);
+                self.log.append(entry).await.map_err(log_error)?;
+                return Err(Error::Invalid {
+                    code: "consent_not_editable",
+                    message: format!(
+                        "a recorded consent is revoked, never edited: the request differs from \
+                         consent `{id}` in {}; send it as recorded with only its status changed, \
+                         or record a new consent",
+                        differ.join(", ")
+                    ),
+                    details: Some(json!({ "fields": differ })),
+                });
+            }
+        }
         match registry::revoke(
             &mut tx.conn(),
             &self.keyring,

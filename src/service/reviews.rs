@@ -20,8 +20,13 @@ pub struct ReviewView {
     pub review: Review,
     /// The stated basis (`actual-knowledge` or `credible-representation ...`).
     pub stated_basis: Option<String>,
-    /// The threat as described (opened for compliance officers only).
+    /// The threat as described, or for a 42 CFR 2.51 medical emergency its nature (opened for
+    /// compliance officers only).
     pub threat: Option<String>,
+    /// For a 42 CFR 2.51 medical emergency, the documentation 2.51(c) asks for: the medical
+    /// personnel's name and affiliation, who disclosed, when (opened for compliance officers
+    /// only).
+    pub medical_emergency: Option<String>,
 }
 
 /// Which reviews to list.
@@ -63,20 +68,30 @@ impl Services {
         if let Some(e) = first.as_mut() {
             self.open_entries(std::slice::from_mut(e))?;
         }
-        let (stated_basis, threat) = match first.as_ref().map(|e| &e.data) {
+        let (stated_basis, medical_emergency, threat) = match first.as_ref().map(|e| &e.data) {
             Some(d) => (
                 match &d.basis {
                     Some(LegalBasis::Emergency { stated_basis }) => Some(stated_basis.clone()),
                     _ => None,
                 },
+                match &d.basis {
+                    // The entry's detail holds the whole 2.51(c) documentation.
+                    Some(LegalBasis::MedicalEmergency { .. }) => d
+                        .detail
+                        .as_deref()
+                        .and_then(super::read::medical_documentation_in)
+                        .map(str::to_owned),
+                    _ => None,
+                },
                 d.justification.clone(),
             ),
-            None => (None, None),
+            None => (None, None, None),
         };
         Ok(ReviewView {
             review,
             stated_basis,
             threat,
+            medical_emergency,
         })
     }
 

@@ -232,7 +232,7 @@ async fn police_see_the_fine_referral_states_only_under_consent() {
 
 /// A copy of the policy set whose crisis-plan extract (consent basis) also names the Part 2
 /// field, as a program whose patients consent to it might agree.
-fn part2_policies() -> tempfile::TempDir {
+pub(crate) fn part2_policies() -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
     let src = crate::support::repo_root().join("policies");
     for sub in ["", "kinds", "mous"] {

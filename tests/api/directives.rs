@@ -521,6 +521,22 @@ async fn a_medical_emergency_reaches_medical_personnel_only_and_is_documented() 
             e.data.justification.as_deref(),
             Some("unresponsive after a suspected overdose")
         );
+        // The review it opened shows compliance officers the 2.51(c) documentation and the
+        // nature of the emergency.
+        let (s, _, list) = read(&app, &compliance(), "/v1/reviews?state=open", None, &[]).await;
+        assert_eq!(s, 200, "{list}");
+        let review = &list["reviews"][0];
+        let doc = review["medical_emergency"].as_str().unwrap_or_default();
+        for part in [
+            "42 CFR 2.51(c)",
+            "Dr. A. Rivera",
+            "Metro General Hospital",
+            "nature of the emergency",
+        ] {
+            assert!(doc.contains(part), "{part}: {review}");
+        }
+        assert_eq!(review["threat"], "unresponsive after a suspected overdose");
+        assert!(review["stated_basis"].is_null(), "{review}");
 
         // Not to a role that is not medical personnel, not on a 164.512(j) assertion, never to
         // police.

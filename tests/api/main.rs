@@ -20,6 +20,7 @@ mod demo;
 mod directives;
 mod edges;
 mod emergency;
+mod fhir;
 mod handshake;
 mod metrics;
 mod policy_changes;

@@ -77,6 +77,8 @@ pub struct DisclosedRecord {
     pub disclosure_id: audit::LogRef,
     /// The JSON the recipient receives.
     pub body: Value,
+    /// The time of the log entry (the decision time).
+    pub logged_at: DateTime<Utc>,
 }
 
 /// The answer for one record.
@@ -415,7 +417,7 @@ impl Services {
             }
             Outcome::Permit(permit) => permit,
         };
-        self.answer(policy, asker, rec, &permit, &receipt, view, review)
+        self.answer(policy, asker, rec, &permit, (&receipt, now), view, review)
     }
 
     /// Opens the values with the permit and the receipt, redacts them and builds the answer.
@@ -428,7 +430,7 @@ impl Services {
         asker: &Asker<'_>,
         rec: DecryptedRecord,
         permit: &Permit,
-        receipt: &Receipt,
+        (receipt, logged_at): (&Receipt, DateTime<Utc>),
         view: crate::referral::view::StatusView,
         review: Option<emergency::ReviewRef>,
     ) -> Result<RecordAnswer, Error> {
@@ -466,6 +468,7 @@ impl Services {
         Ok(RecordAnswer::Disclosed(DisclosedRecord {
             disclosure_id: receipt.log_ref(),
             body,
+            logged_at,
         }))
     }
 
@@ -561,6 +564,17 @@ fn base_entry(asker: &Asker<'_>, now: DateTime<Utc>, outcome: audit::Outcome) ->
     e
 }
 
+/// How the 42 CFR 2.51(c) documentation starts and ends in a disclosure's detail.
+const MEDICAL_DOC_START: &str = "42 CFR 2.51(c):";
+const MEDICAL_DOC_END: &str = "nature of the emergency: see the justification";
+
+/// The 42 CFR 2.51(c) documentation within a medical emergency disclosure's detail.
+pub(super) fn medical_documentation_in(detail: &str) -> Option<&str> {
+    let start = detail.find(MEDICAL_DOC_START)?;
+    let end = start + detail.get(start..)?.find(MEDICAL_DOC_END)? + MEDICAL_DOC_END.len();
+    detail.get(start..end)
+}
+
 /// The documentation 42 CFR 2.51(c) asks for, for the disclosure's log entry: the medical
 /// personnel's name and affiliation, who disclosed, the date and time (the nature of the
 /// emergency is the entry's justification).
@@ -579,8 +593,8 @@ fn medical_documentation(
     let p = asker.caller.principal;
     let roles: Vec<String> = p.roles.iter().map(ToString::to_string).collect();
     format!(
-        "42 CFR 2.51(c): disclosed to {} of {} (user `{}`, role {}); disclosed by {} through \
-         the co-response gateway; at {}; nature of the emergency: see the justification",
+        "{MEDICAL_DOC_START} disclosed to {} of {} (user `{}`, role {}); disclosed by {} through \
+         the co-response gateway; at {}; {MEDICAL_DOC_END}",
         asker.medical.map_or("", |m| m.personnel.as_str()),
         name(&p.partner),
         p.user,

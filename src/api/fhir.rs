@@ -1,0 +1,1035 @@
+//! The FHIR R4 routes under `/fhir/r4`: thin handlers that parse FHIR into the same inputs as
+//! `/v1` ([`crate::fhir`]), call the same service function, and answer FHIR.
+//!
+//! - `GET /fhir/r4/metadata`: the CapabilityStatement, built from [`ROUTES`], the table the
+//!   routes are registered from (a client certificate is enough, as for `/healthz`);
+//! - `POST /fhir/r4/Consent`, `GET /fhir/r4/Consent/{id}`,
+//!   `GET /fhir/r4/Consent?patient:identifier=system|value`, `PUT /fhir/r4/Consent/{id}`
+//!   (revocation): the consent services;
+//! - `POST /fhir/r4/ServiceRequest`: the referral service;
+//! - `GET /fhir/r4/Task/{id}` and `GET /fhir/r4/Task?_id=` (with `Purpose-Of-Use`): the read
+//!   service, the referral as a Task with security labels.
+//!
+//! Every error under `/fhir/r4`, from any extractor or handler, leaves as an
+//! `OperationOutcome` (`application/fhir+json`) with the JSON API's code and one issue per
+//! problem (the `outcomes` middleware). The `/v1` reads answer a FHIR `Bundle` when asked with
+//! `Accept: application/fhir+json` ([`wants_fhir`], [`disclosure_bundle`]).
+//!
+//! Security role: no rule of its own. Every FHIR request is authenticated, decided, logged and
+//! answered by the `/v1` service functions; a resource that does not map is refused (a refused
+//! consent logged as on `/v1`), and a FHIR read carries the same receipt headers as the JSON one.
+
+use std::future::Future;
+use std::pin::Pin;
+
+use actix_web::body::{BoxBody, MessageBody};
+use actix_web::dev::{Payload, ServiceRequest, ServiceResponse};
+use actix_web::http::{StatusCode, header};
+use actix_web::middleware::{Next, from_fn};
+use actix_web::{FromRequest, HttpRequest, HttpResponse, ResponseError, web};
+use chrono::SecondsFormat;
+use serde_json::{Value, json};
+use tracing::instrument;
+
+use super::purpose::PurposeOfUse;
+use super::{AppState, Authenticated, NO_STORE, RequestMeta};
+use crate::domain::{RecordId, SubjectIdentifier};
+use crate::error::{ApiError, DISCLOSURE_ID, ErrorBody, LOG_LEAF_HASH, LOG_LEAF_INDEX};
+use crate::fhir::codes::{self, FHIR_JSON};
+use crate::fhir::model::{
+    self, Bundle, BundleEntry, BundleLink, BundleSearch, CodeableConcept, Coding, Identifier,
+    Issue, Meta, OperationOutcome, Reference, Task, TaskInput,
+};
+use crate::fhir::{self as fhirmap, Problem, Problems};
+use crate::service::consents::{ConsentAction, RevokeRequest};
+use crate::service::referrals::referral_kind;
+use crate::service::{Asker, DisclosedRecord, RecordAnswer};
+
+/// The base path of the FHIR API.
+pub const BASE: &str = "/fhir/r4";
+
+/// One FHIR interaction the gateway supports.
+#[derive(Debug, Clone, Copy)]
+pub struct FhirRoute {
+    /// The resource type.
+    pub resource: &'static str,
+    /// The FHIR interaction (`read`, `create`, `update`, `search-type`).
+    pub interaction: &'static str,
+    /// The HTTP method.
+    pub method: &'static str,
+    /// The full path (under [`BASE`]).
+    pub path: &'static str,
+    /// What it does, for the CapabilityStatement.
+    pub documentation: &'static str,
+}
+
+/// Every FHIR interaction served: the routes are registered from this table and the
+/// CapabilityStatement lists exactly it.
+pub const ROUTES: [FhirRoute; 7] = [
+    FhirRoute {
+        resource: "Consent",
+        interaction: "create",
+        method: "POST",
+        path: "/fhir/r4/Consent",
+        documentation: "Records a consent directive (validated as POST /v1/consents, with the \
+                        42 CFR 2.31 elements); by a partner among its disclosers.",
+    },
+    FhirRoute {
+        resource: "Consent",
+        interaction: "read",
+        method: "GET",
+        path: "/fhir/r4/Consent/{id}",
+        documentation: "A consent with its status; to its disclosers and compliance officers.",
+    },
+    FhirRoute {
+        resource: "Consent",
+        interaction: "update",
+        method: "PUT",
+        path: "/fhir/r4/Consent/{id}",
+        documentation: "Revocation only: the consent as recorded with status `rejected` (or \
+                        `inactive`) and the revocation extension.",
+    },
+    FhirRoute {
+        resource: "Consent",
+        interaction: "search-type",
+        method: "GET",
+        path: "/fhir/r4/Consent",
+        documentation: "A person's consents: `patient:identifier=system|value` only.",
+    },
+    FhirRoute {
+        resource: "ServiceRequest",
+        interaction: "create",
+        method: "POST",
+        path: "/fhir/r4/ServiceRequest",
+        documentation: "A police referral (POST /v1/referrals); answered with its Task.",
+    },
+    FhirRoute {
+        resource: "Task",
+        interaction: "read",
+        method: "GET",
+        path: "/fhir/r4/Task/{id}",
+        documentation: "A referral as a Task, through the disclosure path (Purpose-Of-Use \
+                        header required; the police status view applies).",
+    },
+    FhirRoute {
+        resource: "Task",
+        interaction: "search-type",
+        method: "GET",
+        path: "/fhir/r4/Task",
+        documentation: "`_id=<referral id>` (required) and `_revinclude=Provenance:target`: the \
+                        Task and the Provenance naming its disclosure-log entry.",
+    },
+];
+
+/// Why the OpenAPI document leaves the FHIR routes out: they are a FHIR API, described the
+/// FHIR way.
+pub const DESCRIBED_BY: &str = "the FHIR CapabilityStatement at GET /fhir/r4/metadata";
+
+/// Registers the FHIR routes: one scope under [`BASE`] whose errors all leave as
+/// `OperationOutcome`s, recorded in the route table as described by the CapabilityStatement.
+pub(super) fn routes(r: &mut super::Routes<'_>) {
+    let mut scope = web::scope(BASE)
+        .wrap(from_fn(outcomes))
+        .route("/metadata", web::get().to(metadata));
+    let mut served: Vec<super::RouteInfo> = vec![("GET", METADATA)];
+    for f in ROUTES {
+        let route = match (f.resource, f.interaction) {
+            ("Consent", "create") => web::post().to(consent_create),
+            ("Consent", "read") => web::get().to(consent_read),
+            ("Consent", "update") => web::put().to(consent_update),
+            ("Consent", "search-type") => web::get().to(consent_search),
+            ("ServiceRequest", "create") => web::post().to(service_request_create),
+            ("Task", "read") => web::get().to(task_read),
+            ("Task", "search-type") => web::get().to(task_search),
+            _ => continue,
+        };
+        scope = scope.route(f.path.strip_prefix(BASE).unwrap_or(f.path), route);
+        served.push((f.method, f.path));
+    }
+    r.scope_described_elsewhere(
+        scope.default_service(web::to(super::not_found)),
+        served,
+        DESCRIBED_BY,
+    );
+}
+
+/// The CapabilityStatement's path.
+pub const METADATA: &str = "/fhir/r4/metadata";
+
+/// Sets `key` of a JSON object (nothing if `v` is not an object).
+fn set(v: &mut Value, key: &str, value: Value) {
+    if let Some(o) = v.as_object_mut() {
+        o.insert(key.to_owned(), value);
+    }
+}
+
+/// A FHIR JSON answer.
+fn fhir_response(status: StatusCode, body: &impl serde::Serialize) -> HttpResponse {
+    HttpResponse::build(status)
+        .insert_header((header::CONTENT_TYPE, FHIR_JSON))
+        .insert_header(NO_STORE)
+        .body(serde_json::to_vec(body).unwrap_or_default())
+}
+
+/// The FHIR issue type for an error.
+fn issue_type(status: StatusCode, code: &str, problem: Option<&str>) -> &'static str {
+    match problem {
+        Some("unsupported_element") => return "not-supported",
+        Some("unknown_code_system" | "unknown_code" | "unknown_purpose") => return "code-invalid",
+        Some("invalid_structure" | "wrong_resource_type") => return "structure",
+        Some("missing_element") => return "required",
+        Some(_) if code == "consent_incomplete" => return "required",
+        _ => {}
+    }
+    match status.as_u16() {
+        400 => "invalid",
+        401 => "login",
+        403 => "forbidden",
+        404 => "not-found",
+        405 | 415 => "not-supported",
+        409 => "conflict",
+        413 => "too-long",
+        503 => "transient",
+        _ => "exception",
+    }
+}
+
+fn issue(
+    status: StatusCode,
+    code: &str,
+    problem: Option<&str>,
+    message: &str,
+    expression: Option<&str>,
+) -> Issue {
+    let mut coding = vec![Coding::new(&codes::error_system(), code, "")];
+    if let Some(p) = problem {
+        coding.push(Coding::new(&codes::problem_system(), p, ""));
+    }
+    Issue {
+        severity: if status.is_server_error() {
+            "fatal".into()
+        } else {
+            "error".into()
+        },
+        code: issue_type(status, code, problem).into(),
+        details: Some(CodeableConcept {
+            coding,
+            text: Some(message.to_owned()),
+        }),
+        diagnostics: None,
+        expression: expression.map(str::to_owned).into_iter().collect(),
+    }
+}
+
+/// One issue per problem of an error body.
+pub fn operation_outcome(status: StatusCode, body: &ErrorBody) -> OperationOutcome {
+    let code = body.code.as_str();
+    let details = body.details.as_ref();
+    let list = |key: &str| details.and_then(|d| d.get(key)).and_then(Value::as_array);
+    let mut issues = Vec::new();
+    let text = |v: &Value, k: &str| v.get(k).and_then(Value::as_str).map(str::to_owned);
+    if let Some(problems) = list("problems") {
+        for p in problems {
+            let message = text(p, "message").unwrap_or_else(|| body.message.clone());
+            issues.push(issue(
+                status,
+                code,
+                p.get("code").and_then(Value::as_str),
+                &message,
+                p.get("field").and_then(Value::as_str),
+            ));
+        }
+    } else if let Some(fields) = list("fields").filter(|f| f.iter().all(Value::is_object)) {
+        for f in fields {
+            let message = text(f, "message").unwrap_or_else(|| body.message.clone());
+            issues.push(issue(
+                status,
+                code,
+                f.get("problem").and_then(Value::as_str),
+                &message,
+                f.get("field").and_then(Value::as_str),
+            ));
+        }
+    }
+    if issues.is_empty() {
+        let at = details
+            .and_then(|d| d.get("field").or_else(|| d.get("parameter")))
+            .and_then(Value::as_str);
+        issues.push(issue(status, code, None, &body.message, at));
+    }
+    OperationOutcome {
+        resource_type: "OperationOutcome".into(),
+        issue: issues,
+    }
+}
+
+/// Renders every error under `/fhir/r4` as an `OperationOutcome`, keeping the status and the
+/// headers the JSON error would carry (`WWW-Authenticate`, `Disclosure-Id`, `Cache-Control`).
+async fn outcomes(
+    req: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse<BoxBody>, actix_web::Error> {
+    let res = next.call(req).await?;
+    let Some(api) = res
+        .response()
+        .error()
+        .and_then(|e| e.as_error::<ApiError>())
+    else {
+        return Ok(res.map_into_boxed_body());
+    };
+    let (head, body) = api.error_response().into_parts();
+    let status = head.status();
+    let parsed: ErrorBody = body
+        .try_into_bytes()
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .unwrap_or_else(|| ErrorBody {
+            code: api.code().to_owned(),
+            message: "the gateway failed to process the request".into(),
+            details: None,
+        });
+    let outcome = operation_outcome(status, &parsed);
+    let mut new = head.set_body(BoxBody::new(
+        serde_json::to_vec(&outcome).unwrap_or_default(),
+    ));
+    new.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static(FHIR_JSON),
+    );
+    let (req, _) = res.into_parts();
+    Ok(ServiceResponse::new(req, new))
+}
+
+/// A FHIR resource in a request body: `application/fhir+json` (or `application/json`),
+/// bounded in size and depth like every JSON body.
+#[derive(Debug)]
+pub struct FhirBody(pub Value);
+
+impl FromRequest for FhirBody {
+    type Error = ApiError;
+    type Future = Pin<Box<dyn Future<Output = Result<Self, ApiError>>>>;
+
+    fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
+        let read =
+            super::json::read_bounded(req, payload, &["application/fhir+json", "application/json"]);
+        Box::pin(async move {
+            let body = read.await?;
+            serde_json::from_slice(&body).map(FhirBody).map_err(|e| {
+                ApiError::bad_request("invalid_json", format!("invalid JSON body: {e}"))
+            })
+        })
+    }
+}
+
+/// The answer to a FHIR resource that does not map: 400 `invalid_resource`, one issue per
+/// problem.
+fn invalid_resource(problems: Problems) -> ApiError {
+    let message = problems
+        .iter()
+        .map(|p| format!("`{}`: {}", p.field, p.message))
+        .collect::<Vec<_>>()
+        .join("; ");
+    ApiError::BadRequest {
+        code: "invalid_resource",
+        message: format!("the FHIR resource cannot be used: {message}"),
+        details: Some(json!({ "problems": problems })),
+    }
+}
+
+/// The FHIR base URL of this request, e.g. `https://gw.example:8443/fhir/r4`.
+fn base_url(req: &HttpRequest) -> String {
+    let info = req.connection_info();
+    format!("{}://{}{BASE}", info.scheme(), info.host())
+}
+
+/// `GET /fhir/r4/metadata`.
+#[instrument(skip_all)]
+async fn metadata(state: web::Data<AppState>, req: HttpRequest) -> HttpResponse {
+    fhir_response(
+        StatusCode::OK,
+        &capability_statement(&state, &base_url(&req)),
+    )
+}
+
+/// The CapabilityStatement: exactly [`ROUTES`].
+pub fn capability_statement(state: &AppState, base: &str) -> Value {
+    let mut by_type: Vec<(&str, Vec<&FhirRoute>)> = Vec::new();
+    for r in &ROUTES {
+        match by_type.iter_mut().find(|(t, _)| *t == r.resource) {
+            Some((_, list)) => list.push(r),
+            None => by_type.push((r.resource, vec![r])),
+        }
+    }
+    let resources: Vec<Value> = by_type
+        .iter()
+        .map(|(t, list)| {
+            let mut res = json!({
+                "type": t,
+                "interaction": list.iter().map(|r| json!({
+                    "code": r.interaction, "documentation": r.documentation,
+                })).collect::<Vec<_>>(),
+            });
+            let params: Vec<Value> = match *t {
+                "Consent" => vec![json!({
+                    "name": "patient", "type": "reference",
+                    "documentation": "with the `:identifier` modifier only: \
+                                      `patient:identifier=<system>|<value>`",
+                })],
+                "Task" => vec![json!({
+                    "name": "_id", "type": "token",
+                    "documentation": "the referral id (required)",
+                })],
+                _ => Vec::new(),
+            };
+            if !params.is_empty() {
+                set(&mut res, "searchParam", json!(params));
+            }
+            if *t == "Task" {
+                set(&mut res, "searchRevInclude", json!(["Provenance:target"]));
+            }
+            if list.iter().any(|r| r.interaction == "update") {
+                set(&mut res, "updateCreate", json!(false));
+            }
+            res
+        })
+        .collect();
+    json!({
+        "resourceType": "CapabilityStatement",
+        "status": "active",
+        "date": state.services.now().to_rfc3339_opts(SecondsFormat::Secs, true),
+        "publisher": "coresponse-gateway",
+        "kind": "instance",
+        "software": {"name": "coresponse-gateway", "version": env!("CARGO_PKG_VERSION")},
+        "implementation": {"description": "coresponse-gateway FHIR R4 API", "url": base},
+        "fhirVersion": codes::FHIR_VERSION,
+        "format": [FHIR_JSON],
+        "rest": [{
+            "mode": "server",
+            "documentation": "Every request presents a partner client certificate (mutual TLS) \
+                              and, except for metadata, a bearer token from the partner's \
+                              identity provider bound to it; reads state Purpose-Of-Use. \
+                              Every error is an OperationOutcome.",
+            "security": {
+                "cors": false,
+                "service": [{"coding": [{
+                    "system": "http://terminology.hl7.org/CodeSystem/restful-security-service",
+                    "code": "Certificates", "display": "Certificates",
+                }]}],
+                "description": "Mutual TLS with partner certificates; bearer tokens bound to \
+                                the certificate (RFC 8705).",
+            },
+            "resource": resources,
+        }],
+    })
+}
+
+fn consent_id(req: &HttpRequest) -> String {
+    req.match_info().get("id").unwrap_or_default().to_owned()
+}
+
+/// Moves the directive fields a consent-service refusal names to their FHIR paths, and turns
+/// missing 42 CFR 2.31 elements into one problem each, in FHIR terms.
+fn consent_error(e: crate::service::Error) -> ApiError {
+    use crate::service::Error as E;
+    match e {
+        E::Invalid {
+            code,
+            message,
+            details: Some(mut details),
+        } => {
+            if let Some(problems) = details.get_mut("problems").and_then(Value::as_array_mut) {
+                for p in problems {
+                    let path = p
+                        .get("field")
+                        .and_then(Value::as_str)
+                        .map(fhirmap::consent::path_of);
+                    if let Some(path) = path {
+                        set(p, "field", json!(path));
+                    }
+                }
+            }
+            if code == "consent_incomplete" {
+                let part2 = details
+                    .get("part2")
+                    .and_then(Value::as_bool)
+                    .unwrap_or(false);
+                let missing: Vec<Value> = details
+                    .get("missing")
+                    .and_then(Value::as_array)
+                    .into_iter()
+                    .flatten()
+                    .filter_map(Value::as_str)
+                    .filter_map(element_named)
+                    .map(|el| {
+                        let paragraph = if part2 { el.paragraph() } else { None };
+                        let hint = fhirmap::consent::fhir_hint(el);
+                        json!({
+                            "field": fhirmap::consent::path_of(el.name()),
+                            "code": el.name(),
+                            "message": match paragraph {
+                                Some(p) => format!("missing `{}` (42 CFR {p}): {hint}", el.name()),
+                                None => format!("missing `{}`: {hint}", el.name()),
+                            },
+                        })
+                    })
+                    .collect();
+                set(&mut details, "problems", json!(missing));
+            } else if let Some(field) = details.get("field").and_then(Value::as_str) {
+                let path = fhirmap::consent::path_of(field);
+                set(&mut details, "field", json!(path));
+            }
+            ApiError::from(E::Invalid {
+                code,
+                message,
+                details: Some(details),
+            })
+        }
+        other => other.into(),
+    }
+}
+
+fn element_named(name: &str) -> Option<crate::consent::directive::Element> {
+    use crate::consent::directive::Element;
+    std::iter::once(Element::Subjects)
+        .chain(Element::PART2)
+        .find(|e| e.name() == name)
+}
+
+/// A consent request refused before the consent services (a body that does not arrive, parse
+/// or map): logged as on `/v1`, a `consent_changed` denial naming the action, the code and the
+/// first FHIR element at fault (never a value), then answered; 503 if it cannot be logged.
+async fn refused_consent(
+    state: &AppState,
+    caller: &crate::service::Caller<'_>,
+    action: ConsentAction,
+    e: ApiError,
+) -> ApiError {
+    let field = match &e {
+        ApiError::BadRequest {
+            details: Some(d), ..
+        } => d
+            .get("problems")
+            .and_then(Value::as_array)
+            .and_then(|p| p.first())
+            .and_then(|p| p.get("field"))
+            .or_else(|| d.get("field"))
+            .and_then(Value::as_str)
+            .map(str::to_owned),
+        _ => None,
+    };
+    match state
+        .services
+        .refused_consent_request(caller, action, e.code(), field.as_deref())
+        .await
+    {
+        Ok(()) => e,
+        Err(log) => log.into(),
+    }
+}
+
+/// A FHIR Consent to record: mapped, `status` `active`, no revocation.
+fn new_consent(body: Value) -> Result<crate::consent::directive::ConsentDirective, ApiError> {
+    let parsed = fhirmap::consent::parse(body).map_err(invalid_resource)?;
+    let mut problems = Problems::new();
+    if parsed.status.as_deref() != Some("active") {
+        problems.push(Problem::new(
+            "Consent.status",
+            if parsed.status.is_none() {
+                "missing_element"
+            } else {
+                "unsupported_value"
+            },
+            "a consent is recorded with status `active` (drafts and proposals are kept in your \
+             own system until signed)",
+        ));
+    }
+    if parsed.revocation.is_some() {
+        problems.push(Problem::new(
+            "Consent.extension",
+            "unsupported_element",
+            "a new consent carries no revocation",
+        ));
+    }
+    if !problems.is_empty() {
+        return Err(invalid_resource(problems));
+    }
+    Ok(parsed.directive)
+}
+
+/// `POST /fhir/r4/Consent`.
+#[instrument(skip_all)]
+async fn consent_create(
+    who: Authenticated,
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    body: Result<FhirBody, ApiError>,
+) -> Result<HttpResponse, ApiError> {
+    let meta = RequestMeta::of(&req);
+    let caller = meta.caller(&who.0);
+    let directive = match body.and_then(|b| new_consent(b.0)) {
+        Ok(d) => d,
+        Err(e) => return Err(refused_consent(&state, &caller, ConsentAction::Record, e).await),
+    };
+    let view = state
+        .services
+        .create_consent(&caller, directive)
+        .await
+        .map_err(consent_error)?;
+    let policy = state.services.policy();
+    let resource = fhirmap::consent::render(&view, &policy);
+    let mut res = fhir_response(StatusCode::CREATED, &resource);
+    if let Ok(v) = header::HeaderValue::from_str(&format!("{BASE}/Consent/{}", view.id)) {
+        res.headers_mut().insert(header::LOCATION, v);
+    }
+    Ok(res)
+}
+
+/// `GET /fhir/r4/Consent/{id}`.
+#[instrument(skip_all)]
+async fn consent_read(
+    who: Authenticated,
+    req: HttpRequest,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let meta = RequestMeta::of(&req);
+    let view = state
+        .services
+        .consent(&meta.caller(&who.0), &consent_id(&req))
+        .await?;
+    let policy = state.services.policy();
+    Ok(fhir_response(
+        StatusCode::OK,
+        &fhirmap::consent::render(&view, &policy),
+    ))
+}
+
+fn bad_param(name: &str, why: impl std::fmt::Display) -> ApiError {
+    ApiError::BadRequest {
+        code: "invalid_parameter",
+        message: format!("search parameter `{name}`: {why}"),
+        details: Some(json!({ "parameter": name })),
+    }
+}
+
+/// `GET /fhir/r4/Consent?patient:identifier=system|value`.
+#[instrument(skip_all)]
+async fn consent_search(
+    who: Authenticated,
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    query: web::Query<Vec<(String, String)>>,
+) -> Result<HttpResponse, ApiError> {
+    let mut wanted = None;
+    for (k, v) in query.iter() {
+        match k.as_str() {
+            "patient:identifier" if wanted.is_none() => wanted = Some(v.as_str()),
+            "patient:identifier" => return Err(bad_param(k, "given more than once")),
+            other => {
+                return Err(bad_param(
+                    other,
+                    "not supported; search consents by `patient:identifier=system|value`",
+                ));
+            }
+        }
+    }
+    let raw = wanted.ok_or_else(|| {
+        bad_param(
+            "patient:identifier",
+            "required: `patient:identifier=<system>|<value>`",
+        )
+    })?;
+    let (system, value) = raw
+        .split_once('|')
+        .ok_or_else(|| bad_param("patient:identifier", "give it as `<system>|<value>`"))?;
+    let subject = system
+        .strip_prefix(&codes::subject_system_prefix())
+        .ok_or_else(|| {
+            bad_param(
+                "patient:identifier",
+                format!(
+                    "the system is a partner's identifier system `{}<system>`",
+                    codes::subject_system_prefix()
+                ),
+            )
+        })
+        .and_then(|s| {
+            SubjectIdentifier::new(s, value).map_err(|e| bad_param("patient:identifier", e))
+        })?;
+    let meta = RequestMeta::of(&req);
+    let (_, consents) = state
+        .services
+        .subject_consents(&meta.caller(&who.0), &subject)
+        .await?;
+    let policy = state.services.policy();
+    let base = base_url(&req);
+    let entry: Vec<BundleEntry> = consents
+        .iter()
+        .map(|c| BundleEntry {
+            full_url: Some(format!("{base}/Consent/{}", c.id)),
+            resource: model::to_value(&fhirmap::consent::render(c, &policy)),
+            search: Some(BundleSearch {
+                mode: "match".into(),
+            }),
+        })
+        .collect();
+    let bundle = Bundle {
+        resource_type: "Bundle".into(),
+        id: Some(uuid::Uuid::new_v4().to_string()),
+        meta: Some(Meta {
+            security: vec![Coding::new(codes::CONFIDENTIALITY, "R", "restricted")],
+            ..Meta::default()
+        }),
+        type_: "searchset".into(),
+        timestamp: Some(
+            state
+                .services
+                .now()
+                .to_rfc3339_opts(SecondsFormat::AutoSi, true),
+        ),
+        total: Some(entry.len() as u64),
+        link: vec![BundleLink {
+            relation: "self".into(),
+            url: format!("{base}/Consent?patient:identifier={raw}"),
+        }],
+        entry,
+    };
+    Ok(fhir_response(StatusCode::OK, &bundle))
+}
+
+/// A FHIR Consent restated to revoke consent `id`: the directive as stated and the revocation.
+fn revocation_of(
+    id: &str,
+    body: Value,
+) -> Result<(crate::consent::directive::ConsentDirective, RevokeRequest), ApiError> {
+    let parsed = fhirmap::consent::parse(body).map_err(invalid_resource)?;
+    if parsed.id.as_deref() != Some(id) {
+        return Err(invalid_resource(vec![Problem::new(
+            "Consent.id",
+            "invalid_reference",
+            format!("the resource's `id` must be the id in the URL, `{id}`"),
+        )]));
+    }
+    if !matches!(parsed.status.as_deref(), Some("rejected" | "inactive")) {
+        return Err(ApiError::BadRequest {
+            code: "consent_not_editable",
+            message: "a recorded consent changes only by revocation: send it as recorded with \
+                      `status` `rejected` (or `inactive`) and the revocation extension"
+                .into(),
+            details: Some(json!({ "field": "Consent.status" })),
+        });
+    }
+    let revocation_field = |field: &str, what: &str| ApiError::BadRequest {
+        code: "invalid_revocation",
+        message: format!(
+            "`{field}`: {what}, in extension `{}`",
+            codes::revocation_ext()
+        ),
+        details: Some(json!({ "field": "Consent.extension" })),
+    };
+    let stated = parsed.revocation.as_ref();
+    let received_at = stated
+        .and_then(|r| r.received_at)
+        .ok_or_else(|| revocation_field("receivedAt", "give when the revocation was received"))?;
+    let received_how = stated
+        .and_then(|r| r.received_how)
+        .ok_or_else(|| revocation_field("receivedHow", "give how it was received"))?;
+    let request = RevokeRequest {
+        received_at,
+        received_how,
+        note: stated.and_then(|r| r.note.clone()),
+    };
+    Ok((parsed.directive, request))
+}
+
+/// `PUT /fhir/r4/Consent/{id}`: revocation.
+#[instrument(skip_all)]
+async fn consent_update(
+    who: Authenticated,
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    body: Result<FhirBody, ApiError>,
+) -> Result<HttpResponse, ApiError> {
+    let id = consent_id(&req);
+    let meta = RequestMeta::of(&req);
+    let caller = meta.caller(&who.0);
+    let (directive, request) = match body.and_then(|b| revocation_of(&id, b.0)) {
+        Ok(r) => r,
+        Err(e) => return Err(refused_consent(&state, &caller, ConsentAction::Revoke, e).await),
+    };
+    let view = state
+        .services
+        .revoke_consent_as_recorded(&caller, &id, request, Some(&directive))
+        .await
+        .map_err(consent_error)?;
+    let policy = state.services.policy();
+    Ok(fhir_response(
+        StatusCode::OK,
+        &fhirmap::consent::render(&view, &policy),
+    ))
+}
+
+/// Moves the referral fields a referral-service refusal names to their FHIR paths.
+fn referral_error(e: crate::service::Error) -> ApiError {
+    use crate::service::Error as E;
+    let path = |f: &str| match f {
+        "incident_id" => "ServiceRequest.supportingInfo",
+        "receiving_agency" => "ServiceRequest.performer",
+        "reason" => "ServiceRequest.reasonCode",
+        "urgency" => "ServiceRequest.priority",
+        "subject_name" | "subject_phone" | "subjects" => "ServiceRequest.subject",
+        "consent_reference" => "ServiceRequest.supportingInfo",
+        _ => "ServiceRequest",
+    };
+    match e {
+        E::Invalid {
+            code,
+            message,
+            details: Some(mut details),
+        } => {
+            if let Some(f) = details.get("field").and_then(Value::as_str) {
+                let to = path(f);
+                set(&mut details, "field", json!(to));
+            }
+            if let Some(fields) = details.get_mut("fields").and_then(Value::as_array_mut) {
+                for f in fields {
+                    if let Some(name) = f.get("field").and_then(Value::as_str) {
+                        let to = path(name);
+                        set(f, "field", json!(to));
+                    }
+                }
+            }
+            ApiError::from(E::Invalid {
+                code,
+                message,
+                details: Some(details),
+            })
+        }
+        other => other.into(),
+    }
+}
+
+/// `POST /fhir/r4/ServiceRequest`: creates a referral; answers with its Task.
+#[instrument(skip_all)]
+async fn service_request_create(
+    who: Authenticated,
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    body: FhirBody,
+) -> Result<HttpResponse, ApiError> {
+    let referral = fhirmap::referral::parse(body.0).map_err(invalid_resource)?;
+    let meta = RequestMeta::of(&req);
+    let created = state
+        .services
+        .create_referral(&meta.caller(&who.0), referral)
+        .await
+        .map_err(referral_error)?;
+    let policy = state.services.policy();
+    let id = created.id.to_string();
+    let partner = |p: &crate::domain::PartnerId| {
+        fhirmap::partner_ref(
+            p.as_str(),
+            policy.partners.get(p).map(|x| x.display_name.as_str()),
+        )
+    };
+    let system = codes::record_system(crate::service::read::REFERRAL_KIND);
+    let task = Task {
+        resource_type: "Task".into(),
+        id: model::is_fhir_id(&id).then(|| id.clone()),
+        meta: Some(Meta {
+            version_id: Some(created.version.to_string()),
+            security: vec![Coding::new(codes::CONFIDENTIALITY, "R", "restricted")],
+            ..Meta::default()
+        }),
+        identifier: vec![Identifier::new(&system, &id)],
+        based_on: vec![Reference {
+            type_: Some("ServiceRequest".into()),
+            identifier: Some(Identifier::new(&system, &id)),
+            ..Reference::default()
+        }],
+        status: Some("requested".into()),
+        business_status: Some(CodeableConcept::of(Coding::new(
+            &codes::referral_status_system(),
+            "SUBMITTED",
+            "",
+        ))),
+        intent: "order".into(),
+        requester: Some(partner(&who.0.partner)),
+        owner: Some(partner(&created.receiving_agency)),
+        input: vec![TaskInput {
+            type_: CodeableConcept::of(Coding::new(
+                &codes::field_system(),
+                "referral.incident_id",
+                "",
+            )),
+            value_string: Some(created.incident_id.to_string()),
+            ..TaskInput::default()
+        }],
+        ..Task::default()
+    };
+    let mut res = fhir_response(StatusCode::CREATED, &task);
+    if let Ok(v) = header::HeaderValue::from_str(&format!("{BASE}/Task/{id}")) {
+        res.headers_mut().insert(header::LOCATION, v);
+    }
+    Ok(res)
+}
+
+fn referral_id(raw: &str, name: &str) -> Result<RecordId, ApiError> {
+    raw.parse()
+        .map_err(|e: crate::domain::InvalidInput| ApiError::BadRequest {
+            code: "invalid_path",
+            message: format!("`{name}`: {e}"),
+            details: Some(json!({ "parameter": name })),
+        })
+}
+
+async fn read_referral(
+    state: &AppState,
+    req: &HttpRequest,
+    who: &crate::domain::Principal,
+    purpose: &PurposeOfUse,
+    id: &RecordId,
+) -> Result<DisclosedRecord, ApiError> {
+    let meta = RequestMeta::of(req);
+    let asker = Asker {
+        caller: meta.caller(who),
+        purpose: &purpose.purpose,
+        emergency: purpose.emergency.as_ref(),
+        medical: purpose.medical.as_ref(),
+    };
+    match state
+        .services
+        .read_record(&asker, &referral_kind()?, id)
+        .await?
+    {
+        RecordAnswer::Disclosed(d) => Ok(d),
+        RecordAnswer::Denied(d) => Err(d.into_error().into()),
+    }
+}
+
+/// `GET /fhir/r4/Task/{id}`: the referral as a Task, through the disclosure path.
+#[instrument(skip_all)]
+async fn task_read(
+    Authenticated(who): Authenticated,
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    purpose: PurposeOfUse,
+) -> Result<HttpResponse, ApiError> {
+    let id = referral_id(req.match_info().get("id").unwrap_or_default(), "id")?;
+    let d = read_referral(&state, &req, &who, &purpose, &id).await?;
+    let policy = state.services.policy();
+    let rendered = fhirmap::disclosure::render(&d, &policy, &who.partner);
+    let mut res = fhir_response(StatusCode::OK, &rendered.resource);
+    receipt_headers(&mut res, std::slice::from_ref(&d.disclosure_id));
+    Ok(res)
+}
+
+/// `GET /fhir/r4/Task?_id=<id>[&_revinclude=Provenance:target]`.
+#[instrument(skip_all)]
+async fn task_search(
+    Authenticated(who): Authenticated,
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    purpose: PurposeOfUse,
+    query: web::Query<Vec<(String, String)>>,
+) -> Result<HttpResponse, ApiError> {
+    let (mut id, mut provenance) = (None, false);
+    for (k, v) in query.iter() {
+        match k.as_str() {
+            "_id" if id.is_none() => id = Some(referral_id(v, "_id")?),
+            "_revinclude" if v == "Provenance:target" => provenance = true,
+            "_revinclude" => {
+                return Err(bad_param(k, "only `Provenance:target` is supported"));
+            }
+            other => {
+                return Err(bad_param(
+                    other,
+                    "not supported; search tasks by `_id` (and `_revinclude=Provenance:target`)",
+                ));
+            }
+        }
+    }
+    let id = id.ok_or_else(|| bad_param("_id", "required: the referral id"))?;
+    let d = read_referral(&state, &req, &who, &purpose, &id).await?;
+    let policy = state.services.policy();
+    let base = base_url(&req);
+    let self_url = format!("{base}/Task?{}", req.query_string());
+    let bundle = fhirmap::disclosure::task_search(
+        &d,
+        &policy,
+        &who.partner,
+        &base,
+        &self_url,
+        provenance,
+        state.services.now(),
+    );
+    let mut res = fhir_response(StatusCode::OK, &bundle);
+    receipt_headers(&mut res, std::slice::from_ref(&d.disclosure_id));
+    Ok(res)
+}
+
+/// Whether a `/v1` read asks for FHIR: `Accept` prefers `application/fhir+json` to
+/// `application/json` (plain JSON stays the default, also on a tie).
+pub fn wants_fhir(req: &HttpRequest) -> bool {
+    let Some(accept) = req
+        .headers()
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+    else {
+        return false;
+    };
+    let (mut fhir, mut json_q, mut wildcard) = (None::<f32>, None::<f32>, None::<f32>);
+    for range in accept.split(',') {
+        let mut parts = range.split(';');
+        let media = parts.next().unwrap_or_default().trim().to_ascii_lowercase();
+        let q = parts
+            .filter_map(|p| p.trim().strip_prefix("q="))
+            .find_map(|q| q.trim().parse::<f32>().ok())
+            .unwrap_or(1.0);
+        let slot = match media.as_str() {
+            "application/fhir+json" => &mut fhir,
+            "application/json" => &mut json_q,
+            "*/*" | "application/*" => &mut wildcard,
+            _ => continue,
+        };
+        *slot = Some(slot.map_or(q, |old| old.max(q)));
+    }
+    let fhir = fhir.unwrap_or(0.0);
+    let json_q = json_q.or(wildcard).unwrap_or(0.0);
+    fhir > 0.0 && fhir > json_q
+}
+
+/// The FHIR answer to a `/v1` read: a `collection` Bundle of the disclosed resources, each
+/// with its Provenance, with the receipt headers of the JSON answer.
+pub fn disclosure_bundle(
+    state: &AppState,
+    who: &crate::domain::Principal,
+    records: &[DisclosedRecord],
+) -> HttpResponse {
+    let policy = state.services.policy();
+    let bundle =
+        fhirmap::disclosure::collection(records, &policy, &who.partner, state.services.now());
+    let mut res = fhir_response(StatusCode::OK, &bundle);
+    let refs: Vec<crate::audit::LogRef> = records.iter().map(|r| r.disclosure_id).collect();
+    receipt_headers(&mut res, &refs);
+    res
+}
+
+/// The headers that name the disclosure-log entries of a disclosure, as on `/v1`:
+/// `Disclosure-Id`, `Log-Leaf-Index` and `Log-Leaf-Hash` (comma-separated, one per entry).
+fn receipt_headers(res: &mut HttpResponse, refs: &[crate::audit::LogRef]) {
+    let join = |f: &dyn Fn(&crate::audit::LogRef) -> String| {
+        refs.iter().map(f).collect::<Vec<_>>().join(",")
+    };
+    for (name, value) in [
+        (DISCLOSURE_ID, join(&|r| r.seq.to_string())),
+        (LOG_LEAF_INDEX, join(&|r| r.leaf_index.to_string())),
+        (LOG_LEAF_HASH, join(&|r| r.leaf_hash_b64())),
+    ] {
+        if let (Ok(n), Ok(v)) = (
+            header::HeaderName::try_from(name),
+            header::HeaderValue::from_str(&value),
+        ) {
+            res.headers_mut().insert(n, v);
+        }
+    }
+}
