@@ -28,6 +28,7 @@ mod records_api;
 mod records_store;
 mod reload;
 mod replicas;
+mod reports;
 mod robustness;
 mod sealed_log;
 mod storage;
