@@ -144,4 +144,7 @@ export const api = {
   review: (id) => getJson(`/v1/reviews/${enc(id)}`),
   closeReview: (id, outcome, note) => postJson(`/v1/reviews/${enc(id)}`, { outcome, note }),
   coverage: (system, value, params) => getJson(`/v1/subjects/${enc(system)}/${enc(value)}/coverage`, params),
+  reports: () => getJson('/v1/reports'),
+  report: (id, from, to) => getJson(`/v1/reports/${enc(id)}`, { from, to }),
+  reportCsv: (id, from, to) => getText(`/v1/reports/${enc(id)}`, { from, to, format: 'csv' }),
 };

@@ -111,6 +111,7 @@ async function route() {
     case 'reviews': return views.reviews(main, params);
     case 'review': return views.review(main, decodeURIComponent(parts[1] || ''));
     case 'coverage': return views.coverage(main, params);
+    case 'reports': return views.reports(main, params);
     default:
       clear(main).append(h('h1', { tabindex: '-1' }, 'Not found'), h('p', {}, 'No such page. ', h('a', { href: '#/overview' }, 'Go to the overview.')));
       return undefined;

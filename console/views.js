@@ -2,7 +2,7 @@
 // documented API only (api.js), and shows API errors with their message and Request-Id.
 
 import { api, ApiError } from './api.js';
-import { h, clear, table, field, time, shortHex } from './dom.js';
+import { h, append, clear, table, field, time, shortHex } from './dom.js';
 import { stackedBars, dayRange } from './charts.js';
 
 /** The page frame: heading (focused for screen readers), what it shows, when it was loaded. */
@@ -601,6 +601,80 @@ export async function coverage(main, params) {
         f.decision === 'deny' ? h('p', {}, `Why: ${(f.reasons || []).join('; ')}`) : null,
         rows.length ? table(`${f.kind}: field by field`, ['field', 'flows', 'transform', 'consents', 'MOU rules', 'reasons'], rows) : null));
     }
+    p.done();
+  });
+}
+
+// ---------------------------------------------------------------------------------------
+// Reports
+
+function numberCell(v) {
+  return v === null || v === undefined ? h('span', { title: 'withheld by disclosure control' }, '*') : String(v);
+}
+
+/** A rate or statistic: `*` when withheld, empty when the row has no units. */
+function derivedCell(v, withheld) {
+  if (withheld) return h('span', { title: 'withheld with a count it would give away' }, '*');
+  return v === null || v === undefined ? '' : String(v);
+}
+
+function reportTable(t) {
+  const cols = t.columns.labels;
+  const twoWay = Array.isArray(t.row_totals);
+  const headers = [t.rows.dimension, ...cols, twoWay ? 'total' : null, ...t.rates.map((r) => `${r.title} (%)`)].filter((x) => x !== null);
+  const rows = t.rows.labels.map((label, i) => [label, ...t.cells[i].map(numberCell), twoWay ? numberCell(t.row_totals[i]) : null,
+    ...t.rates.map((r) => derivedCell(r.rows[i], r.withheld[i]))].filter((x) => x !== null));
+  if (twoWay) {
+    rows.push(['total', ...t.column_totals.map(numberCell), numberCell(t.total), ...t.rates.map((r) => derivedCell(r.total, r.total_withheld))]);
+  }
+  const s = t.suppression;
+  const sec = h('section', { 'aria-label': t.title }, h('h3', {}, t.title));
+  sec.append(table(`${t.title} (${t.unit}; ${s.primary + s.complementary} of ${s.counts} counts withheld)`, headers, rows, { class: 'report' }));
+  if (t.durations) {
+    const d = t.durations;
+    sec.append(table(`${d.measure} (${d.unit}): median and 90th percentile`, [t.rows.dimension, 'median', '90th percentile'],
+      t.rows.labels.map((label, i) => [label, derivedCell(d.median[i], d.withheld[i]), derivedCell(d.p90[i], d.withheld[i])])));
+  }
+  return sec;
+}
+
+export async function reports(main, params) {
+  const p = page(main, 'Reports', 'The program outcome reports you may run: aggregates computed inside the gateway and released only after disclosure control (CMS cell-size suppression: counts from 1 to 10, and what would give them away, show as *). Each run is a report_generated entry in the log.');
+  await guarded(main, async () => {
+    const list = await api.reports();
+    main.append(table(`${list.reports.length} report(s) you may run`, ['report', 'release', 'tables', 'basis', 'privacy budget'],
+      list.reports.map((r) => [h('a', { href: `#/reports?id=${encodeURIComponent(r.id)}` }, r.title), r.release, r.tables.map((t) => t.title).join('; '),
+        `MOU ${r.basis.mou} section ${r.basis.section}`, r.privacy ? `epsilon ${r.privacy.epsilon} per run; ${r.privacy.spent} of ${r.privacy.budget} spent; ${r.privacy.runs_left} run(s) left` : '']), { class: 'reports' }));
+    const id = params.get('id');
+    const chosen = list.reports.find((r) => r.id === id);
+    if (!chosen) { p.done(); return; }
+    const form = h('form', { class: 'search', 'aria-label': 'report period' });
+    const from = h('input', { name: 'from', type: 'date', value: params.get('from') || '', required: true });
+    const to = h('input', { name: 'to', type: 'date', value: params.get('to') || '', required: true });
+    form.append(field('From (UTC, inclusive)', from), field('To (UTC, exclusive)', to), h('div', { class: 'actions' }, h('button', { type: 'submit' }, 'Run')));
+    form.addEventListener('submit', (ev) => {
+      ev.preventDefault();
+      location.hash = `#/reports?${new URLSearchParams({ id: chosen.id, from: from.value, to: to.value })}`;
+    });
+    const sec = h('section', { 'aria-labelledby': 'rep-h' }, h('h2', { id: 'rep-h' }, chosen.title), h('p', {}, chosen.description), form);
+    main.append(sec);
+    if (!params.get('from') || !params.get('to')) { p.done(); return; }
+    await guarded(sec, async () => {
+      const r = await api.report(chosen.id, params.get('from'), params.get('to'));
+      const dc = r.disclosure_control || {};
+      const csvButton = h('button', { type: 'button', id: 'download-report-csv' }, 'Download CSV');
+      csvButton.addEventListener('click', async () => {
+        try {
+          download(`${r.report}.csv`, 'text/csv', await api.reportCsv(chosen.id, params.get('from'), params.get('to')));
+        } catch (e) { sec.append(errorBox(e)); }
+      });
+      const jsonButton = h('button', { type: 'button', id: 'download-report-json' }, 'Download JSON');
+      jsonButton.addEventListener('click', () => download(`${r.report}.json`, 'application/json', JSON.stringify(r, null, 2)));
+      append(sec, [h('p', {}, 'Period ', time(r.period.from), ' to ', time(r.period.to), '. Log entry ', h('a', { href: `#/entry/${r.log_entry}` }, String(r.log_entry)), '.'),
+        dc.source ? h('p', {}, 'Disclosure control: ', h('a', { href: dc.source, rel: 'noreferrer' }, 'CMS cell-size suppression'), '.') : null,
+        h('div', { class: 'actions' }, csvButton, ' ', jsonButton),
+        r.tables.map(reportTable)]);
+    });
     p.done();
   });
 }

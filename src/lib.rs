@@ -23,6 +23,8 @@
 //! - [`crypto`]: encryption at rest (envelope keys, field AEAD bound to its place, blind
 //!   indexes, master-key rotation).
 //! - [`audit`]: the hash-chained disclosure log, written before any answer leaves.
+//! - [`reports`]: program outcome reports computed inside the gateway, released only after
+//!   disclosure control.
 //!
 //! ## Non-features
 //!
@@ -50,6 +52,7 @@ pub mod metrics;
 pub mod policy;
 pub mod redaction;
 pub mod referral;
+pub mod reports;
 pub mod security;
 pub mod service;
 pub mod startup;

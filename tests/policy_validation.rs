@@ -266,3 +266,62 @@ fn witness_keys_are_checked_like_the_rest_of_the_registry() {
         "{report}"
     );
 }
+
+#[test]
+fn report_definitions_get_the_same_located_diagnostics() {
+    let report = PolicySet::check(&fixture("broken"), now());
+    let file = "reports/bad-report.toml";
+    let cases: &[(usize, usize, &str, &str)] = &[
+        (7, 1, "unknown-key", "unknown key `colour`"),
+        (
+            10,
+            16,
+            "unknown-partner-kind",
+            "unknown partner kind `fire`",
+        ),
+        (14, 7, "unknown-mou", "no MOU `no-such-mou`"),
+        (21, 10, "unknown-metric", "unknown metric `arrests`"),
+        (28, 8, "unknown-dimension", "no dimension `weekday`"),
+        (
+            34,
+            13,
+            "unknown-category",
+            "`JAIL` is not a category of `disposition`",
+        ),
+        (41, 11, "unexpected-key", "one column of counts"),
+        (
+            43,
+            1,
+            "privacy-internal",
+            "differential privacy is for `public` reports",
+        ),
+    ];
+    for (line, col, code, text) in cases {
+        let d = find(&report, file, *line, *col, code);
+        assert_eq!(d.severity, Severity::Error, "{d}");
+        assert!(d.message.contains(text), "{d}");
+        assert!(d.hint.is_some(), "no hint: {d}");
+    }
+    assert!(
+        find(&report, file, 10, 16, "unknown-partner-kind")
+            .hint
+            .as_deref()
+            .unwrap()
+            .contains("`mental-health`")
+    );
+}
+
+#[test]
+fn the_policy_set_hash_covers_report_definitions() {
+    let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("policies");
+    let files = coresponse_gateway::policy::PolicyFiles::read(&shipped).unwrap();
+    assert!(
+        files.files().keys().any(|k| k.starts_with("reports/")),
+        "the snapshot holds the report definitions"
+    );
+    let mut edited = files.files().clone();
+    let text = edited.get_mut("reports/engagement.toml").unwrap();
+    *text = text.replacen("program-manager", "officer", 1);
+    let edited = coresponse_gateway::policy::PolicyFiles::from_files(edited);
+    assert_ne!(files.hash(), edited.hash());
+}

@@ -23,6 +23,7 @@ mod policy;
 mod purpose;
 mod records;
 mod referrals;
+mod reports;
 mod reviews;
 mod routes;
 mod state;
@@ -81,6 +82,7 @@ pub fn configure_recorded(cfg: &mut web::ServiceConfig, body_limit: usize) -> Re
     consents::routes(&mut r);
     records::routes(&mut r);
     referrals::routes(&mut r);
+    reports::routes(&mut r);
     reviews::routes(&mut r);
     overview::routes(&mut r);
     openapi::routes(&mut r);

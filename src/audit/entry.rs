@@ -67,11 +67,14 @@ pub enum EntryKind {
     /// `log_read` so the newest verification is found by kind; its sealed detail holds the
     /// result).
     LogVerified,
+    /// An aggregate report was computed and released (or refused): the definition's hash, the
+    /// period and what disclosure control withheld, never a withheld value.
+    ReportGenerated,
 }
 
 impl EntryKind {
     /// Every kind, in a stable order.
-    pub const ALL: [EntryKind; 19] = [
+    pub const ALL: [EntryKind; 20] = [
         Self::Disclosure,
         Self::LogRead,
         Self::HandshakeRefused,
@@ -91,6 +94,7 @@ impl EntryKind {
         Self::ConnectionRefused,
         Self::WitnessCosignature,
         Self::LogVerified,
+        Self::ReportGenerated,
     ];
 
     /// The stable name stored, hashed and shown.
@@ -115,6 +119,7 @@ impl EntryKind {
             Self::ConnectionRefused => "connection_refused",
             Self::WitnessCosignature => "witness_cosignature",
             Self::LogVerified => "log_verified",
+            Self::ReportGenerated => "report_generated",
         }
     }
 }

@@ -1,9 +1,10 @@
 //! The command line: `demo`, `init`, `serve`, `token`, `policy`, `keys`, `audit`, `consent`,
-//! `court-orders`, `restrictions`.
+//! `court-orders`, `restrictions`, `report`.
 
 mod consent;
 mod directives;
 mod policy_diff;
+mod report;
 pub mod witness;
 
 use std::path::{Path, PathBuf};
@@ -148,12 +149,23 @@ enum Command {
         #[command(subcommand)]
         command: DirectivesCommand,
     },
+    /// Run program outcome reports (on the database; each run is logged).
+    Report {
+        #[command(subcommand)]
+        command: ReportCommand,
+    },
 }
 
 #[derive(Debug, Subcommand)]
 enum DirectivesCommand {
     /// List those in force (or, with `--all`, every one), optionally of one subject.
     List(Box<directives::ListArgs>),
+}
+
+#[derive(Debug, Subcommand)]
+enum ReportCommand {
+    /// Run a report for a period and print its JSON, or write its JSON, CSV and SVG files.
+    Run(Box<report::RunArgs>),
 }
 
 #[derive(Debug, Subcommand)]
@@ -291,6 +303,9 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             command: PolicyCommand::Explain(args),
         } => policy_explain(&args),
         Command::Keys { command } => keys(command).await,
+        Command::Report {
+            command: ReportCommand::Run(args),
+        } => report::run(&args).await,
     }
 }
 

@@ -8,6 +8,7 @@
 //! deployment gets its certificates from the partners' PKI and its tokens from the partners'
 //! identity providers (see `certs/README.md`).
 
+pub mod demo_year;
 pub mod pkcs12;
 pub mod pki;
 pub mod seed;

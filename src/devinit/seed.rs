@@ -1,5 +1,6 @@
 //! Demo data for the one-command demo: a few people, crisis incidents, safety plans, referrals
-//! and consents, so that each user's journey in the README works.
+//! and consents, so that each user's journey in the README works, and a year of fictional
+//! incidents and referrals ([`super::demo_year`]) for the outcome reports.
 //!
 //! Everything is fictional. Written once, into an empty database, through the same vault and
 //! registry the API uses (so it is encrypted at rest like any record), each record and consent
@@ -20,6 +21,9 @@ use crate::vault::NewRecord;
 pub struct SeedReport {
     /// Records written.
     pub records: usize,
+    /// Record versions written (each with its `record_changed` entry): a demo referral has one
+    /// per status move.
+    pub versions: usize,
     /// Consents written.
     pub consents: usize,
 }
@@ -79,6 +83,71 @@ impl Demo<'_> {
             .seed_record(&author, &rec, "demo record written")
             .await?;
         self.report.records += 1;
+        self.report.versions += 1;
+        Ok(())
+    }
+
+    /// Writes the demo year: each incident, then each referral version by version (the
+    /// submission by the referring officer, every later move by the receiving clinician), in
+    /// batches of one transaction each.
+    async fn year(&mut self, now: DateTime<Utc>) -> anyhow::Result<()> {
+        use super::demo_year::{generate, incident_fields, person_number, referral_versions};
+        let year = generate(now);
+        let policy = self.services.policy();
+        let officer = Author {
+            partner: "metro-pd".parse()?,
+            user: "officer-17".parse()?,
+        };
+        let clinician = Author {
+            partner: "county-mh".parse()?,
+            user: "clin-7".parse()?,
+        };
+        let mut writes: Vec<(Author, NewRecord)> = Vec::new();
+        let mut record = |kind: &str, id: &str, person: usize, values: Value, author: &Author| {
+            let rec = NewRecord {
+                kind: kind.parse()?,
+                id: id.parse()?,
+                owner: "metro-pd".parse()?,
+                subjects: ids(&[("metro-pd", &person_number(person))])?,
+                fields: fields(values)?,
+            };
+            if let Some(k) = policy.kinds.get(kind) {
+                for (name, value) in &rec.fields {
+                    let def = k
+                        .field(name)
+                        .ok_or_else(|| anyhow::anyhow!("demo {kind} has unknown field {name}"))?;
+                    crate::policy::schema::check_value(def, value)
+                        .map_err(|e| anyhow::anyhow!("demo {kind}.{name}: {e}"))?;
+                }
+            }
+            writes.push((author.clone(), rec));
+            anyhow::Ok(())
+        };
+        for inc in &year.incidents {
+            record(
+                "crisis-incident",
+                &inc.id,
+                inc.person,
+                incident_fields(inc),
+                &officer,
+            )?;
+        }
+        for r in &year.referrals {
+            let Some(inc) = year.incidents.get(r.incident) else {
+                continue;
+            };
+            for (n, v) in referral_versions(r, inc).into_iter().enumerate() {
+                let author = if n == 0 { &officer } else { &clinician };
+                record("referral", &r.id, inc.person, v, author)?;
+            }
+        }
+        for chunk in writes.chunks(400) {
+            self.services
+                .seed_records(chunk, "demo year record written")
+                .await?;
+            self.report.versions += chunk.len();
+        }
+        self.report.records += year.incidents.len() + year.referrals.len();
         Ok(())
     }
 }
@@ -306,6 +375,7 @@ pub async fn seed(services: &Services) -> anyhow::Result<SeedReport> {
             Behavioral Health Services in writing; disclosures already made stand."
     });
     d.consent("CONSENT-DEMO-1", consent).await?;
+    d.year(now).await?;
     let report = d.report;
     Ok(report)
 }

@@ -26,20 +26,20 @@ pub const MOUS_DIR: &str = "mous";
 /// Sub-directory of golden cases (not policy: excluded from loading and from the hash).
 pub const CASES_DIR: &str = "cases";
 
-type Span = Option<Range<usize>>;
+pub(super) type Span = Option<Range<usize>>;
 
 /// A value with where it was written.
 #[derive(Debug, Clone)]
-struct Sp<T> {
-    v: T,
-    span: Span,
+pub(super) struct Sp<T> {
+    pub(super) v: T,
+    pub(super) span: Span,
 }
 
 /// What validation learnt about one registered partner without loading its keys.
 #[derive(Debug, Clone)]
-struct PartnerFacts {
-    kind: PartnerKind,
-    roles: BTreeSet<Role>,
+pub(super) struct PartnerFacts {
+    pub(super) kind: PartnerKind,
+    pub(super) roles: BTreeSet<Role>,
     medical_roles: BTreeSet<Role>,
     has_encryption_key: bool,
 }
@@ -51,15 +51,22 @@ pub(crate) struct Checked {
     pub(crate) registry: Option<RegistryFile>,
     pub(crate) kinds: BTreeMap<String, KindDef>,
     pub(crate) mous: Vec<Mou>,
+    pub(crate) reports: BTreeMap<String, crate::reports::ReportDef>,
 }
 
-struct Cx<'a> {
-    file: &'a SourceFile,
-    report: &'a mut Report,
+pub(super) struct Cx<'a> {
+    pub(super) file: &'a SourceFile,
+    pub(super) report: &'a mut Report,
 }
 
 impl Cx<'_> {
-    fn error(&mut self, code: &'static str, span: Span, msg: String, hint: Option<String>) {
+    pub(super) fn error(
+        &mut self,
+        code: &'static str,
+        span: Span,
+        msg: String,
+        hint: Option<String>,
+    ) {
         self.report.push(Diagnostic::at(
             Severity::Error,
             code,
@@ -70,7 +77,13 @@ impl Cx<'_> {
         ));
     }
 
-    fn warn(&mut self, code: &'static str, span: Span, msg: String, hint: Option<String>) {
+    pub(super) fn warn(
+        &mut self,
+        code: &'static str,
+        span: Span,
+        msg: String,
+        hint: Option<String>,
+    ) {
         self.report.push(Diagnostic::at(
             Severity::Warning,
             code,
@@ -81,7 +94,7 @@ impl Cx<'_> {
         ));
     }
 
-    fn check_keys(&mut self, t: &dyn TableLike, allowed: &[&str], what: &str) {
+    pub(super) fn check_keys(&mut self, t: &dyn TableLike, allowed: &[&str], what: &str) {
         for (k, _) in t.iter() {
             if !allowed.contains(&k) {
                 let span = t.key(k).and_then(|k| k.span());
@@ -95,7 +108,7 @@ impl Cx<'_> {
         }
     }
 
-    fn value<'t>(
+    pub(super) fn value<'t>(
         &mut self,
         t: &'t dyn TableLike,
         key: &str,
@@ -122,7 +135,7 @@ impl Cx<'_> {
         }
     }
 
-    fn string(
+    pub(super) fn string(
         &mut self,
         t: &dyn TableLike,
         key: &str,
@@ -148,7 +161,7 @@ impl Cx<'_> {
         }
     }
 
-    fn strings(
+    pub(super) fn strings(
         &mut self,
         t: &dyn TableLike,
         key: &str,
@@ -226,7 +239,7 @@ impl Cx<'_> {
         parsed.map(|v| Sp { v, span })
     }
 
-    fn integer(
+    pub(super) fn integer(
         &mut self,
         t: &dyn TableLike,
         key: &str,
@@ -250,7 +263,11 @@ impl Cx<'_> {
     }
 
     /// `[[key]]` tables (an array of tables, or an inline array of inline tables).
-    fn tables<'t>(&mut self, root: &'t dyn TableLike, key: &str) -> Vec<(&'t dyn TableLike, Span)> {
+    pub(super) fn tables<'t>(
+        &mut self,
+        root: &'t dyn TableLike,
+        key: &str,
+    ) -> Vec<(&'t dyn TableLike, Span)> {
         let Some(item) = root.get(key) else {
             return Vec::new();
         };
@@ -286,7 +303,7 @@ impl Cx<'_> {
     }
 }
 
-fn parse_doc(file: &SourceFile, report: &mut Report) -> Option<ImDocument<String>> {
+pub(super) fn parse_doc(file: &SourceFile, report: &mut Report) -> Option<ImDocument<String>> {
     match ImDocument::parse(file.text.to_string()) {
         Ok(doc) => Some(doc),
         Err(e) => {
@@ -322,7 +339,11 @@ fn read_dir_files(files: &PolicyFiles, sub: &str, report: &mut Report) -> Vec<So
         .collect()
 }
 
-fn read_file(files: &PolicyFiles, name: &str, report: &mut Report) -> Option<SourceFile> {
+pub(super) fn read_file(
+    files: &PolicyFiles,
+    name: &str,
+    report: &mut Report,
+) -> Option<SourceFile> {
     match files.get(name) {
         Some(text) => Some(SourceFile::new(name.to_owned(), text.to_owned())),
         None => {
@@ -384,12 +405,15 @@ pub(crate) fn check_files(files: &PolicyFiles, now: DateTime<Utc>) -> Checked {
         }
     }
     check_overlaps(&mous, &mut report);
+    let mous: Vec<Mou> = mous.into_iter().map(|(m, _, _)| m).collect();
+    let reports = super::reports::check_dir(files, &partners, &kinds, &mous, &mut report);
     report.sort();
     Checked {
         report,
         registry,
         kinds,
-        mous: mous.into_iter().map(|(m, _, _)| m).collect(),
+        mous,
+        reports,
     }
 }
 

@@ -4,7 +4,8 @@
 //! format is documented in `policies/README.md`). Parsing, validation and decision are separate
 //! modules: [`PolicySet::check`] validates a directory and reports every problem with file,
 //! line, column and hint; [`PolicySet::load`] also loads key material and refuses a set with
-//! errors; [`decide()`] is pure.
+//! errors; [`decide()`] is pure. Report definitions (`reports/*.toml`) are validated with the
+//! same diagnostics and kept in the set for [`crate::reports`].
 //!
 //! A [`PolicySet`] is immutable once loaded; the running gateway swaps a whole new set in on
 //! reload (SIGHUP) only if it validates, so a bad edit never replaces a good set.
@@ -17,6 +18,7 @@ pub mod limits;
 mod load;
 pub mod model;
 pub mod partners;
+mod reports;
 pub mod schema;
 pub mod term;
 
@@ -39,6 +41,7 @@ pub use model::{
     PURPOSES, Rule, Transform,
 };
 pub use partners::{Partner, PartnerRegistry, RegistryError};
+pub use reports::REPORTS_DIR;
 
 use crate::domain::{PartnerId, PartnerKind};
 
@@ -51,6 +54,8 @@ pub struct PolicySet {
     pub kinds: BTreeMap<String, KindDef>,
     /// MOUs, in file order.
     pub mous: Vec<Mou>,
+    /// Report definitions by id (`reports/*.toml`).
+    pub reports: BTreeMap<String, crate::reports::ReportDef>,
     /// Content hash of the policy files, recorded with every decision.
     pub hash: String,
     /// Warnings found while loading (e.g. expired MOUs); errors refuse the set.
@@ -168,6 +173,7 @@ impl PolicySet {
                 partners,
                 kinds: checked.kinds,
                 mous: checked.mous,
+                reports: checked.reports,
                 hash,
                 warnings,
                 files: Arc::new(files),

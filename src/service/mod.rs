@@ -7,7 +7,8 @@
 //! [`Services`] handle (repositories, keyring, policy set, log, clock, caches) and the caller,
 //! and returns this module's [`Error`]. The API layer parses input into domain types, calls one
 //! service function and maps its error to an HTTP answer; the command line calls the same
-//! functions.
+//! functions. Program outcome reports ([`reports`]) are computed here too, from what the vault
+//! opens for a report's grant.
 //!
 //! ```text
 //! api, cli, devinit ──► service ──► vault (records sealed at rest, the disclosure gate)
@@ -31,6 +32,7 @@ pub mod policy_changes;
 pub mod read;
 pub mod records;
 pub mod referrals;
+pub mod reports;
 pub mod reviews;
 pub mod transparency;
 

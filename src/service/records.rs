@@ -289,22 +289,45 @@ impl Services {
         rec: &NewRecord,
         detail: &str,
     ) -> Result<PutOutcome, Error> {
+        let mut done = self
+            .seed_records(std::slice::from_ref(&(author.clone(), rec.clone())), detail)
+            .await?;
+        done.pop()
+            .ok_or_else(|| Error::internal("the seed wrote nothing"))
+    }
+
+    /// Writes many records (or successive versions of one) in one transaction, each through
+    /// the vault like [`Services::seed_record`] and each with its own `record_changed` entry, for
+    /// the demo data: one commit for the batch keeps seeding a year of data fast.
+    pub async fn seed_records(
+        &self,
+        writes: &[(Author, NewRecord)],
+        detail: &str,
+    ) -> Result<Vec<PutOutcome>, Error> {
         let now = self.now();
         let mut tx = self.log.begin().await.map_err(log_error)?;
-        let outcome = vault::put_record(&mut tx.conn(), &self.keyring, rec, author, now)
-            .await
-            .map_err(record_error)?;
-        let mut entry = NewEntry::new(EntryKind::RecordChanged, now, Outcome::Permit);
-        entry.recipient_partner = Some(author.partner.to_string());
-        entry.recipient_user = Some(author.user.to_string());
-        entry.record = Some(audit::RecordRef {
-            kind: rec.kind.to_string(),
-            id: rec.id.to_string(),
-        });
-        entry.subject = rec.subjects.first().map(|s| self.log.pseudonym(s));
-        entry.detail = Some(write_detail(detail, &outcome));
-        commit_with_entry(tx, entry, (&rec.kind, &rec.id)).await?;
-        Ok(outcome)
+        let mut out = Vec::with_capacity(writes.len());
+        for (author, rec) in writes {
+            let outcome = vault::put_record(&mut tx.conn(), &self.keyring, rec, author, now)
+                .await
+                .map_err(record_error)?;
+            let mut entry = NewEntry::new(EntryKind::RecordChanged, now, Outcome::Permit);
+            entry.recipient_partner = Some(author.partner.to_string());
+            entry.recipient_user = Some(author.user.to_string());
+            entry.record = Some(audit::RecordRef {
+                kind: rec.kind.to_string(),
+                id: rec.id.to_string(),
+            });
+            entry.subject = rec.subjects.first().map(|s| self.log.pseudonym(s));
+            entry.detail = Some(write_detail(detail, &outcome));
+            tx.append(entry).await.map_err(log_error)?;
+            out.push(outcome);
+        }
+        match tx.commit().await {
+            Ok(_) => Ok(out),
+            Err(audit::LogError::Store(e)) => Err(Error::Unavailable(e.into())),
+            Err(e) => Err(log_error(e)),
+        }
     }
 
     /// How many records are stored.

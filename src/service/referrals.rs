@@ -333,6 +333,16 @@ impl Services {
                 let mut fields = current.fields.clone();
                 fields.insert("status".into(), json!(to));
                 fields.insert("status_updated_at".into(), json!(now_text(now)));
+                // The engagement outcome outlives the move to CLOSED.
+                if matches!(
+                    to,
+                    ReferralState::Engaged
+                        | ReferralState::Declined
+                        | ReferralState::UnableToContact
+                ) && schema_kind.field("engagement_outcome").is_some()
+                {
+                    fields.insert("engagement_outcome".into(), json!(to));
+                }
                 match &body.note {
                     Some(n) => fields.insert("status_note".into(), json!(n)),
                     None => fields.remove("status_note"),

@@ -14,7 +14,8 @@
 //! body is written once and compiled for both backends by [`on_conn!`], so the two
 //! implementations cannot drift apart; where the SQL itself must differ, the function says so.
 //! The repositories move rows, never meaning: sealing, opening and checking stored data is the
-//! job of the layers above, which own their transactions ([`Store::begin`]).
+//! job of the layers above, which own their transactions ([`Store::begin`]). `privacy_ledger`
+//! keeps what public reports spent of their differential-privacy budgets.
 //!
 //! SQLite runs in WAL mode with `synchronous = FULL`: a committed transaction survives a crash,
 //! which the disclosure log's "no answer without a durable entry" rule depends on. Write
@@ -31,6 +32,7 @@ pub mod directives;
 pub mod epochs;
 pub mod meta;
 pub mod policy_changes;
+pub mod privacy_ledger;
 pub mod records;
 pub mod reviews;
 pub mod security_events;

@@ -658,3 +658,17 @@ pub async fn count(c: &mut Conn<'_>) -> Result<i64, StoreError> {
     })?;
     Ok(n)
 }
+
+/// The ids and owners of every record of `kind`, by id (for aggregate reports, which read
+/// each through the vault).
+pub async fn ids_of_kind(
+    c: &mut Conn<'_>,
+    kind: &str,
+) -> Result<Vec<(String, String)>, StoreError> {
+    Ok(on_conn!(c, |c| {
+        sqlx::query_as("SELECT id, owner FROM records WHERE kind = $1 ORDER BY id")
+            .bind(kind)
+            .fetch_all(c)
+            .await
+    })?)
+}

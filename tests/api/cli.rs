@@ -496,3 +496,146 @@ fn policy_check_reports_each_problem_once_and_ends_its_lines() {
         "{stderr:?}"
     );
 }
+
+/// `report run --out DIR` writes the report's JSON, its long CSV and, per table, a CSV and an
+/// SVG chart, with no count from 1 to 10 in any of them; the run is a `report_generated` entry
+/// from the command line, and a caller the definition does not list is refused and logged.
+#[tokio::test]
+async fn report_run_writes_csv_and_svg_files_fit_to_publish() {
+    for db in [Db::Sqlite, Db::Postgres] {
+        let dev = Dev::new(db).await;
+        {
+            let store = dev.store().await;
+            let keyring = keys::open(&dev.key_file(), &store).await.unwrap();
+            let author = Author {
+                partner: "metro-pd".parse().unwrap(),
+                user: "off-17".parse().unwrap(),
+            };
+            // March: 25 arrests and 4 resolved on scene (a small cell); April: 30 referred.
+            let mut n = 0;
+            for (month, disposition, count) in [
+                ("2026-03", "ARREST", 25),
+                ("2026-03", "RESOLVED_ON_SCENE", 4),
+                ("2026-04", "REFERRED", 30),
+            ] {
+                for i in 0..count {
+                    n += 1;
+                    let fields: BTreeMap<String, Value> = serde_json::from_value(json!({
+                        "incident_id": format!("INC-R{n}"),
+                        "occurred_at": format!("{month}-{:02}T10:00:00Z", 1 + i % 28),
+                        "call_type": "WELFARE_CHECK",
+                        "disposition": disposition,
+                    }))
+                    .unwrap();
+                    let rec = NewRecord {
+                        kind: "crisis-incident".parse().unwrap(),
+                        id: format!("INC-R{n}").parse().unwrap(),
+                        owner: "metro-pd".parse().unwrap(),
+                        subjects: vec![
+                            SubjectIdentifier::new("metro-pd", format!("P-R{n}")).unwrap(),
+                        ],
+                        fields,
+                    };
+                    let mut tx = store.begin().await.unwrap();
+                    vault::put_record(&mut tx.conn(), &keyring, &rec, &author, Utc::now())
+                        .await
+                        .unwrap();
+                    tx.commit().await.unwrap();
+                }
+            }
+            store.close().await;
+        }
+        let out_dir = dev.dir.path().join("annual");
+        let out_arg = out_dir.to_str().unwrap();
+        let out = ok(&dev.run(&[
+            "report",
+            "run",
+            "incident-outcomes",
+            "--from",
+            "2026-01-01",
+            "--to",
+            "2026-07-01",
+            "--partner",
+            "metro-pd",
+            "--user",
+            "pm-1",
+            "--role",
+            "program-manager",
+            "--out",
+            out_arg,
+        ]));
+        assert!(out.contains("disclosure-log entry"), "{out}");
+        let read = |name: &str| std::fs::read_to_string(out_dir.join(name)).unwrap();
+        let json: Value = serde_json::from_str(&read("incident-outcomes.json")).unwrap();
+        assert_eq!(json["report"], "incident-outcomes");
+        let long = read("incident-outcomes.csv");
+        assert!(
+            long.starts_with("report,period_from,period_to,table"),
+            "{long}"
+        );
+        let table = read("incident-outcomes-by-month.csv");
+        let svg = read("incident-outcomes-by-month.svg");
+        assert!(svg.starts_with("<svg") || svg.starts_with("<?xml"), "{svg}");
+        assert!(svg.trim_end().ends_with("</svg>"), "{svg}");
+        // The 4 is withheld, and so is what would give it away; 25 and 30 may show.
+        assert!(table.contains('*'), "{table}");
+        for text in [&long, &table] {
+            for cell in text.split([',', '\n']) {
+                if let Ok(v) = cell.trim().parse::<i64>() {
+                    assert!(!(1..=10).contains(&v), "a count of {v} in:\n{text}");
+                }
+            }
+        }
+        assert!(table.contains("30"), "{table}");
+
+        // An officer is no runner: refused, nothing written, and logged.
+        let refused = dev.run(&[
+            "report",
+            "run",
+            "incident-outcomes",
+            "--from",
+            "2026-01-01",
+            "--to",
+            "2026-07-01",
+            "--partner",
+            "metro-pd",
+            "--user",
+            "officer-17",
+            "--role",
+            "officer",
+        ]);
+        assert!(!refused.status.success());
+        assert!(
+            text(&refused.stderr).contains("report_not_permitted"),
+            "{}",
+            text(&refused.stderr)
+        );
+        let store = dev.store().await;
+        let mut pooled = store.acquire().await.unwrap();
+        let entries = query::list_all_ascending(
+            &mut pooled.conn(),
+            &query::Filter {
+                kinds: vec![EntryKind::ReportGenerated],
+                ..query::Filter::default()
+            },
+        )
+        .await
+        .unwrap();
+        drop(pooled);
+        store.close().await;
+        let outcomes: Vec<(Outcome, Option<String>, Option<String>)> = entries
+            .iter()
+            .map(|e| {
+                (
+                    e.data.outcome.clone(),
+                    e.data.recipient_user.clone(),
+                    e.data.source_addr.clone(),
+                )
+            })
+            .collect();
+        assert_eq!(outcomes.len(), 2, "{db:?}: {outcomes:?}");
+        assert_eq!(outcomes[0].0, Outcome::Permit);
+        assert_ne!(outcomes[1].0, Outcome::Permit);
+        assert_eq!(outcomes[0].2.as_deref(), Some("command-line"));
+    }
+}

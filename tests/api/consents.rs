@@ -704,7 +704,7 @@ async fn coverage_answers_which_fields_flow_with_and_without_the_consent() {
         assert!(without["consents"].as_array().unwrap().is_empty());
         let flows = without["flows"].as_array().unwrap();
         // One entry per role of metro-pd, for the kinds county-mh holds.
-        assert_eq!(flows.len(), 4, "{without}");
+        assert_eq!(flows.len(), 5, "{without}");
         assert!(flows.iter().all(|f| f["kind"] == "safety-plan"));
         let officer_flow = flows.iter().find(|f| f["role"] == "officer").unwrap();
         assert_eq!(officer_flow["decision"], "deny");

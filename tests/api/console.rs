@@ -26,7 +26,8 @@ fn auditor() -> crate::records_api::Who {
 /// the crisis-plan extract, a refused investigation read, and an emergency read.
 async fn journeys(app: &TestApp) {
     let report = seed::seed(app.services()).await.unwrap();
-    assert_eq!(report.records, 7);
+    // The journeys' 7 records and the demo year (counted exactly in `demo.rs`).
+    assert!(report.records > 7, "{}", report.records);
     let clin = who("county-mh", "clin-7", &["clinician"]);
     let officer = who("metro-pd", "officer-17", &["officer"]);
     let (s, _, b) = read(

@@ -29,6 +29,7 @@ mod records_api;
 mod records_store;
 mod reload;
 mod replicas;
+mod reports;
 mod robustness;
 mod rollback;
 mod saved_tree_heads;

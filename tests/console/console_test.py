@@ -17,6 +17,7 @@ Prints one line per step and `N passed, 0 failed`; exits non-zero on the first f
 """
 
 import csv
+import datetime
 import io
 import os
 import sys
@@ -199,6 +200,27 @@ def officer_session(browser):
     assert "flows" in page.locator("main").inner_text()
     shot(page, "coverage")
     step("shows consent coverage field by field")
+
+    # Reports: those a compliance officer may run, and one run over the demo year.
+    nav(page, "Reports")
+    page.get_by_role("link", name="Crisis incidents by month and disposition").click()
+    today = datetime.date.today()
+    page.get_by_label("From (UTC, inclusive)").fill((today - datetime.timedelta(days=400)).isoformat())
+    page.get_by_label("To (UTC, exclusive)").fill(today.isoformat())
+    page.get_by_role("button", name="Run").click()
+    try:
+        expect(page.locator("table.report").first).to_be_visible()
+    except Exception:
+        print(page.locator("main").inner_text(), flush=True)
+        raise
+    text = page.locator("table.report").first.inner_text()
+    for cell in text.replace("\t", "\n").split("\n"):
+        cell = cell.strip()
+        if cell.isdigit():
+            assert not 1 <= int(cell) <= 10, f"a count of {cell} in:\n{text}"
+    expect(page.locator("main")).to_contain_text("Log entry")
+    shot(page, "report")
+    step("lists the reports the officer may run and shows one with no count from 1 to 10")
 
     assert not other_hosts, f"requests to other hosts: {other_hosts}"
     step("made no request to any other host")

@@ -30,6 +30,11 @@
 //! log makes one, once the entry has committed), both for this very record. So no code path can
 //! send a stored value anywhere without a permit and a log entry.
 //!
+//! Aggregate reports read through [`report_rows`], which needs the report's
+//! [`Grant`](crate::reports::Grant) and yields only the fields it names, and people only as
+//! blind indexes; what a report computes leaves only after its own durable log entry (module
+//! `reports`).
+//!
 //! ## Reads and transactions
 //!
 //! Every function takes a [`Conn`]: a pooled connection for reads, or the caller's
@@ -58,6 +63,9 @@ use crate::store::records::{
     self as rows, CurrentRows, FieldRow, RecordRow, SubjectRow, VersionRow,
 };
 use crate::store::{Conn, StoreError, data_keys};
+
+mod report;
+pub use report::{ReportRow, report_rows};
 
 /// A validated record to write. `Debug` shows field names, never values.
 #[derive(Clone)]
