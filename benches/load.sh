@@ -34,8 +34,19 @@ What it does:
      non-2xx answers, cores the server used, ratio to the nginx median of the same backend
      run), the gateway's peak RSS per backend and the half-rate p99.
 
-Everything it starts (nginx, gateways, the PostgreSQL cluster) is stopped and the temporary
-directory removed on exit. The raw oha JSON, the table and the server logs are kept in
+With LOAD_SCALE_OUT=1 it then runs a scale-out set on one PostgreSQL cluster (fsync on):
+three gateways on one configuration (the first seeds the demo data), HAProxy in front of them
+(mode tcp, TLS passed through, health checks on /healthz with a partner certificate, as in
+the README's "Running in production"), and the disclosure scenario, interleaved in rounds:
+       scale-1          straight to one gateway
+       scale-1-haproxy  through HAProxy to that one gateway only (the proxy's own cost)
+       scale-3-haproxy  through HAProxy to the three gateways (round robin)
+and prints a second table with the ratio of each to scale-1 and the CPU of the gateways,
+HAProxy and PostgreSQL. LOAD_SCALE_OUT=only runs the scale-out set alone. The serialization
+rate of the log's head lock itself is measured by `cargo bench --bench head_lock`.
+
+Everything it starts (nginx, gateways, HAProxy, the PostgreSQL cluster) is stopped and the
+temporary directory removed on exit. The raw oha JSON, the table and the server logs are kept in
 target/load/<date>-<commit>/ (target/load/latest.md is the last table).
 
 Environment:
@@ -43,6 +54,8 @@ Environment:
   LOAD_ROUNDS       number of interleaved rounds (default 3)
   LOAD_CONNECTIONS  concurrent keep-alive connections (default 32)
   LOAD_BACKENDS     backends to run, space or comma separated (default "sqlite postgres")
+  LOAD_SCALE_OUT    1: also run the scale-out set (one gateway vs three behind HAProxy, on
+                    PostgreSQL); only: run just that set (default 0)
   PG_BIN            directory holding initdb and pg_ctl (default: newest
                     /usr/lib/postgresql/*/bin)
   CARGO             cargo binary (default: cargo)
@@ -66,6 +79,8 @@ CONNECTIONS=${LOAD_CONNECTIONS:-32}
 BACKENDS=$(echo "${LOAD_BACKENDS:-sqlite postgres}" | tr ',' ' ')
 CARGO=${CARGO:-cargo}
 SCENARIOS=(nginx healthz disclosure referral-status subject-lookup)
+SCALE_OUT=${LOAD_SCALE_OUT:-0}
+SCALE_SCENARIOS=(scale-1 scale-1-haproxy scale-3-haproxy)
 
 log() { printf '==> %s\n' "$*" >&2; }
 die() { printf 'error: %s\n' "$*" >&2; exit 1; }
@@ -76,6 +91,8 @@ for b in $BACKENDS; do
     [[ $b == sqlite || $b == postgres ]] || die "LOAD_BACKENDS: unknown backend '$b' (sqlite, postgres)"
 done
 [[ -n $BACKENDS ]] || die "LOAD_BACKENDS is empty"
+[[ $SCALE_OUT == 0 || $SCALE_OUT == 1 || $SCALE_OUT == only ]] ||
+    die "LOAD_SCALE_OUT must be 0, 1 or only, not '$SCALE_OUT'"
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
@@ -132,7 +149,7 @@ fi
 [[ -x $NGINX ]] || die "nginx was not found after installing it"
 
 PG_BIN_DIR=
-if [[ $BACKENDS == *postgres* ]]; then
+if [[ $BACKENDS == *postgres* || $SCALE_OUT != 0 ]]; then
     PG_BIN_DIR=$(find_pg_bin)
     if [[ -z $PG_BIN_DIR || ! -x $PG_BIN_DIR/initdb ]]; then
         [[ -n ${PG_BIN:-} ]] && die "PG_BIN=$PG_BIN holds no initdb"
@@ -140,6 +157,17 @@ if [[ $BACKENDS == *postgres* ]]; then
         PG_BIN_DIR=$(find_pg_bin)
     fi
     [[ -x $PG_BIN_DIR/initdb && -x $PG_BIN_DIR/pg_ctl ]] || die "no initdb/pg_ctl in '$PG_BIN_DIR'"
+fi
+
+HAPROXY=
+if [[ $SCALE_OUT != 0 ]]; then
+    HAPROXY=$(command -v haproxy || true)
+    [[ -z $HAPROXY && -x /usr/sbin/haproxy ]] && HAPROXY=/usr/sbin/haproxy
+    if [[ -z $HAPROXY ]]; then
+        apt_install haproxy
+        HAPROXY=$(command -v haproxy || echo /usr/sbin/haproxy)
+    fi
+    [[ -x $HAPROXY ]] || die "haproxy was not found after installing it"
 fi
 
 if ! command -v oha >/dev/null; then
@@ -186,6 +214,8 @@ GW_PID=
 NGINX_PID=
 PG_DATA=
 PG_AS=()
+SCALE_PIDS=()
+HAPROXY_PID=
 
 stop_pid() { # pid signal: signal, then wait up to 10 s, then SIGKILL
     local pid=$1 sig=$2 i
@@ -206,6 +236,18 @@ stop_gateway() {
     fi
 }
 
+stop_scale_out() {
+    local pid
+    if [[ -n $HAPROXY_PID ]]; then
+        stop_pid "$HAPROXY_PID" TERM
+        HAPROXY_PID=
+    fi
+    for pid in ${SCALE_PIDS[@]+"${SCALE_PIDS[@]}"}; do
+        stop_pid "$pid" TERM
+    done
+    SCALE_PIDS=()
+}
+
 stop_postgres() {
     if [[ -n $PG_DATA ]]; then
         ${PG_AS[@]+"${PG_AS[@]}"} "$PG_BIN_DIR/pg_ctl" -D "$PG_DATA" -m fast -w stop >/dev/null 2>&1 || true
@@ -217,6 +259,7 @@ cleanup() {
     local rc=$?
     set +e
     stop_gateway
+    stop_scale_out
     if [[ -n $NGINX_PID ]]; then
         stop_pid "$NGINX_PID" QUIT
         NGINX_PID=
@@ -224,7 +267,7 @@ cleanup() {
     stop_postgres
     # Keep the server logs next to the results.
     mkdir -p "$OUT/logs"
-    for f in "$WORK"/*.log "$WORK"/nginx/error.log "$WORK"/pg/postgres.log; do
+    for f in "$WORK"/*.log "$WORK"/nginx/error.log "$WORK"/pg/postgres.log "$WORK"/haproxy/haproxy.log; do
         [[ -f $f ]] && cp "$f" "$OUT/logs/" 2>/dev/null
     done
     rm -rf "$WORK"
@@ -517,13 +560,224 @@ EOF
     return 0
 }
 
+# ---------------------------------------------------------------------------------------
+# 6. Scale-out: one gateway vs three behind HAProxy, on one PostgreSQL cluster
+# ---------------------------------------------------------------------------------------
+
+SCALE_PORTS=()
+HA_ONE_PORT=
+HA_THREE_PORT=
+SCALE_PATH=/v1/records/crisis-incident/INC-2026-0042
+
+scale_url() {
+    case $1 in
+        scale-1) echo "https://127.0.0.1:${SCALE_PORTS[0]}$SCALE_PATH" ;;
+        scale-1-haproxy) echo "https://127.0.0.1:$HA_ONE_PORT$SCALE_PATH" ;;
+        scale-3-haproxy) echo "https://127.0.0.1:$HA_THREE_PORT$SCALE_PATH" ;;
+    esac
+}
+
+scale_cpu() { # CPU ticks of the three gateways and HAProxy
+    local total=0 pid
+    for pid in "${SCALE_PIDS[@]}" $HAPROXY_PID; do
+        total=$((total + $(cpu_ticks "$pid")))
+    done
+    echo "$total"
+}
+
+# scenario label
+run_scale_oha() {
+    local scenario=$1 label=$2 url file before after db db_before db_after
+    url=$(scale_url "$scenario")
+    file=scale-$scenario-$label.json
+    db=$(head -n 1 "$PG_DATA/postmaster.pid")
+    db_before=$(cpu_ticks "$db")
+    before=$(scale_cpu)
+    # shellcheck disable=SC2046
+    oha -z "$DURATION" -c "$CONNECTIONS" "${OHA_COMMON[@]}" $(tls_args county-mh) \
+        -H "Authorization: Bearer $TOK_CLIN" -H "Purpose-Of-Use: treatment" \
+        "$url" >"$OUT/$file" 2>"$WORK/oha.err" ||
+        { cat "$WORK/oha.err" >&2; die "oha failed on $scenario"; }
+    after=$(scale_cpu)
+    db_after=$(cpu_ticks "$db")
+    printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$scenario" "$label" "$file" "$((after - before))" \
+        "$((db_after - db_before))" "$(cut -d ' ' -f 1 /proc/loadavg)" >>"$SCALE_RUNS"
+    python3 - "$OUT/$file" "$scenario" "$label" <<'EOF' >&2
+import json, sys
+d = json.load(open(sys.argv[1]))
+s, p = d["summary"], d["latencyPercentiles"]
+codes = d.get("statusCodeDistribution", {})
+non2xx = sum(n for c, n in codes.items() if not str(c).startswith("2"))
+print(f"    {sys.argv[2]:16} {sys.argv[3]:6} {s['requestsPerSec']:10.1f} req/s"
+      f"  p50 {(p.get('p50') or 0) * 1000:7.2f} ms  p99 {(p.get('p99') or 0) * 1000:7.2f} ms"
+      f"  non-2xx {non2xx}")
+EOF
+}
+
+run_scale_out() {
+    local i port url r s ha=$WORK/haproxy started checks header
+    SCALE_RUNS=$OUT/scale-runs.tsv
+    printf 'scenario\tround\tfile\tcpu_ticks\tdb_cpu_ticks\tload1\n' >"$SCALE_RUNS"
+    rm -rf "$WORK/pg" # a cluster of its own, even after the postgres backend's run
+    start_postgres
+    url=$PG_URL
+    started=$(date +%s)
+    # Three gateways on one configuration and one database; the first seeds the demo data.
+    for i in 1 2 3; do
+        port=$(free_port)
+        SCALE_PORTS+=("$port")
+        log "scale-out gateway $i on 127.0.0.1:$port"
+        if [[ $i == 1 ]]; then
+            GATEWAY__SERVER__LISTEN=127.0.0.1:$port GATEWAY__STORAGE__URL=$url \
+                "$BIN" demo --dir "$DEV" --policies "$ROOT/policies" >"$WORK/scale-gateway-$i.log" 2>&1 &
+        else
+            GATEWAY__SERVER__LISTEN=127.0.0.1:$port GATEWAY__STORAGE__URL=$url \
+                "$BIN" serve --config "$CONFIG" >"$WORK/scale-gateway-$i.log" 2>&1 &
+        fi
+        SCALE_PIDS+=("$!")
+        wait_ready "$!" "https://127.0.0.1:$port/healthz" county-mh "scale-out gateway $i" \
+            "$WORK/scale-gateway-$i.log"
+    done
+
+    # HAProxy as in the README: mode tcp (mutual TLS ends at the gateways), health checks on
+    # /healthz over TLS with a partner certificate, the gateways' certificate verified.
+    mkdir -p "$ha"
+    cat "$DEV/county-mh.pem" "$DEV/county-mh-key.pem" >"$ha/check-client.pem"
+    chmod 600 "$ha/check-client.pem"
+    HA_ONE_PORT=$(free_port)
+    HA_THREE_PORT=$(free_port)
+    checks="check inter 500ms fall 2 rise 2 on-marked-down shutdown-sessions check-ssl check-sni localhost verify required verifyhost localhost ca-file $DEV/ca.pem crt $ha/check-client.pem"
+    cat >"$ha/haproxy.cfg" <<EOF
+global
+    maxconn 4096
+
+defaults
+    mode tcp
+    timeout connect 2s
+    timeout client 60s
+    timeout server 60s
+    timeout check 2s
+    retries 3
+    option redispatch 1
+
+frontend one
+    bind 127.0.0.1:$HA_ONE_PORT
+    default_backend one
+
+frontend three
+    bind 127.0.0.1:$HA_THREE_PORT
+    default_backend three
+
+backend one
+    option httpchk
+    http-check send meth GET uri /healthz ver HTTP/1.1 hdr Host localhost
+    http-check expect status 200
+    default-server $checks
+    server g1 127.0.0.1:${SCALE_PORTS[0]}
+
+backend three
+    balance roundrobin
+    option httpchk
+    http-check send meth GET uri /healthz ver HTTP/1.1 hdr Host localhost
+    http-check expect status 200
+    default-server $checks
+    server g1 127.0.0.1:${SCALE_PORTS[0]}
+    server g2 127.0.0.1:${SCALE_PORTS[1]}
+    server g3 127.0.0.1:${SCALE_PORTS[2]}
+EOF
+    "$HAPROXY" -c -f "$ha/haproxy.cfg" >"$ha/check.log" 2>&1 ||
+        { cat "$ha/check.log" >&2; die "haproxy refused its configuration"; }
+    log "HAProxy on 127.0.0.1:$HA_ONE_PORT (one gateway) and 127.0.0.1:$HA_THREE_PORT (three)"
+    "$HAPROXY" -db -f "$ha/haproxy.cfg" >"$ha/haproxy.log" 2>&1 &
+    HAPROXY_PID=$!
+    for s in "${SCALE_SCENARIOS[@]}"; do
+        for i in $(seq 100); do
+            # shellcheck disable=SC2046
+            curl -sf -o /dev/null $(tls_args county-mh) -H "Authorization: Bearer $TOK_CLIN" \
+                -H "Purpose-Of-Use: treatment" "$(scale_url "$s")" && break
+            sleep 0.2
+        done
+        expect_200 "$(scale_url "$s")" county-mh -H "Authorization: Bearer $TOK_CLIN" \
+            -H "Purpose-Of-Use: treatment" || die "scale-out scenario $s does not answer 200"
+    done
+
+    for r in $(seq "$ROUNDS"); do
+        log "scale-out round $r/$ROUNDS ($DURATION per scenario, $CONNECTIONS connections)"
+        for s in "${SCALE_SCENARIOS[@]}"; do
+            run_scale_oha "$s" "r$r"
+        done
+    done
+    stop_scale_out
+    stop_postgres
+
+    header="Scale-out run: commit $COMMIT, $(date -u '+%Y-%m-%d %H:%M UTC'), nproc $(nproc), \
+load average $(cut -d ' ' -f 1-3 /proc/loadavg) after the runs; $("$HAPROXY" -v | head -n 1); \
+PostgreSQL $("$PG_BIN_DIR/postgres" --version | awk '{print $3}') (fsync on); disclosure \
+scenario, $ROUNDS rounds of $DURATION per scenario, $CONNECTIONS connections; \
+$(($(date +%s) - started)) s."
+    python3 - "$OUT" "$SCALE_RUNS" "$CLK_TCK" "$header" "${SCALE_SCENARIOS[@]}" <<'EOF' >"$OUT/scale-out.md"
+import csv, json, statistics, sys
+out, runs_file, clk, header = sys.argv[1:5]
+clk = int(clk)
+scenarios = sys.argv[5:]
+rows = {}
+for r in csv.DictReader(open(runs_file), delimiter="\t"):
+    d = json.load(open(f"{out}/{r['file']}"))
+    s, p = d["summary"], d["latencyPercentiles"]
+    codes = d.get("statusCodeDistribution", {})
+    rows.setdefault(r["scenario"], []).append({
+        "rps": s["requestsPerSec"],
+        "p50": (p.get("p50") or 0) * 1000,
+        "p99": (p.get("p99") or 0) * 1000,
+        "non2xx": sum(n for c, n in codes.items() if not str(c).startswith("2")),
+        "cores": int(r["cpu_ticks"]) / clk / s["total"],
+        "db_cores": int(r["db_cpu_ticks"]) / clk / s["total"],
+        "load1": float(r["load1"]),
+    })
+print(header)
+print()
+print("| scenario | req/s (median) | req/s (min-max) | p50 ms | p99 ms | non-2xx | "
+      "gateways + HAProxy cores | PostgreSQL cores | ratio to scale-1 |")
+print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+base = statistics.median(x["rps"] for x in rows["scale-1"])
+med = {}
+for sc in scenarios:
+    xs = rows[sc]
+    rps = [x["rps"] for x in xs]
+    med[sc] = statistics.median(rps)
+    print(f"| {sc} | {med[sc]:,.0f} | {min(rps):,.0f}-{max(rps):,.0f} "
+          f"| {statistics.median(x['p50'] for x in xs):,.2f} "
+          f"| {statistics.median(x['p99'] for x in xs):,.2f} "
+          f"| {sum(x['non2xx'] for x in xs)} "
+          f"| {statistics.median(x['cores'] for x in xs):,.2f} "
+          f"| {statistics.median(x['db_cores'] for x in xs):,.2f} "
+          f"| {med[sc] / base:.3f} |")
+print()
+loads = [x["load1"] for xs in rows.values() for x in xs]
+print(f"- three replicas behind HAProxy vs one replica: {med['scale-3-haproxy'] / base:.2f}x "
+      f"(HAProxy in front of one replica: {med['scale-1-haproxy'] / base:.2f}x)")
+print(f"- 1-minute load average at the end of each run: {min(loads):.2f} to {max(loads):.2f}")
+EOF
+    cp "$OUT/scale-out.md" "$ROOT/target/load/latest-scale-out.md"
+    echo
+    cat "$OUT/scale-out.md"
+    echo
+}
+
 LOAD_BEFORE=$(uptime)
 START=$(date +%s)
-for b in $BACKENDS; do
-    run_backend "$b"
-done
+if [[ $SCALE_OUT != only ]]; then
+    for b in $BACKENDS; do
+        run_backend "$b"
+    done
+fi
 LOAD_AFTER=$(uptime)
 ELAPSED=$(($(date +%s) - START))
+
+if [[ $SCALE_OUT == only ]]; then
+    run_scale_out
+    exit 0
+fi
 
 # ---------------------------------------------------------------------------------------
 # 7. The table
@@ -624,3 +878,6 @@ echo
 cat "$OUT/table.md"
 echo
 echo "raw oha JSON and logs: ${OUT#"$ROOT"/}/ ($ELAPSED s of runs)"
+
+[[ $SCALE_OUT == 1 ]] && run_scale_out
+exit 0

@@ -128,6 +128,11 @@ pub enum ApiError {
     /// disclosed or changed. Opaque to the client.
     #[error("service unavailable: {0:#}")]
     Unavailable(anyhow::Error),
+    /// 503: the data is wrapped under a master-key version this gateway does not hold (its
+    /// key file is older than another replica's); nothing was disclosed or changed. Opaque to
+    /// the client; an operator alert.
+    #[error("key unavailable: {0:#}")]
+    KeyUnavailable(anyhow::Error),
     /// 500: a defect. Opaque to the client.
     #[error("internal error: {0:#}")]
     Internal(anyhow::Error),
@@ -182,6 +187,7 @@ impl ApiError {
             Self::UnsupportedMediaType => "unsupported_media_type",
             Self::TooManyConnections { .. } => "too_many_connections",
             Self::Unavailable(_) => "service_unavailable",
+            Self::KeyUnavailable(_) => "key_unavailable",
             Self::Internal(_) => "internal_error",
         }
     }
@@ -191,6 +197,12 @@ impl ApiError {
             Self::Unavailable(_) => (
                 "the gateway cannot answer right now and disclosed nothing; retry later or quote \
                  the Request-Id to the operator"
+                    .to_owned(),
+                None,
+            ),
+            Self::KeyUnavailable(_) => (
+                "this gateway cannot open the data with the keys it holds and disclosed nothing; \
+                 retry later (another gateway may answer) or quote the Request-Id to the operator"
                     .to_owned(),
                 None,
             ),
@@ -230,7 +242,7 @@ impl ResponseError for ApiError {
             Self::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::TooManyConnections { .. } => StatusCode::TOO_MANY_REQUESTS,
-            Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Unavailable(_) | Self::KeyUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -319,6 +331,7 @@ impl From<crate::service::Error> for ApiError {
                 details,
             },
             E::Unavailable(e) => Self::Unavailable(e),
+            E::KeyUnavailable(e) => Self::KeyUnavailable(e),
             E::Internal(e) => Self::Internal(e),
         }
     }
@@ -380,6 +393,10 @@ mod tests {
             (ApiError::TooManyConnections { limit: 1 }, 429),
             (
                 ApiError::Unavailable(anyhow::anyhow!("db down at /secret")),
+                503,
+            ),
+            (
+                ApiError::KeyUnavailable(anyhow::anyhow!("no version 2 in /secret")),
                 503,
             ),
             (ApiError::Internal(anyhow::anyhow!("bug at /secret")), 500),

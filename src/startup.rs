@@ -72,7 +72,7 @@ impl Application {
             Arc::new(service::keys::open(&settings.crypto.master_key_file, &store).await?);
         let audit = open_log(&settings, store.clone(), &keyring)?;
         let security = SecuritySink::spawn(store.clone(), audit.clone());
-        let readiness = Readiness::spawn(store.clone());
+        let readiness = Readiness::spawn(store.clone(), keyring.clone());
         let server = &settings.server;
         if server.body_timeout_ms == 0 {
             anyhow::bail!("`server.body_timeout_ms` must be at least 1");

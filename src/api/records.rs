@@ -69,7 +69,7 @@ pub(super) fn path_record(kind: &str, id: &str) -> Result<(RecordKind, RecordId)
         (status = 413, description = "`payload_too_large`", body = crate::error::ErrorBody),
         (status = 415, description = "`unsupported_media_type`", body = crate::error::ErrorBody),
         (status = 401, description = "a `token_*` code: token missing, malformed, expired, not yet valid, wrongly bound, ...", body = crate::error::ErrorBody),
-        (status = 503, description = "`service_unavailable`: nothing was disclosed or changed; retry", body = crate::error::ErrorBody),
+        (status = 503, description = "`service_unavailable`: nothing was disclosed or changed; retry. `key_unavailable`: the data is wrapped under a master-key version this replica lacks (during a key rotation); nothing was disclosed; retry", body = crate::error::ErrorBody),
     ),
     security(("mutual_tls" = [], "bearer" = [])),
 )]
@@ -126,7 +126,7 @@ pub(super) async fn put(
         (status = 403, description = "`disclosure_denied` with `details.reasons` and `details.decision_id`; the `Disclosure-Id`, `Log-Leaf-Index` and `Log-Leaf-Hash` headers name the logged denial", body = crate::error::ErrorBody),
         (status = 404, description = "`record_not_found` (only to a caller entitled to the kind outright), `unknown_kind`", body = crate::error::ErrorBody),
         (status = 401, description = "a `token_*` code: token missing, malformed, expired, not yet valid, wrongly bound, ...", body = crate::error::ErrorBody),
-        (status = 503, description = "`service_unavailable`: nothing was disclosed or changed; retry", body = crate::error::ErrorBody),
+        (status = 503, description = "`service_unavailable`: nothing was disclosed or changed; retry. `key_unavailable`: the data is wrapped under a master-key version this replica lacks (during a key rotation); nothing was disclosed; retry", body = crate::error::ErrorBody),
     ),
     security(("mutual_tls" = [], "bearer" = [])),
 )]
@@ -187,7 +187,7 @@ pub(super) async fn read_one(
         (status = 403, description = "`not_record_owner`", body = crate::error::ErrorBody),
         (status = 404, description = "`record_not_found`, `unknown_kind`", body = crate::error::ErrorBody),
         (status = 401, description = "a `token_*` code: token missing, malformed, expired, not yet valid, wrongly bound, ...", body = crate::error::ErrorBody),
-        (status = 503, description = "`service_unavailable`: nothing was disclosed or changed; retry", body = crate::error::ErrorBody),
+        (status = 503, description = "`service_unavailable`: nothing was disclosed or changed; retry. `key_unavailable`: the data is wrapped under a master-key version this replica lacks (during a key rotation); nothing was disclosed; retry", body = crate::error::ErrorBody),
     ),
     security(("mutual_tls" = [], "bearer" = [])),
 )]
@@ -249,7 +249,7 @@ pub(super) struct KindQuery {
         (status = 400, description = "`header_missing`, `invalid_header` (with `details.header`), `unknown_purpose`, `invalid_path`", body = crate::error::ErrorBody),
         (status = 400, description = "`invalid_query`", body = crate::error::ErrorBody),
         (status = 401, description = "a `token_*` code: token missing, malformed, expired, not yet valid, wrongly bound, ...", body = crate::error::ErrorBody),
-        (status = 503, description = "`service_unavailable`: nothing was disclosed or changed; retry", body = crate::error::ErrorBody),
+        (status = 503, description = "`service_unavailable`: nothing was disclosed or changed; retry. `key_unavailable`: the data is wrapped under a master-key version this replica lacks (during a key rotation); nothing was disclosed; retry", body = crate::error::ErrorBody),
     ),
     security(("mutual_tls" = [], "bearer" = [])),
 )]

@@ -327,10 +327,32 @@ pub async fn verify_store_witnessed(
     partner_checkpoints: Option<&CheckpointExport>,
     witnesses: &[(String, note::VerifierKey)],
 ) -> Result<StoreVerification, LogError> {
+    verify_store_against(store, key, partner_checkpoints, &[], witnesses).await
+}
+
+/// [`verify_store_witnessed`], also checking tree heads a partner saved (C2SP checkpoints
+/// whose signature the caller verified, e.g. a witness's state file): the stored tree must
+/// reach each one's size with the same root. A saved head larger than the stored tree is a
+/// rollback (a restore that lacks the newest entries, or a truncation); another root at its
+/// size is a rewrite or a fork.
+pub async fn verify_store_against(
+    store: &Store,
+    key: Option<&ed25519_dalek::VerifyingKey>,
+    partner_checkpoints: Option<&CheckpointExport>,
+    partner_heads: &[note::TreeHead],
+    witnesses: &[(String, note::VerifierKey)],
+) -> Result<StoreVerification, LogError> {
     let (mut out, (first_leaf, leaves)) = verify_chain(store, key, partner_checkpoints).await?;
     if out.summary.failure.is_none() {
-        out.tree =
-            Some(transparency::verify_tree(store, key, witnesses, (first_leaf, leaves)).await?);
+        let mut tree =
+            transparency::verify_tree(store, key, witnesses, (first_leaf, leaves)).await?;
+        if tree.failure.is_none() {
+            let mut pooled = store.acquire().await?;
+            tree.failure =
+                transparency::check_partner_heads(&mut pooled.conn(), &tree, partner_heads).await?;
+            tree.partner_heads_checked = partner_heads.len();
+        }
+        out.tree = Some(tree);
     }
     Ok(out)
 }

@@ -496,6 +496,48 @@ pub struct TreeVerification {
     pub witnessed_size: Option<u64>,
     /// The first problem found.
     pub failure: Option<String>,
+    /// Tree heads a partner saved that were compared with the stored tree.
+    #[serde(skip)]
+    pub partner_heads_checked: usize,
+}
+
+/// Compares tree heads a partner saved (signatures already checked) with the stored tree,
+/// which `tree` (a passed [`verify_tree`]) rebuilt and found consistent: the first problem, if
+/// any. A head larger than the tree means entries the partner saw are gone (a rollback or a
+/// truncation); another root at its size means the log was rewritten or forked.
+pub(super) async fn check_partner_heads(
+    c: &mut Conn<'_>,
+    tree: &TreeVerification,
+    heads: &[crate::crypto::note::TreeHead],
+) -> Result<Option<String>, LogError> {
+    let size = tree.leaves;
+    for h in heads {
+        if h.size > size {
+            return Ok(Some(format!(
+                "rolled back: a partner's signed checkpoint covers {} leaves (entry {}) but the \
+                 tree has {size} (the log ends at entry {}): entries the partner saw are missing",
+                h.size,
+                tree.tree_base + h.size,
+                tree.tree_base + size,
+            )));
+        }
+        let root = if h.size == 0 {
+            tree::empty_root()
+        } else {
+            ranges_hashes(c, &[(0, h.size)])
+                .await?
+                .pop()
+                .ok_or_else(|| corrupt("empty root"))?
+        };
+        if root != h.root {
+            return Ok(Some(format!(
+                "a partner's signed checkpoint of {} leaves names another root than the stored \
+                 tree: the log was rewritten or forked",
+                h.size
+            )));
+        }
+    }
+    Ok(None)
 }
 
 fn fail_once(out: &mut TreeVerification, why: String) {

@@ -902,7 +902,9 @@ enum AuditCommand {
         /// Config file.
         #[arg(long, env = "GATEWAY_CONFIG")]
         config: PathBuf,
-        /// A partner's copy of the checkpoints (the JSON of `GET /v1/audit/checkpoints`).
+        /// A partner's copy of the checkpoints: the JSON of `GET /v1/audit/checkpoints`, or a
+        /// signed tree head (a C2SP checkpoint, such as a witness's state file or the text of
+        /// `GET /v1/audit/checkpoint`).
         #[arg(long)]
         checkpoints: Option<PathBuf>,
         /// Partner ids whose witnesses must have cosigned a checkpoint (comma-separated, e.g.
@@ -976,6 +978,47 @@ enum AuditCommand {
     /// A patient's list of disclosures of 42 CFR Part 2 information in the last three years
     /// (42 CFR 2.24), read-only.
     Part2Disclosures(Box<directives::Part2Args>),
+}
+
+/// A partner's copy of the log's checkpoints for `audit verify --checkpoints`: the JSON export
+/// of the chain checkpoints, or one signed tree head (C2SP checkpoint) whose signature is checked
+/// here with the configured checkpoint key under the log's origin.
+fn partner_copy(
+    settings: &crate::config::Settings,
+    path: &std::path::Path,
+) -> anyhow::Result<(
+    Option<crate::audit::CheckpointExport>,
+    Vec<crate::audit::note::TreeHead>,
+)> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| anyhow::anyhow!("cannot read `{}`: {e}", path.display()))?;
+    if text.trim_start().starts_with('{') {
+        let export = serde_json::from_str(&text).map_err(|e| {
+            anyhow::anyhow!(
+                "`{}` is not a checkpoint export (GET /v1/audit/checkpoints): {e}",
+                path.display()
+            )
+        })?;
+        return Ok((Some(export), Vec::new()));
+    }
+    let Some(key_file) = &settings.audit.checkpoint_key_file else {
+        anyhow::bail!(
+            "`{}` is a signed tree head; checking its signature needs the log's key: configure \
+             `audit.checkpoint_key_file`",
+            path.display()
+        );
+    };
+    let log_key = crate::audit::CheckpointSigner::load(key_file)?
+        .with_origin(&crate::startup::log_origin(settings))?
+        .note_verifier();
+    let seen = crate::audit::witness::observe(&log_key, &text).map_err(|e| {
+        anyhow::anyhow!(
+            "`{}` is neither a checkpoint export (GET /v1/audit/checkpoints) nor a signed tree \
+             head of this log (GET /v1/audit/checkpoint, a witness's state file): {e}",
+            path.display()
+        )
+    })?;
+    Ok((None, vec![seen.head]))
 }
 
 async fn audit_command(command: AuditCommand) -> anyhow::Result<ExitCode> {
@@ -1065,18 +1108,9 @@ async fn audit_command(command: AuditCommand) -> anyhow::Result<ExitCode> {
             require_witnesses,
             ..
         } => {
-            let partner: Option<CheckpointExport> = match checkpoints {
-                Some(path) => {
-                    let text = std::fs::read_to_string(&path)
-                        .map_err(|e| anyhow::anyhow!("cannot read `{}`: {e}", path.display()))?;
-                    Some(serde_json::from_str(&text).map_err(|e| {
-                        anyhow::anyhow!(
-                            "`{}` is not a checkpoint export (GET /v1/audit/checkpoints): {e}",
-                            path.display()
-                        )
-                    })?)
-                }
-                None => None,
+            let (partner, partner_heads) = match checkpoints {
+                Some(path) => partner_copy(&settings, &path)?,
+                None => (None, Vec::new()),
             };
             let witnesses = if require_witnesses.is_empty() {
                 Vec::new()
@@ -1105,10 +1139,11 @@ async fn audit_command(command: AuditCommand) -> anyhow::Result<ExitCode> {
                 }
                 out
             };
-            let report = crate::audit::verify_store_witnessed(
+            let report = crate::audit::verify_store_against(
                 &store,
                 key.as_ref(),
                 partner.as_ref(),
+                &partner_heads,
                 &witnesses,
             )
             .await?;
@@ -1142,10 +1177,15 @@ async fn audit_command(command: AuditCommand) -> anyhow::Result<ExitCode> {
                     if let Some(t) = &report.tree {
                         outln!(
                             "ok: Merkle tree of {} leaves (from entry {}) rebuilt; {} signed \
-                             tree heads checked{}",
+                             tree heads checked{}{}",
                             t.leaves,
                             t.tree_base + 1,
                             t.checkpoints_checked,
+                            if t.partner_heads_checked > 0 {
+                                format!(", and {} saved by a partner", t.partner_heads_checked)
+                            } else {
+                                String::new()
+                            },
                             t.witnessed_size
                                 .map(|n| format!(
                                     "; the newest checkpoint cosigned by {} is of {n} leaves",

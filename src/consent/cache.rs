@@ -11,11 +11,20 @@
 //!
 //! Every consent creation and revocation moves the consent epoch (`cache_epochs.consents`) in
 //! the transaction that changes the consent. Every record read returns the epoch in the same
-//! statement as the record, and a cached entry is used only if it was loaded at that epoch or a
-//! later one. A request that starts after a revocation committed reads the new epoch, misses,
-//! and reads the consents from the database. Entries are tagged with the epoch read *before*
-//! they were loaded, so an entry's data is never older than its tag. This holds across
-//! replicas on one PostgreSQL, since the epoch lives in the database, not in a process.
+//! statement as the record, and a cached entry is used only if it was loaded at exactly that
+//! epoch. A request that starts after a revocation committed reads the new epoch, misses, and
+//! reads the consents from the database. Entries are tagged with the epoch read *before* they
+//! were loaded, so an entry's data is never older than its tag. This holds across replicas on
+//! one PostgreSQL, since the epoch lives in the database, not in a process.
+//!
+//! # Why a database that goes back in time does not bring back a lost consent
+//!
+//! After a failover to a standby that lacks the primary's last commits, or a restore from a
+//! backup, the database can be older than what a replica cached: a consent granted in the lost
+//! commits may sit in the cache. Epochs move to fresh random values (never reused; see
+//! [`crate::store::epochs`]) and an entry answers only for the epoch it was loaded at, so the
+//! older database's epoch never matches it, nor does the epoch of any later change: the
+//! entry is never used again.
 
 use std::sync::Arc;
 
@@ -60,8 +69,8 @@ impl Default for ConsentCache {
 
 impl ConsentCache {
     /// The decision inputs for a record's subject, as [`registry::for_subjects`] reads them,
-    /// answered from the cache when it was filled at consent epoch `epoch` or later (the epoch
-    /// read with the record). Every input's `subject` is `as_subject`.
+    /// answered from the cache when it was filled at consent epoch `epoch` (the epoch read with
+    /// the record) and no other. Every input's `subject` is `as_subject`.
     pub async fn for_subjects(
         &self,
         c: &mut Conn<'_>,
@@ -71,7 +80,7 @@ impl ConsentCache {
         epoch: i64,
     ) -> Result<Vec<Consent>, ConsentStoreError> {
         let key = cache_key(keyring, subjects);
-        let cached = self.inner.get(&key).filter(|e| e.epoch >= epoch);
+        let cached = self.inner.get(&key).filter(|e| e.epoch == epoch);
         let consents = match cached {
             Some(e) => {
                 self.stats.hit();

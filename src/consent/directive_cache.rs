@@ -6,8 +6,9 @@
 //! Every creation and end of a restriction or court order moves the consent epoch
 //! (`cache_epochs.consents`, which stands for all of a subject's directives) in the transaction
 //! that makes the change. Every record read returns that epoch in the same statement as the
-//! record, and a cached entry is used only if it was loaded at that epoch or a later one; an
-//! entry is tagged with the epoch read *before* it was loaded. So a request that starts after a
+//! record, and a cached entry is used only if it was loaded at exactly that epoch (epochs are
+//! random and never reused, see `consent::cache`); an entry is tagged with the epoch read
+//! *before* it was loaded. So a request that starts after a
 //! change committed misses and reads the directives from the database, on every replica of one
 //! PostgreSQL database.
 //!
@@ -90,7 +91,7 @@ pub async fn load(
 
 impl DirectiveCache {
     /// The decision inputs for a record's subject, answered from the cache when it was filled
-    /// at consent epoch `epoch` or later (the epoch read with the record).
+    /// at consent epoch `epoch` (the epoch read with the record) and no other.
     pub async fn for_subjects(
         &self,
         c: &mut Conn<'_>,
@@ -100,7 +101,7 @@ impl DirectiveCache {
         epoch: i64,
     ) -> Result<SubjectDirectives, DirectiveStoreError> {
         let key = cache_key(keyring, subjects);
-        let cached = self.inner.get(&key).filter(|e| e.epoch >= epoch);
+        let cached = self.inner.get(&key).filter(|e| e.epoch == epoch);
         let found = match cached {
             Some(e) => e.directives,
             None => {

@@ -16,10 +16,19 @@
 //! of this process ([`Keyring::forget_data_keys`]) and whenever the database's key epoch moves
 //! ([`Keyring::observe_key_epoch`]): `keys rotate`, `keys rewrap` and `keys retire` move it,
 //! so every replica drops its cached keys before its next read.
+//!
+//! # A data key under a version this gateway lacks
+//!
+//! Another replica can make a new master-key version current (and re-wrap data keys under it)
+//! while this one runs with an older key file. Such a data key cannot be unwrapped here: the
+//! read fails closed with [`CryptoError::UnknownMasterVersion`], nothing of the record is
+//! opened, and the keyring counts it ([`Keyring::missing_version_reads`]) so that the
+//! readiness probe re-checks the key file against the database at once and takes this
+//! gateway out of service (see `service::keys::check_versions`).
 
 use std::fmt;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 
 use secrecy::{ExposeSecret as _, SecretBox};
 use sha2::{Digest, Sha256};
@@ -81,6 +90,7 @@ pub struct Keyring {
     log_text_key: Option<SecretBox<[u8; 32]>>,
     cache: quick_cache::sync::Cache<DataKeyId, CachedKey>,
     key_epoch: AtomicI64,
+    missing_version_reads: AtomicU64,
     stats: crate::domain::stats::CacheStats,
 }
 
@@ -107,6 +117,7 @@ impl Keyring {
             log_text_key: None,
             cache: quick_cache::sync::Cache::new(DATA_KEY_CACHE),
             key_epoch: AtomicI64::new(i64::MIN),
+            missing_version_reads: AtomicU64::new(0),
             stats: Default::default(),
         }
     }
@@ -223,7 +234,14 @@ impl Keyring {
         self.stats.miss();
         let version = MasterVersion::from_db(row.master_version)
             .ok_or(CryptoError::Malformed("master version"))?;
-        let raw = self.master.unwrap(id, purpose, version, &row.wrapped)?;
+        let raw = self
+            .master
+            .unwrap(id, purpose, version, &row.wrapped)
+            .inspect_err(|e| {
+                if matches!(e, CryptoError::UnknownMasterVersion(_)) {
+                    self.missing_version_reads.fetch_add(1, Ordering::Relaxed);
+                }
+            })?;
         let key = Arc::new(DataKey::from_raw(id, &raw));
         self.cache.insert(
             id,
@@ -264,6 +282,12 @@ impl Keyring {
         if self.key_epoch.swap(epoch, Ordering::AcqRel) != epoch {
             self.forget_data_keys();
         }
+    }
+
+    /// How many times a data key was found wrapped under a master-key version that this
+    /// keyring does not hold (each such read failed closed). The readiness probe watches it.
+    pub fn missing_version_reads(&self) -> u64 {
+        self.missing_version_reads.load(Ordering::Relaxed)
     }
 
     /// The data-key cache's `(hits, misses)` since start.
@@ -312,6 +336,26 @@ mod tests {
             k.open_data_key(&row, "consent").is_err(),
             "purpose is checked"
         );
+    }
+
+    #[test]
+    fn a_key_under_a_version_the_file_lacks_fails_closed_and_is_counted() {
+        let k = keyring();
+        let (_, mut row) = k.new_data_key("record").unwrap();
+        assert_eq!(k.missing_version_reads(), 0);
+        row.master_version = 2;
+        assert!(matches!(
+            k.open_data_key(&row, "record"),
+            Err(CryptoError::UnknownMasterVersion(v)) if v.to_db() == 2
+        ));
+        assert_eq!(k.missing_version_reads(), 1);
+        // A tampered key under a version it holds is another failure, not counted here.
+        row.master_version = 1;
+        if let Some(b) = row.wrapped.last_mut() {
+            *b ^= 1;
+        }
+        assert!(k.open_data_key(&row, "record").is_err());
+        assert_eq!(k.missing_version_reads(), 1);
     }
 
     #[test]

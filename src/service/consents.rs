@@ -23,6 +23,7 @@ use crate::consent::directive::{self, ConsentDirective, MAX_LONG_TEXT, Rejection
 use crate::consent::registry::{
     self, ConsentEvent, ConsentStoreError, ReceivedHow, Revocation, StoredConsent,
 };
+use crate::crypto::CryptoError;
 use crate::domain::{Author, PartnerId, Purpose, Role, SubjectIdentifier, SubjectRef};
 use crate::policy::PolicySet;
 
@@ -49,6 +50,7 @@ pub fn store_error(e: ConsentStoreError) -> Error {
             tracing::error!(alert = "consent_integrity", error = %e, "stored consent not used");
             Error::Internal(e.into())
         }
+        ConsentStoreError::Key(CryptoError::UnknownMasterVersion(v)) => super::key_unavailable(v),
         e @ (ConsentStoreError::Key(_) | ConsentStoreError::Store(_)) => {
             Error::Unavailable(e.into())
         }

@@ -8,6 +8,7 @@
 use serde_json::{Value, json};
 
 use crate::audit::LogError;
+use crate::crypto::{CryptoError, MasterVersion};
 use crate::vault::RecordError;
 
 /// A service failure. Whatever the variant, nothing was disclosed beyond what the log records.
@@ -66,6 +67,10 @@ pub enum Error {
     /// or changed.
     #[error("service unavailable: {0:#}")]
     Unavailable(anyhow::Error),
+    /// The data is wrapped under a master-key version this gateway does not hold (another
+    /// replica holds a newer key file); nothing was disclosed or changed. An operator alert.
+    #[error("key unavailable: {0:#}")]
+    KeyUnavailable(anyhow::Error),
     /// A defect, or stored data that failed its integrity check.
     #[error("internal error: {0:#}")]
     Internal(anyhow::Error),
@@ -120,8 +125,8 @@ impl Error {
         Self::Internal(anyhow::anyhow!("{message}"))
     }
 
-    /// The stable code of a client-facing failure (`service_unavailable`, `internal_error`
-    /// for the others).
+    /// The stable code of a client-facing failure (`service_unavailable`, `key_unavailable`,
+    /// `internal_error` for the others).
     pub fn code(&self) -> &'static str {
         match self {
             Self::Invalid { code, .. }
@@ -130,6 +135,7 @@ impl Error {
             | Self::NotFound { code, .. }
             | Self::Conflict { code, .. } => code,
             Self::Unavailable(_) => "service_unavailable",
+            Self::KeyUnavailable(_) => "key_unavailable",
             Self::Internal(_) => "internal_error",
         }
     }
@@ -164,9 +170,27 @@ pub fn record_error(e: RecordError) -> Error {
             tracing::error!(alert = "record_integrity", error = %e, "stored record not served");
             Error::Internal(e.into())
         }
+        RecordError::Key(CryptoError::UnknownMasterVersion(v)) => key_unavailable(v),
         RecordError::Key(_) | RecordError::Store(_) => Error::Unavailable(e.into()),
         RecordError::Crypto(_) => Error::Internal(e.into()),
     }
+}
+
+/// Data wrapped under master-key version `v`, which this gateway's key file lacks: fail
+/// closed (503 `key_unavailable`) and alert the operator. The readiness probe sees the same
+/// failure through the keyring and takes the gateway out of service.
+pub fn key_unavailable(v: MasterVersion) -> Error {
+    // Operators alert on this line: this replica runs with an out-of-date master key file.
+    tracing::error!(
+        alert = "master_key_version_missing",
+        version = %v,
+        "a data key is wrapped under master key version {v}, which this gateway's key file \
+         lacks; nothing was disclosed. Install the current key file on this gateway and \
+         restart it"
+    );
+    Error::KeyUnavailable(anyhow::anyhow!(
+        "master key version {v} is not in this gateway's key file"
+    ))
 }
 
 impl From<RecordError> for Error {

@@ -200,6 +200,19 @@ pub async fn inspect(
     Ok((master, unrecorded))
 }
 
+/// Re-checks a running gateway's keys against the database as start-up does, writing
+/// nothing: every master-key version a data key is wrapped under must be in the keyring, and
+/// each version it holds must match the check value recorded for it. Fails with
+/// [`KeyringError::MissingVersions`] once another replica has wrapped data keys under a
+/// version this one lacks (a newer key file), so the readiness probe can take this gateway out
+/// of service instead of letting it answer reads it cannot open.
+pub async fn check_versions(keyring: &Keyring, store: &Store) -> Result<(), KeyringError> {
+    let master = keyring.master();
+    check_master(master, master.path(), store, false)
+        .await
+        .map(|_| ())
+}
+
 /// Each version's key check value must match the one recorded on first use (with `record`,
 /// recorded now if new), and every master-key version a data key is wrapped under must be in
 /// the file. Returns the versions without a recorded check value.

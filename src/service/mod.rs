@@ -41,7 +41,7 @@ use std::sync::Arc;
 use arc_swap::ArcSwap;
 use chrono::{DateTime, Utc};
 
-pub use error::{Error, log_error, record_error};
+pub use error::{Error, key_unavailable, log_error, record_error};
 pub use read::{Asker, Denial, DisclosedRecord, RecordAnswer, SubjectAnswer};
 
 use crate::audit::{DisclosureLog, EntryKind, NewEntry, Outcome};

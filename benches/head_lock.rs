@@ -1,0 +1,318 @@
+//! The disclosure log's head lock on PostgreSQL (`cargo bench --bench head_lock`): how many
+//! durable appends per second one database takes when N gateway replicas append at once.
+//!
+//! Every append locks the `audit_head` row inside the transaction that inserts the entries and
+//! holds it until the commit is durable, so appends from all replicas are serialized by the
+//! database: this rate, not the number of replicas, bounds the disclosures per second of a
+//! scaled-out deployment. Each replica's log writer batches the entries waiting for it into
+//! one commit (group commit), so the rate depends on how many appenders wait at once.
+//!
+//! The benchmark starts its own PostgreSQL cluster (fsync on, `synchronous_commit = on`, the
+//! server's defaults otherwise), then for 1, 2, 4 and 8 writers (each a `DisclosureLog` with
+//! its own connection, as each replica has) runs two loads for `HEAD_BENCH_SECS` (default 10)
+//! on a fresh database:
+//!
+//! - one appender per writer: every commit holds one entry, so commits per second is the head
+//!   lock's serialization rate;
+//! - `HEAD_BENCH_APPENDERS` (default 64) appenders per writer: the group commit at work.
+//!
+//! `HEAD_BENCH_WRITERS=1,2,4,8` picks the writer counts; `PG_BIN` the PostgreSQL binaries.
+
+// Benchmark code may unwrap, expect, panic and index: a failure here is a failed run, not an
+// outage (library code denies all four, see Cargo.toml).
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use coresponse_gateway::audit::{
+    CheckpointSigner, DisclosureLog, EntryKind, FieldDisclosure, LegalBasis, LogTextKey, NewEntry,
+    Outcome, RecordRef, SubjectKey,
+};
+use coresponse_gateway::config::{AuditSettings, StorageSettings};
+use coresponse_gateway::store::Store;
+use sqlx::Connection as _;
+
+fn env(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn entry(key: &SubjectKey, i: u64) -> NewEntry {
+    let mut e = NewEntry::new(EntryKind::Disclosure, Utc::now(), Outcome::Permit);
+    e.request_id = Some("0190f3a2-7b1c-7d4e-9a2b-3c4d5e6f7a8b".into());
+    e.decision_id = Some(format!("dec-{i}"));
+    e.policy_hash = Some("3f".repeat(32));
+    e.recipient_partner = Some("county-mh".into());
+    e.recipient_user = Some("clin-7".into());
+    e.recipient_role = Some("clinician".into());
+    e.purpose = Some("crisis-response".into());
+    e.basis = Some(LegalBasis::Mou {
+        mou_id: "mou-metro-county-2026".into(),
+        rule: "mh-crisis-incident".into(),
+    });
+    e.subject = Some(key.pseudonym("mrn", &format!("S-{}", i % 5000)));
+    e.record = Some(RecordRef {
+        kind: "crisis-incident".into(),
+        id: format!("inc-{i}"),
+    });
+    e.fields_disclosed = vec![
+        FieldDisclosure::new("time", "reveal"),
+        FieldDisclosure::new("location", "generalize"),
+        FieldDisclosure::new("narrative", "reveal"),
+        FieldDisclosure::new("safety_flags", "reveal"),
+        FieldDisclosure::new("callback_number", "mask"),
+    ];
+    e.fields_withheld = 4;
+    e.source_addr = Some("10.0.0.17:51234".into());
+    e.cert_sha256 = Some("ab".repeat(32));
+    e
+}
+
+/// A throwaway cluster: initdb, start with fsync on; stopped and removed on drop.
+struct Cluster {
+    bin: PathBuf,
+    dir: PathBuf,
+    port: u16,
+    root: bool,
+}
+
+impl Cluster {
+    fn start() -> Self {
+        let bin = std::env::var("PG_BIN")
+            .map(PathBuf::from)
+            .unwrap_or_else(|_| {
+                let mut dirs: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
+                    .expect("PostgreSQL server binaries (apt-get install postgresql) or PG_BIN")
+                    .filter_map(|e| e.ok().map(|e| e.path().join("bin")))
+                    .filter(|d| d.join("initdb").exists())
+                    .collect();
+                dirs.sort();
+                dirs.pop().expect("no initdb under /usr/lib/postgresql")
+            });
+        let root = Command::new("id")
+            .arg("-u")
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+            .unwrap_or(false);
+        let dir = tempfile::Builder::new()
+            .prefix("gateway-headlock-")
+            .tempdir()
+            .unwrap()
+            .keep();
+        if root {
+            assert!(
+                Command::new("chown")
+                    .arg("postgres:postgres")
+                    .arg(&dir)
+                    .status()
+                    .unwrap()
+                    .success()
+            );
+        }
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let c = Self {
+            bin,
+            dir,
+            port,
+            root,
+        };
+        let data = c.dir.join("data").to_string_lossy().to_string();
+        c.run(
+            "initdb",
+            &[
+                "-D",
+                &data,
+                "-U",
+                "postgres",
+                "-A",
+                "trust",
+                "-E",
+                "UTF8",
+                "--no-sync",
+            ],
+        );
+        let opts = format!(
+            "-p {port} -k {} -c listen_addresses=127.0.0.1 -c fsync=on -c synchronous_commit=on \
+             -c max_connections=100",
+            c.dir.display()
+        );
+        let log = c.dir.join("log").to_string_lossy().to_string();
+        c.run(
+            "pg_ctl",
+            &["-D", &data, "-l", &log, "-w", "-o", &opts, "start"],
+        );
+        c
+    }
+
+    fn run(&self, tool: &str, args: &[&str]) {
+        let mut cmd = if self.root {
+            let mut c = Command::new("runuser");
+            c.args(["-u", "postgres", "--"]).arg(self.bin.join(tool));
+            c
+        } else {
+            Command::new(self.bin.join(tool))
+        };
+        let out = cmd.args(args).stdin(Stdio::null()).output().unwrap();
+        assert!(
+            out.status.success(),
+            "{tool}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    async fn fresh_database(&self, name: &str) -> String {
+        let admin = format!("postgres://postgres@127.0.0.1:{}/postgres", self.port);
+        let mut c = sqlx::PgConnection::connect(&admin).await.unwrap();
+        sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+            .execute(&mut c)
+            .await
+            .unwrap();
+        format!("postgres://postgres@127.0.0.1:{}/{name}", self.port)
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        let data = self.dir.join("data").to_string_lossy().to_string();
+        let mut cmd = if self.root {
+            let mut c = Command::new("runuser");
+            c.args(["-u", "postgres", "--"])
+                .arg(self.bin.join("pg_ctl"));
+            c
+        } else {
+            Command::new(self.bin.join("pg_ctl"))
+        };
+        let _ = cmd
+            .args(["-D", &data, "-m", "fast", "-w", "stop"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+struct Run {
+    appends: u64,
+    commits: u64,
+    secs: f64,
+}
+
+/// `writers` logs on one database, `per_writer` appenders each, for `secs`.
+async fn run(url: &str, writers: u64, per_writer: u64, secs: u64) -> Run {
+    let key = SubjectKey::derive(&[7; 32]);
+    let mut logs = Vec::new();
+    for _ in 0..writers {
+        let store = Store::open(&StorageSettings {
+            max_connections: 2,
+            ..StorageSettings::new(url)
+        })
+        .await
+        .expect("store");
+        // As every replica: the one log's text key and checkpoint key.
+        logs.push(DisclosureLog::start(
+            store,
+            key.clone(),
+            LogTextKey::new(&[8; 32]),
+            Some(CheckpointSigner::from_seed(&[9; 32])),
+            AuditSettings::default(),
+        ));
+    }
+    // Warm up every writer (connections, prepared statements).
+    for log in &logs {
+        for i in 0..50 {
+            log.append(entry(&key, i)).await.expect("append");
+        }
+    }
+    let before: u64 = logs.iter().map(|l| l.stats().commits).sum();
+    let stop = Arc::new(AtomicBool::new(false));
+    let done = Arc::new(AtomicU64::new(0));
+    let mut tasks = Vec::new();
+    for (w, log) in logs.iter().enumerate() {
+        for a in 0..per_writer {
+            let (log, key, stop, done) = (log.clone(), key.clone(), stop.clone(), done.clone());
+            let base = ((w as u64) << 40) | (a << 20);
+            tasks.push(tokio::spawn(async move {
+                let mut i = 0;
+                while !stop.load(Ordering::Relaxed) {
+                    log.append(entry(&key, base + i)).await.expect("append");
+                    done.fetch_add(1, Ordering::Relaxed);
+                    i += 1;
+                }
+            }));
+        }
+    }
+    let started = Instant::now();
+    tokio::time::sleep(Duration::from_secs(secs)).await;
+    stop.store(true, Ordering::Relaxed);
+    let appends_at_stop = done.load(Ordering::Relaxed);
+    let commits_at_stop: u64 = logs.iter().map(|l| l.stats().commits).sum();
+    let elapsed = started.elapsed().as_secs_f64();
+    for t in tasks {
+        t.await.expect("task");
+    }
+    Run {
+        appends: appends_at_stop,
+        commits: commits_at_stop - before,
+        secs: elapsed,
+    }
+}
+
+fn main() {
+    let secs = env("HEAD_BENCH_SECS", 10);
+    let appenders = env("HEAD_BENCH_APPENDERS", 64);
+    let writers: Vec<u64> = std::env::var("HEAD_BENCH_WRITERS")
+        .unwrap_or_else(|_| "1,2,4,8".into())
+        .split(',')
+        .filter_map(|w| w.trim().parse().ok())
+        .collect();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let cluster = Cluster::start();
+    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    println!(
+        "head lock on PostgreSQL (fsync on, synchronous_commit on), {secs} s per run, \
+         {} cores, load average {}",
+        std::thread::available_parallelism().map_or(1, |n| n.get()),
+        load.split_whitespace()
+            .take(3)
+            .collect::<Vec<_>>()
+            .join(" ")
+    );
+    println!();
+    println!("| writers | appenders per writer | appends/s | commits/s | entries per commit |");
+    println!("|---:|---:|---:|---:|---:|");
+    let mut n = 0;
+    for &w in &writers {
+        for per in [1, appenders] {
+            n += 1;
+            let r = rt.block_on(async {
+                let url = cluster.fresh_database(&format!("headlock_{n}")).await;
+                run(&url, w, per, secs).await
+            });
+            println!(
+                "| {w} | {per} | {:.0} | {:.0} | {:.1} |",
+                r.appends as f64 / r.secs,
+                r.commits as f64 / r.secs,
+                r.appends as f64 / r.commits.max(1) as f64
+            );
+        }
+    }
+    drop(cluster);
+}
