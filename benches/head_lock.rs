@@ -32,52 +32,14 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use chrono::Utc;
-use coresponse_gateway::audit::{
-    CheckpointSigner, DisclosureLog, EntryKind, FieldDisclosure, LegalBasis, LogTextKey, NewEntry,
-    Outcome, RecordRef, SubjectKey,
-};
+use coresponse_gateway::audit::{CheckpointSigner, DisclosureLog, LogTextKey, SubjectKey};
 use coresponse_gateway::config::{AuditSettings, StorageSettings};
 use coresponse_gateway::store::Store;
 use sqlx::Connection as _;
 
-fn env(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-fn entry(key: &SubjectKey, i: u64) -> NewEntry {
-    let mut e = NewEntry::new(EntryKind::Disclosure, Utc::now(), Outcome::Permit);
-    e.request_id = Some("0190f3a2-7b1c-7d4e-9a2b-3c4d5e6f7a8b".into());
-    e.decision_id = Some(format!("dec-{i}"));
-    e.policy_hash = Some("3f".repeat(32));
-    e.recipient_partner = Some("county-mh".into());
-    e.recipient_user = Some("clin-7".into());
-    e.recipient_role = Some("clinician".into());
-    e.purpose = Some("crisis-response".into());
-    e.basis = Some(LegalBasis::Mou {
-        mou_id: "mou-metro-county-2026".into(),
-        rule: "mh-crisis-incident".into(),
-    });
-    e.subject = Some(key.pseudonym("mrn", &format!("S-{}", i % 5000)));
-    e.record = Some(RecordRef {
-        kind: "crisis-incident".into(),
-        id: format!("inc-{i}"),
-    });
-    e.fields_disclosed = vec![
-        FieldDisclosure::new("time", "reveal"),
-        FieldDisclosure::new("location", "generalize"),
-        FieldDisclosure::new("narrative", "reveal"),
-        FieldDisclosure::new("safety_flags", "reveal"),
-        FieldDisclosure::new("callback_number", "mask"),
-    ];
-    e.fields_withheld = 4;
-    e.source_addr = Some("10.0.0.17:51234".into());
-    e.cert_sha256 = Some("ab".repeat(32));
-    e
-}
+#[path = "support/mod.rs"]
+mod support;
+use support::{entry, env};
 
 /// A throwaway cluster: initdb, start with fsync on; stopped and removed on drop.
 struct Cluster {
