@@ -5,7 +5,7 @@ use std::fmt;
 
 use sha2::{Digest, Sha256};
 
-use super::entry::{LegalBasis, NewEntry, Outcome};
+use super::entry::{EntryFormat, FieldDisclosure, LegalBasis, NewEntry, Outcome};
 
 /// Domain-separation prefix of an entry's encoding (format 1).
 pub const ENTRY_DOMAIN: &[u8] = b"coresponse-gateway/audit-entry/v1";
@@ -80,78 +80,283 @@ fn put_opt(buf: &mut Vec<u8>, s: Option<&str>) {
     }
 }
 
-/// Writes the canonical encoding of the entry `(seq, prev, data)` into `buf` (cleared first).
-pub fn encode_into(buf: &mut Vec<u8>, seq: u64, prev: &ChainHash, data: &NewEntry) {
+/// One disclosed field as the encodings read it.
+pub(super) trait FieldPair {
+    /// The field path.
+    fn field(&self) -> &str;
+    /// The transform name.
+    fn transform(&self) -> &str;
+}
+
+impl FieldPair for FieldDisclosure {
+    fn field(&self) -> &str {
+        &self.field
+    }
+    fn transform(&self) -> &str {
+        &self.transform
+    }
+}
+
+/// An entry's legal basis, borrowed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum BasisView<'a> {
+    /// An MOU rule.
+    Mou {
+        /// The MOU.
+        mou_id: &'a str,
+        /// The rule.
+        rule: &'a str,
+    },
+    /// A consent.
+    Consent(&'a str),
+    /// A 164.512(j) emergency and its stated basis (free text).
+    Emergency(&'a str),
+    /// A court order.
+    CourtOrder(&'a str),
+    /// A 42 CFR 2.51 medical emergency and its documentation (free text).
+    MedicalEmergency(&'a str),
+}
+
+impl<'a> BasisView<'a> {
+    /// The borrowed form of `basis`.
+    pub(super) fn of(basis: &'a LegalBasis) -> Self {
+        match basis {
+            LegalBasis::Mou { mou_id, rule } => Self::Mou { mou_id, rule },
+            LegalBasis::Consent { consent_id } => Self::Consent(consent_id),
+            LegalBasis::Emergency { stated_basis } => Self::Emergency(stated_basis),
+            LegalBasis::CourtOrder { order_id } => Self::CourtOrder(order_id),
+            LegalBasis::MedicalEmergency { documentation } => Self::MedicalEmergency(documentation),
+        }
+    }
+
+    /// The owned form.
+    pub(super) fn to_owned(self) -> LegalBasis {
+        match self {
+            Self::Mou { mou_id, rule } => LegalBasis::Mou {
+                mou_id: mou_id.to_owned(),
+                rule: rule.to_owned(),
+            },
+            Self::Consent(id) => LegalBasis::Consent {
+                consent_id: id.to_owned(),
+            },
+            Self::Emergency(text) => LegalBasis::Emergency {
+                stated_basis: text.to_owned(),
+            },
+            Self::CourtOrder(id) => LegalBasis::CourtOrder {
+                order_id: id.to_owned(),
+            },
+            Self::MedicalEmergency(text) => LegalBasis::MedicalEmergency {
+                documentation: text.to_owned(),
+            },
+        }
+    }
+}
+
+/// An entry's content, borrowed: what both encodings read, from an entry being appended or
+/// straight from a stored row's column values (verification encodes without building an
+/// entry).
+pub(super) struct EntryContent<'a, F> {
+    /// Time, microseconds since the epoch.
+    pub(super) at_us: i64,
+    /// The kind's stable name.
+    pub(super) kind: &'a str,
+    /// Request id.
+    pub(super) request_id: Option<&'a str>,
+    /// Decision id.
+    pub(super) decision_id: Option<&'a str>,
+    /// Policy-set hash.
+    pub(super) policy_hash: Option<&'a str>,
+    /// Recipient partner.
+    pub(super) recipient_partner: Option<&'a str>,
+    /// Recipient user.
+    pub(super) recipient_user: Option<&'a str>,
+    /// Recipient role.
+    pub(super) recipient_role: Option<&'a str>,
+    /// Purpose of use.
+    pub(super) purpose: Option<&'a str>,
+    /// Legal basis.
+    pub(super) basis: Option<BasisView<'a>>,
+    /// Justification (free text).
+    pub(super) justification: Option<&'a str>,
+    /// Subject pseudonym.
+    pub(super) subject: Option<&'a [u8; 32]>,
+    /// Record kind and id.
+    pub(super) record: Option<(&'a str, &'a str)>,
+    /// Disclosed fields.
+    pub(super) fields: &'a [F],
+    /// Number of withheld fields.
+    pub(super) fields_withheld: u32,
+    /// The reason of a denial (`None`: a permit).
+    pub(super) deny_reason: Option<&'a str>,
+    /// Source address.
+    pub(super) source_addr: Option<&'a str>,
+    /// Client certificate fingerprint.
+    pub(super) cert_sha256: Option<&'a str>,
+    /// Detail (free text).
+    pub(super) detail: Option<&'a str>,
+}
+
+impl NewEntry {
+    /// The borrowed view the encodings read.
+    pub(super) fn view(&self) -> EntryContent<'_, FieldDisclosure> {
+        EntryContent {
+            at_us: self.at_us(),
+            kind: self.kind.as_str(),
+            request_id: self.request_id.as_deref(),
+            decision_id: self.decision_id.as_deref(),
+            policy_hash: self.policy_hash.as_deref(),
+            recipient_partner: self.recipient_partner.as_deref(),
+            recipient_user: self.recipient_user.as_deref(),
+            recipient_role: self.recipient_role.as_deref(),
+            purpose: self.purpose.as_deref(),
+            basis: self.basis.as_ref().map(BasisView::of),
+            justification: self.justification.as_deref(),
+            subject: self.subject.as_ref().map(|s| s.as_bytes()),
+            record: self
+                .record
+                .as_ref()
+                .map(|r| (r.kind.as_str(), r.id.as_str())),
+            fields: &self.fields_disclosed,
+            fields_withheld: self.fields_withheld,
+            deny_reason: match &self.outcome {
+                Outcome::Permit => None,
+                Outcome::Deny { reason } => Some(reason),
+            },
+            source_addr: self.source_addr.as_deref(),
+            cert_sha256: self.cert_sha256.as_deref(),
+            detail: self.detail.as_deref(),
+        }
+    }
+}
+
+/// Writes the start of an entry's encoding into `buf` (cleared first): the format's domain,
+/// the previous hash and the sequence number.
+pub(super) fn encode_head(buf: &mut Vec<u8>, format: EntryFormat, seq: u64, prev: &ChainHash) {
     buf.clear();
-    buf.extend_from_slice(ENTRY_DOMAIN);
+    buf.extend_from_slice(match format {
+        EntryFormat::V1 => ENTRY_DOMAIN,
+        EntryFormat::V2 => ENTRY_DOMAIN_V2,
+    });
     buf.extend_from_slice(&prev.0);
     buf.extend_from_slice(&seq.to_be_bytes());
-    buf.extend_from_slice(&data.at_us().to_be_bytes());
-    put_str(buf, data.kind.as_str());
-    put_opt(buf, data.request_id.as_deref());
-    put_opt(buf, data.decision_id.as_deref());
-    put_opt(buf, data.policy_hash.as_deref());
-    put_opt(buf, data.recipient_partner.as_deref());
-    put_opt(buf, data.recipient_user.as_deref());
-    put_opt(buf, data.recipient_role.as_deref());
-    put_opt(buf, data.purpose.as_deref());
-    match &data.basis {
+}
+
+/// Appends the rest of an entry's encoding, from its time on, to `buf`.
+///
+/// Format 1 encodes the free text (justification, detail, an emergency's stated basis, a
+/// medical emergency's documentation) in clear. Format 2 does not: it travels sealed, and the
+/// sealed bytes (`sealed`, ignored by format 1) are encoded last.
+pub(super) fn encode_body<F: FieldPair>(
+    buf: &mut Vec<u8>,
+    format: EntryFormat,
+    v: &EntryContent<'_, F>,
+    sealed: Option<&[u8]>,
+) {
+    let clear = format == EntryFormat::V1;
+    buf.extend_from_slice(&v.at_us.to_be_bytes());
+    put_str(buf, v.kind);
+    put_opt(buf, v.request_id);
+    put_opt(buf, v.decision_id);
+    put_opt(buf, v.policy_hash);
+    put_opt(buf, v.recipient_partner);
+    put_opt(buf, v.recipient_user);
+    put_opt(buf, v.recipient_role);
+    put_opt(buf, v.purpose);
+    match v.basis {
         None => buf.push(0),
-        Some(LegalBasis::Mou { mou_id, rule }) => {
+        Some(BasisView::Mou { mou_id, rule }) => {
             buf.push(1);
             put_str(buf, mou_id);
             put_str(buf, rule);
         }
-        Some(LegalBasis::Consent { consent_id }) => {
+        Some(BasisView::Consent(id)) => {
             buf.push(2);
-            put_str(buf, consent_id);
+            put_str(buf, id);
         }
-        Some(LegalBasis::Emergency { stated_basis }) => {
+        Some(BasisView::Emergency(text)) => {
             buf.push(3);
-            put_str(buf, stated_basis);
+            if clear {
+                put_str(buf, text);
+            }
         }
-        Some(LegalBasis::CourtOrder { order_id }) => {
+        Some(BasisView::CourtOrder(id)) => {
             buf.push(4);
-            put_str(buf, order_id);
+            put_str(buf, id);
         }
-        Some(LegalBasis::MedicalEmergency { documentation }) => {
+        Some(BasisView::MedicalEmergency(text)) => {
             buf.push(5);
-            put_str(buf, documentation);
+            if clear {
+                put_str(buf, text);
+            }
         }
     }
-    put_opt(buf, data.justification.as_deref());
-    match &data.subject {
+    if clear {
+        put_opt(buf, v.justification);
+    }
+    match v.subject {
         None => buf.push(0),
         Some(s) => {
             buf.push(1);
-            buf.extend_from_slice(s.as_bytes());
+            buf.extend_from_slice(s);
         }
     }
-    match &data.record {
+    match v.record {
         None => buf.push(0),
-        Some(r) => {
+        Some((kind, id)) => {
             buf.push(1);
-            put_str(buf, &r.kind);
-            put_str(buf, &r.id);
+            put_str(buf, kind);
+            put_str(buf, id);
         }
     }
-    let n = u32::try_from(data.fields_disclosed.len()).unwrap_or(u32::MAX);
+    let n = u32::try_from(v.fields.len()).unwrap_or(u32::MAX);
     buf.extend_from_slice(&n.to_be_bytes());
-    for f in &data.fields_disclosed {
-        put_str(buf, &f.field);
-        put_str(buf, &f.transform);
+    for f in v.fields {
+        put_str(buf, f.field());
+        put_str(buf, f.transform());
     }
-    buf.extend_from_slice(&data.fields_withheld.to_be_bytes());
-    match &data.outcome {
-        Outcome::Permit => buf.push(0),
-        Outcome::Deny { reason } => {
+    buf.extend_from_slice(&v.fields_withheld.to_be_bytes());
+    match v.deny_reason {
+        None => buf.push(0),
+        Some(reason) => {
             buf.push(1);
             put_str(buf, reason);
         }
     }
-    put_opt(buf, data.source_addr.as_deref());
-    put_opt(buf, data.cert_sha256.as_deref());
-    put_opt(buf, data.detail.as_deref());
+    put_opt(buf, v.source_addr);
+    put_opt(buf, v.cert_sha256);
+    if clear {
+        put_opt(buf, v.detail);
+    } else {
+        match sealed {
+            None => buf.push(0),
+            Some(b) => {
+                buf.push(1);
+                let len = u32::try_from(b.len()).unwrap_or(u32::MAX);
+                buf.extend_from_slice(&len.to_be_bytes());
+                buf.extend_from_slice(b);
+            }
+        }
+    }
+}
+
+/// The hash of an encoded entry: `SHA-256(E1)` for format 1, the RFC 6962 leaf hash
+/// `SHA-256(0x00 || E2)` for format 2. The encoding is given in two parts (its head, as
+/// [`encode_head`] writes it, and its body), so that a verifier can hash a body encoded
+/// elsewhere.
+pub(super) fn hash_parts(format: EntryFormat, head: &[u8], body: &[u8]) -> ChainHash {
+    let mut h = Sha256::new();
+    if format == EntryFormat::V2 {
+        h.update([0u8]);
+    }
+    h.update(head);
+    h.update(body);
+    ChainHash(h.finalize().into())
+}
+
+/// Writes the canonical encoding of the entry `(seq, prev, data)` into `buf` (cleared first).
+pub fn encode_into(buf: &mut Vec<u8>, seq: u64, prev: &ChainHash, data: &NewEntry) {
+    encode_head(buf, EntryFormat::V1, seq, prev);
+    encode_body(buf, EntryFormat::V1, &data.view(), None);
 }
 
 /// Writes the format-2 encoding of the entry `(seq, prev, data, sealed)` into `buf` (cleared
@@ -165,77 +370,8 @@ pub fn encode_v2_into(
     data: &NewEntry,
     sealed: Option<&[u8]>,
 ) {
-    buf.clear();
-    buf.extend_from_slice(ENTRY_DOMAIN_V2);
-    buf.extend_from_slice(&prev.0);
-    buf.extend_from_slice(&seq.to_be_bytes());
-    buf.extend_from_slice(&data.at_us().to_be_bytes());
-    put_str(buf, data.kind.as_str());
-    put_opt(buf, data.request_id.as_deref());
-    put_opt(buf, data.decision_id.as_deref());
-    put_opt(buf, data.policy_hash.as_deref());
-    put_opt(buf, data.recipient_partner.as_deref());
-    put_opt(buf, data.recipient_user.as_deref());
-    put_opt(buf, data.recipient_role.as_deref());
-    put_opt(buf, data.purpose.as_deref());
-    match &data.basis {
-        None => buf.push(0),
-        Some(LegalBasis::Mou { mou_id, rule }) => {
-            buf.push(1);
-            put_str(buf, mou_id);
-            put_str(buf, rule);
-        }
-        Some(LegalBasis::Consent { consent_id }) => {
-            buf.push(2);
-            put_str(buf, consent_id);
-        }
-        Some(LegalBasis::Emergency { .. }) => buf.push(3),
-        Some(LegalBasis::CourtOrder { order_id }) => {
-            buf.push(4);
-            put_str(buf, order_id);
-        }
-        Some(LegalBasis::MedicalEmergency { .. }) => buf.push(5),
-    }
-    match &data.subject {
-        None => buf.push(0),
-        Some(s) => {
-            buf.push(1);
-            buf.extend_from_slice(s.as_bytes());
-        }
-    }
-    match &data.record {
-        None => buf.push(0),
-        Some(r) => {
-            buf.push(1);
-            put_str(buf, &r.kind);
-            put_str(buf, &r.id);
-        }
-    }
-    let n = u32::try_from(data.fields_disclosed.len()).unwrap_or(u32::MAX);
-    buf.extend_from_slice(&n.to_be_bytes());
-    for f in &data.fields_disclosed {
-        put_str(buf, &f.field);
-        put_str(buf, &f.transform);
-    }
-    buf.extend_from_slice(&data.fields_withheld.to_be_bytes());
-    match &data.outcome {
-        Outcome::Permit => buf.push(0),
-        Outcome::Deny { reason } => {
-            buf.push(1);
-            put_str(buf, reason);
-        }
-    }
-    put_opt(buf, data.source_addr.as_deref());
-    put_opt(buf, data.cert_sha256.as_deref());
-    match sealed {
-        None => buf.push(0),
-        Some(b) => {
-            buf.push(1);
-            let len = u32::try_from(b.len()).unwrap_or(u32::MAX);
-            buf.extend_from_slice(&len.to_be_bytes());
-            buf.extend_from_slice(b);
-        }
-    }
+    encode_head(buf, EntryFormat::V2, seq, prev);
+    encode_body(buf, EntryFormat::V2, &data.view(), sealed);
 }
 
 /// The RFC 6962 leaf hash `SHA-256(0x00 || E2)` of a format-2 entry, which is also its chain
@@ -248,10 +384,7 @@ pub fn leaf_hash_with(
     sealed: Option<&[u8]>,
 ) -> ChainHash {
     encode_v2_into(buf, seq, prev, data, sealed);
-    let mut h = Sha256::new();
-    h.update([0u8]);
-    h.update(buf.as_slice());
-    ChainHash(h.finalize().into())
+    hash_parts(EntryFormat::V2, buf, &[])
 }
 
 /// The hash of the entry `(seq, prev, data)`, using `buf` as scratch space.
@@ -262,7 +395,7 @@ pub fn entry_hash_with(
     data: &NewEntry,
 ) -> ChainHash {
     encode_into(buf, seq, prev, data);
-    ChainHash(Sha256::digest(buf.as_slice()).into())
+    hash_parts(EntryFormat::V1, buf, &[])
 }
 
 /// The hash of the entry `(seq, prev, data)`.

@@ -9,7 +9,7 @@ use sqlx::postgres::PgConnection;
 use sqlx::sqlite::SqliteConnection;
 
 use super::LogError;
-use super::canonical::{ChainHash, leaf_hash_with};
+use super::canonical::{BasisView, ChainHash, EntryContent, FieldPair, leaf_hash_with};
 use super::checkpoint::{Checkpoint, TreeCheckpoint};
 use super::entry::{
     AppendedEntry, Entry, EntryFormat, EntryKind, FieldDisclosure, LegalBasis, NewEntry, Outcome,
@@ -530,129 +530,362 @@ pub(super) struct LogRow {
 }
 
 impl LogRow {
-    /// Reads a row of `SELECT {COLUMNS}` (in that order) from a rusqlite statement: the
-    /// log scan of [`super::scan`] reads SQLite without sqlx's per-value copies.
-    pub(super) fn from_sqlite(r: &rusqlite::Row<'_>) -> rusqlite::Result<Self> {
+    /// The row's values, borrowed.
+    pub(super) fn raw(&self) -> RawRow<'_> {
+        RawRow {
+            seq: self.seq,
+            at_us: self.at_us,
+            kind: &self.kind,
+            request_id: self.request_id.as_deref(),
+            decision_id: self.decision_id.as_deref(),
+            policy_hash: self.policy_hash.as_deref(),
+            recipient_partner: self.recipient_partner.as_deref(),
+            recipient_user: self.recipient_user.as_deref(),
+            recipient_role: self.recipient_role.as_deref(),
+            purpose: self.purpose.as_deref(),
+            basis_kind: self.basis_kind.as_deref(),
+            basis_ref: self.basis_ref.as_deref(),
+            basis_rule: self.basis_rule.as_deref(),
+            justification: self.justification.as_deref(),
+            subject: self.subject.as_deref(),
+            record_kind: self.record_kind.as_deref(),
+            record_id: self.record_id.as_deref(),
+            fields_disclosed: &self.fields_disclosed,
+            fields_withheld: self.fields_withheld,
+            outcome: &self.outcome,
+            reason: self.reason.as_deref(),
+            source_addr: self.source_addr.as_deref(),
+            cert_sha256: self.cert_sha256.as_deref(),
+            detail: self.detail.as_deref(),
+            prev_hash: &self.prev_hash,
+            entry_hash: &self.entry_hash,
+            format: i64::from(self.format),
+            sealed: self.sealed.as_deref(),
+        }
+    }
+}
+
+/// One `audit_log` row's values, borrowed: from a [`LogRow`] read through sqlx, or straight
+/// from SQLite's row buffer during a verification scan (no value copied).
+#[derive(Clone, Copy)]
+pub(super) struct RawRow<'a> {
+    seq: i64,
+    at_us: i64,
+    kind: &'a str,
+    request_id: Option<&'a str>,
+    decision_id: Option<&'a str>,
+    policy_hash: Option<&'a str>,
+    recipient_partner: Option<&'a str>,
+    recipient_user: Option<&'a str>,
+    recipient_role: Option<&'a str>,
+    purpose: Option<&'a str>,
+    basis_kind: Option<&'a str>,
+    basis_ref: Option<&'a str>,
+    basis_rule: Option<&'a str>,
+    justification: Option<&'a str>,
+    subject: Option<&'a [u8]>,
+    record_kind: Option<&'a str>,
+    record_id: Option<&'a str>,
+    fields_disclosed: &'a str,
+    fields_withheld: i64,
+    outcome: &'a str,
+    reason: Option<&'a str>,
+    source_addr: Option<&'a str>,
+    cert_sha256: Option<&'a str>,
+    detail: Option<&'a str>,
+    prev_hash: &'a [u8],
+    entry_hash: &'a [u8],
+    format: i64,
+    sealed: Option<&'a [u8]>,
+}
+
+/// The values of one rusqlite row, typed as the log's columns are; `Err` names the first
+/// column whose value has another type.
+struct SqliteValues<'a, 'r>(&'a rusqlite::Row<'r>);
+
+impl<'a> SqliteValues<'a, '_> {
+    fn value(&self, i: usize) -> Result<rusqlite::types::ValueRef<'a>, String> {
+        self.0.get_ref(i).map_err(|e| e.to_string())
+    }
+    fn int(&self, i: usize) -> Result<i64, String> {
+        self.value(i)?.as_i64().map_err(|e| wrong_type(i, &e))
+    }
+    fn text(&self, i: usize) -> Result<&'a str, String> {
+        self.value(i)?.as_str().map_err(|e| wrong_type(i, &e))
+    }
+    fn opt_text(&self, i: usize) -> Result<Option<&'a str>, String> {
+        self.value(i)?
+            .as_str_or_null()
+            .map_err(|e| wrong_type(i, &e))
+    }
+    fn blob(&self, i: usize) -> Result<&'a [u8], String> {
+        self.value(i)?.as_blob().map_err(|e| wrong_type(i, &e))
+    }
+    fn opt_blob(&self, i: usize) -> Result<Option<&'a [u8]>, String> {
+        self.value(i)?
+            .as_blob_or_null()
+            .map_err(|e| wrong_type(i, &e))
+    }
+}
+
+fn wrong_type(column: usize, e: &rusqlite::types::FromSqlError) -> String {
+    let name = COLUMNS.split(',').nth(column).unwrap_or_default().trim();
+    format!("column {name} holds a value of the wrong type ({e})")
+}
+
+impl<'a> RawRow<'a> {
+    /// Borrows a row of `SELECT {COLUMNS}` (in that order) from a rusqlite statement: the log
+    /// scan of [`super::scan`] reads SQLite without sqlx's per-value copies. `Err` says which
+    /// column holds a value of a type no row of the log can have.
+    pub(super) fn from_sqlite(r: &'a rusqlite::Row<'_>) -> Result<Self, String> {
+        let v = SqliteValues(r);
         Ok(Self {
-            seq: r.get(0)?,
-            at_us: r.get(1)?,
-            kind: r.get(2)?,
-            request_id: r.get(3)?,
-            decision_id: r.get(4)?,
-            policy_hash: r.get(5)?,
-            recipient_partner: r.get(6)?,
-            recipient_user: r.get(7)?,
-            recipient_role: r.get(8)?,
-            purpose: r.get(9)?,
-            basis_kind: r.get(10)?,
-            basis_ref: r.get(11)?,
-            basis_rule: r.get(12)?,
-            justification: r.get(13)?,
-            subject: r.get(14)?,
-            record_kind: r.get(15)?,
-            record_id: r.get(16)?,
-            fields_disclosed: r.get(17)?,
-            fields_withheld: r.get(18)?,
-            outcome: r.get(19)?,
-            reason: r.get(20)?,
-            source_addr: r.get(21)?,
-            cert_sha256: r.get(22)?,
-            detail: r.get(23)?,
-            prev_hash: r.get(24)?,
-            entry_hash: r.get(25)?,
-            format: r.get(26)?,
-            sealed: r.get(27)?,
+            seq: v.int(0)?,
+            at_us: v.int(1)?,
+            kind: v.text(2)?,
+            request_id: v.opt_text(3)?,
+            decision_id: v.opt_text(4)?,
+            policy_hash: v.opt_text(5)?,
+            recipient_partner: v.opt_text(6)?,
+            recipient_user: v.opt_text(7)?,
+            recipient_role: v.opt_text(8)?,
+            purpose: v.opt_text(9)?,
+            basis_kind: v.opt_text(10)?,
+            basis_ref: v.opt_text(11)?,
+            basis_rule: v.opt_text(12)?,
+            justification: v.opt_text(13)?,
+            subject: v.opt_blob(14)?,
+            record_kind: v.opt_text(15)?,
+            record_id: v.opt_text(16)?,
+            fields_disclosed: v.text(17)?,
+            fields_withheld: v.int(18)?,
+            outcome: v.text(19)?,
+            reason: v.opt_text(20)?,
+            source_addr: v.opt_text(21)?,
+            cert_sha256: v.opt_text(22)?,
+            detail: v.opt_text(23)?,
+            prev_hash: v.blob(24)?,
+            entry_hash: v.blob(25)?,
+            format: v.int(26)?,
+            sealed: v.opt_blob(27)?,
+        })
+    }
+
+    /// Checks that the log can have written this row and reads it as an entry, still
+    /// borrowing its values. A value that the canonical encoding cannot have produced is
+    /// [`LogError::Corrupt`].
+    pub(super) fn check(self) -> Result<CheckedRow<'a>, LogError> {
+        let row = self;
+        let seq = u64::try_from(row.seq).map_err(|_| corrupt(0, "negative sequence number"))?;
+        let c = |why: &str| corrupt(seq, why);
+        DateTime::from_timestamp_micros(row.at_us).ok_or_else(|| c("time out of range"))?;
+        let kind: EntryKind = row.kind.parse().map_err(|_| c("unknown kind"))?;
+        let format = i32::try_from(row.format)
+            .ok()
+            .and_then(EntryFormat::from_i32)
+            .ok_or_else(|| c("unknown format"))?;
+        let v1 = format == EntryFormat::V1;
+        // Format 2 keeps free text only sealed; format 1 only in clear.
+        if !v1 && (row.justification.is_some() || row.detail.is_some()) {
+            return Err(c("clear free text in an entry that seals it"));
+        }
+        if v1 && row.sealed.is_some() {
+            return Err(c("sealed text in an entry written in clear"));
+        }
+        let basis = match (row.basis_kind, row.basis_ref, row.basis_rule) {
+            (None, None, None) => None,
+            (Some("consent"), Some(r), None) => Some(BasisView::Consent(r)),
+            (Some("emergency"), Some(r), None) if v1 => Some(BasisView::Emergency(r)),
+            (Some("emergency"), None, None) if !v1 => Some(BasisView::Emergency("")),
+            (Some("court_order"), Some(r), None) => Some(BasisView::CourtOrder(r)),
+            (Some("medical_emergency"), Some(r), None) if v1 => {
+                Some(BasisView::MedicalEmergency(r))
+            }
+            (Some("medical_emergency"), None, None) if !v1 => Some(BasisView::MedicalEmergency("")),
+            (Some("mou"), Some(mou_id), Some(rule)) => Some(BasisView::Mou { mou_id, rule }),
+            _ => return Err(c("inconsistent legal basis columns")),
+        };
+        let bytes32 = |v: &'a [u8]| -> Result<&'a [u8; 32], LogError> {
+            <&[u8; 32]>::try_from(v).map_err(|_| c("malformed 32-byte value"))
+        };
+        let subject = row.subject.map(bytes32).transpose()?;
+        let record = match (row.record_kind, row.record_id) {
+            (None, None) => None,
+            (Some(kind), Some(id)) => Some((kind, id)),
+            _ => return Err(c("inconsistent record columns")),
+        };
+        let fields: Vec<FieldRef<'a>> =
+            serde_json::from_str(row.fields_disclosed).map_err(|_| c("malformed field list"))?;
+        let fields_withheld =
+            u32::try_from(row.fields_withheld).map_err(|_| c("withheld count out of range"))?;
+        let deny_reason = match (row.outcome, row.reason) {
+            ("permit", None) => None,
+            ("deny", Some(reason)) => Some(reason),
+            _ => return Err(c("inconsistent outcome columns")),
+        };
+        let prev = ChainHash(*bytes32(row.prev_hash)?);
+        let hash = ChainHash(*bytes32(row.entry_hash)?);
+        Ok(CheckedRow {
+            seq,
+            format,
+            kind,
+            row,
+            basis,
+            subject,
+            record,
+            fields,
+            fields_withheld,
+            deny_reason,
+            prev,
+            hash,
+        })
+    }
+}
+
+/// One disclosed field of a stored field list, borrowed where the JSON text allows.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct FieldRef<'a> {
+    #[serde(borrow)]
+    field: std::borrow::Cow<'a, str>,
+    #[serde(borrow)]
+    transform: std::borrow::Cow<'a, str>,
+}
+
+impl FieldPair for FieldRef<'_> {
+    fn field(&self) -> &str {
+        &self.field
+    }
+    fn transform(&self) -> &str {
+        &self.transform
+    }
+}
+
+/// A stored row that the log can have written, read as an entry but still borrowing its
+/// values.
+pub(super) struct CheckedRow<'a> {
+    pub(super) seq: u64,
+    pub(super) format: EntryFormat,
+    kind: EntryKind,
+    row: RawRow<'a>,
+    basis: Option<BasisView<'a>>,
+    subject: Option<&'a [u8; 32]>,
+    record: Option<(&'a str, &'a str)>,
+    fields: Vec<FieldRef<'a>>,
+    fields_withheld: u32,
+    deny_reason: Option<&'a str>,
+    /// The stored previous hash.
+    pub(super) prev: ChainHash,
+    /// The stored hash.
+    pub(super) hash: ChainHash,
+}
+
+impl<'a> CheckedRow<'a> {
+    /// The view the encodings read.
+    pub(super) fn view(&self) -> EntryContent<'_, FieldRef<'a>> {
+        let r = &self.row;
+        EntryContent {
+            at_us: r.at_us,
+            kind: self.kind.as_str(),
+            request_id: r.request_id,
+            decision_id: r.decision_id,
+            policy_hash: r.policy_hash,
+            recipient_partner: r.recipient_partner,
+            recipient_user: r.recipient_user,
+            recipient_role: r.recipient_role,
+            purpose: r.purpose,
+            basis: self.basis,
+            justification: r.justification,
+            subject: self.subject,
+            record: self.record,
+            fields: &self.fields,
+            fields_withheld: self.fields_withheld,
+            deny_reason: self.deny_reason,
+            source_addr: r.source_addr,
+            cert_sha256: r.cert_sha256,
+            detail: r.detail,
+        }
+    }
+
+    /// The sealed free text of a format-2 entry.
+    pub(super) fn sealed(&self) -> Option<&'a [u8]> {
+        self.row.sealed
+    }
+
+    /// The owned entry.
+    pub(super) fn into_entry(self) -> Result<Entry, LogError> {
+        let r = self.row;
+        let owned = |s: Option<&str>| s.map(str::to_owned);
+        let at = DateTime::from_timestamp_micros(r.at_us)
+            .ok_or_else(|| corrupt(self.seq, "time out of range"))?;
+        let data = NewEntry {
+            at,
+            kind: self.kind,
+            request_id: owned(r.request_id),
+            decision_id: owned(r.decision_id),
+            policy_hash: owned(r.policy_hash),
+            recipient_partner: owned(r.recipient_partner),
+            recipient_user: owned(r.recipient_user),
+            recipient_role: owned(r.recipient_role),
+            purpose: owned(r.purpose),
+            basis: self.basis.map(BasisView::to_owned),
+            justification: owned(r.justification),
+            subject: self.subject.map(|s| SubjectPseudonym(*s)),
+            record: self.record.map(|(kind, id)| RecordRef {
+                kind: kind.to_owned(),
+                id: id.to_owned(),
+            }),
+            fields_disclosed: self
+                .fields
+                .into_iter()
+                .map(|f| FieldDisclosure {
+                    field: f.field.into_owned(),
+                    transform: f.transform.into_owned(),
+                })
+                .collect(),
+            fields_withheld: self.fields_withheld,
+            outcome: match self.deny_reason {
+                None => Outcome::Permit,
+                Some(reason) => Outcome::Deny {
+                    reason: reason.to_owned(),
+                },
+            },
+            source_addr: owned(r.source_addr),
+            cert_sha256: owned(r.cert_sha256),
+            detail: owned(r.detail),
+        };
+        Ok(Entry {
+            seq: self.seq,
+            format: self.format,
+            data,
+            sealed: r.sealed.map(<[u8]>::to_vec),
+            prev_hash: self.prev,
+            hash: self.hash,
         })
     }
 }
 
 /// Parses one `audit_log` row.
 pub(super) fn row_to_entry(row: LogRow) -> Result<Entry, LogError> {
-    let seq = u64::try_from(row.seq).map_err(|_| corrupt(0, "negative sequence number"))?;
-    let c = |why: &str| corrupt(seq, why);
-    let at = DateTime::from_timestamp_micros(row.at_us).ok_or_else(|| c("time out of range"))?;
-    let kind: EntryKind = row.kind.parse().map_err(|_| c("unknown kind"))?;
-    let format = EntryFormat::from_i32(row.format).ok_or_else(|| c("unknown format"))?;
-    let v1 = format == EntryFormat::V1;
-    // Format 2 keeps free text only sealed; format 1 only in clear.
-    if !v1 && (row.justification.is_some() || row.detail.is_some()) {
-        return Err(c("clear free text in an entry that seals it"));
-    }
-    if v1 && row.sealed.is_some() {
-        return Err(c("sealed text in an entry written in clear"));
-    }
-    let basis = match (row.basis_kind, row.basis_ref, row.basis_rule) {
-        (None, None, None) => None,
-        (Some(k), Some(r), None) if k == "consent" => Some(LegalBasis::Consent { consent_id: r }),
-        (Some(k), Some(r), None) if k == "emergency" && v1 => {
-            Some(LegalBasis::Emergency { stated_basis: r })
-        }
-        (Some(k), None, None) if k == "emergency" && !v1 => Some(LegalBasis::Emergency {
-            stated_basis: String::new(),
-        }),
-        (Some(k), Some(r), None) if k == "court_order" => {
-            Some(LegalBasis::CourtOrder { order_id: r })
-        }
-        (Some(k), Some(r), None) if k == "medical_emergency" && v1 => {
-            Some(LegalBasis::MedicalEmergency { documentation: r })
-        }
-        (Some(k), None, None) if k == "medical_emergency" && !v1 => {
-            Some(LegalBasis::MedicalEmergency {
-                documentation: String::new(),
-            })
-        }
-        (Some(k), Some(m), Some(rule)) if k == "mou" => Some(LegalBasis::Mou { mou_id: m, rule }),
-        _ => return Err(c("inconsistent legal basis columns")),
-    };
-    let bytes32 = |v: Vec<u8>| -> Result<[u8; 32], LogError> {
-        <[u8; 32]>::try_from(v.as_slice()).map_err(|_| c("malformed 32-byte value"))
-    };
-    let subject = row.subject.map(bytes32).transpose()?.map(SubjectPseudonym);
-    let record = match (row.record_kind, row.record_id) {
-        (None, None) => None,
-        (Some(kind), Some(id)) => Some(RecordRef { kind, id }),
-        _ => return Err(c("inconsistent record columns")),
-    };
-    let fields_disclosed: Vec<FieldDisclosure> =
-        serde_json::from_str(&row.fields_disclosed).map_err(|_| c("malformed field list"))?;
-    let fields_withheld =
-        u32::try_from(row.fields_withheld).map_err(|_| c("withheld count out of range"))?;
-    let outcome = match (row.outcome.as_str(), row.reason) {
-        ("permit", None) => Outcome::Permit,
-        ("deny", Some(reason)) => Outcome::Deny { reason },
-        _ => return Err(c("inconsistent outcome columns")),
-    };
-    let prev = bytes32(row.prev_hash)?;
-    let hash = bytes32(row.entry_hash)?;
-    let data = NewEntry {
-        at,
-        kind,
-        request_id: row.request_id,
-        decision_id: row.decision_id,
-        policy_hash: row.policy_hash,
-        recipient_partner: row.recipient_partner,
-        recipient_user: row.recipient_user,
-        recipient_role: row.recipient_role,
-        purpose: row.purpose,
-        basis,
-        justification: row.justification,
-        subject,
-        record,
-        fields_disclosed,
-        fields_withheld,
-        outcome,
-        source_addr: row.source_addr,
-        cert_sha256: row.cert_sha256,
-        detail: row.detail,
-    };
-    Ok(Entry {
-        seq,
-        format,
-        data,
-        sealed: row.sealed,
-        prev_hash: ChainHash(prev),
-        hash: ChainHash(hash),
-    })
+    row.raw().check()?.into_entry()
+}
+
+/// Up to `limit` rows after `seq`, ascending.
+pub(super) async fn rows_after(
+    c: &mut Conn<'_>,
+    seq: u64,
+    limit: i64,
+) -> Result<Vec<LogRow>, LogError> {
+    let seq = seq_i64(seq)?;
+    Ok(on_conn!(c, |c| {
+        sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "SELECT {COLUMNS} FROM audit_log WHERE seq > $1 ORDER BY seq LIMIT $2"
+        )))
+        .bind(seq)
+        .bind(limit)
+        .fetch_all(c)
+        .await
+    })?)
 }
 
 /// The lowest stored sequence number.

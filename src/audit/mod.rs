@@ -470,6 +470,8 @@ async fn verify_chain(
         leaves: Vec::new(),
         unreadable: None,
         tree_error,
+        suspect: false,
+        head: Vec::with_capacity(128),
     };
     // One scan; entries appended while it read are picked up by another from where it
     // stopped, until the head is reached (or a scan finds nothing more: a truncated tail).
@@ -532,68 +534,88 @@ struct ChainPass {
     /// An entry in the tree's range that was not written as a leaf (reported if the chain
     /// verifies).
     tree_error: Option<LogError>,
+    /// The first entry that failed a check, to be classified from the stored entries.
+    suspect: bool,
+    /// Scratch space for the start of an entry's encoding.
+    head: Vec<u8>,
 }
 
 impl ChainPass {
-    /// Checks one row. `Err` only for a failure of the database itself.
-    fn feed(&mut self, row: db::LogRow) -> Result<(), LogError> {
-        match db::row_to_entry(row) {
-            Ok(e) => {
-                self.after = e.seq;
-                if self.base.is_some_and(|base| e.seq > base) && self.tree_error.is_none() {
-                    if e.format == EntryFormat::V2 {
-                        self.leaves.push(e.hash.0);
-                    } else {
-                        self.tree_error = Some(LogError::Corrupt {
-                            seq: e.seq,
-                            why: "an entry in the tree's range was not written as a tree leaf"
-                                .into(),
-                        });
-                    }
+    /// Hashes and links a batch of entries; stops at the first that fails.
+    fn feed(&mut self, batch: &scan::EncodedEntries) {
+        for (e, body) in batch.iter() {
+            canonical::encode_head(&mut self.head, e.format, e.seq, &e.prev);
+            let hash_ok = canonical::hash_parts(e.format, &self.head, body) == e.hash;
+            if !self.v.accept(e.seq, &e.prev, &e.hash, hash_ok) {
+                self.suspect = true;
+                return;
+            }
+            self.after = e.seq;
+            if self.base.is_some_and(|base| e.seq > base) && self.tree_error.is_none() {
+                if e.format == EntryFormat::V2 {
+                    self.leaves.push(e.hash.0);
+                } else {
+                    self.tree_error = Some(LogError::Corrupt {
+                        seq: e.seq,
+                        why: "an entry in the tree's range was not written as a tree leaf".into(),
+                    });
                 }
-                self.v.push(&e);
-                Ok(())
             }
-            Err(LogError::Corrupt { seq, why }) => {
-                self.unreadable = Some((seq, why));
-                Ok(())
-            }
-            Err(other) => Err(other),
         }
     }
 
     fn stopped(&self) -> bool {
-        self.unreadable.is_some() || self.v.failed()
+        self.unreadable.is_some() || self.suspect || self.v.failed()
+    }
+
+    /// Says how the entry that failed fails: the verifier reads it, and the entry after it,
+    /// in full (a swap or a renumbering shows only with both in view).
+    async fn classify(&mut self, store: &Store) -> Result<(), LogError> {
+        let mut pooled = store.acquire().await?;
+        let rows = db::rows_after(&mut pooled.conn(), self.v.last_seq(), 2).await?;
+        for (i, row) in rows.into_iter().enumerate() {
+            match db::row_to_entry(row) {
+                Ok(e) => self.v.push(&e),
+                Err(LogError::Corrupt { seq, why }) if i == 0 => {
+                    self.unreadable = Some((seq, why));
+                }
+                // The entry after the one that failed is unreadable: classified without it.
+                Err(LogError::Corrupt { .. }) => break,
+                Err(other) => return Err(other),
+            }
+            if self.v.failed() {
+                break;
+            }
+        }
+        Ok(())
     }
 }
 
-/// Runs one scan of the entries after `pass.after` through the chain verification, decoding
-/// and hashing on a blocking thread while the scan reads on another.
+/// Runs one scan of the entries after `pass.after` through the chain verification: the scan
+/// reads, checks and encodes rows on one thread while this hashes and links them on another.
 async fn chain_pass(store: &Store, mut pass: ChainPass) -> Result<ChainPass, LogError> {
     let after = i64::try_from(pass.after)
         .map_err(|_| LogError::Invalid("sequence number out of range".into()))?;
-    let mut rx = scan::scan_after::<db::LogRow>(store, after);
-    tokio::task::spawn_blocking(move || {
+    let mut rx = scan::scan_after::<scan::EncodedEntries>(store, after);
+    let mut pass = tokio::task::spawn_blocking(move || {
         while let Some(batch) = rx.blocking_recv() {
-            let rows = match batch {
-                Ok(rows) => rows,
-                Err(LogError::Corrupt { seq, why }) => {
-                    pass.unreadable = Some((seq, why));
-                    return Ok(pass);
-                }
+            match batch {
+                Ok(entries) => pass.feed(&entries),
+                Err(LogError::Corrupt { seq, why }) => pass.unreadable = Some((seq, why)),
                 Err(e) => return Err(e),
-            };
-            for row in rows {
-                pass.feed(row)?;
-                if pass.stopped() {
-                    return Ok(pass);
-                }
+            }
+            if pass.stopped() {
+                break;
             }
         }
         Ok(pass)
     })
     .await
-    .map_err(|e| LogError::Scan(format!("the verification thread failed: {e}")))?
+    .map_err(|e| LogError::Scan(format!("the verification thread failed: {e}")))??;
+    if pass.suspect {
+        pass.classify(store).await?;
+    }
+    Ok(pass)
 }
 
 /// The stored checkpoints, ascending.

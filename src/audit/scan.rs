@@ -18,7 +18,10 @@ use futures_util::TryStreamExt;
 use tokio::sync::mpsc;
 
 use super::LogError;
-use super::db::{COLUMNS, LogRow};
+use super::canonical::{ChainHash, encode_body};
+use super::db::{COLUMNS, LogRow, RawRow};
+use super::entry::EntryFormat;
+use super::tree::Hash;
 use crate::store::{PooledConn, Store};
 
 /// Rows per batch handed to the verifier.
@@ -30,56 +33,161 @@ const IN_FLIGHT: usize = 8;
 /// How long the SQLite scan waits for a lock held by a writer.
 const BUSY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
-/// A table read in one ordered scan: its query, and how to read a row through rusqlite.
-pub(super) trait Scanned: Sized + Send + Unpin + 'static {
+/// A batch of rows of a table read in one ordered scan, in the form the verifier consumes:
+/// the query, and how a row (from rusqlite, or read through sqlx) joins the batch.
+pub(super) trait Scanned: Default + Send + 'static {
+    /// A row as sqlx reads it (the pooled scan).
+    type Row: Send
+        + Unpin
+        + for<'r> sqlx::FromRow<'r, sqlx::sqlite::SqliteRow>
+        + for<'r> sqlx::FromRow<'r, sqlx::postgres::PgRow>;
     /// `SELECT ... WHERE key > $1 ORDER BY key`, with the columns in the order
-    /// [`Scanned::from_sqlite`] reads them.
+    /// [`Scanned::push_sqlite`] reads them.
     fn sql() -> String;
-    /// Reads one row of [`Scanned::sql`] from rusqlite.
-    fn from_sqlite(r: &rusqlite::Row<'_>) -> rusqlite::Result<Self>;
+    /// Rows in the batch.
+    fn len(&self) -> usize;
+    /// Adds one row read by rusqlite. `Err` ends the scan after the rows before it are
+    /// checked: a row of the log that no append can have written is [`LogError::Corrupt`].
+    fn push_sqlite(&mut self, r: &rusqlite::Row<'_>) -> Result<(), LogError>;
+    /// Adds one row read through sqlx (same errors).
+    fn push(&mut self, r: Self::Row) -> Result<(), LogError>;
 }
 
-impl Scanned for LogRow {
-    fn sql() -> String {
-        format!("SELECT {COLUMNS} FROM audit_log WHERE seq > $1 ORDER BY seq")
-    }
-
-    fn from_sqlite(r: &rusqlite::Row<'_>) -> rusqlite::Result<Self> {
-        LogRow::from_sqlite(r)
-    }
+/// One stored entry, checked and encoded for hashing (its body in [`EncodedEntries::bytes`]).
+pub(super) struct EncodedEntry {
+    pub(super) seq: u64,
+    pub(super) format: EntryFormat,
+    /// The stored previous hash.
+    pub(super) prev: ChainHash,
+    /// The stored hash.
+    pub(super) hash: ChainHash,
+    /// Where the entry's encoded body ends in [`EncodedEntries::bytes`].
+    end: usize,
 }
 
-/// One stored hash of the Merkle tree (`audit_tree`): its index and value.
-#[derive(Debug, sqlx::FromRow)]
-pub(super) struct NodeRow {
-    pub(super) idx: i64,
-    pub(super) hash: Vec<u8>,
+/// Stored entries, each checked to be a row the log can have written and encoded from its
+/// column values (the encoding after the sequence number: see
+/// [`encode_body`](super::canonical::encode_body)); the verifier only hashes and links them.
+#[derive(Default)]
+pub(super) struct EncodedEntries {
+    rows: Vec<EncodedEntry>,
+    bytes: Vec<u8>,
 }
 
-impl Scanned for NodeRow {
-    fn sql() -> String {
-        "SELECT idx, hash FROM audit_tree WHERE idx > $1 ORDER BY idx".into()
+impl EncodedEntries {
+    fn add(&mut self, row: RawRow<'_>) -> Result<(), LogError> {
+        let c = row.check()?;
+        encode_body(&mut self.bytes, c.format, &c.view(), c.sealed());
+        self.rows.push(EncodedEntry {
+            seq: c.seq,
+            format: c.format,
+            prev: c.prev,
+            hash: c.hash,
+            end: self.bytes.len(),
+        });
+        Ok(())
     }
 
-    fn from_sqlite(r: &rusqlite::Row<'_>) -> rusqlite::Result<Self> {
-        Ok(Self {
-            idx: r.get(0)?,
-            hash: r.get(1)?,
+    /// The entries in order, each with its encoded body.
+    pub(super) fn iter(&self) -> impl Iterator<Item = (&EncodedEntry, &[u8])> {
+        let mut start = 0;
+        self.rows.iter().map(move |e| {
+            let body = self.bytes.get(start..e.end).unwrap_or_default();
+            start = e.end;
+            (e, body)
         })
     }
 }
 
+impl Scanned for EncodedEntries {
+    type Row = LogRow;
+
+    fn sql() -> String {
+        format!("SELECT {COLUMNS} FROM audit_log WHERE seq > $1 ORDER BY seq")
+    }
+
+    fn len(&self) -> usize {
+        self.rows.len()
+    }
+
+    fn push_sqlite(&mut self, r: &rusqlite::Row<'_>) -> Result<(), LogError> {
+        let raw = RawRow::from_sqlite(r).map_err(|why| LogError::Corrupt {
+            // A value of a type no row of the log can have: the row is unreadable (altered).
+            seq: r
+                .get::<_, i64>(0)
+                .ok()
+                .and_then(|s| u64::try_from(s).ok())
+                .unwrap_or(0),
+            why,
+        })?;
+        self.add(raw)
+    }
+
+    fn push(&mut self, r: LogRow) -> Result<(), LogError> {
+        self.add(r.raw())
+    }
+}
+
+/// One stored hash of the Merkle tree (`audit_tree`), as sqlx reads it.
+#[derive(Debug, sqlx::FromRow)]
+pub(super) struct NodeRow {
+    idx: i64,
+    hash: Vec<u8>,
+}
+
+/// Stored hashes of the Merkle tree: index and value, in index order.
+#[derive(Default)]
+pub(super) struct Nodes(pub(super) Vec<(u64, Hash)>);
+
+impl Nodes {
+    fn add(&mut self, idx: i64, hash: &[u8]) -> Result<(), LogError> {
+        let corrupt = |why: String| LogError::Corrupt { seq: 0, why };
+        let idx = u64::try_from(idx).map_err(|_| corrupt("negative tree index".into()))?;
+        let hash =
+            Hash::try_from(hash).map_err(|_| corrupt(format!("tree hash {idx} is malformed")))?;
+        self.0.push((idx, hash));
+        Ok(())
+    }
+}
+
+impl Scanned for Nodes {
+    type Row = NodeRow;
+
+    fn sql() -> String {
+        "SELECT idx, hash FROM audit_tree WHERE idx > $1 ORDER BY idx".into()
+    }
+
+    fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    fn push_sqlite(&mut self, r: &rusqlite::Row<'_>) -> Result<(), LogError> {
+        let wrong = |e: rusqlite::Error| LogError::Corrupt {
+            seq: 0,
+            why: format!("a tree hash is not stored as one ({e})"),
+        };
+        let idx = r.get_ref(0).map_err(wrong)?.as_i64();
+        let hash = r.get_ref(1).map_err(wrong)?.as_blob();
+        match (idx, hash) {
+            (Ok(idx), Ok(hash)) => self.add(idx, hash),
+            _ => Err(LogError::Corrupt {
+                seq: 0,
+                why: "a tree hash is not stored as one (a value of the wrong type)".into(),
+            }),
+        }
+    }
+
+    fn push(&mut self, r: NodeRow) -> Result<(), LogError> {
+        self.add(r.idx, &r.hash)
+    }
+}
+
 /// One batch of rows in key order, or the error that ended the scan.
-pub(super) type Batch<T> = Result<Vec<T>, LogError>;
+pub(super) type Batch<T> = Result<T, LogError>;
 
 /// Starts a scan of every row of `T`'s table with a key above `after`, in ascending order.
 /// The scan stops early when the receiver is dropped.
-pub(super) fn scan_after<T>(store: &Store, after: i64) -> mpsc::Receiver<Batch<T>>
-where
-    T: Scanned
-        + for<'r> sqlx::FromRow<'r, sqlx::sqlite::SqliteRow>
-        + for<'r> sqlx::FromRow<'r, sqlx::postgres::PgRow>,
-{
+pub(super) fn scan_after<T: Scanned>(store: &Store, after: i64) -> mpsc::Receiver<Batch<T>> {
     let (tx, rx) = mpsc::channel(IN_FLIGHT);
     match store.sqlite_file() {
         Some(file) => {
@@ -94,18 +202,55 @@ where
     rx
 }
 
-/// The SQLite scan: a read-only rusqlite connection to the database file.
-fn scan_sqlite_file<T: Scanned>(file: &std::path::Path, after: i64, tx: &mpsc::Sender<Batch<T>>) {
-    if let Err(e) = try_scan_sqlite_file(file, after, tx) {
-        // The receiver may be gone; then nobody waits for the error.
-        let _ = tx.blocking_send(Err(e));
+/// Fills batches row by row: [`Batcher::add`] returns a full batch to send, and the rows
+/// before a row that cannot join are kept for [`Batcher::rest`].
+struct Batcher<T> {
+    batch: T,
+}
+
+impl<T: Scanned> Batcher<T> {
+    fn new() -> Self {
+        Self {
+            batch: T::default(),
+        }
+    }
+
+    /// Adds a row; a full batch is returned for sending.
+    fn add(
+        &mut self,
+        push: impl FnOnce(&mut T) -> Result<(), LogError>,
+    ) -> Result<Option<T>, LogError> {
+        push(&mut self.batch)?;
+        Ok((self.batch.len() >= BATCH).then(|| std::mem::take(&mut self.batch)))
+    }
+
+    /// What is left to send (rows before an error included), then the error, if any.
+    fn rest(self, end: Result<(), LogError>) -> impl Iterator<Item = Batch<T>> {
+        let rows = (self.batch.len() > 0).then_some(Ok(self.batch));
+        rows.into_iter().chain(end.err().map(Err))
     }
 }
 
+/// The SQLite scan: a read-only rusqlite connection to the database file.
+fn scan_sqlite_file<T: Scanned>(file: &std::path::Path, after: i64, tx: &mpsc::Sender<Batch<T>>) {
+    let mut batcher = Batcher::new();
+    let end = try_scan_sqlite_file(file, after, &mut batcher, |full| {
+        tx.blocking_send(Ok(full)).is_ok()
+    });
+    for b in batcher.rest(end) {
+        // The receiver may be gone; then nobody waits for the rows or the error.
+        if tx.blocking_send(b).is_err() {
+            break;
+        }
+    }
+}
+
+/// Reads rows into `batcher`, handing each full batch to `send` (`false`: nobody listens).
 fn try_scan_sqlite_file<T: Scanned>(
     file: &std::path::Path,
     after: i64,
-    tx: &mpsc::Sender<Batch<T>>,
+    batcher: &mut Batcher<T>,
+    mut send: impl FnMut(T) -> bool,
 ) -> Result<(), LogError> {
     use rusqlite::OpenFlags;
     let db_err = |e: rusqlite::Error| LogError::Scan(e.to_string());
@@ -119,77 +264,46 @@ fn try_scan_sqlite_file<T: Scanned>(
         .map_err(db_err)?;
     let mut stmt = conn.prepare(&T::sql()).map_err(db_err)?;
     let mut rows = stmt.query([after]).map_err(db_err)?;
-    let mut batch = Vec::with_capacity(BATCH);
     while let Some(r) = rows.next().map_err(db_err)? {
-        match T::from_sqlite(r) {
-            Ok(row) => batch.push(row),
-            Err(e) => {
-                // A value of a type no row of the log can have: the row is unreadable
-                // (altered). The rows before it are checked first.
-                let key = r.get::<_, i64>(0).ok().and_then(|s| u64::try_from(s).ok());
-                if !batch.is_empty() && tx.blocking_send(Ok(batch)).is_err() {
-                    return Ok(());
-                }
-                return Err(LogError::Corrupt {
-                    seq: key.unwrap_or(0),
-                    why: format!("a column holds a value of the wrong type ({e})"),
-                });
-            }
+        if let Some(full) = batcher.add(|b| b.push_sqlite(r))?
+            && !send(full)
+        {
+            break;
         }
-        if batch.len() == BATCH {
-            let full = std::mem::replace(&mut batch, Vec::with_capacity(BATCH));
-            if tx.blocking_send(Ok(full)).is_err() {
-                return Ok(());
-            }
-        }
-    }
-    if !batch.is_empty() {
-        let _ = tx.blocking_send(Ok(batch));
     }
     Ok(())
 }
 
 /// The pooled scan (PostgreSQL, or SQLite without a file): one streamed ordered query.
-async fn scan_pooled<T>(store: &Store, after: i64, tx: &mpsc::Sender<Batch<T>>)
-where
-    T: Scanned
-        + for<'r> sqlx::FromRow<'r, sqlx::sqlite::SqliteRow>
-        + for<'r> sqlx::FromRow<'r, sqlx::postgres::PgRow>,
-{
-    if let Err(e) = try_scan_pooled(store, after, tx).await {
-        let _ = tx.send(Err(e)).await;
+async fn scan_pooled<T: Scanned>(store: &Store, after: i64, tx: &mpsc::Sender<Batch<T>>) {
+    let mut batcher = Batcher::new();
+    let end = try_scan_pooled(store, after, &mut batcher, tx).await;
+    for b in batcher.rest(end) {
+        if tx.send(b).await.is_err() {
+            break;
+        }
     }
 }
 
-async fn try_scan_pooled<T>(
+async fn try_scan_pooled<T: Scanned>(
     store: &Store,
     after: i64,
+    batcher: &mut Batcher<T>,
     tx: &mpsc::Sender<Batch<T>>,
-) -> Result<(), LogError>
-where
-    T: Scanned
-        + for<'r> sqlx::FromRow<'r, sqlx::sqlite::SqliteRow>
-        + for<'r> sqlx::FromRow<'r, sqlx::postgres::PgRow>,
-{
+) -> Result<(), LogError> {
     let sql = T::sql();
     let mut pooled = store.acquire().await?;
     macro_rules! stream_into {
         ($c:expr) => {{
-            let mut rows = sqlx::query_as::<_, T>(sqlx::AssertSqlSafe(sql.as_str()))
+            let mut rows = sqlx::query_as::<_, T::Row>(sqlx::AssertSqlSafe(sql.as_str()))
                 .bind(after)
                 .fetch($c);
-            let mut batch = Vec::with_capacity(BATCH);
             while let Some(row) = rows.try_next().await? {
-                batch.push(row);
-                if batch.len() == BATCH {
-                    let full = std::mem::replace(&mut batch, Vec::with_capacity(BATCH));
-                    if tx.send(Ok(full)).await.is_err() {
-                        return Ok(());
-                    }
+                if let Some(full) = batcher.add(|b| b.push(row))?
+                    && tx.send(Ok(full)).await.is_err()
+                {
+                    break;
                 }
-            }
-            if !batch.is_empty() {
-                let _ = tx.send(Ok(batch)).await;
             }
         }};
     }

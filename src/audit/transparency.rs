@@ -15,7 +15,7 @@ use serde::Serialize;
 use super::LogError;
 use super::checkpoint::TreeCheckpoint;
 use super::db::{self, Head};
-use super::scan::{self, NodeRow};
+use super::scan;
 use super::tree::{self, Hash};
 use crate::crypto::note::{Note, VerifierKey, parse_checkpoint};
 use crate::store::{Conn, Store, on_conn};
@@ -564,21 +564,15 @@ struct NodeCheck {
 
 impl NodeCheck {
     /// Checks the next stored hash; `false` once a failure is found.
-    fn feed(&mut self, row: NodeRow) -> Result<bool, LogError> {
-        let idx = u64::try_from(row.idx).map_err(|_| corrupt("negative tree index"))?;
+    fn feed(&mut self, idx: u64, hash: Hash) -> bool {
         if idx != self.next_idx {
             fail_once(
                 &mut self.out,
                 format!("tree hash {} is missing", self.next_idx),
             );
-            return Ok(false);
+            return false;
         }
         self.next_idx += 1;
-        let hash: Hash = row
-            .hash
-            .as_slice()
-            .try_into()
-            .map_err(|_| corrupt(format!("tree hash {idx} is malformed")))?;
         if let Some((want_idx, want_hash)) = self.pending.pop_front() {
             // An interior hash completed by the previous leaf.
             if want_idx != idx || want_hash != hash {
@@ -586,9 +580,9 @@ impl NodeCheck {
                     &mut self.out,
                     format!("stored tree hash {idx} is not the hash of its children"),
                 );
-                return Ok(false);
+                return false;
             }
-            return Ok(true);
+            return true;
         }
         // A leaf.
         let leaf_index = self.frontier.size();
@@ -606,7 +600,7 @@ impl NodeCheck {
                     self.tree_base + 1 + leaf_index
                 ),
             );
-            return Ok(false);
+            return false;
         }
         let pending = &mut self.pending;
         self.frontier.push(hash, |i, h| {
@@ -626,10 +620,10 @@ impl NodeCheck {
                         self.frontier.size()
                     ),
                 );
-                return Ok(false);
+                return false;
             }
         }
-        Ok(true)
+        true
     }
 }
 
@@ -704,12 +698,12 @@ pub(super) async fn verify_tree(
         tree_base: head.tree_base,
     };
     // The stored hashes are read in one scan on one thread and rebuilt on another.
-    let mut rx = scan::scan_after::<NodeRow>(store, -1);
+    let mut rx = scan::scan_after::<scan::Nodes>(store, -1);
     let check = tokio::task::spawn_blocking(move || {
         let mut check = check;
         while let Some(batch) = rx.blocking_recv() {
-            for row in batch? {
-                if !check.feed(row)? {
+            for (idx, hash) in batch?.0 {
+                if !check.feed(idx, hash) {
                     return Ok(check);
                 }
             }

@@ -161,6 +161,29 @@ impl Verifier {
         e.compute_hash(&mut self.buf, seq) == e.hash
     }
 
+    /// Checks the next entry from its sequence number, stored previous hash and hash, and
+    /// whether its content matches that hash (`hash_ok`, computed by the caller): `true` if it
+    /// passes every check of [`Verifier::push`]. `false` changes nothing: the entry fails, and
+    /// [`Verifier::push`] with the full entry (and the next one) says how.
+    pub fn accept(&mut self, seq: u64, prev: &ChainHash, hash: &ChainHash, hash_ok: bool) -> bool {
+        if !hash_ok
+            || self.failure.is_some()
+            || self.suspect.is_some()
+            || seq != self.prev_seq.saturating_add(1)
+            || *prev != self.prev_hash
+            || self
+                .checkpoints
+                .get(&seq)
+                .is_some_and(|(want, _)| want != hash)
+        {
+            return false;
+        }
+        self.prev_seq = seq;
+        self.prev_hash = *hash;
+        self.checked += 1;
+        true
+    }
+
     /// Checks the next entry (entries must come in ascending sequence order).
     pub fn push(&mut self, e: &Entry) {
         if self.failure.is_some() {
