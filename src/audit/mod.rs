@@ -155,6 +155,7 @@ pub mod reasons;
 pub mod retention;
 mod scan;
 mod sealed;
+mod stored;
 pub mod summary;
 pub mod suspension;
 pub mod transparency;
@@ -342,10 +343,15 @@ pub async fn verify_store_against(
     partner_heads: &[note::TreeHead],
     witnesses: &[(String, note::VerifierKey)],
 ) -> Result<StoreVerification, LogError> {
-    let (mut out, (first_leaf, leaves)) = verify_chain(store, key, partner_checkpoints).await?;
+    // The chain and the tree are read at the same time; the tree's leaves are then compared
+    // with the entries' hashes. A tree is reported only for a chain that verifies.
+    let (chain, tree) = tokio::join!(
+        stored::verify_chain(store, key, partner_checkpoints),
+        transparency::verify_tree(store, key, witnesses)
+    );
+    let (mut out, (first_leaf, leaves)) = chain?;
     if out.summary.failure.is_none() {
-        let mut tree =
-            transparency::verify_tree(store, key, witnesses, (first_leaf, leaves)).await?;
+        let mut tree = tree?.with_entries((first_leaf, &leaves));
         if tree.failure.is_none() {
             let mut pooled = store.acquire().await?;
             tree.failure =
@@ -355,267 +361,6 @@ pub async fn verify_store_against(
         out.tree = Some(tree);
     }
     Ok(out)
-}
-
-/// The chain verification; also returns the tree's leaf hashes read on the way (the first
-/// leaf index of the stored entries, and their hashes in order).
-async fn verify_chain(
-    store: &Store,
-    key: Option<&ed25519_dalek::VerifyingKey>,
-    partner_checkpoints: Option<&CheckpointExport>,
-) -> Result<(StoreVerification, (u64, Vec<[u8; 32]>)), LogError> {
-    let mut pooled = store.acquire().await?;
-    let mut c = pooled.conn();
-    let stored = db::checkpoints(&mut c).await?;
-    let sig_fail = |c: &Checkpoint, source: &str| StoreVerification {
-        summary: VerifySummary {
-            entries_checked: 0,
-            last_seq: 0,
-            last_hash: String::new(),
-            failure: Some(ChainFailure {
-                seq: c.seq,
-                kind: FailureKind::CheckpointSignature,
-                message: format!(
-                    "the {source} checkpoint at entry {} does not carry a valid signature",
-                    c.seq
-                ),
-            }),
-        },
-        first_seq: None,
-        checkpoints_checked: 0,
-        signatures_checked: key.is_some(),
-        tree: None,
-    };
-    if let Some(k) = key {
-        for c in &stored {
-            if !checkpoint::verify_checkpoint(k, c) {
-                return Ok((sig_fail(c, "stored"), (0, Vec::new())));
-            }
-        }
-    }
-    let mut partner: Vec<Checkpoint> = Vec::new();
-    if let Some(p) = partner_checkpoints {
-        let pk = p.verifying_key()?;
-        if let Some(k) = key
-            && pk != *k
-        {
-            return Err(LogError::Key(
-                "the partner's checkpoints are signed by another key than the configured \
-                 checkpoint key"
-                    .into(),
-            ));
-        }
-        for c in &p.checkpoints {
-            if !checkpoint::verify_checkpoint(&pk, c) {
-                return Ok((sig_fail(c, "partner's"), (0, Vec::new())));
-            }
-        }
-        partner = p.checkpoints.clone();
-    }
-
-    let first = db::first_seq(&mut c).await?;
-    let anchor = match first {
-        None | Some(1) => Anchor::GENESIS,
-        Some(f) => {
-            // After a purge the chain starts from a signed checkpoint at `f - 1`.
-            let at = f - 1;
-            let cp = key
-                .and_then(|_| stored.iter().find(|c| c.seq == at))
-                .or_else(|| partner.iter().find(|c| c.seq == at));
-            match cp {
-                Some(c) => Anchor {
-                    seq: c.seq,
-                    hash: c.head_hash,
-                },
-                None => Anchor::GENESIS,
-            }
-        }
-    };
-    let mut v = Verifier::new(anchor);
-    v.expect_checkpoints("log", stored.iter().filter(|c| c.seq > anchor.seq));
-    v.expect_checkpoints(
-        "partner copy",
-        partner.iter().filter(|c| c.seq > anchor.seq),
-    );
-    // Checkpoints at or before the anchor must agree with each other.
-    for p in partner.iter().filter(|c| c.seq <= anchor.seq) {
-        if let Some(s) = stored.iter().find(|s| s.seq == p.seq)
-            && s.head_hash != p.head_hash
-        {
-            let mut out = sig_fail(p, "partner's");
-            if let Some(f) = out.summary.failure.as_mut() {
-                f.kind = FailureKind::CheckpointMismatch;
-                f.message = format!(
-                    "the partner's checkpoint at entry {} names another hash than the log's \
-                     checkpoint: the log was rewritten",
-                    p.seq
-                );
-            }
-            return Ok((out, (0, Vec::new())));
-        }
-    }
-
-    // The tree's base (a head row whose tree does not match its chain fails the tree check,
-    // after the chain's own, which names what was changed).
-    let (base, tree_error) = match db::read_full_head(&mut c).await {
-        Ok(h) => (Some(h.tree_base), None),
-        Err(e @ LogError::Corrupt { .. }) => (None, Some(e)),
-        Err(e) => return Err(e),
-    };
-    drop(pooled);
-    let mut pass = ChainPass {
-        v,
-        after: anchor.seq,
-        base,
-        leaves: Vec::new(),
-        unreadable: None,
-        tree_error,
-        suspect: false,
-        head: Vec::with_capacity(128),
-    };
-    // One scan; entries appended while it read are picked up by another from where it
-    // stopped, until the head is reached (or a scan finds nothing more: a truncated tail).
-    let mut scanned_to = None;
-    loop {
-        pass = chain_pass(store, pass).await?;
-        if pass.stopped() || scanned_to == Some(pass.after) {
-            break;
-        }
-        scanned_to = Some(pass.after);
-        let mut pooled = store.acquire().await?;
-        if db::read_head(&mut pooled.conn()).await?.0 <= pass.v.last_seq() {
-            break;
-        }
-    }
-    let mut pooled = store.acquire().await?;
-    let head = db::read_head(&mut pooled.conn()).await?;
-    let checkpoints_checked = stored.len() + partner.len();
-    let summary = match pass.unreadable {
-        Some((seq, why)) => VerifySummary {
-            entries_checked: 0,
-            last_seq: pass.v.last_seq(),
-            last_hash: String::new(),
-            failure: Some(pass.v.failure().cloned().unwrap_or(ChainFailure {
-                seq,
-                kind: FailureKind::Altered,
-                message: format!("entry {seq} holds values no entry can have: {why}"),
-            })),
-        },
-        None => pass.v.finish(Some(head)),
-    };
-    if summary.failure.is_none()
-        && let Some(e) = pass.tree_error
-    {
-        return Err(e);
-    }
-    let first_leaf = base.map_or(0, |base| first.unwrap_or(base + 1).max(base + 1) - base - 1);
-    Ok((
-        StoreVerification {
-            summary,
-            first_seq: first,
-            checkpoints_checked,
-            signatures_checked: key.is_some(),
-            tree: None,
-        },
-        (first_leaf, pass.leaves),
-    ))
-}
-
-/// The state of the chain verification between scans: the verifier, the last sequence number
-/// read, and the tree's leaf hashes collected on the way (entries above the tree's base).
-struct ChainPass {
-    v: Verifier,
-    after: u64,
-    /// The sequence number before the tree's first leaf (`None` if the head is unreadable).
-    base: Option<u64>,
-    leaves: Vec<[u8; 32]>,
-    /// The first row that could not be read as an entry, and why.
-    unreadable: Option<(u64, String)>,
-    /// An entry in the tree's range that was not written as a leaf (reported if the chain
-    /// verifies).
-    tree_error: Option<LogError>,
-    /// The first entry that failed a check, to be classified from the stored entries.
-    suspect: bool,
-    /// Scratch space for the start of an entry's encoding.
-    head: Vec<u8>,
-}
-
-impl ChainPass {
-    /// Hashes and links a batch of entries; stops at the first that fails.
-    fn feed(&mut self, batch: &scan::EncodedEntries) {
-        for (e, body) in batch.iter() {
-            canonical::encode_head(&mut self.head, e.format, e.seq, &e.prev);
-            let hash_ok = canonical::hash_parts(e.format, &self.head, body) == e.hash;
-            if !self.v.accept(e.seq, &e.prev, &e.hash, hash_ok) {
-                self.suspect = true;
-                return;
-            }
-            self.after = e.seq;
-            if self.base.is_some_and(|base| e.seq > base) && self.tree_error.is_none() {
-                if e.format == EntryFormat::V2 {
-                    self.leaves.push(e.hash.0);
-                } else {
-                    self.tree_error = Some(LogError::Corrupt {
-                        seq: e.seq,
-                        why: "an entry in the tree's range was not written as a tree leaf".into(),
-                    });
-                }
-            }
-        }
-    }
-
-    fn stopped(&self) -> bool {
-        self.unreadable.is_some() || self.suspect || self.v.failed()
-    }
-
-    /// Says how the entry that failed fails: the verifier reads it, and the entry after it,
-    /// in full (a swap or a renumbering shows only with both in view).
-    async fn classify(&mut self, store: &Store) -> Result<(), LogError> {
-        let mut pooled = store.acquire().await?;
-        let rows = db::rows_after(&mut pooled.conn(), self.v.last_seq(), 2).await?;
-        for (i, row) in rows.into_iter().enumerate() {
-            match db::row_to_entry(row) {
-                Ok(e) => self.v.push(&e),
-                Err(LogError::Corrupt { seq, why }) if i == 0 => {
-                    self.unreadable = Some((seq, why));
-                }
-                // The entry after the one that failed is unreadable: classified without it.
-                Err(LogError::Corrupt { .. }) => break,
-                Err(other) => return Err(other),
-            }
-            if self.v.failed() {
-                break;
-            }
-        }
-        Ok(())
-    }
-}
-
-/// Runs one scan of the entries after `pass.after` through the chain verification: the scan
-/// reads, checks and encodes rows on one thread while this hashes and links them on another.
-async fn chain_pass(store: &Store, mut pass: ChainPass) -> Result<ChainPass, LogError> {
-    let after = i64::try_from(pass.after)
-        .map_err(|_| LogError::Invalid("sequence number out of range".into()))?;
-    let mut rx = scan::scan_after::<scan::EncodedEntries>(store, after);
-    let mut pass = tokio::task::spawn_blocking(move || {
-        while let Some(batch) = rx.blocking_recv() {
-            match batch {
-                Ok(entries) => pass.feed(&entries),
-                Err(LogError::Corrupt { seq, why }) => pass.unreadable = Some((seq, why)),
-                Err(e) => return Err(e),
-            }
-            if pass.stopped() {
-                break;
-            }
-        }
-        Ok(pass)
-    })
-    .await
-    .map_err(|e| LogError::Scan(format!("the verification thread failed: {e}")))??;
-    if pass.suspect {
-        pass.classify(store).await?;
-    }
-    Ok(pass)
 }
 
 /// The stored checkpoints, ascending.

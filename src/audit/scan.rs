@@ -30,6 +30,10 @@ const BATCH: usize = 2048;
 /// Batches in flight between the scan and the verifier (bounds the memory a scan holds).
 const IN_FLIGHT: usize = 8;
 
+/// The most of the database file the SQLite scan maps into memory (SQLite caps it at its
+/// compile-time limit).
+const MMAP_SIZE: i64 = 1 << 40;
+
 /// How long the SQLite scan waits for a lock held by a writer.
 const BUSY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
@@ -41,7 +45,7 @@ pub(super) trait Scanned: Default + Send + 'static {
         + Unpin
         + for<'r> sqlx::FromRow<'r, sqlx::sqlite::SqliteRow>
         + for<'r> sqlx::FromRow<'r, sqlx::postgres::PgRow>;
-    /// `SELECT ... WHERE key > $1 ORDER BY key`, with the columns in the order
+    /// `SELECT ... WHERE key > $1 AND key <= $2 ORDER BY key`, with the columns in the order
     /// [`Scanned::push_sqlite`] reads them.
     fn sql() -> String;
     /// Rows in the batch.
@@ -103,7 +107,7 @@ impl Scanned for EncodedEntries {
     type Row = LogRow;
 
     fn sql() -> String {
-        format!("SELECT {COLUMNS} FROM audit_log WHERE seq > $1 ORDER BY seq")
+        format!("SELECT {COLUMNS} FROM audit_log WHERE seq > $1 AND seq <= $2 ORDER BY seq")
     }
 
     fn len(&self) -> usize {
@@ -154,7 +158,7 @@ impl Scanned for Nodes {
     type Row = NodeRow;
 
     fn sql() -> String {
-        "SELECT idx, hash FROM audit_tree WHERE idx > $1 ORDER BY idx".into()
+        "SELECT idx, hash FROM audit_tree WHERE idx > $1 AND idx <= $2 ORDER BY idx".into()
     }
 
     fn len(&self) -> usize {
@@ -185,18 +189,22 @@ impl Scanned for Nodes {
 /// One batch of rows in key order, or the error that ended the scan.
 pub(super) type Batch<T> = Result<T, LogError>;
 
-/// Starts a scan of every row of `T`'s table with a key above `after`, in ascending order.
-/// The scan stops early when the receiver is dropped.
-pub(super) fn scan_after<T: Scanned>(store: &Store, after: i64) -> mpsc::Receiver<Batch<T>> {
+/// Starts a scan of the rows of `T`'s table with a key above `after` and up to `upto`, in
+/// ascending order. The scan stops early when the receiver is dropped.
+pub(super) fn scan_range<T: Scanned>(
+    store: &Store,
+    after: i64,
+    upto: i64,
+) -> mpsc::Receiver<Batch<T>> {
     let (tx, rx) = mpsc::channel(IN_FLIGHT);
     match store.sqlite_file() {
         Some(file) => {
             let file = file.to_path_buf();
-            tokio::task::spawn_blocking(move || scan_sqlite_file(&file, after, &tx));
+            tokio::task::spawn_blocking(move || scan_sqlite_file(&file, (after, upto), &tx));
         }
         None => {
             let store = store.clone();
-            tokio::spawn(async move { scan_pooled(&store, after, &tx).await });
+            tokio::spawn(async move { scan_pooled(&store, (after, upto), &tx).await });
         }
     }
     rx
@@ -232,9 +240,13 @@ impl<T: Scanned> Batcher<T> {
 }
 
 /// The SQLite scan: a read-only rusqlite connection to the database file.
-fn scan_sqlite_file<T: Scanned>(file: &std::path::Path, after: i64, tx: &mpsc::Sender<Batch<T>>) {
+fn scan_sqlite_file<T: Scanned>(
+    file: &std::path::Path,
+    range: (i64, i64),
+    tx: &mpsc::Sender<Batch<T>>,
+) {
     let mut batcher = Batcher::new();
-    let end = try_scan_sqlite_file(file, after, &mut batcher, |full| {
+    let end = try_scan_sqlite_file(file, range, &mut batcher, |full| {
         tx.blocking_send(Ok(full)).is_ok()
     });
     for b in batcher.rest(end) {
@@ -248,7 +260,7 @@ fn scan_sqlite_file<T: Scanned>(file: &std::path::Path, after: i64, tx: &mpsc::S
 /// Reads rows into `batcher`, handing each full batch to `send` (`false`: nobody listens).
 fn try_scan_sqlite_file<T: Scanned>(
     file: &std::path::Path,
-    after: i64,
+    (after, upto): (i64, i64),
     batcher: &mut Batcher<T>,
     mut send: impl FnMut(T) -> bool,
 ) -> Result<(), LogError> {
@@ -262,8 +274,11 @@ fn try_scan_sqlite_file<T: Scanned>(
     conn.busy_timeout(BUSY_TIMEOUT).map_err(db_err)?;
     conn.pragma_update(None, "query_only", "ON")
         .map_err(db_err)?;
+    // Pages are read in place (memory-mapped) rather than copied in by a system call each.
+    conn.pragma_update(None, "mmap_size", MMAP_SIZE)
+        .map_err(db_err)?;
     let mut stmt = conn.prepare(&T::sql()).map_err(db_err)?;
-    let mut rows = stmt.query([after]).map_err(db_err)?;
+    let mut rows = stmt.query([after, upto]).map_err(db_err)?;
     while let Some(r) = rows.next().map_err(db_err)? {
         if let Some(full) = batcher.add(|b| b.push_sqlite(r))?
             && !send(full)
@@ -275,9 +290,9 @@ fn try_scan_sqlite_file<T: Scanned>(
 }
 
 /// The pooled scan (PostgreSQL, or SQLite without a file): one streamed ordered query.
-async fn scan_pooled<T: Scanned>(store: &Store, after: i64, tx: &mpsc::Sender<Batch<T>>) {
+async fn scan_pooled<T: Scanned>(store: &Store, range: (i64, i64), tx: &mpsc::Sender<Batch<T>>) {
     let mut batcher = Batcher::new();
-    let end = try_scan_pooled(store, after, &mut batcher, tx).await;
+    let end = try_scan_pooled(store, range, &mut batcher, tx).await;
     for b in batcher.rest(end) {
         if tx.send(b).await.is_err() {
             break;
@@ -287,7 +302,7 @@ async fn scan_pooled<T: Scanned>(store: &Store, after: i64, tx: &mpsc::Sender<Ba
 
 async fn try_scan_pooled<T: Scanned>(
     store: &Store,
-    after: i64,
+    (after, upto): (i64, i64),
     batcher: &mut Batcher<T>,
     tx: &mpsc::Sender<Batch<T>>,
 ) -> Result<(), LogError> {
@@ -297,6 +312,7 @@ async fn try_scan_pooled<T: Scanned>(
         ($c:expr) => {{
             let mut rows = sqlx::query_as::<_, T::Row>(sqlx::AssertSqlSafe(sql.as_str()))
                 .bind(after)
+                .bind(upto)
                 .fetch($c);
             while let Some(row) = rows.try_next().await? {
                 if let Some(full) = batcher.add(|b| b.push(row))?

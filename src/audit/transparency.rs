@@ -556,16 +556,17 @@ struct NodeCheck {
     next_idx: u64,
     /// Interior hashes completed by the last leaf, expected next in index order.
     pending: std::collections::VecDeque<(u64, Hash)>,
-    /// The leaf index of the first stored entry, and the stored entries' hashes in order.
-    first_leaf: u64,
+    /// The stored leaves, in order (compared with the entries' hashes once both are read).
     leaves: Vec<Hash>,
-    tree_base: u64,
+    /// The stored index at which the rebuild failed.
+    failed_at: Option<u64>,
 }
 
 impl NodeCheck {
     /// Checks the next stored hash; `false` once a failure is found.
     fn feed(&mut self, idx: u64, hash: Hash) -> bool {
         if idx != self.next_idx {
+            self.failed_at = Some(self.next_idx);
             fail_once(
                 &mut self.out,
                 format!("tree hash {} is missing", self.next_idx),
@@ -576,6 +577,7 @@ impl NodeCheck {
         if let Some((want_idx, want_hash)) = self.pending.pop_front() {
             // An interior hash completed by the previous leaf.
             if want_idx != idx || want_hash != hash {
+                self.failed_at = Some(idx);
                 fail_once(
                     &mut self.out,
                     format!("stored tree hash {idx} is not the hash of its children"),
@@ -585,23 +587,7 @@ impl NodeCheck {
             return true;
         }
         // A leaf.
-        let leaf_index = self.frontier.size();
-        let entry_hash = leaf_index
-            .checked_sub(self.first_leaf)
-            .and_then(|k| usize::try_from(k).ok())
-            .and_then(|k| self.leaves.get(k));
-        if let Some(entry_hash) = entry_hash
-            && *entry_hash != hash
-        {
-            fail_once(
-                &mut self.out,
-                format!(
-                    "leaf {leaf_index} (entry {}) is not that entry's hash",
-                    self.tree_base + 1 + leaf_index
-                ),
-            );
-            return false;
-        }
+        self.leaves.push(hash);
         let pending = &mut self.pending;
         self.frontier.push(hash, |i, h| {
             if i != idx {
@@ -612,6 +598,7 @@ impl NodeCheck {
         if let Some(root) = self.want.remove(&self.frontier.size()) {
             self.out.checkpoints_checked += 1;
             if root != self.frontier.root() {
+                self.failed_at = Some(idx);
                 fail_once(
                     &mut self.out,
                     format!(
@@ -638,13 +625,12 @@ pub(super) async fn verify_tree(
     store: &Store,
     key: Option<&ed25519_dalek::VerifyingKey>,
     witnesses: &[(String, VerifierKey)],
-    entry_leaves: (u64, Vec<Hash>),
-) -> Result<TreeVerification, LogError> {
-    let (first_leaf, leaves) = entry_leaves;
-    let mut pooled = store.acquire().await?;
-    let c = &mut pooled.conn();
-    let head = db::read_full_head(c).await?;
-    let checkpoints = tree_checkpoints(c).await?;
+) -> Result<TreePass, LogError> {
+    let (head, checkpoints) = {
+        let mut pooled = store.acquire().await?;
+        let c = &mut pooled.conn();
+        (db::read_full_head(c).await?, tree_checkpoints(c).await?)
+    };
     let mut out = TreeVerification {
         tree_base: head.tree_base,
         ..TreeVerification::default()
@@ -693,12 +679,16 @@ pub(super) async fn verify_tree(
         frontier: tree::Frontier::default(),
         next_idx: 0,
         pending: std::collections::VecDeque::new(),
-        first_leaf,
-        leaves,
-        tree_base: head.tree_base,
+        leaves: Vec::new(),
+        failed_at: None,
     };
-    // The stored hashes are read in one scan on one thread and rebuilt on another.
-    let mut rx = scan::scan_after::<scan::Nodes>(store, -1);
+    let failed_before = check.out.failure.is_some();
+    // The stored hashes of the head's tree (appends while it is read add hashes after them)
+    // are read in one scan on one thread and rebuilt on another.
+    let upto = i64::try_from(tree::stored_index(0, head.tree.size()))
+        .map_err(|_| corrupt("tree size out of range"))?
+        - 1;
+    let mut rx = scan::scan_range::<scan::Nodes>(store, -1, upto);
     let check = tokio::task::spawn_blocking(move || {
         let mut check = check;
         while let Some(batch) = rx.blocking_recv() {
@@ -717,6 +707,8 @@ pub(super) async fn verify_tree(
         want,
         frontier,
         pending,
+        leaves,
+        failed_at,
         ..
     } = check;
     if out.failure.is_none() {
@@ -747,7 +739,8 @@ pub(super) async fn verify_tree(
         }
     }
     if !witnesses.is_empty() {
-        let cosigs = all_cosignatures(c).await?;
+        let mut pooled = store.acquire().await?;
+        let cosigs = all_cosignatures(&mut pooled.conn()).await?;
         let witnessed = checkpoints
             .iter()
             .rev()
@@ -778,5 +771,59 @@ pub(super) async fn verify_tree(
             );
         }
     }
-    Ok(out)
+    Ok(TreePass {
+        out,
+        failed_before,
+        failed_at,
+        leaves,
+    })
+}
+
+/// A verified stored tree whose leaves are still to be compared with the entries' hashes
+/// (the chain is read at the same time, on other threads).
+pub(super) struct TreePass {
+    out: TreeVerification,
+    /// Whether a signed tree head failed before the stored hashes were read.
+    failed_before: bool,
+    /// The stored index at which the rebuild failed.
+    failed_at: Option<u64>,
+    /// The stored leaves, in order.
+    leaves: Vec<Hash>,
+}
+
+impl TreePass {
+    /// The tree's verification once each stored leaf is compared with its entry's hash
+    /// (`entry_leaves`: the leaf index of the first stored entry and the stored entries'
+    /// hashes in order, from the chain's verification). A leaf that is not its entry's hash
+    /// is the failure if it comes before whatever else failed, in the order of the stored
+    /// hashes.
+    pub(super) fn with_entries(self, entry_leaves: (u64, &[Hash])) -> TreeVerification {
+        let TreePass {
+            mut out,
+            failed_before,
+            failed_at,
+            leaves,
+        } = self;
+        let (first_leaf, entries) = entry_leaves;
+        let stored = usize::try_from(first_leaf)
+            .ok()
+            .and_then(|k| leaves.get(k..))
+            .unwrap_or_default();
+        let mismatch = stored
+            .iter()
+            .zip(entries)
+            .position(|(leaf, entry)| leaf != entry)
+            .map(|k| first_leaf + k as u64);
+        if let Some(leaf) = mismatch
+            && !failed_before
+            && failed_at.is_none_or(|at| tree::stored_index(0, leaf) < at)
+        {
+            out.leaves = leaf;
+            out.failure = Some(format!(
+                "leaf {leaf} (entry {}) is not that entry's hash",
+                out.tree_base + 1 + leaf
+            ));
+        }
+        out
+    }
 }

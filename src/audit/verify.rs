@@ -161,27 +161,30 @@ impl Verifier {
         e.compute_hash(&mut self.buf, seq) == e.hash
     }
 
-    /// Checks the next entry from its sequence number, stored previous hash and hash, and
-    /// whether its content matches that hash (`hash_ok`, computed by the caller): `true` if it
-    /// passes every check of [`Verifier::push`]. `false` changes nothing: the entry fails, and
-    /// [`Verifier::push`] with the full entry (and the next one) says how.
-    pub fn accept(&mut self, seq: u64, prev: &ChainHash, hash: &ChainHash, hash_ok: bool) -> bool {
-        if !hash_ok
-            || self.failure.is_some()
-            || self.suspect.is_some()
-            || seq != self.prev_seq.saturating_add(1)
-            || *prev != self.prev_hash
-            || self
-                .checkpoints
-                .get(&seq)
-                .is_some_and(|(want, _)| want != hash)
-        {
-            return false;
-        }
+    /// The hash each signed checkpoint expects, by sequence number.
+    pub fn checkpoint_hashes(&self) -> BTreeMap<u64, ChainHash> {
+        self.checkpoints
+            .iter()
+            .map(|(s, (h, _))| (*s, *h))
+            .collect()
+    }
+
+    /// Whether an entry numbered `seq` whose stored previous hash is `prev` comes next and
+    /// links to the last accepted entry.
+    pub fn links(&self, seq: u64, prev: &ChainHash) -> bool {
+        self.failure.is_none()
+            && self.suspect.is_none()
+            && seq == self.prev_seq.saturating_add(1)
+            && *prev == self.prev_hash
+    }
+
+    /// Accepts `count` entries checked elsewhere by the rules of [`Verifier::push`] (each
+    /// entry's hash, links, checkpoints), the first of which [`Verifier::links`] here, ending
+    /// with entry `seq` of hash `hash`.
+    pub fn accept_checked(&mut self, count: u64, seq: u64, hash: ChainHash) {
         self.prev_seq = seq;
-        self.prev_hash = *hash;
-        self.checked += 1;
-        true
+        self.prev_hash = hash;
+        self.checked += count;
     }
 
     /// Checks the next entry (entries must come in ascending sequence order).

@@ -301,8 +301,10 @@ async fn each_kind_of_tampering_is_detected_and_named() {
 
 #[tokio::test]
 async fn a_log_of_several_scan_batches_verifies_and_names_a_change_deep_inside() {
-    // The verification reads the log in one scan handed over in batches of 2,048 rows: an
-    // intact log of several batches verifies whole, and a change in the third batch is named.
+    // The verification reads the log in batches of 2,048 rows, in ranges read at the same time
+    // (on a machine of two cores or more, entries 1-2500 and 2501-5000): an intact log of
+    // several batches verifies whole, a rewrite that breaks the link between the two ranges
+    // is named, and so are a change in the third batch and a deletion at a range's start.
     for db in BOTH {
         let f = fresh(db).await;
         let tasks: Vec<_> = (0..50)
@@ -329,12 +331,95 @@ async fn a_log_of_several_scan_batches_verifies_and_names_a_change_deep_inside()
         assert!(v.ok(), "{db:?}: {v:?}");
         assert_eq!(v.summary.entries_checked, 5000, "{db:?}");
         assert_eq!(v.tree.as_ref().map(|t| t.leaves), Some(5000), "{db:?}");
+
+        // Entry 2500 rewritten and re-hashed: intact itself, but entry 2501 no longer links.
+        let original = get_entry(&f.store, 2500).await.unwrap().unwrap();
+        let mut e = original.clone();
+        e.data.purpose = Some("treatment".into());
+        let hash = audit::leaf_hash_with(
+            &mut Vec::new(),
+            2500,
+            &e.prev_hash,
+            &e.data,
+            e.sealed.as_deref(),
+        );
+        set_purpose_and_hash(&f.store, 2500, "treatment", &hash.0).await;
+        expect_failure(&f, 2501, FailureKind::BrokenLink).await;
+        let purpose = original.data.purpose.as_deref().unwrap();
+        set_purpose_and_hash(&f.store, 2500, purpose, &original.hash.0).await;
+        assert!(verify(&f.store, &f.log).await.ok(), "{db:?}: restored");
+
         exec(
             &f.store,
             "UPDATE audit_log SET purpose = 'treatment' WHERE seq = 4500",
         )
         .await;
         expect_failure(&f, 4500, FailureKind::Altered).await;
+        exec(&f.store, "DELETE FROM audit_log WHERE seq = 2501").await;
+        expect_failure(&f, 2501, FailureKind::Deleted).await;
+    }
+}
+
+async fn set_purpose_and_hash(store: &Store, seq: i64, purpose: &str, hash: &[u8]) {
+    let mut pooled = store.acquire().await.unwrap();
+    on_conn!(&mut pooled.conn(), |c| {
+        sqlx::query("UPDATE audit_log SET purpose = $1, entry_hash = $2 WHERE seq = $3")
+            .bind(purpose)
+            .bind(hash.to_vec())
+            .bind(seq)
+            .execute(c)
+            .await
+            .map(|_| ())
+    })
+    .unwrap();
+}
+
+#[tokio::test]
+async fn a_log_verifies_while_entries_are_appended() {
+    // A compliance officer verifies a live log: entries committed while the chain and the
+    // tree are read (at the same time, on other connections) are not a failure.
+    for db in BOTH {
+        let f = fresh(db).await;
+        for i in 0..300 {
+            let e = disclosure(
+                &f.log,
+                &format!("S-{i}"),
+                "metro-pd",
+                "crisis-response",
+                true,
+            );
+            f.log.append(e).await.unwrap();
+        }
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let writers: Vec<_> = (0..4)
+            .map(|t| {
+                let (log, stop) = (f.log.clone(), stop.clone());
+                tokio::spawn(async move {
+                    let mut n = 0u64;
+                    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                        let e =
+                            disclosure(&log, &format!("L-{t}-{n}"), "county-mh", "treatment", true);
+                        log.append(e).await.unwrap();
+                        n += 1;
+                    }
+                    n
+                })
+            })
+            .collect();
+        for round in 0..8 {
+            let v = verify(&f.store, &f.log).await;
+            assert!(v.ok(), "{db:?} round {round}: {v:?}");
+            assert!(v.summary.entries_checked >= 300, "{db:?}");
+        }
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let mut appended = 0;
+        for w in writers {
+            appended += w.await.unwrap();
+        }
+        assert!(appended > 0, "{db:?}: the writers appended nothing");
+        let v = verify(&f.store, &f.log).await;
+        assert!(v.ok(), "{db:?}: {v:?}");
+        assert_eq!(v.summary.entries_checked, 300 + appended, "{db:?}");
     }
 }
 
