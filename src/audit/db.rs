@@ -714,8 +714,12 @@ impl<'a> RawRow<'a> {
             (Some(kind), Some(id)) => Some((kind, id)),
             _ => return Err(c("inconsistent record columns")),
         };
-        let fields: Vec<FieldRef<'a>> =
-            serde_json::from_str(row.fields_disclosed).map_err(|_| c("malformed field list"))?;
+        let fields = match fields_as_written(row.fields_disclosed) {
+            Some(fields) => fields,
+            None => {
+                serde_json::from_str(row.fields_disclosed).map_err(|_| c("malformed field list"))?
+            }
+        };
         let fields_withheld =
             u32::try_from(row.fields_withheld).map_err(|_| c("withheld count out of range"))?;
         let deny_reason = match (row.outcome, row.reason) {
@@ -739,6 +743,38 @@ impl<'a> RawRow<'a> {
             prev,
             hash,
         })
+    }
+}
+
+/// Reads a field list in the exact form the log writes it (`[{"field":"..","transform":".."},..]`,
+/// strings without escapes or control characters), without a JSON parser; `None` for any
+/// other text, which is then parsed as JSON. Whatever this reads, the JSON parser reads the
+/// same way (a unit test holds the two to it).
+fn fields_as_written(text: &str) -> Option<Vec<FieldRef<'_>>> {
+    /// A string up to its closing quote, if it needs no unescaping.
+    fn plain(s: &str) -> Option<(&str, &str)> {
+        let end = s.find(['"', '\\'])?;
+        let (value, rest) = s.split_at(end);
+        let rest = rest.strip_prefix('"')?;
+        (!value.bytes().any(|b| b < 0x20)).then_some((value, rest))
+    }
+    let mut rest = text.strip_prefix('[')?;
+    let mut out = Vec::new();
+    if rest == "]" {
+        return Some(out);
+    }
+    loop {
+        let (field, r) = plain(rest.strip_prefix(r#"{"field":""#)?)?;
+        let (transform, r) = plain(r.strip_prefix(r#","transform":""#)?)?;
+        out.push(FieldRef {
+            field: field.into(),
+            transform: transform.into(),
+        });
+        let r = r.strip_prefix('}')?;
+        match r.strip_prefix(',') {
+            Some(next) => rest = next,
+            None => return (r == "]").then_some(out),
+        }
     }
 }
 
@@ -927,6 +963,67 @@ pub(super) async fn checkpoints(c: &mut Conn<'_>) -> Result<Vec<Checkpoint>, Log
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn field_lists_read_without_a_parser_read_as_json_does() {
+        let pairs = |v: &[FieldRef<'_>]| -> Vec<(String, String)> {
+            v.iter()
+                .map(|f| (f.field.to_string(), f.transform.to_string()))
+                .collect()
+        };
+        let lists: Vec<Vec<FieldDisclosure>> = vec![
+            vec![],
+            vec![FieldDisclosure::new("narrative", "reveal")],
+            vec![
+                FieldDisclosure::new("safety_flags.weapon", "reveal"),
+                FieldDisclosure::new("dob", "generalize"),
+                FieldDisclosure::new("", ""),
+                FieldDisclosure::new("näme", "mask"),
+            ],
+            vec![FieldDisclosure::new("a\"b", "x")],
+            vec![FieldDisclosure::new("a\\b", "x")],
+            vec![FieldDisclosure::new("tab\there", "x")],
+            vec![FieldDisclosure::new("x", "line\nbreak")],
+        ];
+        for list in &lists {
+            let text = serde_json::to_string(list).unwrap();
+            let parsed: Vec<FieldRef<'_>> = serde_json::from_str(&text).unwrap();
+            match fields_as_written(&text) {
+                Some(fast) => assert_eq!(pairs(&fast), pairs(&parsed), "{text}"),
+                // Only strings that JSON escapes are left to the parser.
+                None => assert!(text.contains('\\'), "{text}"),
+            }
+        }
+        // Other texts: read the same way as JSON reads them, or left to the parser.
+        for text in [
+            "[]",
+            "[ ]",
+            "",
+            "[",
+            "]",
+            "[{}]",
+            r#"[{"field":"a","transform":"b"}]"#,
+            r#"[{"field":"a","transform":"b"},]"#,
+            r#"[{"field":"a","transform":"b"}] "#,
+            r#"[{"field":"a","transform":"b"}]x"#,
+            r#"[{"field":"a","transform":"b","x":1}]"#,
+            r#"[{"transform":"b","field":"a"}]"#,
+            r#"[{"field":"a"}]"#,
+            r#"[{"field":"a","transform":"b"}{"field":"a","transform":"b"}]"#,
+            r#"[{"field":"a","transform":"b"},{"field":"c","transform":"d"}]"#,
+            "[{\"field\":\"a\u{1}\",\"transform\":\"b\"}]",
+            r#"[{"field":"a\u0041","transform":"b"}]"#,
+        ] {
+            let json: Option<Vec<FieldRef<'_>>> = serde_json::from_str(text).ok();
+            if let Some(fast) = fields_as_written(text) {
+                assert_eq!(Some(pairs(&fast)), json.as_deref().map(pairs), "{text:?}");
+            }
+        }
+        assert!(
+            fields_as_written(r#"[{"field":"a","transform":"b"},{"field":"c","transform":"d"}]"#)
+                .is_some()
+        );
+    }
 
     #[test]
     fn batches_split_into_few_statement_shapes() {
