@@ -72,10 +72,19 @@ pub(super) struct EncodedEntry {
 /// Stored entries, each checked to be a row the log can have written and encoded from its
 /// column values (the encoding after the sequence number: see
 /// [`encode_body`](super::canonical::encode_body)); the verifier only hashes and links them.
-#[derive(Default)]
 pub(super) struct EncodedEntries {
     rows: Vec<EncodedEntry>,
     bytes: Vec<u8>,
+}
+
+impl Default for EncodedEntries {
+    /// An empty batch with room for a full one of typical entries (no regrowth on the way).
+    fn default() -> Self {
+        Self {
+            rows: Vec::with_capacity(BATCH),
+            bytes: Vec::with_capacity(BATCH * 512),
+        }
+    }
 }
 
 impl EncodedEntries {
