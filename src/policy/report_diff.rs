@@ -293,15 +293,15 @@ pub fn report_changes(
             _ => ReportChangeType::Changed,
         };
         let mut list = aspects(o, n);
-        if list.is_empty() {
-            if let (Some(o), Some(n)) = (o, n) {
-                list.push(ReportAspect {
-                    aspect: "file".to_owned(),
-                    before: format!("{} sha256 {}", o.file, o.hash),
-                    after: format!("{} sha256 {}", n.file, n.hash),
-                    widens: false,
-                });
-            }
+        if list.is_empty()
+            && let (Some(o), Some(n)) = (o, n)
+        {
+            list.push(ReportAspect {
+                aspect: "file".to_owned(),
+                before: format!("{} sha256 {}", o.file, o.hash),
+                after: format!("{} sha256 {}", n.file, n.hash),
+                widens: false,
+            });
         }
         let widens = change == ReportChangeType::Added || list.iter().any(|a| a.widens);
         let runners = n.or(o).map(ReportDef::runners_text).unwrap_or_default();
