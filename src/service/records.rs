@@ -108,7 +108,7 @@ pub(super) async fn commit_with_entry(
     match tx.commit().await {
         Ok(_) => Ok(()),
         Err(audit::LogError::Store(e)) => {
-            Err(record_error(vault::commit_error(e, record.0, record.1)))
+            Err(record_error(vault::write_error(e, record.0, record.1)))
         }
         Err(e) => Err(log_error(e)),
     }

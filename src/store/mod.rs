@@ -38,6 +38,7 @@ pub mod reviews;
 pub mod security_events;
 pub mod suspensions;
 
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
@@ -93,9 +94,88 @@ pub enum StoreError {
 }
 
 impl StoreError {
-    /// Whether the failure is a unique-key violation (a concurrent writer won).
+    /// Whether the failure is a unique-key violation, of any key (see
+    /// [`StoreError::unique_violation`] for which one).
     pub fn is_unique_violation(&self) -> bool {
         matches!(self, Self::Query(sqlx::Error::Database(d)) if d.is_unique_violation())
+    }
+
+    /// The unique key the failed statement or commit violated, as the database names it;
+    /// `None` for any other failure.
+    pub fn unique_violation(&self) -> Option<UniqueViolation> {
+        match self {
+            Self::Query(sqlx::Error::Database(d)) if d.is_unique_violation() => {
+                Some(UniqueViolation::of(d.as_ref()))
+            }
+            _ => None,
+        }
+    }
+}
+
+/// The unique key a statement or commit violated: names only, never the values.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UniqueViolation {
+    /// The key's table, when the database names it.
+    pub table: Option<String>,
+    /// The key: PostgreSQL's constraint name (e.g. `records_pkey`); SQLite names no
+    /// constraint, only the key's columns (e.g. `records.kind, records.id`).
+    pub key: String,
+    primary_key: bool,
+}
+
+/// SQLite's extended result code for a primary-key violation (`SQLITE_CONSTRAINT_PRIMARYKEY`).
+const SQLITE_CONSTRAINT_PRIMARYKEY: &str = "1555";
+
+impl UniqueViolation {
+    fn of(d: &dyn sqlx::error::DatabaseError) -> Self {
+        if let Some(pg) = d.try_downcast_ref::<sqlx::postgres::PgDatabaseError>() {
+            let table = pg.table().map(str::to_owned);
+            let key = pg.constraint().unwrap_or("unnamed key").to_owned();
+            // A primary key declared without a name is `<table>_pkey`, as every one of ours.
+            let primary_key = table
+                .as_deref()
+                .is_some_and(|t| key.strip_suffix("_pkey").is_some_and(|stem| stem == t));
+            return Self {
+                table,
+                key,
+                primary_key,
+            };
+        }
+        // SQLite: "UNIQUE constraint failed: records.kind, records.id" (or "... index 'name'"
+        // for a key on expressions).
+        let message = d.message();
+        let key = message
+            .strip_prefix("UNIQUE constraint failed: ")
+            .unwrap_or(message)
+            .to_owned();
+        let tables: BTreeSet<&str> = key
+            .split(", ")
+            .filter_map(|column| column.split_once('.').map(|(t, _)| t))
+            .collect();
+        let table = match (tables.len(), tables.first()) {
+            (1, Some(t)) => Some((*t).to_owned()),
+            _ => None,
+        };
+        let primary_key = d.code().as_deref() == Some(SQLITE_CONSTRAINT_PRIMARYKEY);
+        Self {
+            table,
+            key,
+            primary_key,
+        }
+    }
+
+    /// Whether the key is the primary key of `table`.
+    pub fn is_primary_key_of(&self, table: &str) -> bool {
+        self.primary_key && self.table.as_deref() == Some(table)
+    }
+}
+
+impl std::fmt::Display for UniqueViolation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.table {
+            Some(t) => write!(f, "`{}` of table `{t}`", self.key),
+            None => write!(f, "`{}`", self.key),
+        }
     }
 }
 

@@ -675,10 +675,7 @@ async fn write(
     validate(rec)?;
     let (kind, id, owner) = (rec.kind.as_str(), rec.id.as_str(), rec.owner.as_str());
     let at_us = at.timestamp_micros();
-    let conflict = || RecordError::Conflict {
-        kind: rec.kind.clone(),
-        id: rec.id.clone(),
-    };
+    let failed = |e: StoreError| write_error(e, &rec.kind, &rec.id);
     let (key, version, changed, subjects_changed, created) = match current {
         Some((row, key, old)) => {
             if row.owner != owner {
@@ -714,8 +711,10 @@ async fn write(
             let (key, wrapped) = keyring
                 .new_data_key(KEY_PURPOSE_RECORD)
                 .map_err(RecordError::Key)?;
-            data_keys::insert(c, &wrapped, at_us).await?;
-            let inserted = rows::insert(
+            data_keys::insert(c, &wrapped, at_us)
+                .await
+                .map_err(failed)?;
+            rows::insert(
                 c,
                 &RecordRow {
                     kind: kind.to_owned(),
@@ -726,11 +725,8 @@ async fn write(
                     created_at_us: at_us,
                 },
             )
-            .await;
-            match inserted {
-                Err(e) if e.is_unique_violation() => return Err(conflict()),
-                other => other?,
-            };
+            .await
+            .map_err(failed)?;
             let changed = rec.fields.keys().cloned().collect();
             (Arc::new(key), 1, changed, true, true)
         }
@@ -757,7 +753,7 @@ async fn write(
     )?;
     let changed_text = serde_json::to_string(&changed)
         .map_err(|_| RecordError::Crypto(CryptoError::Malformed("field names")))?;
-    let inserted = rows::insert_version(
+    rows::insert_version(
         c,
         kind,
         id,
@@ -771,11 +767,8 @@ async fn write(
             manifest: sealed_manifest,
         },
     )
-    .await;
-    match inserted {
-        Err(e) if e.is_unique_violation() => return Err(conflict()),
-        other => other?,
-    };
+    .await
+    .map_err(failed)?;
     for (field, value) in &rec.fields {
         let ciphertext = seal_json(
             &key,
@@ -798,7 +791,8 @@ async fn write(
                 ciphertext,
             },
         )
-        .await?;
+        .await
+        .map_err(failed)?;
     }
     if subjects_changed {
         let mut subject_rows = Vec::with_capacity(rec.subjects.len());
@@ -823,13 +817,20 @@ async fn write(
                 ciphertext,
             });
         }
-        rows::replace_subjects(c, kind, id, &subject_rows).await?;
+        rows::replace_subjects(c, kind, id, &subject_rows)
+            .await
+            .map_err(failed)?;
     }
+    // A statement that fails here (a lost connection, a database going down) is a failed
+    // write, not a conflict; only a pointer that another write moved first is.
     if !rows::advance(c, kind, id, version - 1, version, at_us)
         .await
-        .map_err(|_| conflict())?
+        .map_err(failed)?
     {
-        return Err(conflict());
+        return Err(RecordError::Conflict {
+            kind: rec.kind.clone(),
+            id: rec.id.clone(),
+        });
     }
     Ok(PutOutcome {
         version,
@@ -943,16 +944,34 @@ pub async fn record_owner(
         .map_err(|_| integrity(&row.kind, &row.id, "owner"))
 }
 
-/// Maps a commit failure of a record write: a concurrent write of the same record that won is
-/// [`RecordError::Conflict`].
-pub fn commit_error(e: StoreError, kind: &RecordKind, id: &RecordId) -> RecordError {
-    if e.is_unique_violation() {
-        RecordError::Conflict {
+/// The tables whose primary keys are the record's own: its `records` row (kind, id) and its
+/// version numbers (kind, id, version).
+const RECORD_KEYS: [&str; 2] = ["records", "record_versions"];
+
+/// Sorts a failed statement or commit of a record write. Only a violation of the record's own
+/// key (the primary key of `records` or `record_versions`) means that a concurrent write of
+/// the same record won: [`RecordError::Conflict`] (409; retry). Anything else is
+/// [`RecordError::Store`] (503: nothing changed; retry): a lost connection, a failed
+/// statement, and a violation of any other unique key (a data key, a field or subject row, the
+/// disclosure log's tables written in the same transaction), which no client caused; that one
+/// is logged with the key's name (names only, never values).
+pub fn write_error(e: StoreError, kind: &RecordKind, id: &RecordId) -> RecordError {
+    match e.unique_violation() {
+        Some(v) if RECORD_KEYS.iter().any(|t| v.is_primary_key_of(t)) => RecordError::Conflict {
             kind: kind.clone(),
             id: id.clone(),
+        },
+        Some(v) => {
+            // Operators look for this line: a write failed on a key that is not the record's.
+            tracing::error!(
+                key = %v,
+                record_kind = %kind,
+                "a record write violated a unique key other than the record's own; the write \
+                 failed and changed nothing"
+            );
+            RecordError::Store(e)
         }
-    } else {
-        RecordError::Store(e)
+        None => RecordError::Store(e),
     }
 }
 

@@ -39,3 +39,4 @@ mod support;
 mod token_times;
 mod tokens;
 mod transparency;
+mod write_failures;

@@ -107,7 +107,7 @@ async fn put_record(
     let out = vault::put_record(&mut tx.conn(), keyring, rec, author, at).await?;
     tx.commit()
         .await
-        .map_err(|e| vault::commit_error(e, &rec.kind, &rec.id))?;
+        .map_err(|e| vault::write_error(e, &rec.kind, &rec.id))?;
     Ok(out)
 }
 
