@@ -101,9 +101,11 @@
 //! and names the first failing entry and how it fails ([`FailureKind`]): altered, deleted
 //! (gap, renumbering or truncated tail), inserted, reordered, a broken link (an earlier entry
 //! rewritten and re-hashed) or a checkpoint mismatch. Partners' copies of checkpoints are
-//! checked the same way. Then the Merkle tree is rebuilt from the stored leaves: every stored
-//! subtree hash, every signed tree head's signature and root, and the leaves of the stored
-//! entries are checked ([`transparency`]). The offline command opens the database read-only
+//! checked the same way. The Merkle tree is rebuilt from the stored leaves at the same time:
+//! every stored subtree hash, every signed tree head's signature and root, and the leaves of
+//! the stored entries are checked ([`transparency`]). The chain is read in ranges, one per
+//! core, checked on their own and joined in order; the first entry that fails is classified
+//! exactly as a verification one entry after the other would (`stored.rs`). The offline command opens the database read-only
 //! (`Store::open_read_only`): it creates, migrates and writes nothing. Non-goal: the chain is not keyed, so entries appended after the
 //! last checkpoint by someone who can write to the database and recompute hashes are caught
 //! only by the head row (also in the database); the checkpoint interval bounds that window.

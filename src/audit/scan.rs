@@ -1,14 +1,16 @@
-//! Streams the stored log in one ordered scan, on a thread of its own, for verification.
+//! Streams a table of the stored log (entries, or the tree's hashes) in one ordered scan of a
+//! key range, on a thread of its own, for verification.
 //!
 //! Verification reads every row once. Through sqlx's SQLite driver each row cost about 15 µs
 //! (every column value copied, every row handed across threads), which made `audit verify`
-//! of a few years of log take most of an hour. Here the scan runs on its own thread and hands
-//! batches of rows over a bounded channel to the verifier, which decodes and hashes them on
-//! another core:
+//! of a few years of log take most of an hour. Here the scan runs on its own thread, checks
+//! each row and encodes it straight from its column values ([`EncodedEntries`]), and hands
+//! batches over a bounded channel to the verifier, which hashes and links them on another
+//! core ([`super::stored`] runs several such scans, one per range, at the same time):
 //!
 //! - on SQLite it reads the database file through a read-only rusqlite connection (the same
-//!   SQLite library sqlx links; column values borrowed, no per-value copy). One statement
-//!   reads one consistent snapshot of the file;
+//!   SQLite library sqlx links; column values borrowed from the memory-mapped file, no
+//!   per-value copy). One statement reads one consistent snapshot of the file;
 //! - on PostgreSQL it streams one ordered query (no pages) on a pooled connection.
 //!
 //! The scan only reads: a read-only store stays read-only (SQLite opens the file with
