@@ -7,7 +7,7 @@ use toml_edit::{Item, TableLike};
 
 use super::super::diag::{Report, SourceFile, choices_hint};
 use super::super::model::{FieldDef, FieldType, KindDef, Label};
-use super::{Cx, Sp, parse_doc};
+use super::{Cx, Sp, Span, parse_doc};
 use crate::domain::{PartnerId, PartnerKind};
 
 const KIND_FILE_KEYS: [&str; 2] = ["kind", "field"];
@@ -76,120 +76,8 @@ pub(super) fn check_kind(f: &SourceFile, report: &mut Report) -> Option<Sp<KindD
         );
     }
     for (t, span) in field_tables {
-        cx.check_keys(t, &FIELD_KEYS, "`[[field]]`");
-        let name = cx.string(t, "name", true, "`[[field]]`", &span);
-        let ty = cx.string(t, "type", true, "`[[field]]`", &span);
-        let values = cx.strings(t, "values", false, "`[[field]]`", &span);
-        let labels = cx
-            .strings(t, "labels", true, "`[[field]]`", &span)
-            .unwrap_or_default();
-        let writable = cx.strings(t, "writable_by", false, "`[[field]]`", &span);
-        let desc = cx.string(t, "description", false, "`[[field]]`", &span);
-        let required = cx.boolean(t, "required", "`[[field]]`").unwrap_or(false);
-        let (Some(name), Some(ty)) = (name, ty) else {
-            continue;
-        };
-        if fields.iter().any(|f| f.name == name.v) {
-            cx.error(
-                "duplicate",
-                name.span.clone(),
-                format!("field `{}` is declared twice", name.v),
-                None,
-            );
-            continue;
-        }
-        let field_ty = match ty.v.as_str() {
-            "string" => Some(FieldType::String),
-            "text" => Some(FieldType::Text),
-            "date" => Some(FieldType::Date),
-            "datetime" => Some(FieldType::Datetime),
-            "integer" => Some(FieldType::Integer),
-            "age" => Some(FieldType::Age),
-            "boolean" => Some(FieldType::Boolean),
-            "phone" => Some(FieldType::Phone),
-            "address" => Some(FieldType::Address),
-            "list" => Some(FieldType::List),
-            "enum" => match &values {
-                Some(v) if !v.is_empty() => {
-                    Some(FieldType::Enum(v.iter().map(|s| s.v.clone()).collect()))
-                }
-                _ => {
-                    cx.error(
-                        "missing-key",
-                        ty.span.clone(),
-                        format!("enum field `{}` has no `values`", name.v),
-                        Some("list the allowed values: `values = [\"A\", \"B\"]`".into()),
-                    );
-                    None
-                }
-            },
-            other => {
-                cx.error(
-                    "unknown-type",
-                    ty.span.clone(),
-                    format!("unknown field type `{other}`"),
-                    Some(choices_hint(other, &FieldType::NAMES)),
-                );
-                None
-            }
-        };
-        if values.is_some() && ty.v != "enum" {
-            let span = t.key("values").and_then(|k| k.span());
-            cx.error(
-                "unexpected-key",
-                span,
-                format!(
-                    "`values` is only for enum fields, and `{}` is `{}`",
-                    name.v, ty.v
-                ),
-                Some("remove `values` or set `type = \"enum\"`".into()),
-            );
-        }
-        let mut label_set = BTreeSet::new();
-        for l in &labels {
-            match Label::parse(&l.v) {
-                Some(label) => {
-                    label_set.insert(label);
-                }
-                None => {
-                    let names: Vec<&str> = Label::ALL.iter().map(|l| l.as_str()).collect();
-                    cx.error(
-                        "unknown-label",
-                        l.span.clone(),
-                        format!("unknown sensitivity label `{}`", l.v),
-                        Some(choices_hint(&l.v, &names)),
-                    );
-                }
-            }
-        }
-        let mut writable_by = BTreeSet::new();
-        for w in writable.unwrap_or_default() {
-            match w.v.parse::<PartnerKind>() {
-                Ok(k) => {
-                    writable_by.insert(k);
-                }
-                Err(_) => cx.error(
-                    "unknown-partner-kind",
-                    w.span.clone(),
-                    format!("unknown partner kind `{}`", w.v),
-                    Some(choices_hint(&w.v, &PARTNER_KINDS)),
-                ),
-            }
-        }
-        if writable_by.is_empty()
-            && let Some(o) = owner_kind
-        {
-            writable_by.insert(o);
-        }
-        if let Some(ty) = field_ty {
-            fields.push(FieldDef {
-                name: name.v,
-                ty,
-                labels: label_set,
-                writable_by,
-                required,
-                description: desc.map(|d| d.v).unwrap_or_default(),
-            });
+        if let Some(field) = check_field(&mut cx, t, &span, owner_kind, &fields) {
+            fields.push(field);
         }
     }
     let (id, owner) = (id?, owner_kind?);
@@ -201,5 +89,129 @@ pub(super) fn check_kind(f: &SourceFile, report: &mut Report) -> Option<Sp<KindD
             description: description.map(|d| d.v).unwrap_or_default(),
             fields,
         },
+    })
+}
+
+/// Checks one `[[field]]` of a kind owned by `owner_kind`; `fields` are those declared before
+/// it. Returns the field when its name is new and its type is sound.
+fn check_field(
+    cx: &mut Cx<'_>,
+    t: &dyn TableLike,
+    span: &Span,
+    owner_kind: Option<PartnerKind>,
+    fields: &[FieldDef],
+) -> Option<FieldDef> {
+    cx.check_keys(t, &FIELD_KEYS, "`[[field]]`");
+    let name = cx.string(t, "name", true, "`[[field]]`", span);
+    let ty = cx.string(t, "type", true, "`[[field]]`", span);
+    let values = cx.strings(t, "values", false, "`[[field]]`", span);
+    let labels = cx
+        .strings(t, "labels", true, "`[[field]]`", span)
+        .unwrap_or_default();
+    let writable = cx.strings(t, "writable_by", false, "`[[field]]`", span);
+    let desc = cx.string(t, "description", false, "`[[field]]`", span);
+    let required = cx.boolean(t, "required", "`[[field]]`").unwrap_or(false);
+    let (Some(name), Some(ty)) = (name, ty) else {
+        return None;
+    };
+    if fields.iter().any(|f| f.name == name.v) {
+        cx.error(
+            "duplicate",
+            name.span.clone(),
+            format!("field `{}` is declared twice", name.v),
+            None,
+        );
+        return None;
+    }
+    let field_ty = match ty.v.as_str() {
+        "string" => Some(FieldType::String),
+        "text" => Some(FieldType::Text),
+        "date" => Some(FieldType::Date),
+        "datetime" => Some(FieldType::Datetime),
+        "integer" => Some(FieldType::Integer),
+        "age" => Some(FieldType::Age),
+        "boolean" => Some(FieldType::Boolean),
+        "phone" => Some(FieldType::Phone),
+        "address" => Some(FieldType::Address),
+        "list" => Some(FieldType::List),
+        "enum" => match &values {
+            Some(v) if !v.is_empty() => {
+                Some(FieldType::Enum(v.iter().map(|s| s.v.clone()).collect()))
+            }
+            _ => {
+                cx.error(
+                    "missing-key",
+                    ty.span.clone(),
+                    format!("enum field `{}` has no `values`", name.v),
+                    Some("list the allowed values: `values = [\"A\", \"B\"]`".into()),
+                );
+                None
+            }
+        },
+        other => {
+            cx.error(
+                "unknown-type",
+                ty.span.clone(),
+                format!("unknown field type `{other}`"),
+                Some(choices_hint(other, &FieldType::NAMES)),
+            );
+            None
+        }
+    };
+    if values.is_some() && ty.v != "enum" {
+        let span = t.key("values").and_then(|k| k.span());
+        cx.error(
+            "unexpected-key",
+            span,
+            format!(
+                "`values` is only for enum fields, and `{}` is `{}`",
+                name.v, ty.v
+            ),
+            Some("remove `values` or set `type = \"enum\"`".into()),
+        );
+    }
+    let mut label_set = BTreeSet::new();
+    for l in &labels {
+        match Label::parse(&l.v) {
+            Some(label) => {
+                label_set.insert(label);
+            }
+            None => {
+                let names: Vec<&str> = Label::ALL.iter().map(|l| l.as_str()).collect();
+                cx.error(
+                    "unknown-label",
+                    l.span.clone(),
+                    format!("unknown sensitivity label `{}`", l.v),
+                    Some(choices_hint(&l.v, &names)),
+                );
+            }
+        }
+    }
+    let mut writable_by = BTreeSet::new();
+    for w in writable.unwrap_or_default() {
+        match w.v.parse::<PartnerKind>() {
+            Ok(k) => {
+                writable_by.insert(k);
+            }
+            Err(_) => cx.error(
+                "unknown-partner-kind",
+                w.span.clone(),
+                format!("unknown partner kind `{}`", w.v),
+                Some(choices_hint(&w.v, &PARTNER_KINDS)),
+            ),
+        }
+    }
+    if writable_by.is_empty()
+        && let Some(o) = owner_kind
+    {
+        writable_by.insert(o);
+    }
+    Some(FieldDef {
+        name: name.v,
+        ty: field_ty?,
+        labels: label_set,
+        writable_by,
+        required,
+        description: desc.map(|d| d.v).unwrap_or_default(),
     })
 }
