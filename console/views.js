@@ -25,10 +25,10 @@ function page(main, title, what) {
 export function errorBox(e) {
   const box = h('div', { class: 'error', role: 'alert' });
   if (e instanceof ApiError) {
-    box.append(
+    append(box, [
       h('p', {}, h('strong', {}, `Error ${e.status || ''} `), h('code', {}, e.code), ': ', e.message),
       e.requestId ? h('p', {}, 'Request-Id: ', h('code', { class: 'request-id' }, e.requestId), ' (quote it when reporting a problem)') : null,
-    );
+    ]);
   } else {
     box.append(h('p', {}, String(e && e.message ? e.message : e)));
   }
@@ -486,8 +486,9 @@ export async function accounting(main, params) {
     main.append(sec);
     await guarded(sec, async () => {
       const a = await api.accounting(system, value);
-      sec.append(h('p', {}, 'Period ', time(a.period.from), ' to ', time(a.period.to), '. Subject pseudonym ', shortHex(a.subject), '.'),
-        a.suspended_disclosures ? h('p', { class: 'notice' }, `${a.suspended_disclosures} disclosure(s) are left out under a suspension in force (the CSV for the individual does not say so).`) : null);
+      // `append` (not the DOM's own, which prints null as the text "null") skips what is absent.
+      append(sec, [h('p', {}, 'Period ', time(a.period.from), ' to ', time(a.period.to), '. Subject pseudonym ', shortHex(a.subject), '.'),
+        a.suspended_disclosures ? h('p', { class: 'notice' }, `${a.suspended_disclosures} disclosure(s) are left out under a suspension in force (the CSV for the individual does not say so).`) : null]);
       const csvButton = h('button', { type: 'button', id: 'download-csv' }, 'Download CSV');
       csvButton.addEventListener('click', async () => {
         try {

@@ -178,8 +178,10 @@ pub fn render(state: &AppState) -> String {
     gauge(
         &r,
         "gateway_ready",
-        "1 when the background probe last reached the database",
-        i64::from(state.readiness.is_ready()),
+        "1 when the background probe last reached the database and this replica's master key \
+         file covers every data key (0 while /healthz answers service_unavailable or \
+         key_version_missing)",
+        i64::from(state.readiness.serves()),
     );
     let crl = state.verifier.crl_health(now.timestamp());
     if let Some(g) = float_gauge_vec(

@@ -16,7 +16,9 @@ use chrono::{DateTime, Utc};
 use coresponse_gateway::domain::{
     CertFingerprint, Consent, ConsentScope, PartnerId, Principal, Purpose, Role, SubjectRef,
 };
-use coresponse_gateway::policy::diff::{self, ChangeType, EmergencyCase, PolicyDiff};
+use coresponse_gateway::policy::diff::{
+    self, ChangeType, EmergencyCase, PolicyDiff, ReportAspect, ReportChange, ReportChangeType,
+};
 use coresponse_gateway::policy::model::PURPOSES;
 use coresponse_gateway::policy::{
     EmergencyAssertion, Inputs, MedicalEmergency, Outcome, PolicySet, Request, Transform,
@@ -357,6 +359,7 @@ fn the_shipped_policies_against_themselves_change_nothing() {
     let set = load(&policies()).unwrap();
     let d = diff::diff(&set, &set, at()).unwrap();
     assert!(d.summary.is_empty(), "{}", d.render());
+    assert!(d.reports.is_empty(), "{}", d.render());
     assert!(!d.reveals_more());
     assert!(d.decisions_compared > 100);
 }
@@ -605,4 +608,176 @@ fn a_diff_renders_and_round_trips_as_json() {
     let json: serde_json::Value = serde_json::to_value(&d).unwrap();
     assert_eq!(json["summary"]["newly_withheld"], d.summary.newly_withheld);
     let _: BTreeMap<String, serde_json::Value> = serde_json::from_value(json).unwrap();
+}
+
+fn report_change<'a>(d: &'a PolicyDiff, id: &str) -> &'a ReportChange {
+    d.reports
+        .iter()
+        .find(|r| r.report == id)
+        .unwrap_or_else(|| panic!("no change of report `{id}`:\n{}", d.render()))
+}
+
+fn report_aspect<'a>(c: &'a ReportChange, aspect: &str) -> &'a ReportAspect {
+    c.aspects
+        .iter()
+        .find(|a| a.aspect == aspect)
+        .unwrap_or_else(|| panic!("report `{}` has no `{aspect}` change: {c:?}", c.report))
+}
+
+#[test]
+fn report_definition_changes_name_the_report_and_what_changed() {
+    let tmp = tempfile::tempdir().unwrap();
+    copy_dir(&policies(), tmp.path());
+    // Police program managers may now run the engagement report.
+    edit(tmp.path(), "reports/engagement.toml", |doc| {
+        let mut runner = toml_edit::Table::new();
+        runner["partner_kind"] = value("police");
+        runner["roles"] = value(toml_edit::Array::from_iter(["program-manager"]));
+        doc["runner"].as_array_of_tables_mut().unwrap().push(runner);
+    });
+    // The dashboard spends twice the privacy loss per run.
+    edit(tmp.path(), "reports/public-dashboard.toml", |doc| {
+        doc["privacy"]["epsilon"] = value(2.0);
+    });
+    // The annual report's force table is grouped by call type instead: it reads `call_type`.
+    edit(tmp.path(), "reports/annual-report.toml", |doc| {
+        let table = doc["table"]
+            .as_array_of_tables_mut()
+            .unwrap()
+            .iter_mut()
+            .find(|t| t["id"].as_str() == Some("force"))
+            .unwrap();
+        table["columns"] = value("call-type");
+    });
+    // The use-of-force report is gone; the disclosures report only gets a comment.
+    std::fs::remove_file(tmp.path().join("reports/use-of-force.toml")).unwrap();
+    let path = tmp.path().join("reports/disclosures.toml");
+    let text = std::fs::read_to_string(&path).unwrap();
+    std::fs::write(&path, format!("# Reviewed 2026-06-01.\n{text}")).unwrap();
+
+    let old = load(&policies()).unwrap();
+    let new = load(tmp.path()).unwrap();
+    let d = diff::diff(&old, &new, at()).unwrap();
+    // No flow changes: report definitions decide no disclosure of a record.
+    assert!(d.summary.is_empty(), "{}", d.render());
+    let ids: Vec<&str> = d.reports.iter().map(|r| r.report.as_str()).collect();
+    assert_eq!(
+        ids,
+        [
+            "annual-report",
+            "disclosures",
+            "engagement",
+            "public-dashboard",
+            "use-of-force"
+        ],
+        "{}",
+        d.render()
+    );
+
+    let engagement = report_change(&d, "engagement");
+    assert_eq!(engagement.change, ReportChangeType::Changed);
+    assert!(engagement.widens);
+    let runners = report_aspect(engagement, "runners");
+    assert!(runners.widens);
+    assert!(!runners.before.contains("police"), "{runners:?}");
+    assert!(
+        runners
+            .after
+            .contains("police partners (role program-manager)"),
+        "{runners:?}"
+    );
+    assert!(engagement.runners.contains("police partners"));
+    assert_eq!(engagement.aspects.len(), 1, "{engagement:?}");
+
+    let dashboard = report_change(&d, "public-dashboard");
+    let privacy = report_aspect(dashboard, "privacy");
+    assert!(privacy.widens && dashboard.widens, "{dashboard:?}");
+    assert!(
+        privacy.before.starts_with("epsilon 1 per run"),
+        "{privacy:?}"
+    );
+    assert!(
+        privacy.after.starts_with("epsilon 2 per run"),
+        "{privacy:?}"
+    );
+
+    let annual = report_change(&d, "annual-report");
+    let table = report_aspect(annual, "table force");
+    assert!(
+        table.before.contains("by quarter and use-of-force"),
+        "{table:?}"
+    );
+    assert!(
+        table.after.contains("by quarter and call-type"),
+        "{table:?}"
+    );
+    let reads = report_aspect(annual, "reads");
+    assert!(reads.widens && annual.widens, "{annual:?}");
+    assert!(!reads.before.contains("call_type") && reads.after.contains("call_type"));
+    assert!(reads.before.contains("use_of_force") && !reads.after.contains("use_of_force"));
+
+    let gone = report_change(&d, "use-of-force");
+    assert_eq!(gone.change, ReportChangeType::Removed);
+    assert!(!gone.widens);
+    assert_eq!(report_aspect(gone, "runners").after, "none");
+
+    let comment = report_change(&d, "disclosures");
+    assert_eq!(comment.change, ReportChangeType::Changed);
+    assert!(!comment.widens);
+    assert_eq!(comment.aspects.len(), 1);
+    assert_eq!(comment.aspects[0].aspect, "file");
+
+    // Wider reports gate the change as a newly revealed field does.
+    assert!(d.reveals_more());
+    let text = d.render();
+    assert!(
+        text.contains("report `engagement` CHANGED (widens):"),
+        "{text}"
+    );
+    assert!(text.contains("report `use-of-force` REMOVED:"), "{text}");
+    let json = serde_json::to_value(&d).unwrap();
+    assert_eq!(json["reports"][2]["report"], "engagement");
+    assert_eq!(json["reports"][2]["aspects"][0]["aspect"], "runners");
+
+    // The reverse edit narrows the runners and the privacy loss: listed, not a widening. The
+    // regrouped table reads `use_of_force` again, and the removed report comes back: both
+    // widen.
+    let back = diff::diff(&new, &old, at()).unwrap();
+    assert!(!report_change(&back, "engagement").widens);
+    assert!(!report_change(&back, "public-dashboard").widens);
+    let reads = report_aspect(report_change(&back, "annual-report"), "reads");
+    assert!(
+        reads.widens && reads.after.contains("use_of_force"),
+        "{reads:?}"
+    );
+    assert_eq!(
+        report_change(&back, "use-of-force").change,
+        ReportChangeType::Added
+    );
+    assert!(report_change(&back, "use-of-force").widens);
+}
+
+#[test]
+fn a_narrowed_report_is_listed_but_does_not_gate() {
+    let tmp = tempfile::tempdir().unwrap();
+    copy_dir(&policies(), tmp.path());
+    edit(tmp.path(), "reports/engagement.toml", |doc| {
+        doc["runner"].as_array_of_tables_mut().unwrap().remove(1);
+    });
+    let d = diff::diff(
+        &load(&policies()).unwrap(),
+        &load(tmp.path()).unwrap(),
+        at(),
+    )
+    .unwrap();
+    let c = report_change(&d, "engagement");
+    assert_eq!(c.aspects.len(), 1, "{c:?}");
+    let runners = report_aspect(c, "runners");
+    assert!(
+        runners.before.contains("compliance partners"),
+        "{runners:?}"
+    );
+    assert!(!runners.after.contains("compliance"), "{runners:?}");
+    assert!(!c.widens);
+    assert!(!d.reveals_more(), "{}", d.render());
 }

@@ -127,10 +127,11 @@ pub const DESCRIBED_BY: &str = "the FHIR CapabilityStatement at GET /fhir/r4/met
 
 /// Registers the FHIR routes: one scope under [`BASE`] whose errors all leave as
 /// `OperationOutcome`s, recorded in the route table as described by the CapabilityStatement.
+/// Each path is one resource with all its methods, so a method the path does not take is
+/// answered 405 `method_not_allowed` with `Allow` (an unknown path: 404 `route_not_found`).
 pub(super) fn routes(r: &mut super::Routes<'_>) {
-    let mut scope = web::scope(BASE)
-        .wrap(from_fn(outcomes))
-        .route("/metadata", web::get().to(metadata));
+    let mut paths: Vec<(&'static str, Vec<actix_web::Route>)> =
+        vec![("/metadata", vec![web::get().to(metadata)])];
     let mut served: Vec<super::RouteInfo> = vec![("GET", METADATA)];
     for f in ROUTES {
         let route = match (f.resource, f.interaction) {
@@ -143,8 +144,20 @@ pub(super) fn routes(r: &mut super::Routes<'_>) {
             ("Task", "search-type") => web::get().to(task_search),
             _ => continue,
         };
-        scope = scope.route(f.path.strip_prefix(BASE).unwrap_or(f.path), route);
+        let path = f.path.strip_prefix(BASE).unwrap_or(f.path);
+        match paths.iter_mut().find(|(p, _)| *p == path) {
+            Some((_, routes)) => routes.push(route),
+            None => paths.push((path, vec![route])),
+        }
         served.push((f.method, f.path));
+    }
+    let mut scope = web::scope(BASE).wrap(from_fn(outcomes));
+    for (path, routes) in paths {
+        scope = scope.service(
+            routes
+                .into_iter()
+                .fold(web::resource(path), actix_web::Resource::route),
+        );
     }
     r.scope_described_elsewhere(
         scope.default_service(web::to(super::not_found)),
@@ -264,16 +277,19 @@ pub fn operation_outcome(status: StatusCode, body: &ErrorBody) -> OperationOutco
 }
 
 /// Renders every error under `/fhir/r4` as an `OperationOutcome`, keeping the status and the
-/// headers the JSON error would carry (`WWW-Authenticate`, `Disclosure-Id`, `Cache-Control`).
+/// headers the JSON error would carry (`WWW-Authenticate`, `Disclosure-Id`, `Cache-Control`,
+/// `Allow`). actix's own empty 405 becomes `method_not_allowed`, as on `/v1`.
 async fn outcomes(
     req: ServiceRequest,
     next: Next<impl MessageBody + 'static>,
 ) -> Result<ServiceResponse<BoxBody>, actix_web::Error> {
     let res = next.call(req).await?;
+    let not_allowed = super::middleware::method_not_allowed(&res);
     let Some(api) = res
         .response()
         .error()
         .and_then(|e| e.as_error::<ApiError>())
+        .or(not_allowed.as_ref())
     else {
         return Ok(res.map_into_boxed_body());
     };

@@ -101,6 +101,13 @@ impl Readiness {
         self.ok.load(Ordering::Relaxed)
     }
 
+    /// Whether this replica should get requests, as far as the probe knows: it reached the
+    /// database and the key file covers the database's data keys (`/healthz` would answer
+    /// neither `service_unavailable` nor `key_version_missing`).
+    pub fn serves(&self) -> bool {
+        self.is_ready() && self.key_problem().is_none()
+    }
+
     /// Why this gateway's key file no longer covers the database's data keys, if it does not.
     pub fn key_problem(&self) -> Option<Arc<String>> {
         self.key_problem.load_full()

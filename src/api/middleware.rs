@@ -85,9 +85,29 @@ pub async fn request_id(
 
 /// Replaces actix's empty 405 (a route asked with a method it does not take) with the JSON
 /// error, keeping the `Allow` header actix computed from the route's methods.
-fn method_not_allowed_as_json<B>(res: ServiceResponse<B>) -> ServiceResponse<EitherBody<B>> {
-    if res.status() != StatusCode::METHOD_NOT_ALLOWED || res.response().error().is_some() {
+fn method_not_allowed_as_json<B: MessageBody>(
+    res: ServiceResponse<B>,
+) -> ServiceResponse<EitherBody<B>> {
+    let Some(error) = method_not_allowed(&res) else {
         return res.map_into_left_body();
+    };
+    let (req, _) = res.into_parts();
+    ServiceResponse::new(req, error.error_response()).map_into_right_body()
+}
+
+/// The error for actix's own empty 405 (a route asked with a method it does not take), naming
+/// the methods of the `Allow` header actix computed from the route; `None` for any other
+/// response (a 405 that already has a body, such as the FHIR scope's `OperationOutcome`, is
+/// left as it is).
+pub(crate) fn method_not_allowed<B: MessageBody>(res: &ServiceResponse<B>) -> Option<ApiError> {
+    if res.status() != StatusCode::METHOD_NOT_ALLOWED
+        || res.response().error().is_some()
+        || !matches!(
+            res.response().body().size(),
+            BodySize::Sized(0) | BodySize::None
+        )
+    {
+        return None;
     }
     let allowed: Vec<String> = res
         .headers()
@@ -100,13 +120,11 @@ fn method_not_allowed_as_json<B>(res: ServiceResponse<B>) -> ServiceResponse<Eit
                 .collect()
         })
         .unwrap_or_default();
-    let (req, _) = res.into_parts();
-    let error = ApiError::MethodNotAllowed {
-        method: req.method().to_string(),
-        path: req.path().to_owned(),
+    Some(ApiError::MethodNotAllowed {
+        method: res.request().method().to_string(),
+        path: res.request().path().to_owned(),
         allowed,
-    };
-    ServiceResponse::new(req, error.error_response()).map_into_right_body()
+    })
 }
 
 /// Answers every request on a connection refused under its partner's connection cap with 429

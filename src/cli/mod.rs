@@ -960,6 +960,14 @@ enum AuditCommand {
         #[arg(long)]
         out: PathBuf,
     },
+    /// Print the log's note verifier key (vkey): the public key partners pin to check its
+    /// signed checkpoints (`audit witness --log-key`). Reads `audit.checkpoint_key_file` and
+    /// prints nothing secret; needs no database.
+    Vkey {
+        /// Config file.
+        #[arg(long, env = "GATEWAY_CONFIG")]
+        config: PathBuf,
+    },
     /// Print the signed checkpoints and the public key as JSON.
     Checkpoints {
         /// Config file.
@@ -1076,6 +1084,22 @@ async fn audit_command(command: AuditCommand) -> anyhow::Result<ExitCode> {
                     Ok(ExitCode::from(2))
                 }
             };
+        }
+        AuditCommand::Vkey { config } => {
+            let settings = Settings::load(config)?;
+            let Some(key_file) = &settings.audit.checkpoint_key_file else {
+                anyhow::bail!(
+                    "no `audit.checkpoint_key_file` is configured in `{}`: the log signs no \
+                     checkpoints, so it has no verifier key",
+                    config.display()
+                );
+            };
+            let vkey = CheckpointSigner::load(key_file)?
+                .with_origin(&crate::startup::log_origin(&settings))?
+                .note_verifier()
+                .to_vkey();
+            outln!("{vkey}");
+            return Ok(ExitCode::SUCCESS);
         }
         AuditCommand::WitnessKey { name, out } => {
             if out.exists() {
@@ -1254,7 +1278,9 @@ async fn audit_command(command: AuditCommand) -> anyhow::Result<ExitCode> {
             store.close().await;
             directives::part2(&args).await
         }
-        // Run above, without a configuration or a database.
-        AuditCommand::Witness { .. } | AuditCommand::WitnessKey { .. } => Ok(ExitCode::SUCCESS),
+        // Run above, without a database.
+        AuditCommand::Witness { .. }
+        | AuditCommand::WitnessKey { .. }
+        | AuditCommand::Vkey { .. } => Ok(ExitCode::SUCCESS),
     }
 }

@@ -29,7 +29,8 @@
 //! - the given time and every later day on which an MOU of either set takes effect or ends.
 //!
 //! Restrictions and court orders are per-person directives, not policy: the diff runs without
-//! them. A test compares the diff with an independent brute-force loop over `decide` on random
+//! them. Report definitions are not flows: the diff lists those added, removed or changed, and
+//! in what ([`super::report_diff`]). A test compares the diff with an independent brute-force loop over `decide` on random
 //! policy mutations.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -41,6 +42,8 @@ use serde::Serialize;
 use super::PolicySet;
 use super::decide::{EmergencyAssertion, Inputs, MedicalEmergency, Outcome, Request, decide_with};
 use super::model::{EMERGENCY_PURPOSE, PURPOSES, Transform};
+use super::report_diff;
+pub use super::report_diff::{ReportAspect, ReportChange, ReportChangeType};
 use crate::domain::{
     CertFingerprint, Consent, ConsentScope, Label, PartnerId, Principal, Purpose, Role, SubjectRef,
     UserId,
@@ -210,13 +213,17 @@ pub struct PolicyDiff {
     pub summary: Summary,
     /// The changes by recipient and kind.
     pub groups: Vec<Group>,
+    /// The report definitions added, removed or changed, by id.
+    pub reports: Vec<ReportChange>,
 }
 
 impl PolicyDiff {
-    /// Whether anything is newly revealed, or revealed in a more revealing form: the gate
-    /// (`policy diff` exits 3).
+    /// Whether anything is newly revealed, or revealed in a more revealing form, or a report
+    /// definition widens (see [`ReportChange::widens`]): the gate (`policy diff` exits 3).
     pub fn reveals_more(&self) -> bool {
-        self.summary.newly_revealed > 0 || self.summary.more_revealing > 0
+        self.summary.newly_revealed > 0
+            || self.summary.more_revealing > 0
+            || self.reports.iter().any(|r| r.widens)
     }
 }
 
@@ -637,6 +644,7 @@ pub fn diff(old: &PolicySet, new: &PolicySet, at: DateTime<Utc>) -> Result<Polic
         decisions_compared: compared,
         summary,
         groups,
+        reports: report_diff::report_changes(&old.reports, &new.reports),
     })
 }
 
@@ -691,6 +699,9 @@ impl PolicyDiff {
         if self.summary.is_empty() {
             let _ = writeln!(out, "no flow changes");
         }
+        if self.reports.is_empty() {
+            let _ = writeln!(out, "no report definition changes");
+        }
         for g in &self.groups {
             let _ = writeln!(out);
             let _ = writeln!(out, "to {} -- {} records:", g.recipient, g.kind);
@@ -740,6 +751,27 @@ impl PolicyDiff {
                     c.after.transform,
                     c.after.reasons.join(", ")
                 );
+            }
+        }
+        for r in &self.reports {
+            let _ = writeln!(out);
+            let _ = writeln!(
+                out,
+                "report `{}` {}{}:",
+                r.report,
+                r.change.as_str().to_uppercase(),
+                if r.widens { " (widens)" } else { "" }
+            );
+            let _ = writeln!(out, "  may be run by: {}", r.runners);
+            for a in &r.aspects {
+                let _ = writeln!(
+                    out,
+                    "  {}{}",
+                    a.aspect,
+                    if a.widens { " (widens)" } else { "" }
+                );
+                let _ = writeln!(out, "    before: {}", a.before);
+                let _ = writeln!(out, "    after:  {}", a.after);
             }
         }
         out

@@ -18,6 +18,7 @@ pub mod limits;
 mod load;
 pub mod model;
 pub mod partners;
+pub mod report_diff;
 mod reports;
 pub mod schema;
 pub mod term;

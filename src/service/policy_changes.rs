@@ -25,7 +25,7 @@ use tracing::instrument;
 
 use super::{Caller, Error, Services, log_error};
 use crate::audit::{EntryKind, NewEntry, Outcome, query};
-use crate::policy::diff::{self, PolicyDiff, Summary};
+use crate::policy::diff::{self, PolicyDiff, ReportChange, Summary};
 use crate::policy::{PolicyFiles, PolicySet};
 use crate::store::policy_changes::{self, PolicyChangeRow};
 
@@ -59,6 +59,34 @@ pub struct ChangeSummary {
     /// Why they were not, or that they are the same set.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub note: Option<String>,
+    /// The report definitions added, removed or changed (the full diff says how).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub reports: Vec<ReportBrief>,
+}
+
+/// A report definition that a change added, removed or changed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReportBrief {
+    /// The report's id.
+    pub report: String,
+    /// `added`, `removed` or `changed`.
+    pub change: String,
+    /// Whether the change widens the report (more runners, published, reads more, weaker
+    /// privacy protection).
+    pub widens: bool,
+    /// What differs: `runners`, `release`, `privacy`, `reads`, `basis`, `table <id>`, ...
+    pub aspects: Vec<String>,
+}
+
+impl ReportBrief {
+    fn of(c: &ReportChange) -> Self {
+        Self {
+            report: c.report.clone(),
+            change: c.change.as_str().to_owned(),
+            widens: c.widens,
+            aspects: c.aspects.iter().map(|a| a.aspect.clone()).collect(),
+        }
+    }
 }
 
 /// A recorded policy change.
@@ -99,6 +127,32 @@ fn change_from_row(row: PolicyChangeRow) -> Result<PolicyChange, Error> {
         summary,
         diff,
     })
+}
+
+/// `report definitions: engagement changed (runners; widens), ...`, or `None`.
+fn report_line(reports: &[ReportBrief]) -> Option<String> {
+    if reports.is_empty() {
+        return None;
+    }
+    let parts: Vec<String> = reports
+        .iter()
+        .map(|r| {
+            let mut s = format!("{} {}", r.report, r.change);
+            match (r.aspects.is_empty() || r.change != "changed", r.widens) {
+                (true, true) => s.push_str(" (widens)"),
+                (true, false) => {}
+                (false, w) => {
+                    s.push_str(&format!(
+                        " ({}{})",
+                        r.aspects.join(", "),
+                        if w { "; widens" } else { "" }
+                    ));
+                }
+            }
+            s
+        })
+        .collect();
+    Some(format!("report definitions: {}", parts.join(", ")))
 }
 
 /// The digest of a stored diff, as its log entry names it.
@@ -152,6 +206,7 @@ impl Services {
                     counts: Summary::default(),
                     compared: false,
                     note: Some("the first policy set recorded in this database".into()),
+                    reports: Vec::new(),
                 },
                 None,
             ),
@@ -161,6 +216,7 @@ impl Services {
                     counts: Summary::default(),
                     compared: true,
                     note: Some("the same policy set as before".into()),
+                    reports: Vec::new(),
                 },
                 None,
             ),
@@ -179,6 +235,7 @@ impl Services {
                                 counts: d.summary,
                                 compared: true,
                                 note: None,
+                                reports: d.reports.iter().map(ReportBrief::of).collect(),
                             },
                             Some(json),
                         )
@@ -189,6 +246,7 @@ impl Services {
                             counts: Summary::default(),
                             compared: false,
                             note: Some(format!("the sets could not be compared: {e}")),
+                            reports: Vec::new(),
                         },
                         None,
                     ),
@@ -200,6 +258,7 @@ impl Services {
                     counts: Summary::default(),
                     compared: false,
                     note: Some(format!("the previous set could not be compared: {why}")),
+                    reports: Vec::new(),
                 },
                 None,
             ),
@@ -212,6 +271,10 @@ impl Services {
         );
         if summary.compared && summary.note.is_none() {
             detail.push_str(&summary.counts.line());
+            if let Some(line) = report_line(&summary.reports) {
+                detail.push_str("; ");
+                detail.push_str(&line);
+            }
         } else if let Some(note) = &summary.note {
             detail.push_str(note);
         }

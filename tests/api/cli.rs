@@ -345,6 +345,58 @@ async fn read_only_commands_leave_the_database_as_it_was() {
 }
 
 #[tokio::test]
+async fn audit_vkey_prints_the_logs_verifier_key_and_nothing_secret() {
+    let dev = Dev::new(Db::Sqlite).await;
+    let out = ok(&dev.run(&["audit", "vkey"]));
+    // The key `init` wrote for partners to pin, computed here from the configured key file.
+    let pinned = std::fs::read_to_string(dev.dir.path().join("audit-log.vkey")).unwrap();
+    assert_eq!(out, pinned);
+    assert_eq!(out.lines().count(), 1, "{out}");
+    let vkey = coresponse_gateway::crypto::note::VerifierKey::parse(&out).unwrap();
+    let s = dev.settings();
+    assert_eq!(vkey.name, coresponse_gateway::startup::log_origin(&s));
+    assert_eq!(vkey.kind, 0x01, "a note signature key");
+    let seed = std::fs::read_to_string(s.audit.checkpoint_key_file.as_ref().unwrap()).unwrap();
+    assert!(!out.contains(seed.trim()), "the signing key never leaves");
+    // No database is opened (none exists yet).
+    assert!(!dev.dir.path().join("gateway.db").exists());
+
+    // The key name is the log's origin.
+    let out = Command::new(BIN)
+        .args(["audit", "vkey", "--config"])
+        .arg(dev.config())
+        .env("GATEWAY__AUDIT__ORIGIN", "gateway.example/log")
+        .output()
+        .unwrap();
+    let other = ok(&out);
+    assert!(other.starts_with("gateway.example/log+"), "{other}");
+    assert_ne!(other, pinned);
+
+    // Without a checkpoint key: a clear error, exit 1, nothing on standard output.
+    let config = std::fs::read_to_string(dev.config()).unwrap();
+    let without: String = config
+        .lines()
+        .filter(|l| !l.starts_with("checkpoint_key_file"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    assert_ne!(without, config, "the fixture edit must apply");
+    let bare = dev.dir.path().join("no-checkpoints.toml");
+    std::fs::write(&bare, without).unwrap();
+    let out = Command::new(BIN)
+        .args(["audit", "vkey", "--config"])
+        .arg(&bare)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    assert!(out.stdout.is_empty(), "{}", text(&out.stdout));
+    assert!(
+        text(&out.stderr).contains("no `audit.checkpoint_key_file` is configured"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+#[tokio::test]
 async fn read_only_verification_refuses_an_older_schema_and_changes_nothing() {
     for db in [Db::Sqlite, Db::Postgres] {
         let dev = Dev::new(db).await;

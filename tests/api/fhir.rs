@@ -221,6 +221,19 @@ fn assert_outcome(a: &Answer, status: u16, code: &str, problem: Option<(&str, &s
     }
 }
 
+/// The methods of an answer's `Allow` header, sorted.
+fn allowed(a: &Answer) -> Vec<String> {
+    let mut m: Vec<String> = a
+        .header("allow")
+        .unwrap_or_default()
+        .split(',')
+        .map(|m| m.trim().to_owned())
+        .filter(|m| !m.is_empty())
+        .collect();
+    m.sort();
+    m
+}
+
 async fn consents_stored(app: &TestApp) -> i64 {
     scalar(app.store(), "SELECT COUNT(*) FROM consents").await
 }
@@ -718,6 +731,31 @@ async fn authentication_and_routing_failures_are_operation_outcomes_too() {
     assert!(a.header("www-authenticate").is_some());
     let a = fhir_get(&app, &officer(), "/fhir/r4/Patient/1", None).await;
     assert_outcome(&a, 404, "route_not_found", None);
+    // A served path asked with a method it does not take: 405 naming the methods it takes.
+    let w = officer();
+    let a = send(
+        client(Some(&w.0))
+            .delete(app.url("/fhir/r4/Consent/x1"))
+            .bearer_auth(&w.1),
+    )
+    .await;
+    assert_outcome(&a, 405, "method_not_allowed", None);
+    assert_eq!(allowed(&a), ["GET", "PUT"], "{}", a.body);
+    let text = a.body["issue"][0]["details"]["text"].as_str().unwrap();
+    assert!(
+        text.contains("DELETE") && text.contains("/fhir/r4/Consent/x1"),
+        "{text}"
+    );
+    assert_eq!(
+        a.body["issue"][0]["details"]["coding"][0]["code"],
+        "method_not_allowed"
+    );
+    let a = fhir_post(&app, &w, "/fhir/r4/metadata", &json!({})).await;
+    assert_outcome(&a, 405, "method_not_allowed", None);
+    assert_eq!(allowed(&a), ["GET"], "{}", a.body);
+    let a = fhir_put(&app, &w, "/fhir/r4/Task", &json!({})).await;
+    assert_outcome(&a, 405, "method_not_allowed", None);
+    assert_eq!(allowed(&a), ["GET"], "{}", a.body);
     let a = fhir_get(&app, &officer(), "/fhir/r4/Task/REF-1", None).await;
     assert_outcome(&a, 400, "header_missing", None);
     let a = fhir_get(&app, &clinician(), "/fhir/r4/Consent?status=active", None).await;
@@ -1106,11 +1144,25 @@ async fn the_capability_statement_lists_exactly_the_routes() {
                 .header("Content-Type", "application/fhir+json")
                 .body("{}");
             let ans = send(req).await;
-            let routed = ans.body["issue"][0]["details"]["coding"][0]["code"] != "route_not_found";
+            let code = &ans.body["issue"][0]["details"]["coding"][0]["code"];
+            let routed = code != "route_not_found" && code != "method_not_allowed";
             let is_listed = listed.contains(&(ty.to_owned(), interaction.to_owned()));
             assert_eq!(routed, is_listed, "{method} {path}: {}", ans.body);
             if !routed {
-                assert_outcome(&ans, 404, "route_not_found", None);
+                // The methods the path takes: 405 naming them, or 404 if it takes none.
+                let bare = path.split('?').next().unwrap();
+                let mut takes: Vec<String> = coresponse_gateway::api::fhir::ROUTES
+                    .iter()
+                    .filter(|r| r.path.replace("{id}", "x1") == bare)
+                    .map(|r| r.method.to_owned())
+                    .collect();
+                takes.sort();
+                if takes.is_empty() {
+                    assert_outcome(&ans, 404, "route_not_found", None);
+                } else {
+                    assert_outcome(&ans, 405, "method_not_allowed", None);
+                    assert_eq!(allowed(&ans), takes, "{method} {path}");
+                }
             }
         }
     }

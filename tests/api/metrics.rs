@@ -10,7 +10,7 @@ use prometheus_parse::{Sample, Scrape, Value as PValue};
 use crate::records_api::{read, who};
 use crate::support::{Db, TestApp, spawn_app, spawn_with};
 
-async fn scrape(app: &TestApp) -> (String, Scrape) {
+pub(crate) async fn scrape(app: &TestApp) -> (String, Scrape) {
     let addr = app.metrics_addr.expect("metrics enabled");
     assert!(addr.ip().is_loopback());
     let res = reqwest::Client::new()
@@ -31,7 +31,7 @@ async fn scrape(app: &TestApp) -> (String, Scrape) {
     (text, parsed)
 }
 
-fn value(s: &Sample) -> f64 {
+pub(crate) fn value(s: &Sample) -> f64 {
     match &s.value {
         PValue::Counter(v) | PValue::Gauge(v) | PValue::Untyped(v) => *v,
         PValue::Histogram(h) => h.iter().map(|b| b.count).fold(0.0, f64::max),
@@ -39,7 +39,7 @@ fn value(s: &Sample) -> f64 {
     }
 }
 
-fn find<'a>(s: &'a Scrape, metric: &str, labels: &[(&str, &str)]) -> Vec<&'a Sample> {
+pub(crate) fn find<'a>(s: &'a Scrape, metric: &str, labels: &[(&str, &str)]) -> Vec<&'a Sample> {
     s.samples
         .iter()
         .filter(|x| x.metric == metric)

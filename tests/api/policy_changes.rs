@@ -50,6 +50,19 @@ fn widen(dir: &std::path::Path) {
     std::fs::write(&mou, widened).unwrap();
 }
 
+/// Compliance officers may no longer run the engagement report.
+fn narrow_engagement_report(dir: &std::path::Path) {
+    let file = dir.join("reports/engagement.toml");
+    let text = std::fs::read_to_string(&file).unwrap();
+    let narrowed = text.replacen(
+        "[[runner]]\npartner_kind = \"compliance\"\nroles = [\"compliance\"]\n",
+        "",
+        1,
+    );
+    assert_ne!(narrowed, text, "the fixture edit must apply");
+    std::fs::write(&file, narrowed).unwrap();
+}
+
 async fn reloads(app: &TestApp) -> Vec<coresponse_gateway::audit::Entry> {
     app.log_entries(&query::Filter {
         kinds: vec![EntryKind::PolicyReloaded],
@@ -80,8 +93,10 @@ async fn every_load_is_recorded_and_a_compliance_officer_reads_the_diff() {
             Some(first_hash.as_str())
         );
 
-        // A reload of an edited set records the old and new hashes and the counts.
+        // A reload of an edited set records the old and new hashes and the counts, and names
+        // the report definition that changed.
         widen(dir.path());
+        narrow_engagement_report(dir.path());
         app.state.reload().await.expect("the widened set loads");
         let new_hash = app.services().policy.load().hash.clone();
         assert_ne!(new_hash, first_hash);
@@ -97,6 +112,10 @@ async fn every_load_is_recorded_and_a_compliance_officer_reads_the_diff() {
             detail.contains("newly revealed") && detail.contains("full diff sha256"),
             "{detail}"
         );
+        assert!(
+            detail.contains("; report definitions: engagement changed (runners); full diff"),
+            "{detail}"
+        );
 
         // The list and the full diff, for compliance officers only.
         let (s, _, list) = read(&app, &compliance(), "/v1/policy/changes", None, &[]).await;
@@ -108,6 +127,16 @@ async fn every_load_is_recorded_and_a_compliance_officer_reads_the_diff() {
         assert_eq!(changes[0]["previous_hash"], first_hash.as_str());
         assert!(changes[0]["summary"]["newly_revealed"].as_u64().unwrap() > 0);
         assert!(changes[0].get("diff").is_none());
+        assert_eq!(
+            changes[0]["summary"]["reports"],
+            serde_json::json!([{
+                "report": "engagement",
+                "change": "changed",
+                "widens": false,
+                "aspects": ["runners"]
+            }])
+        );
+        assert!(changes[1]["summary"].get("reports").is_none());
         assert_eq!(changes[1]["trigger"], "start-up");
 
         let one = format!("/v1/policy/changes/{}", entry.seq);

@@ -20,6 +20,7 @@ import csv
 import datetime
 import io
 import os
+import re
 import sys
 import time
 
@@ -172,6 +173,12 @@ def officer_session(browser):
     lines = list(csv.reader(io.StringIO(data)))
     assert len(lines) >= 2, data
     assert any("treatment" in " ".join(r).lower() for r in lines[1:]), data
+    # An absent value (no suspension, no address) shows as nothing, never as "null".
+    expect(page.locator("#sus-h")).to_be_visible()
+    expect(page.locator("section[aria-labelledby=sus-h] table")).to_be_visible()
+    shown = page.locator("main").inner_text()
+    absent = re.findall(r"\b(?:null|undefined|NaN)\b", shown)
+    assert not absent, f"the accounting page shows {absent}: {shown}"
     shot(page, "accounting")
     step(f"shows the accounting and downloads its CSV ({len(lines) - 1} rows)")
 
