@@ -118,14 +118,6 @@ async fn assert_fails_closed(app: &TestApp, id: &str) {
     );
 }
 
-/// `gateway_ready` as the replica's metrics listener reports it.
-async fn ready_metric(app: &TestApp) -> f64 {
-    let (_, scrape) = crate::metrics::scrape(app).await;
-    let samples = crate::metrics::find(&scrape, "gateway_ready", &[]);
-    assert_eq!(samples.len(), 1);
-    crate::metrics::value(samples[0])
-}
-
 async fn healthz(app: &TestApp) -> (u16, Value) {
     let res = app
         .get(Some(&pki().partner_cert("oversight")), "/healthz", None)
@@ -191,15 +183,19 @@ async fn a_key_rotation_rolls_out_across_replicas_in_the_documented_order() {
         assert_eq!(clinician_reads(&b, "INC-OLD").await.0, 200);
         assert_eq!(healthz(&a).await.0, 200, "A holds every version");
         // The metric says what /healthz says: B is out of service, A is not.
-        assert_eq!(ready_metric(&b).await, 0.0, "B's key file lacks a version");
-        assert_eq!(ready_metric(&a).await, 1.0);
+        assert_eq!(
+            crate::metrics::ready(&b).await,
+            0.0,
+            "B's key file lacks a version"
+        );
+        assert_eq!(crate::metrics::ready(&a).await, 1.0);
 
         // 2. B gets the new key file and restarts: ready, and it opens both records.
         site.copy_key_file("a", "b");
         b.stop().await;
         let b = site.start("b").await;
         assert_eq!(healthz(&b).await.0, 200);
-        assert_eq!(ready_metric(&b).await, 1.0);
+        assert_eq!(crate::metrics::ready(&b).await, 1.0);
         assert_eq!(clinician_reads(&b, "INC-NEW").await.0, 200);
         assert_eq!(clinician_reads(&b, "INC-OLD").await.0, 200);
 
