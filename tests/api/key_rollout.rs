@@ -14,9 +14,10 @@ use coresponse_gateway::config::Settings;
 use coresponse_gateway::crypto::MasterVersion;
 use coresponse_gateway::service::keys;
 use coresponse_gateway::startup::Application;
-use serde_json::{Value, json};
+use serde_json::Value;
 
-use crate::records_api::{Who, clinician, incident_body, post, put, read};
+use crate::records_api::{Who, clinician, incident_body, put, read};
+use crate::support::replicas::{PLAN_SUBJECT, grant_plan_consent};
 use crate::support::{self, Db, TestApp, pki};
 
 const BOTH: [Db; 2] = [Db::Sqlite, Db::Postgres];
@@ -240,8 +241,7 @@ async fn a_replica_left_behind_while_another_rotates_and_rewraps_fails_closed() 
         let a = site.start("a").await;
         let b = site.start("b").await;
         write_incident(&a, "INC-1").await;
-        let (s, consent) = post(&a, &clinician(), "/v1/consents", &consent_body()).await;
-        assert_eq!(s, 201, "{consent}");
+        let consent = grant_plan_consent(&a, PLAN_SUBJECT).await;
         let consent_path = format!("/v1/consents/{}", consent["id"].as_str().unwrap());
         // B has the record's data key in its cache.
         assert_eq!(clinician_reads(&b, "INC-1").await.0, 200);
@@ -294,21 +294,4 @@ async fn get_status(app: &TestApp, path: &str) -> (u16, Value) {
         .unwrap();
     let status = res.status().as_u16();
     (status, res.json().await.unwrap_or(Value::Null))
-}
-
-fn consent_body() -> Value {
-    let now = chrono::Utc::now();
-    json!({
-        "subjects": [{"system": "county-mh", "value": "MRN-88"}],
-        "patient_name": "Jordan Example",
-        "disclosers": ["county-mh"],
-        "recipients": ["metro-pd"],
-        "purposes": ["crisis-response"],
-        "scope": {"fields": ["safety-plan.deescalation_preferences"]},
-        "valid_from": (now - chrono::Duration::minutes(5)).to_rfc3339(),
-        "expires": (now + chrono::Duration::days(30)).to_rfc3339(),
-        "signature_reference": "DMS-2026-0001",
-        "signed_on": now.date_naive().to_string(),
-        "revocation_statement": "You may revoke this consent at any time, in writing.",
-    })
 }
