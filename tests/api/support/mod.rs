@@ -1,7 +1,9 @@
 //! Shared test support: a test PKI with attack material, a gateway spawned on port 0 with a
 //! fresh database (SQLite or a throwaway PostgreSQL), TLS clients and token minting.
 
+pub mod calls;
 pub mod pg;
+pub mod replicas;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
