@@ -175,15 +175,16 @@ pub fn render(state: &AppState) -> String {
         "TLS connections open on the API listener",
         state.http.open_connections(),
     );
+    let crl = state.verifier.crl_health(now.timestamp());
     gauge(
         &r,
         "gateway_ready",
-        "1 when the background probe last reached the database and this replica's master key \
-         file covers every data key (0 while /healthz answers service_unavailable or \
-         key_version_missing)",
-        i64::from(state.readiness.serves()),
+        "1 when /healthz would answer 200: the background probe last reached the database, \
+         this replica's master key file covers every data key and every CRL is within its \
+         grace period (0 while /healthz answers 503 service_unavailable, key_version_missing \
+         or crl_expired)",
+        i64::from(state.readiness.verdict(&crl).is_ok()),
     );
-    let crl = state.verifier.crl_health(now.timestamp());
     if let Some(g) = float_gauge_vec(
         &r,
         "gateway_crl_seconds_to_next_update",

@@ -15,9 +15,9 @@ use actix_web::http::header;
 use actix_web::{HttpRequest, HttpResponse, web};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use chrono::{DateTime, Utc};
 use serde_json::json;
 
+use super::query::{bad_param, checked, parse_time};
 use super::{AppState, Authenticated, NO_STORE, RequestMeta};
 use crate::audit::accounting;
 use crate::audit::query::{EntryView, Filter, MAX_LIMIT};
@@ -35,20 +35,6 @@ pub(super) fn routes(r: &mut super::Routes<'_>) {
         .get("/v1/accounting-suspensions", suspensions)
         .get("/v1/audit/verify", verify)
         .get("/v1/audit/checkpoints", checkpoints);
-}
-
-fn bad_param(name: &str, why: impl std::fmt::Display) -> ApiError {
-    ApiError::BadRequest {
-        code: "invalid_parameter",
-        message: format!("query parameter `{name}`: {why}"),
-        details: Some(json!({ "parameter": name })),
-    }
-}
-
-fn parse_time(name: &str, v: &str) -> Result<DateTime<Utc>, ApiError> {
-    DateTime::parse_from_rfc3339(v)
-        .map(|t| t.with_timezone(&Utc))
-        .map_err(|_| bad_param(name, "use an RFC 3339 time such as `2026-01-31T00:00:00Z`"))
 }
 
 fn encode_cursor(seq: u64) -> String {
@@ -103,19 +89,7 @@ const LIST_PARAMS: [&str; 12] = [
 fn parse_filter(
     pairs: &[(String, String)],
 ) -> Result<(Filter, String, Option<SubjectIdentifier>), ApiError> {
-    let mut params: BTreeMap<&str, &str> = BTreeMap::new();
-    for (k, v) in pairs {
-        if !LIST_PARAMS.contains(&k.as_str()) {
-            return Err(bad_param(
-                k,
-                "unknown parameter; accepted: subject_system, subject_value, recipient, user, \
-                 purpose, basis, outcome, kind, since, until, cursor, limit",
-            ));
-        }
-        if params.insert(k.as_str(), v.as_str()).is_some() {
-            return Err(bad_param(k, "given more than once"));
-        }
-    }
+    let params: BTreeMap<&str, &str> = checked(pairs, &LIST_PARAMS).collect::<Result<_, _>>()?;
     let mut f = Filter {
         limit: 100,
         kinds: vec![EntryKind::Disclosure],
@@ -438,6 +412,30 @@ mod tests {
         assert!(decode_cursor("42").is_err());
         assert!(decode_cursor(&URL_SAFE_NO_PAD.encode("v1:0")).is_err());
         assert!(decode_cursor(&URL_SAFE_NO_PAD.encode("v2:5")).is_err());
+    }
+
+    #[test]
+    fn an_unknown_or_repeated_listing_parameter_is_named() {
+        let message = |q: &[(&str, &str)]| {
+            let pairs: Vec<(String, String)> = q
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect();
+            match parse_filter(&pairs).unwrap_err() {
+                ApiError::BadRequest { message, .. } => message,
+                other => panic!("{other:?}"),
+            }
+        };
+        assert_eq!(
+            message(&[("colour", "red")]),
+            "query parameter `colour`: unknown parameter; accepted: subject_system, \
+             subject_value, recipient, user, purpose, basis, outcome, kind, since, until, \
+             cursor, limit"
+        );
+        assert_eq!(
+            message(&[("limit", "5"), ("limit", "6")]),
+            "query parameter `limit`: given more than once"
+        );
     }
 
     #[test]

@@ -33,6 +33,7 @@ use crate::crypto::Keyring;
 use crate::error::ApiError;
 use crate::service::keys::{self, KeyringError};
 use crate::store::{Store, epochs};
+use crate::tls::CrlHealth;
 
 /// How often the background probe asks the database.
 pub const PROBE_EVERY: Duration = Duration::from_millis(500);
@@ -101,11 +102,21 @@ impl Readiness {
         self.ok.load(Ordering::Relaxed)
     }
 
-    /// Whether this replica should get requests, as far as the probe knows: it reached the
-    /// database and the key file covers the database's data keys (`/healthz` would answer
-    /// neither `service_unavailable` nor `key_version_missing`).
-    pub fn serves(&self) -> bool {
-        self.is_ready() && self.key_problem().is_none()
+    /// Whether this replica should get requests, given the revocation lists' health `crl`:
+    /// the one verdict behind both `/healthz`'s status and the `gateway_ready` metric, so
+    /// that the two cannot disagree. The first reason found, in the order `/healthz` reports
+    /// them: the database, the key file, the CRLs.
+    pub fn verdict(&self, crl: &CrlHealth) -> Result<(), NotReady> {
+        if !self.is_ready() {
+            return Err(NotReady::Database);
+        }
+        if let Some(problem) = self.key_problem() {
+            return Err(NotReady::KeyVersionMissing(problem));
+        }
+        if crl.is_expired() {
+            return Err(NotReady::CrlExpired);
+        }
+        Ok(())
     }
 
     /// Why this gateway's key file no longer covers the database's data keys, if it does not.
@@ -146,6 +157,20 @@ impl Readiness {
         self.key_problem
             .store(problem.map(|(public, _)| Arc::new(public)));
     }
+}
+
+/// Why `/healthz` answers 503 (and `gateway_ready` is 0).
+#[derive(Debug, Clone)]
+pub enum NotReady {
+    /// The last probe did not reach the database (`service_unavailable`).
+    Database,
+    /// This gateway's key file lacks a master-key version the data keys are wrapped under, or
+    /// holds another key under a version's number (`key_version_missing`); what `/healthz`
+    /// says of it (no file names).
+    KeyVersionMissing(Arc<String>),
+    /// A CA's CRL is past its grace period, so its partners' certificates are refused
+    /// (`crl_expired`).
+    CrlExpired,
 }
 
 /// What `/healthz` says when the key check finds this gateway unfit for its database (no file
@@ -204,7 +229,8 @@ async fn read_epochs(store: &Store) -> Result<epochs::Epochs, crate::store::Stor
 /// `service_unavailable`, `key_version_missing` or `crl_expired`). The `mou` member warns of
 /// MOUs expiring within `policy.expiry_warning_days` days or expired. The `crl` member reports
 /// the revocation lists: `ok`, `stale` (past nextUpdate, still used) or `expired` (past the
-/// grace period: the issuer's certificates are refused).
+/// grace period: the issuer's certificates are refused). The status comes from
+/// [`Readiness::verdict`], as does the `gateway_ready` metric.
 #[utoipa::path(
     get,
     path = "/healthz",
@@ -223,11 +249,6 @@ pub(super) async fn healthz(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     super::auth::certified_partner(&state, &req)?;
-    if !state.readiness.is_ready() {
-        return Err(ApiError::Unavailable(anyhow::anyhow!(
-            "readiness probe: the database does not answer"
-        )));
-    }
     let crl = state.verifier.crl_health(Utc::now().timestamp());
     let policy = state.services.policy.load();
     let policy_set = policy.hash.clone();
@@ -236,8 +257,19 @@ pub(super) async fn healthz(
         state.services.now(),
         state.settings.policy.expiry_warning_days,
     );
-    if let Some(problem) = state.readiness.key_problem() {
-        return Ok(HttpResponse::ServiceUnavailable()
+    match state.readiness.verdict(&crl) {
+        Ok(()) => Ok(HttpResponse::Ok()
+            .insert_header((header::CACHE_CONTROL, "no-store"))
+            .json(json!({
+                "status": "ok",
+                "policy_set": policy_set,
+                "crl": crl,
+                "mou": mou,
+            }))),
+        Err(NotReady::Database) => Err(ApiError::Unavailable(anyhow::anyhow!(
+            "readiness probe: the database does not answer"
+        ))),
+        Err(NotReady::KeyVersionMissing(problem)) => Ok(HttpResponse::ServiceUnavailable()
             .insert_header((header::CACHE_CONTROL, "no-store"))
             .json(json!({
                 "status": "unavailable",
@@ -246,10 +278,8 @@ pub(super) async fn healthz(
                 "policy_set": policy_set,
                 "mou": mou,
                 "crl": crl,
-            })));
-    }
-    if crl.is_expired() {
-        return Ok(HttpResponse::ServiceUnavailable()
+            }))),
+        Err(NotReady::CrlExpired) => Ok(HttpResponse::ServiceUnavailable()
             .insert_header((header::CACHE_CONTROL, "no-store"))
             .json(json!({
                 "status": "unavailable",
@@ -258,16 +288,8 @@ pub(super) async fn healthz(
                 "policy_set": policy_set,
                 "crl": crl,
                 "mou": mou,
-            })));
+            }))),
     }
-    Ok(HttpResponse::Ok()
-        .insert_header((header::CACHE_CONTROL, "no-store"))
-        .json(json!({
-            "status": "ok",
-            "policy_set": policy_set,
-            "crl": crl,
-            "mou": mou,
-        })))
 }
 
 /// The MOU terms for `/healthz`: `status` is `expired` when an MOU has expired (its rules no
@@ -294,6 +316,44 @@ fn mou_health(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn crl(status: &'static str) -> CrlHealth {
+        CrlHealth {
+            status,
+            next_update: None,
+            grace_ends: None,
+            message: None,
+            lists: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn the_verdict_names_the_first_reason_in_the_order_healthz_reports_them() {
+        let r = Readiness {
+            ok: Arc::new(AtomicBool::new(true)),
+            checked_at_us: Arc::new(AtomicI64::new(0)),
+            key_problem: Arc::new(ArcSwapOption::empty()),
+        };
+        assert!(r.verdict(&crl("ok")).is_ok());
+        assert!(
+            r.verdict(&crl("stale")).is_ok(),
+            "a stale CRL is still used"
+        );
+        assert!(matches!(
+            r.verdict(&crl("expired")),
+            Err(NotReady::CrlExpired)
+        ));
+        r.key_problem.store(Some(Arc::new("missing".to_owned())));
+        assert!(matches!(
+            r.verdict(&crl("expired")),
+            Err(NotReady::KeyVersionMissing(p)) if p.as_str() == "missing"
+        ));
+        r.ok.store(false, Ordering::Relaxed);
+        assert!(matches!(
+            r.verdict(&crl("expired")),
+            Err(NotReady::Database)
+        ));
+    }
 
     #[test]
     fn the_key_check_is_due_when_the_epoch_moves_or_a_read_met_a_missing_version() {

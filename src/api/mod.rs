@@ -21,6 +21,7 @@ mod overview;
 mod part2;
 mod policy;
 mod purpose;
+mod query;
 mod records;
 mod referrals;
 mod reports;

@@ -7,29 +7,14 @@
 //!   verification. Counts, agencies and purposes only: never a subject, user, record or field.
 
 use actix_web::{HttpRequest, HttpResponse, web};
-use chrono::{DateTime, Utc};
-use serde_json::json;
 
+use super::query::{checked, parse_time};
 use super::{AppState, Authenticated, NO_STORE, RequestMeta};
 use crate::error::ApiError;
 
 /// Registers the routes.
 pub(super) fn routes(cfg: &mut super::Routes<'_>) {
     cfg.get("/v1/audit/overview", overview);
-}
-
-fn bad_param(name: &str, why: impl std::fmt::Display) -> ApiError {
-    ApiError::BadRequest {
-        code: "invalid_parameter",
-        message: format!("query parameter `{name}`: {why}"),
-        details: Some(json!({ "parameter": name })),
-    }
-}
-
-fn parse_time(name: &str, v: &str) -> Result<DateTime<Utc>, ApiError> {
-    DateTime::parse_from_rfc3339(v)
-        .map(|t| t.with_timezone(&Utc))
-        .map_err(|_| bad_param(name, "use an RFC 3339 time such as `2026-01-31T00:00:00Z`"))
 }
 
 /// `GET /v1/audit/overview`.
@@ -70,21 +55,14 @@ pub(super) async fn overview(
         .authorize_compliance(&caller, "overview")
         .await?;
     let (mut since, mut until) = (None, None);
-    for (k, v) in query.iter() {
-        let slot = match k.as_str() {
-            "since" => &mut since,
-            "until" => &mut until,
-            other => {
-                return Err(bad_param(
-                    other,
-                    "unknown parameter; accepted: since, until",
-                ));
-            }
-        };
-        if slot.is_some() {
-            return Err(bad_param(k, "given more than once"));
+    for pair in checked(&query, &["since", "until"]) {
+        let (k, v) = pair?;
+        let t = Some(parse_time(k, v)?);
+        if k == "since" {
+            since = t;
+        } else {
+            until = t;
         }
-        *slot = Some(parse_time(k, v)?);
     }
     let overview = state.services.overview(&caller, since, until).await?;
     Ok(HttpResponse::Ok().insert_header(NO_STORE).json(overview))

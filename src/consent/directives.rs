@@ -98,7 +98,9 @@ pub enum DirectiveStoreError {
         /// When.
         at: DateTime<Utc>,
     },
-    /// A concurrent change won, or the id is taken (409; retry).
+    /// A concurrent change won, or the id is taken: the recording violated the directive's own
+    /// key (`subject_directives`) (409; retry). A violation of any other unique key is
+    /// [`DirectiveStoreError::Store`].
     #[error("`{0}` was changed concurrently; retry")]
     Conflict(String),
     /// Stored data failed its integrity check (500, opaque to the client; alert).
@@ -295,7 +297,8 @@ pub async fn create<T: DirectiveBody>(
     )
     .await;
     match inserted {
-        Err(e) if e.is_unique_violation() => {
+        // Only the directive's own key: the id was taken by a concurrent recording.
+        Err(e) if e.is_own_key_conflict(&["subject_directives"], "directive", T::WHAT) => {
             return Err(DirectiveStoreError::Conflict(id.into()));
         }
         other => other?,

@@ -60,7 +60,9 @@ pub enum ConsentStoreError {
         /// When it was revoked.
         at: DateTime<Utc>,
     },
-    /// A concurrent change of the same consent won, or the id is taken (409; retry).
+    /// A concurrent change of the same consent won, or the id is taken: the write violated the
+    /// consent's own key (`consents`) or its event's (`consent_events`) (409; retry). A
+    /// violation of any other unique key is [`ConsentStoreError::Store`].
     #[error("consent `{0}` was changed concurrently; retry")]
     Conflict(String),
     /// Stored data failed its integrity check: tampered, moved or rolled back. Nothing of the
@@ -350,7 +352,10 @@ pub async fn create(
     )
     .await;
     match inserted {
-        Err(e) if e.is_unique_violation() => return Err(ConsentStoreError::Conflict(id.into())),
+        // Only the consent's own key: the id was taken by a concurrent creation.
+        Err(e) if e.is_own_key_conflict(&["consents"], "consent", "consent") => {
+            return Err(ConsentStoreError::Conflict(id.into()));
+        }
         other => other?,
     };
     for (n, subject) in directive.subjects.iter().enumerate() {
@@ -426,7 +431,10 @@ async fn insert_event(
     )
     .await;
     match inserted {
-        Err(e) if e.is_unique_violation() => return Err(ConsentStoreError::Conflict(id.into())),
+        // Only the event's own key: a concurrent change of the consent took its number.
+        Err(e) if e.is_own_key_conflict(&["consent_events"], "consent", event.as_str()) => {
+            return Err(ConsentStoreError::Conflict(id.into()));
+        }
         other => other?,
     };
     Ok(ConsentEvent {

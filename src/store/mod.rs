@@ -110,6 +110,29 @@ impl StoreError {
             _ => None,
         }
     }
+
+    /// Whether a failed write of one `thing` (a record, a consent, a directive) lost to a
+    /// concurrent write of the same thing: the failure violated the primary key of one of
+    /// `own_tables`, the key such a write hits. A violation of any other unique key is no
+    /// conflict but a failure no client caused: it is logged here with the key's name, the
+    /// `thing` and its `kind` (names only, never values), and the caller answers it as any other
+    /// store failure (503: nothing changed).
+    pub fn is_own_key_conflict(&self, own_tables: &[&str], thing: &str, kind: &str) -> bool {
+        let Some(v) = self.unique_violation() else {
+            return false;
+        };
+        if own_tables.iter().any(|t| v.is_primary_key_of(t)) {
+            return true;
+        }
+        // Operators look for this line: a write failed on a key that is not its own.
+        tracing::error!(
+            key = %v,
+            kind,
+            "a {thing} write violated a unique key other than the {thing}'s own; the write \
+             failed and changed nothing"
+        );
+        false
+    }
 }
 
 /// The unique key a statement or commit violated: names only, never the values.

@@ -956,22 +956,13 @@ const RECORD_KEYS: [&str; 2] = ["records", "record_versions"];
 /// disclosure log's tables written in the same transaction), which no client caused; that one
 /// is logged with the key's name (names only, never values).
 pub fn write_error(e: StoreError, kind: &RecordKind, id: &RecordId) -> RecordError {
-    match e.unique_violation() {
-        Some(v) if RECORD_KEYS.iter().any(|t| v.is_primary_key_of(t)) => RecordError::Conflict {
+    if e.is_own_key_conflict(&RECORD_KEYS, "record", kind.as_str()) {
+        RecordError::Conflict {
             kind: kind.clone(),
             id: id.clone(),
-        },
-        Some(v) => {
-            // Operators look for this line: a write failed on a key that is not the record's.
-            tracing::error!(
-                key = %v,
-                record_kind = %kind,
-                "a record write violated a unique key other than the record's own; the write \
-                 failed and changed nothing"
-            );
-            RecordError::Store(e)
         }
-        None => RecordError::Store(e),
+    } else {
+        RecordError::Store(e)
     }
 }
 

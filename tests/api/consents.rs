@@ -869,6 +869,100 @@ async fn nothing_changes_when_the_log_cannot_be_written() {
     }
 }
 
+/// How many consent data keys are stored.
+async fn consent_keys(app: &TestApp) -> i64 {
+    scalar(
+        app.store(),
+        "SELECT COUNT(*) FROM data_keys WHERE purpose = 'consent'",
+    )
+    .await
+}
+
+/// Only the consent's own key is a conflict. A creation whose id is taken first (as a
+/// concurrent creation would) and a revocation whose event number is taken first (as a
+/// concurrent revocation would) answer 409 `consent_conflict`; a violation of another table's
+/// key on the same statements answers 503 and is no conflict. Each changes nothing, logs
+/// nothing and succeeds once the database is well.
+#[tokio::test]
+async fn only_the_consents_own_key_is_a_consent_conflict() {
+    for db in BOTH {
+        let app = spawn_app(db).await;
+        let store = app.store();
+        let id = record(&app, &part2_consent()).await;
+        let entries = consent_entries(&app).await.len();
+
+        // Creation: the consent's own key, then a data key's (the consent's data key inserted
+        // once more: a real violation of a key that is not the consent's own).
+        let own = "INSERT INTO consents (id, collected_by, data_key_id, status, valid_from_us, \
+                   expires_us, created_at_us, revoked_at_us, event_count, body) VALUES (NEW.id, \
+                   NEW.collected_by, NEW.data_key_id, NEW.status, NEW.valid_from_us, \
+                   NEW.expires_us, NEW.created_at_us, NEW.revoked_at_us, NEW.event_count, \
+                   NEW.body)";
+        let other = "INSERT INTO data_keys SELECT * FROM data_keys WHERE id = NEW.data_key_id";
+        for (body, status, code) in [
+            (own, 409, "consent_conflict"),
+            (other, 503, "service_unavailable"),
+        ] {
+            let name = format!("inject_consent_{status}");
+            support::before_insert(store, &name, "consents", "TRUE", body).await;
+            let res = post(&app, &clinician(), "/v1/consents", &part2_consent()).await;
+            assert_eq!(res.status(), status, "{db:?} {code}");
+            let b: Value = res.json().await.unwrap();
+            assert_eq!(b["code"], code, "{db:?}: {b}");
+            support::drop_before_insert(store, &name, "consents").await;
+            assert_eq!(
+                count_consents(&app).await,
+                1,
+                "{db:?} {code}: nothing stored"
+            );
+            assert_eq!(
+                consent_keys(&app).await,
+                1,
+                "{db:?} {code}: no data key kept"
+            );
+            assert_eq!(consent_entries(&app).await.len(), entries, "{db:?} {code}");
+        }
+
+        // Revocation: the event's own key, then a data key's.
+        let own = "INSERT INTO consent_events (consent_id, seq, event, actor_partner, \
+                   actor_user, at_us, sealed) VALUES (NEW.consent_id, NEW.seq, NEW.event, \
+                   NEW.actor_partner, NEW.actor_user, NEW.at_us, NEW.sealed)";
+        let other = "INSERT INTO data_keys SELECT * FROM data_keys \
+                     WHERE id = (SELECT data_key_id FROM consents WHERE id = NEW.consent_id)";
+        let path = format!("/v1/consents/{id}/revoke");
+        for (body, status, code) in [
+            (own, 409, "consent_conflict"),
+            (other, 503, "service_unavailable"),
+        ] {
+            let name = format!("inject_event_{status}");
+            support::before_insert(store, &name, "consent_events", "NEW.seq = 2", body).await;
+            let res = post(&app, &clinician(), &path, &revocation()).await;
+            assert_eq!(res.status(), status, "{db:?} {code}");
+            let b: Value = res.json().await.unwrap();
+            assert_eq!(b["code"], code, "{db:?}: {b}");
+            support::drop_before_insert(store, &name, "consent_events").await;
+            let v: Value = get(&app, &clinician(), &format!("/v1/consents/{id}"))
+                .await
+                .json()
+                .await
+                .unwrap();
+            assert_eq!(v["status"], "active", "{db:?} {code}: not revoked");
+            assert_eq!(v["history"].as_array().unwrap().len(), 1, "{db:?} {code}");
+            assert_eq!(consent_entries(&app).await.len(), entries, "{db:?} {code}");
+        }
+
+        // Once the database is well, both succeed.
+        let res = post(&app, &clinician(), "/v1/consents", &part2_consent()).await;
+        assert_eq!(res.status(), 201, "{db:?}");
+        let res = post(&app, &clinician(), &path, &revocation()).await;
+        assert_eq!(res.status(), 200, "{db:?}");
+        assert_eq!(count_consents(&app).await, 2, "{db:?}");
+        assert_eq!(consent_entries(&app).await.len(), entries + 2, "{db:?}");
+        verify(&app).await;
+        app.stop().await;
+    }
+}
+
 async fn drop_trigger(app: &TestApp, db: Db) {
     match db {
         Db::Sqlite => exec(app, "DROP TRIGGER fail_log").await,

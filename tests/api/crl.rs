@@ -1,7 +1,8 @@
 //! Certificate revocation lists: a CRL that is forged, from another CA or older than the one in
 //! force is refused at start-up and on reload (the running set stays in force); a CRL past its
 //! nextUpdate is still used and reported by `/healthz`; past the grace period its issuer's
-//! certificates are refused, in the handshake and on open connections.
+//! certificates are refused, in the handshake and on open connections, and the gateway reports
+//! itself not ready (`/healthz` 503, `gateway_ready` 0).
 
 use coresponse_gateway::config::Settings;
 use coresponse_gateway::devinit::{DEV_TRUST_DOMAIN, pki::DevCa};
@@ -175,7 +176,11 @@ async fn a_crl_with_a_lower_number_than_the_one_in_force_is_refused() {
 
 #[tokio::test]
 async fn a_stale_crl_is_still_used_and_reported_by_healthz() {
-    let app = spawn_with(Db::Sqlite, |_| {}).await;
+    let app = spawn_with(Db::Sqlite, |s| {
+        s.metrics.enabled = true;
+        s.metrics.listen = "127.0.0.1:0".parse().unwrap();
+    })
+    .await;
     let next_update = now() - Duration::hours(1);
     std::fs::write(crl_path(&app), dev_crl(2, next_update)).unwrap();
     app.state.reload().await.expect("a stale CRL loads");
@@ -208,6 +213,11 @@ async fn a_stale_crl_is_still_used_and_reported_by_healthz() {
             .contains("past its nextUpdate")
     );
     assert_eq!(crl["lists"][0]["crl_number"], "2");
+    assert_eq!(
+        crate::metrics::ready(&app).await,
+        1.0,
+        "a stale CRL leaves the gateway ready"
+    );
 
     // Still in use: revocations hold and valid partners work.
     running_set_still_in_force(&app).await;
@@ -262,6 +272,8 @@ async fn a_crl_past_its_grace_period_refuses_its_issuer_and_healthz_says_why() {
     let app = spawn_with(Db::Sqlite, |s| {
         s.tls.client_ca = bundle;
         s.tls.crls.push(crl);
+        s.metrics.enabled = true;
+        s.metrics.listen = "127.0.0.1:0".parse().unwrap();
     })
     .await;
 
@@ -289,6 +301,8 @@ async fn a_crl_past_its_grace_period_refuses_its_issuer_and_healthz_says_why() {
             .contains("Second Partner CA"),
         "{body}"
     );
+    // The metric a monitor alerts on says the same as /healthz.
+    assert_eq!(crate::metrics::ready(&app).await, 0.0, "gateway_ready");
     let token = pki().token("metro-pd", "officer-17", &["officer"], &metro.0);
     let res = app
         .get(Some(&metro), "/v1/whoami", Some(&token))
@@ -306,6 +320,7 @@ async fn a_crl_past_its_grace_period_refuses_its_issuer_and_healthz_says_why() {
     assert_eq!(res.status(), 200);
     let body: Value = res.json().await.unwrap();
     assert_eq!(body["crl"]["status"], "ok", "{body}");
+    assert_eq!(crate::metrics::ready(&app).await, 1.0, "gateway_ready");
     app.stop().await;
 }
 

@@ -306,6 +306,48 @@ fn restriction() -> Value {
     })
 }
 
+/// Only the directive's own key is a conflict: a recording whose id is taken first (as a
+/// concurrent recording would) answers 409 `directive_conflict`; a violation of another table's
+/// key on the same statement (its data key inserted once more) answers 503. Neither stores or
+/// logs anything, and the recording succeeds once the database is well.
+#[tokio::test]
+async fn only_the_directives_own_key_is_a_directive_conflict() {
+    for db in BOTH {
+        let app = spawn_app(db).await;
+        let store = app.store();
+        seed(&app, &clinician()).await;
+        let stored = "SELECT COUNT(*) FROM subject_directives";
+        let own = "INSERT INTO subject_directives (id, directive, recorded_by, recorded_by_user, \
+                   recorded_at_us, data_key_id, valid_from_us, ends_at_us, ended_at_us, \
+                   ended_by_partner, ended_by_user, body, end_sealed) VALUES (NEW.id, \
+                   NEW.directive, NEW.recorded_by, NEW.recorded_by_user, NEW.recorded_at_us, \
+                   NEW.data_key_id, NEW.valid_from_us, NEW.ends_at_us, NEW.ended_at_us, \
+                   NEW.ended_by_partner, NEW.ended_by_user, NEW.body, NEW.end_sealed)";
+        let other = "INSERT INTO data_keys SELECT * FROM data_keys WHERE id = NEW.data_key_id";
+        let logged = entries(&app, EntryKind::RestrictionChanged).await.len();
+        for (body, status, code) in [
+            (own, 409, "directive_conflict"),
+            (other, 503, "service_unavailable"),
+        ] {
+            support::before_insert(store, "inject", "subject_directives", "TRUE", body).await;
+            let (s, b) = post(&app, &clinician(), "/v1/restrictions", &restriction()).await;
+            assert_eq!((s, b["code"].as_str()), (status, Some(code)), "{db:?}: {b}");
+            support::drop_before_insert(store, "inject", "subject_directives").await;
+            assert_eq!(support::scalar(store, stored).await, 0, "{db:?} {code}");
+            assert_eq!(
+                entries(&app, EntryKind::RestrictionChanged).await.len(),
+                logged,
+                "{db:?} {code}"
+            );
+        }
+        let (s, b) = post(&app, &clinician(), "/v1/restrictions", &restriction()).await;
+        assert_eq!(s, 201, "{db:?}: {b}");
+        assert_eq!(support::scalar(store, stored).await, 1, "{db:?}");
+        app.assert_log_verifies().await;
+        app.stop().await;
+    }
+}
+
 const EMERGENCY: [(&str, &str); 3] = [
     ("Emergency-Basis", "actual-knowledge"),
     ("Emergency-Source", "dispatcher"),

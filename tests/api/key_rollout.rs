@@ -14,9 +14,10 @@ use coresponse_gateway::config::Settings;
 use coresponse_gateway::crypto::MasterVersion;
 use coresponse_gateway::service::keys;
 use coresponse_gateway::startup::Application;
-use serde_json::{Value, json};
+use serde_json::Value;
 
-use crate::records_api::{Who, clinician, incident_body, post, put, read};
+use crate::records_api::{Who, clinician, incident_body, put, read};
+use crate::support::replicas::{PLAN_SUBJECT, grant_plan_consent};
 use crate::support::{self, Db, TestApp, pki};
 
 const BOTH: [Db; 2] = [Db::Sqlite, Db::Postgres];
@@ -118,14 +119,6 @@ async fn assert_fails_closed(app: &TestApp, id: &str) {
     );
 }
 
-/// `gateway_ready` as the replica's metrics listener reports it.
-async fn ready_metric(app: &TestApp) -> f64 {
-    let (_, scrape) = crate::metrics::scrape(app).await;
-    let samples = crate::metrics::find(&scrape, "gateway_ready", &[]);
-    assert_eq!(samples.len(), 1);
-    crate::metrics::value(samples[0])
-}
-
 async fn healthz(app: &TestApp) -> (u16, Value) {
     let res = app
         .get(Some(&pki().partner_cert("oversight")), "/healthz", None)
@@ -191,15 +184,19 @@ async fn a_key_rotation_rolls_out_across_replicas_in_the_documented_order() {
         assert_eq!(clinician_reads(&b, "INC-OLD").await.0, 200);
         assert_eq!(healthz(&a).await.0, 200, "A holds every version");
         // The metric says what /healthz says: B is out of service, A is not.
-        assert_eq!(ready_metric(&b).await, 0.0, "B's key file lacks a version");
-        assert_eq!(ready_metric(&a).await, 1.0);
+        assert_eq!(
+            crate::metrics::ready(&b).await,
+            0.0,
+            "B's key file lacks a version"
+        );
+        assert_eq!(crate::metrics::ready(&a).await, 1.0);
 
         // 2. B gets the new key file and restarts: ready, and it opens both records.
         site.copy_key_file("a", "b");
         b.stop().await;
         let b = site.start("b").await;
         assert_eq!(healthz(&b).await.0, 200);
-        assert_eq!(ready_metric(&b).await, 1.0);
+        assert_eq!(crate::metrics::ready(&b).await, 1.0);
         assert_eq!(clinician_reads(&b, "INC-NEW").await.0, 200);
         assert_eq!(clinician_reads(&b, "INC-OLD").await.0, 200);
 
@@ -244,8 +241,7 @@ async fn a_replica_left_behind_while_another_rotates_and_rewraps_fails_closed() 
         let a = site.start("a").await;
         let b = site.start("b").await;
         write_incident(&a, "INC-1").await;
-        let (s, consent) = post(&a, &clinician(), "/v1/consents", &consent_body()).await;
-        assert_eq!(s, 201, "{consent}");
+        let consent = grant_plan_consent(&a, PLAN_SUBJECT).await;
         let consent_path = format!("/v1/consents/{}", consent["id"].as_str().unwrap());
         // B has the record's data key in its cache.
         assert_eq!(clinician_reads(&b, "INC-1").await.0, 200);
@@ -298,21 +294,4 @@ async fn get_status(app: &TestApp, path: &str) -> (u16, Value) {
         .unwrap();
     let status = res.status().as_u16();
     (status, res.json().await.unwrap_or(Value::Null))
-}
-
-fn consent_body() -> Value {
-    let now = chrono::Utc::now();
-    json!({
-        "subjects": [{"system": "county-mh", "value": "MRN-88"}],
-        "patient_name": "Jordan Example",
-        "disclosers": ["county-mh"],
-        "recipients": ["metro-pd"],
-        "purposes": ["crisis-response"],
-        "scope": {"fields": ["safety-plan.deescalation_preferences"]},
-        "valid_from": (now - chrono::Duration::minutes(5)).to_rfc3339(),
-        "expires": (now + chrono::Duration::days(30)).to_rfc3339(),
-        "signature_reference": "DMS-2026-0001",
-        "signed_on": now.date_naive().to_string(),
-        "revocation_statement": "You may revoke this consent at any time, in writing.",
-    })
 }

@@ -47,6 +47,14 @@ pub(crate) fn find<'a>(s: &'a Scrape, metric: &str, labels: &[(&str, &str)]) -> 
         .collect()
 }
 
+/// `gateway_ready` as the gateway's metrics listener reports it.
+pub(crate) async fn ready(app: &TestApp) -> f64 {
+    let (_, scrape) = scrape(app).await;
+    let samples = find(&scrape, "gateway_ready", &[]);
+    assert_eq!(samples.len(), 1);
+    value(samples[0])
+}
+
 #[tokio::test]
 async fn metrics_are_off_by_default() {
     let app = spawn_app(Db::Sqlite).await;

@@ -2,61 +2,29 @@
 //! governs the very next decision of the other, although each keeps its own consent cache.
 
 use chrono::Utc;
-use serde_json::{Value, json};
+use serde_json::json;
 
-use crate::records_api::{clinician, incident_body, officer, post, put, read, safety_plan_body};
-use crate::support::{Db, TestApp, spawn_app, spawn_replica};
-
-const PLAN: &str = "/v1/records/safety-plan/SP-1";
-
-fn consent() -> Value {
-    let now = Utc::now();
-    json!({
-        "subjects": [{"system": "county-mh", "value": "MRN-88"}],
-        "patient_name": "Jordan Example",
-        "disclosers": ["county-mh"],
-        "recipients": ["metro-pd"],
-        "purposes": ["crisis-response"],
-        "scope": {"fields": ["safety-plan.deescalation_preferences"]},
-        "valid_from": (now - chrono::Duration::minutes(5)).to_rfc3339(),
-        "expires": (now + chrono::Duration::days(30)).to_rfc3339(),
-        "signature_reference": "DMS-2026-0001",
-        "signed_on": now.date_naive().to_string(),
-        "revocation_statement": "You may revoke this consent at any time, in writing.",
-    })
-}
-
-async fn officer_reads(app: &TestApp) -> u16 {
-    read(app, &officer(), PLAN, Some("crisis-response"), &[])
-        .await
-        .0
-}
+use crate::records_api::{clinician, post};
+use crate::support::Db;
+use crate::support::replicas::{
+    PLAN_SUBJECT, grant_plan_consent, officer_reads_plan, two_gateways_with_a_plan,
+};
 
 #[tokio::test]
 async fn a_consent_change_on_one_replica_governs_the_next_read_on_the_other() {
-    let a = spawn_app(Db::Postgres).await;
-    let b = spawn_replica(&a).await;
-    let (s, body) = put(
-        &a,
-        &officer(),
-        "/v1/records/crisis-incident/INC-1",
-        &incident_body("P-2231"),
-    )
-    .await;
-    assert_eq!(s, 201, "{body}");
-    let (s, body) = put(&a, &clinician(), PLAN, &safety_plan_body("P-2231")).await;
-    assert_eq!(s, 201, "{body}");
-
-    // B decides (and caches) "no consent"; a grant through A is seen by B's very next read.
-    assert_eq!(officer_reads(&b).await, 403);
-    let (s, created) = post(&a, &clinician(), "/v1/consents", &consent()).await;
-    assert_eq!(s, 201, "{created}");
+    // B has decided (and cached) "no consent"; a grant through A is seen by B's very next read.
+    let (a, b) = two_gateways_with_a_plan(Db::Postgres).await;
+    let created = grant_plan_consent(&a, PLAN_SUBJECT).await;
     assert_eq!(
-        officer_reads(&b).await,
+        officer_reads_plan(&b).await,
         200,
         "B saw the grant made through A"
     );
-    assert_eq!(officer_reads(&b).await, 200, "and keeps answering from it");
+    assert_eq!(
+        officer_reads_plan(&b).await,
+        200,
+        "and keeps answering from it"
+    );
 
     // A revocation through A stops B's very next read, with no wait in between.
     let id = created["id"].as_str().unwrap();
@@ -69,11 +37,11 @@ async fn a_consent_change_on_one_replica_governs_the_next_read_on_the_other() {
     .await;
     assert_eq!(s, 200, "{body}");
     assert_eq!(
-        officer_reads(&b).await,
+        officer_reads_plan(&b).await,
         403,
         "B saw the revocation made through A"
     );
-    assert_eq!(officer_reads(&a).await, 403);
+    assert_eq!(officer_reads_plan(&a).await, 403);
     b.stop().await;
     a.stop().await;
 }

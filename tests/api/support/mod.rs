@@ -1,7 +1,9 @@
 //! Shared test support: a test PKI with attack material, a gateway spawned on port 0 with a
 //! fresh database (SQLite or a throwaway PostgreSQL), TLS clients and token minting.
 
+pub mod calls;
 pub mod pg;
+pub mod replicas;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
@@ -13,7 +15,7 @@ use coresponse_gateway::devinit::{self, InitOptions, TokenRequest, pki::DevCa};
 use coresponse_gateway::domain::{ManualClock, SharedClock};
 use coresponse_gateway::service::Services;
 use coresponse_gateway::startup::{AppState, Application};
-use coresponse_gateway::store::{Store, StoredSecurityEvent, on_conn, security_events};
+use coresponse_gateway::store::{Backend, Store, StoredSecurityEvent, on_conn, security_events};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use time::OffsetDateTime;
@@ -466,6 +468,35 @@ pub async fn exec(store: &Store, sql: &str) {
             .map(|_| ())
     })
     .unwrap();
+}
+
+/// Installs trigger `name`, which runs `body` (one SQL statement that may use `NEW`) before each
+/// insert into `table` whose new row satisfies `when`, on either backend. The statements `body`
+/// runs fire no trigger of their own (SQLite's recursive triggers are off; PostgreSQL's trigger
+/// checks its depth), so a body that inserts into `table` itself inserts exactly one row.
+pub async fn before_insert(store: &Store, name: &str, table: &str, when: &str, body: &str) {
+    let sql = match store.backend() {
+        Backend::Sqlite => {
+            format!("CREATE TRIGGER {name} BEFORE INSERT ON {table} WHEN {when} BEGIN {body}; END;")
+        }
+        Backend::Postgres => format!(
+            "CREATE FUNCTION {name}() RETURNS trigger LANGUAGE plpgsql AS \
+             $$ BEGIN IF pg_trigger_depth() = 1 AND ({when}) THEN {body}; END IF; \
+             RETURN NEW; END $$; \
+             CREATE TRIGGER {name} BEFORE INSERT ON {table} \
+             FOR EACH ROW EXECUTE FUNCTION {name}();"
+        ),
+    };
+    exec(store, &sql).await;
+}
+
+/// Removes a trigger installed by [`before_insert`].
+pub async fn drop_before_insert(store: &Store, name: &str, table: &str) {
+    let sql = match store.backend() {
+        Backend::Sqlite => format!("DROP TRIGGER {name}"),
+        Backend::Postgres => format!("DROP TRIGGER {name} ON {table}; DROP FUNCTION {name}();"),
+    };
+    exec(store, &sql).await;
 }
 
 /// Every row a query returns, as `T`, on either backend.

@@ -1,0 +1,153 @@
+//! Field transforms as written in a rule's field profile: a name (`"reveal"`) or an inline
+//! table with parameters (`{ transform = "mask", keep = "last", chars = 4 }`), and which
+//! transforms fit which field type.
+
+use toml_edit::{Item, Value};
+
+use super::super::diag::choices_hint;
+use super::super::model::{FieldType, Generalization, MaskKeep, Transform};
+use super::{Cx, Span};
+
+const TRANSFORMS: [&str; 6] = [
+    "reveal",
+    "omit",
+    "mask",
+    "generalize",
+    "pseudonymize",
+    "encrypt",
+];
+const GENERALIZATIONS: [&str; 5] = ["year", "month", "age-band", "city", "zip3"];
+
+/// The transforms that fit a field of type `ty`, as a hint.
+pub(super) fn fits_hint(ty: &FieldType) -> String {
+    let mut ok = vec!["reveal", "omit", "encrypt"];
+    match ty {
+        FieldType::String | FieldType::Phone => ok.extend(["mask", "pseudonymize"]),
+        FieldType::Integer => ok.push("pseudonymize"),
+        FieldType::Date | FieldType::Datetime => {
+            ok.extend(["generalize to `year`", "generalize to `month`"])
+        }
+        FieldType::Age => ok.push("generalize to `age-band`"),
+        FieldType::Address => ok.extend(["generalize to `city`", "generalize to `zip3`"]),
+        _ => {}
+    }
+    format!("a `{}` field accepts: {}", ty.name(), ok.join(", "))
+}
+
+/// Parses one transform; reports a problem and returns `None` when it is not one.
+pub(super) fn parse_transform(cx: &mut Cx<'_>, item: &Item, span: &Span) -> Option<Transform> {
+    if let Some(s) = item.as_str() {
+        return match s {
+            "reveal" => Some(Transform::Reveal),
+            "omit" => Some(Transform::Omit),
+            "pseudonymize" => Some(Transform::Pseudonymize),
+            "encrypt" => Some(Transform::Encrypt),
+            "mask" | "generalize" => {
+                cx.error(
+                    "transform-parameters",
+                    span.clone(),
+                    format!("transform `{s}` needs parameters"),
+                    Some(if s == "mask" {
+                        "write `{ transform = \"mask\", keep = \"last\", chars = 4 }`".into()
+                    } else {
+                        "write `{ transform = \"generalize\", to = \"month\" }`".into()
+                    }),
+                );
+                None
+            }
+            other => {
+                cx.error(
+                    "unknown-transform",
+                    span.clone(),
+                    format!("unknown transform `{other}`"),
+                    Some(choices_hint(other, &TRANSFORMS)),
+                );
+                None
+            }
+        };
+    }
+    let Some(t) = item.as_table_like() else {
+        cx.error(
+            "wrong-type",
+            span.clone(),
+            "a transform is a string or an inline table".into(),
+            Some(
+                "write `\"reveal\"` or `{ transform = \"mask\", keep = \"last\", chars = 4 }`"
+                    .into(),
+            ),
+        );
+        return None;
+    };
+    let w = "a transform";
+    let name = cx.string(t, "transform", true, w, span)?;
+    match name.v.as_str() {
+        "mask" => {
+            cx.check_keys(t, &["transform", "keep", "chars"], "a `mask` transform");
+            let keep = cx.string(t, "keep", true, w, span)?;
+            let chars = cx.integer(t, "chars", true, w, span)?;
+            let keep_v = match keep.v.as_str() {
+                "first" => MaskKeep::First,
+                "last" => MaskKeep::Last,
+                other => {
+                    cx.error(
+                        "invalid-parameter",
+                        keep.span.clone(),
+                        format!("`keep` is `{other}`"),
+                        Some(choices_hint(other, &["first", "last"])),
+                    );
+                    return None;
+                }
+            };
+            let Ok(chars_v) = u8::try_from(chars.v)
+                .map_err(|_| ())
+                .and_then(|c| if c <= 16 { Ok(c) } else { Err(()) })
+            else {
+                cx.error(
+                    "invalid-parameter",
+                    chars.span.clone(),
+                    format!("`chars` is {}; keep between 0 and 16 characters", chars.v),
+                    None,
+                );
+                return None;
+            };
+            Some(Transform::Mask {
+                keep: keep_v,
+                chars: chars_v,
+            })
+        }
+        "generalize" => {
+            cx.check_keys(t, &["transform", "to"], "a `generalize` transform");
+            let to = cx.string(t, "to", true, w, span)?;
+            let g = match to.v.as_str() {
+                "year" => Generalization::Year,
+                "month" => Generalization::Month,
+                "age-band" => Generalization::AgeBand,
+                "city" => Generalization::City,
+                "zip3" => Generalization::Zip3,
+                other => {
+                    cx.error(
+                        "invalid-parameter",
+                        to.span.clone(),
+                        format!("cannot generalize to `{other}`"),
+                        Some(choices_hint(other, &GENERALIZATIONS)),
+                    );
+                    return None;
+                }
+            };
+            Some(Transform::Generalize { to: g })
+        }
+        "reveal" | "omit" | "pseudonymize" | "encrypt" => {
+            cx.check_keys(t, &["transform"], "a transform without parameters");
+            parse_transform(cx, &Item::Value(Value::from(name.v.as_str())), span)
+        }
+        other => {
+            cx.error(
+                "unknown-transform",
+                name.span.clone(),
+                format!("unknown transform `{other}`"),
+                Some(choices_hint(other, &TRANSFORMS)),
+            );
+            None
+        }
+    }
+}
