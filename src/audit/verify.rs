@@ -131,13 +131,29 @@ impl Verifier {
 
     /// Also checks that the entry at each checkpoint's sequence number has the checkpoint's
     /// hash. `source` names where the checkpoints come from (`log`, `partner copy`). The
-    /// signatures must have been checked by the caller.
+    /// signatures must have been checked by the caller. Two signed checkpoints that name
+    /// different hashes for one entry are a failure at once: the log was rewritten after one
+    /// of them was signed (or the signer forked it).
     pub fn expect_checkpoints<'a>(
         &mut self,
         source: &'static str,
         checkpoints: impl IntoIterator<Item = &'a Checkpoint>,
     ) {
         for c in checkpoints {
+            if let Some((other, other_source)) = self.checkpoints.get(&c.seq)
+                && *other != c.head_hash
+                && self.failure.is_none()
+            {
+                self.failure = Some(ChainFailure::new(
+                    c.seq,
+                    FailureKind::CheckpointMismatch,
+                    format!(
+                        "two signed checkpoints name different hashes for entry {} ({other_source}: \
+                         {other}; {source}: {}): the log was rewritten or forked",
+                        c.seq, c.head_hash
+                    ),
+                ));
+            }
             self.checkpoints.insert(c.seq, (c.head_hash, source));
         }
     }
@@ -667,6 +683,43 @@ mod tests {
         }
         let f = v.finish(Some((6, c[5].hash))).failure.unwrap();
         assert_eq!((f.seq, f.kind), (7, FailureKind::Deleted));
+    }
+
+    #[test]
+    fn two_checkpoints_naming_different_hashes_for_one_entry_fail() {
+        let c = chain(10);
+        let at = |seq: u64, hash: ChainHash| Checkpoint {
+            seq,
+            head_hash: hash,
+            at_us: 0,
+            key_id: String::new(),
+            signature: String::new(),
+        };
+        // The log's copy agrees with the entries, the partner's names another hash.
+        let (log, partner) = (at(8, c[7].hash), at(8, ChainHash([5; 32])));
+        for (first, second) in [(&log, &partner), (&partner, &log)] {
+            let mut v = Verifier::new(Anchor::GENESIS);
+            v.expect_checkpoints("log", [first]);
+            v.expect_checkpoints("partner copy", [second]);
+            for e in &c {
+                v.push(e);
+            }
+            let f = v.finish(head(&c)).failure.unwrap();
+            assert_eq!(
+                (f.seq, f.kind),
+                (8, FailureKind::CheckpointMismatch),
+                "{}",
+                f.message
+            );
+        }
+        // Two copies of one checkpoint are not a failure.
+        let mut v = Verifier::new(Anchor::GENESIS);
+        v.expect_checkpoints("log", [&log]);
+        v.expect_checkpoints("partner copy", [&log]);
+        for e in &c {
+            v.push(e);
+        }
+        assert_eq!(v.finish(head(&c)).failure, None);
     }
 
     #[test]
