@@ -329,10 +329,13 @@ async fn only_the_directives_own_key_is_a_directive_conflict() {
             (own, 409, "directive_conflict"),
             (other, 503, "service_unavailable"),
         ] {
-            support::before_insert(store, "inject", "subject_directives", "TRUE", body).await;
+            // One trigger name per case: SQLite checks a new trigger's name against the schema
+            // its pooled connection last read, which may still hold the one just dropped.
+            let name = format!("inject_directive_{status}");
+            support::before_insert(store, &name, "subject_directives", "TRUE", body).await;
             let (s, b) = post(&app, &clinician(), "/v1/restrictions", &restriction()).await;
             assert_eq!((s, b["code"].as_str()), (status, Some(code)), "{db:?}: {b}");
-            support::drop_before_insert(store, "inject", "subject_directives").await;
+            support::drop_before_insert(store, &name, "subject_directives").await;
             assert_eq!(support::scalar(store, stored).await, 0, "{db:?} {code}");
             assert_eq!(
                 entries(&app, EntryKind::RestrictionChanged).await.len(),

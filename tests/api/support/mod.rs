@@ -474,6 +474,8 @@ pub async fn exec(store: &Store, sql: &str) {
 /// insert into `table` whose new row satisfies `when`, on either backend. The statements `body`
 /// runs fire no trigger of their own (SQLite's recursive triggers are off; PostgreSQL's trigger
 /// checks its depth), so a body that inserts into `table` itself inserts exactly one row.
+/// Give each installation in a test a name of its own: SQLite checks a new trigger's name
+/// against the schema its pooled connection last read, which may still hold one just dropped.
 pub async fn before_insert(store: &Store, name: &str, table: &str, when: &str, body: &str) {
     let sql = match store.backend() {
         Backend::Sqlite => {
