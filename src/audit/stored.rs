@@ -1,6 +1,7 @@
 //! Verification of the stored chain, on every core.
 //!
-//! The entries to check are split into ranges of sequence numbers, one per core. Each range is
+//! The entries to check are split into ranges of sequence numbers, one per core (on SQLite;
+//! PostgreSQL reads one range, see [`ChainPass::run`]). Each range is
 //! read in one ordered scan ([`super::scan`]: rows checked and encoded from their column
 //! values on the scan's thread) and hashed on a thread of its own, and checked on its own:
 //! every entry's hash, the links inside the range, the signed checkpoints it covers. The
@@ -231,8 +232,15 @@ impl ChainPass {
     /// stored beyond the head are read too, and named), in ranges read at the same time.
     async fn run(&mut self, store: &Store, head: u64) -> Result<(), LogError> {
         let from = self.v.last_seq();
-        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-        let bounds = split(from, head, cores.min(MAX_RANGES));
+        // SQLite's scans read the file on connections of their own; a pooled scan
+        // (PostgreSQL) holds one of the pool's connections for as long as it reads, so there
+        // the chain is one range (with the tree's scan, two connections), and requests
+        // served meanwhile keep the rest of the pool.
+        let parts = match store.sqlite_file() {
+            Some(_) => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            None => 1,
+        };
+        let bounds = split(from, head, parts.min(MAX_RANGES));
         let checks = bounds.into_iter().map(|(after, upto)| {
             let rules = self.ranges.clone();
             let rx = match (i64::try_from(after), i64::try_from(upto)) {

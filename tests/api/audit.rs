@@ -302,7 +302,8 @@ async fn each_kind_of_tampering_is_detected_and_named() {
 #[tokio::test]
 async fn a_log_of_several_scan_batches_verifies_and_names_a_change_deep_inside() {
     // The verification reads the log in batches of 2,048 rows, in ranges read at the same time
-    // (on a machine of two cores or more, entries 1-2500 and 2501-5000): an intact log of
+    // (on SQLite on a machine of two cores or more, entries 1-2500 and 2501-5000; PostgreSQL
+    // reads one range): an intact log of
     // several batches verifies whole, a rewrite that breaks the link between the two ranges
     // is named, and so are a change in the third batch and a deletion at a range's start.
     for db in BOTH {
