@@ -17,7 +17,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde_json::json;
 
-use super::query::{bad_param, checked, parse_time};
+use super::query::{bad_param, checked, parse_time, unknown_param};
 use super::{AppState, Authenticated, NO_STORE, RequestMeta};
 use crate::audit::accounting;
 use crate::audit::query::{EntryView, Filter, MAX_LIMIT};
@@ -324,7 +324,7 @@ pub(super) async fn accounting(
             ("format", "json") => csv = false,
             ("format", "csv") => csv = true,
             ("format", _) => return Err(bad_param("format", "use `json` or `csv`")),
-            (other, _) => return Err(bad_param(other, "unknown parameter; accepted: format")),
+            (other, _) => return Err(unknown_param(other, &["format"])),
         }
     }
     let (system, value) = path.into_inner();
@@ -587,7 +587,7 @@ pub(super) async fn suspensions(
             ("all", "true") => all = true,
             ("all", "false") => all = false,
             ("all", _) => return Err(bad_param("all", "use `true` or `false`")),
-            (other, _) => return Err(bad_param(other, "unknown parameter; accepted: all")),
+            (other, _) => return Err(unknown_param(other, &["all"])),
         }
     }
     let list = state.services.suspensions(&caller, all).await?;

@@ -14,6 +14,7 @@ use chrono::{DateTime, Utc};
 use serde::Deserialize;
 use serde_json::json;
 
+use super::query::{bad_param, checked};
 use super::{AppState, Authenticated, BoundedJson, NO_STORE, RequestMeta};
 use crate::consent::directive::{self, ConsentDirective};
 use crate::consent::registry::ReceivedHow;
@@ -28,14 +29,6 @@ pub(super) fn routes(r: &mut super::Routes<'_>) {
         .post("/v1/consents/{id}/revoke", revoke)
         .get("/v1/subjects/{system}/{value}/consents", list)
         .get("/v1/subjects/{system}/{value}/coverage", coverage);
-}
-
-fn bad_param(name: &str, why: impl std::fmt::Display) -> ApiError {
-    ApiError::BadRequest {
-        code: "invalid_parameter",
-        message: format!("query parameter `{name}`: {why}"),
-        details: Some(json!({ "parameter": name })),
-    }
 }
 
 fn subject_from_path(system: &str, value: &str) -> Result<SubjectIdentifier, ApiError> {
@@ -231,9 +224,7 @@ pub(super) async fn list(
     path: web::Path<(String, String)>,
     query: web::Query<Vec<(String, String)>>,
 ) -> Result<HttpResponse, ApiError> {
-    if let Some((k, _)) = query.first() {
-        return Err(bad_param(k, "unknown parameter; this route takes none"));
-    }
+    super::query::takes_none(&query)?;
     let (system, value) = path.into_inner();
     let subject = subject_from_path(&system, &value)?;
     let meta = RequestMeta::of(&req);
@@ -277,20 +268,12 @@ pub(super) async fn coverage(
     query: web::Query<Vec<(String, String)>>,
 ) -> Result<HttpResponse, ApiError> {
     let (mut recipient, mut purpose, mut role) = (None, None, None);
-    for (k, v) in query.iter() {
-        let slot = match k.as_str() {
-            "recipient" => &mut recipient,
-            "purpose" => &mut purpose,
-            "role" => &mut role,
-            other => {
-                return Err(bad_param(
-                    other,
-                    "unknown parameter; accepted: recipient, purpose, role",
-                ));
-            }
-        };
-        if slot.replace(v.as_str()).is_some() {
-            return Err(bad_param(k, "given more than once"));
+    for pair in checked(&query, &["recipient", "purpose", "role"]) {
+        let (k, v) = pair?;
+        match k {
+            "recipient" => recipient = Some(v),
+            "purpose" => purpose = Some(v),
+            _ => role = Some(v),
         }
     }
     let recipient: PartnerId = recipient

@@ -12,6 +12,7 @@ use actix_web::{HttpRequest, HttpResponse, web};
 use serde::Deserialize;
 use serde_json::json;
 
+use super::query::bad_param;
 use super::{AppState, Authenticated, BoundedJson, NO_STORE, RequestMeta, subject_param};
 use crate::consent::orders::CourtOrderRequest;
 use crate::consent::restrictions::RestrictionRequest;
@@ -257,13 +258,7 @@ pub(super) async fn court_orders(
             ("all", "true") => all = true,
             ("all", "false") => all = false,
             (name, _) => {
-                return Err(ApiError::BadRequest {
-                    code: "invalid_parameter",
-                    message: format!(
-                        "query parameter `{name}`: the only parameter is `all=true|false`"
-                    ),
-                    details: Some(json!({ "parameter": name })),
-                });
+                return Err(bad_param(name, "the only parameter is `all=true|false`"));
             }
         }
     }

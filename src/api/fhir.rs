@@ -32,6 +32,7 @@ use serde_json::{Value, json};
 use tracing::instrument;
 
 use super::purpose::PurposeOfUse;
+use super::query::bad_search_param;
 use super::{AppState, Authenticated, NO_STORE, RequestMeta};
 use crate::domain::{RecordId, SubjectIdentifier};
 use crate::error::{ApiError, DISCLOSURE_ID, ErrorBody, LOG_LEAF_HASH, LOG_LEAF_INDEX};
@@ -619,14 +620,6 @@ async fn consent_read(
     ))
 }
 
-fn bad_param(name: &str, why: impl std::fmt::Display) -> ApiError {
-    ApiError::BadRequest {
-        code: "invalid_parameter",
-        message: format!("search parameter `{name}`: {why}"),
-        details: Some(json!({ "parameter": name })),
-    }
-}
-
 /// `GET /fhir/r4/Consent?patient:identifier=system|value`.
 #[instrument(skip_all)]
 async fn consent_search(
@@ -639,9 +632,9 @@ async fn consent_search(
     for (k, v) in query.iter() {
         match k.as_str() {
             "patient:identifier" if wanted.is_none() => wanted = Some(v.as_str()),
-            "patient:identifier" => return Err(bad_param(k, "given more than once")),
+            "patient:identifier" => return Err(bad_search_param(k, "given more than once")),
             other => {
-                return Err(bad_param(
+                return Err(bad_search_param(
                     other,
                     "not supported; search consents by `patient:identifier=system|value`",
                 ));
@@ -649,18 +642,18 @@ async fn consent_search(
         }
     }
     let raw = wanted.ok_or_else(|| {
-        bad_param(
+        bad_search_param(
             "patient:identifier",
             "required: `patient:identifier=<system>|<value>`",
         )
     })?;
     let (system, value) = raw
         .split_once('|')
-        .ok_or_else(|| bad_param("patient:identifier", "give it as `<system>|<value>`"))?;
+        .ok_or_else(|| bad_search_param("patient:identifier", "give it as `<system>|<value>`"))?;
     let subject = system
         .strip_prefix(&codes::subject_system_prefix())
         .ok_or_else(|| {
-            bad_param(
+            bad_search_param(
                 "patient:identifier",
                 format!(
                     "the system is a partner's identifier system `{}<system>`",
@@ -669,7 +662,7 @@ async fn consent_search(
             )
         })
         .and_then(|s| {
-            SubjectIdentifier::new(s, value).map_err(|e| bad_param("patient:identifier", e))
+            SubjectIdentifier::new(s, value).map_err(|e| bad_search_param("patient:identifier", e))
         })?;
     let meta = RequestMeta::of(&req);
     let (_, consents) = state
@@ -954,17 +947,17 @@ async fn task_search(
             "_id" if id.is_none() => id = Some(referral_id(v, "_id")?),
             "_revinclude" if v == "Provenance:target" => provenance = true,
             "_revinclude" => {
-                return Err(bad_param(k, "only `Provenance:target` is supported"));
+                return Err(bad_search_param(k, "only `Provenance:target` is supported"));
             }
             other => {
-                return Err(bad_param(
+                return Err(bad_search_param(
                     other,
                     "not supported; search tasks by `_id` (and `_revinclude=Provenance:target`)",
                 ));
             }
         }
     }
-    let id = id.ok_or_else(|| bad_param("_id", "required: the referral id"))?;
+    let id = id.ok_or_else(|| bad_search_param("_id", "required: the referral id"))?;
     let d = read_referral(&state, &req, &who, &purpose, &id).await?;
     let policy = state.services.policy();
     let base = base_url(&req);

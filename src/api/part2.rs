@@ -4,8 +4,8 @@
 
 use actix_web::http::header;
 use actix_web::{HttpRequest, HttpResponse, web};
-use serde_json::json;
 
+use super::query::{bad_param, unknown_param};
 use super::{AppState, Authenticated, NO_STORE, RequestMeta, subject_param};
 use crate::audit::part2;
 use crate::error::ApiError;
@@ -13,14 +13,6 @@ use crate::error::ApiError;
 /// Registers the route.
 pub(super) fn routes(r: &mut super::Routes<'_>) {
     r.get("/v1/subjects/{system}/{value}/part2-disclosures", list);
-}
-
-fn bad_param(name: &str, why: impl std::fmt::Display) -> ApiError {
-    ApiError::BadRequest {
-        code: "invalid_parameter",
-        message: format!("query parameter `{name}`: {why}"),
-        details: Some(json!({ "parameter": name })),
-    }
 }
 
 /// `GET /v1/subjects/{system}/{value}/part2-disclosures`.
@@ -66,12 +58,7 @@ pub(super) async fn list(
             ("format", "json") => csv = false,
             ("format", "csv") => csv = true,
             ("format", _) => return Err(bad_param("format", "use `json` or `csv`")),
-            (other, _) => {
-                return Err(bad_param(
-                    other,
-                    "unknown parameter; accepted: years, format",
-                ));
-            }
+            (other, _) => return Err(unknown_param(other, &["years", "format"])),
         }
     }
     let meta = RequestMeta::of(&req);

@@ -8,6 +8,7 @@
 use actix_web::{HttpRequest, HttpResponse, web};
 use serde_json::json;
 
+use super::query::{bad_param, unknown_param};
 use super::{AppState, Authenticated, NO_STORE, RequestMeta};
 use crate::error::ApiError;
 
@@ -18,14 +19,6 @@ const MAX_LIMIT: u32 = 100;
 pub(super) fn routes(r: &mut super::Routes<'_>) {
     r.get("/v1/policy/changes", list)
         .get("/v1/policy/changes/{seq}", one);
-}
-
-fn bad_param(name: &str, why: impl std::fmt::Display) -> ApiError {
-    ApiError::BadRequest {
-        code: "invalid_parameter",
-        message: format!("query parameter `{name}`: {why}"),
-        details: Some(json!({ "parameter": name })),
-    }
 }
 
 /// `GET /v1/policy/changes`.
@@ -74,12 +67,7 @@ pub(super) async fn list(
                     .filter(|n| (1..=MAX_LIMIT).contains(n))
                     .ok_or_else(|| bad_param("limit", format!("use 1 to {MAX_LIMIT}")))?;
             }
-            other => {
-                return Err(bad_param(
-                    other,
-                    "unknown parameter; accepted: cursor, limit",
-                ));
-            }
+            other => return Err(unknown_param(other, &["cursor", "limit"])),
         }
     }
     let meta = RequestMeta::of(&req);

@@ -1,6 +1,7 @@
-//! Query-string parameters shared by the compliance routes: each parameter from a fixed list,
-//! at most once, and times in RFC 3339. Every refusal is a 400 `invalid_parameter` whose
-//! `details.parameter` names the parameter at fault.
+//! Query-string parameters shared by the API routes: each parameter from a fixed list, at most
+//! once, and times in RFC 3339. Every refusal is a 400 `invalid_parameter` whose
+//! `details.parameter` names the parameter at fault (the FHIR routes render it as an
+//! OperationOutcome whose issue's expression is that parameter).
 
 use chrono::{DateTime, Utc};
 use serde_json::json;
@@ -9,10 +10,39 @@ use crate::error::ApiError;
 
 /// 400 `invalid_parameter` naming query parameter `name` and why it was refused.
 pub(super) fn bad_param(name: &str, why: impl std::fmt::Display) -> ApiError {
+    invalid_parameter("query", name, why)
+}
+
+/// The same refusal for a FHIR search parameter: its message says `search parameter`.
+pub(super) fn bad_search_param(name: &str, why: impl std::fmt::Display) -> ApiError {
+    invalid_parameter("search", name, why)
+}
+
+fn invalid_parameter(kind: &str, name: &str, why: impl std::fmt::Display) -> ApiError {
     ApiError::BadRequest {
         code: "invalid_parameter",
-        message: format!("query parameter `{name}`: {why}"),
+        message: format!("{kind} parameter `{name}`: {why}"),
         details: Some(json!({ "parameter": name })),
+    }
+}
+
+/// Query parameter `name`, which the route does not take; `accepted` lists those it does (an
+/// empty list: the refusal says the route takes none).
+pub(super) fn unknown_param(name: &str, accepted: &[&str]) -> ApiError {
+    if accepted.is_empty() {
+        return bad_param(name, "unknown parameter; this route takes none");
+    }
+    bad_param(
+        name,
+        format!("unknown parameter; accepted: {}", accepted.join(", ")),
+    )
+}
+
+/// Refuses the first parameter of a query to a route that takes none.
+pub(super) fn takes_none(pairs: &[(String, String)]) -> Result<(), ApiError> {
+    match pairs.first() {
+        Some((k, _)) => Err(unknown_param(k, &[])),
+        None => Ok(()),
     }
 }
 
@@ -34,10 +64,7 @@ pub(super) fn checked<'a>(
     pairs.iter().map(move |(k, v)| {
         let k = k.as_str();
         if !accepted.contains(&k) {
-            return Err(bad_param(
-                k,
-                format!("unknown parameter; accepted: {}", accepted.join(", ")),
-            ));
+            return Err(unknown_param(k, accepted));
         }
         if seen.contains(&k) {
             return Err(bad_param(k, "given more than once"));
@@ -96,6 +123,31 @@ mod tests {
             )
         );
         assert!(it.next().is_none());
+    }
+
+    #[test]
+    fn a_route_that_takes_none_refuses_the_first_parameter() {
+        assert!(takes_none(&[]).is_ok());
+        assert_eq!(
+            refusal(takes_none(&pairs(&[("x", "1"), ("y", "2")])).unwrap_err()),
+            (
+                "invalid_parameter",
+                "query parameter `x`: unknown parameter; this route takes none".to_owned(),
+                json!({ "parameter": "x" })
+            )
+        );
+    }
+
+    #[test]
+    fn a_search_parameter_is_named_as_one() {
+        assert_eq!(
+            refusal(bad_search_param("_id", "required: the referral id")),
+            (
+                "invalid_parameter",
+                "search parameter `_id`: required: the referral id".to_owned(),
+                json!({ "parameter": "_id" })
+            )
+        );
     }
 
     #[test]

@@ -8,6 +8,7 @@ use actix_web::{HttpRequest, HttpResponse, web};
 use chrono::{DateTime, Utc};
 use serde_json::json;
 
+use super::query::{bad_param, checked};
 use super::{AppState, Authenticated, NO_STORE, RequestMeta};
 use crate::error::ApiError;
 use crate::reports::{Period, facts, render};
@@ -15,14 +16,6 @@ use crate::reports::{Period, facts, render};
 /// Registers the routes.
 pub(super) fn routes(r: &mut super::Routes<'_>) {
     r.get("/v1/reports", list).get("/v1/reports/{id}", run);
-}
-
-fn bad_param(name: &str, why: impl std::fmt::Display) -> ApiError {
-    ApiError::BadRequest {
-        code: "invalid_parameter",
-        message: format!("query parameter `{name}`: {why}"),
-        details: Some(json!({ "parameter": name })),
-    }
 }
 
 /// A date (`2026-01-01`, midnight UTC) or an RFC 3339 time.
@@ -38,20 +31,12 @@ fn parse_instant(name: &str, v: &str) -> Result<DateTime<Utc>, ApiError> {
 /// The period and format of a run from its query.
 fn parse_run(pairs: &[(String, String)]) -> Result<(Period, bool), ApiError> {
     let (mut from, mut to, mut csv) = (None, None, None);
-    for (k, v) in pairs {
-        let slot = match k.as_str() {
-            "from" => &mut from,
-            "to" => &mut to,
-            "format" => &mut csv,
-            other => {
-                return Err(bad_param(
-                    other,
-                    "unknown parameter; accepted: from, to, format",
-                ));
-            }
-        };
-        if slot.replace(v.as_str()).is_some() {
-            return Err(bad_param(k, "given more than once"));
+    for pair in checked(pairs, &["from", "to", "format"]) {
+        let (k, v) = pair?;
+        match k {
+            "from" => from = Some(v),
+            "to" => to = Some(v),
+            _ => csv = Some(v),
         }
     }
     let csv = match csv {

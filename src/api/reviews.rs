@@ -13,6 +13,7 @@ use serde_json::json;
 use tracing::instrument;
 
 use super::json::BoundedJson;
+use super::query::bad_param;
 use super::{AppState, Authenticated, NO_STORE, RequestMeta};
 use crate::error::ApiError;
 use crate::service::reviews::ReviewState;
@@ -77,13 +78,10 @@ pub(super) async fn list(
         "open" => ReviewState::Open,
         "closed" => ReviewState::Closed,
         other => {
-            return Err(ApiError::BadRequest {
-                code: "invalid_parameter",
-                message: format!(
-                    "query parameter `state`: use `open`, `closed` or `all`, not `{other}`"
-                ),
-                details: Some(json!({ "parameter": "state" })),
-            });
+            return Err(bad_param(
+                "state",
+                format!("use `open`, `closed` or `all`, not `{other}`"),
+            ));
         }
     };
     let reviews = state

@@ -11,8 +11,8 @@
 use std::collections::HashMap;
 
 use actix_web::{HttpRequest, HttpResponse, web};
-use serde_json::json;
 
+use super::query::bad_param;
 use super::{AppState, NO_STORE, PartnerCertificate, RequestMeta};
 use crate::audit::note::MAX_NOTE;
 use crate::error::ApiError;
@@ -28,14 +28,6 @@ pub(super) fn routes(r: &mut super::Routes<'_>) {
 
 /// The content type of signed notes.
 const NOTE_TYPE: &str = "text/plain; charset=utf-8";
-
-fn bad_param(name: &str, why: impl std::fmt::Display) -> ApiError {
-    ApiError::BadRequest {
-        code: "invalid_parameter",
-        message: format!("query parameter `{name}`: {why}"),
-        details: Some(json!({ "parameter": name })),
-    }
-}
 
 /// Exactly the parameters `names`, each a decimal number.
 fn numbers<const N: usize>(req: &HttpRequest, names: [&str; N]) -> Result<[u64; N], ApiError> {

@@ -24,6 +24,7 @@ mod fhir;
 mod handshake;
 mod key_rollout;
 mod metrics;
+mod params;
 mod policy_changes;
 mod records_api;
 mod records_store;
