@@ -37,20 +37,23 @@ pub fn clinician() -> Who {
 }
 
 pub async fn put(app: &TestApp, w: &Who, path: &str, body: &Value) -> (u16, Value) {
-    let res = client(Some(&w.0))
-        .put(app.url(path))
-        .bearer_auth(&w.1)
-        .json(body)
-        .send()
-        .await
-        .unwrap();
-    let status = res.status().as_u16();
-    (status, res.json().await.unwrap_or(Value::Null))
+    send(app, w, reqwest::Method::PUT, path, body).await
 }
 
 pub async fn post(app: &TestApp, w: &Who, path: &str, body: &Value) -> (u16, Value) {
+    send(app, w, reqwest::Method::POST, path, body).await
+}
+
+/// Sends `body` as JSON with `w`'s certificate and token; the status and the JSON answer.
+async fn send(
+    app: &TestApp,
+    w: &Who,
+    method: reqwest::Method,
+    path: &str,
+    body: &Value,
+) -> (u16, Value) {
     let res = client(Some(&w.0))
-        .post(app.url(path))
+        .request(method, app.url(path))
         .bearer_auth(&w.1)
         .json(body)
         .send()
