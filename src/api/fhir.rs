@@ -242,26 +242,22 @@ pub fn operation_outcome(status: StatusCode, body: &ErrorBody) -> OperationOutco
     let list = |key: &str| details.and_then(|d| d.get(key)).and_then(Value::as_array);
     let mut issues = Vec::new();
     let text = |v: &Value, k: &str| v.get(k).and_then(Value::as_str).map(str::to_owned);
-    if let Some(problems) = list("problems") {
-        for p in problems {
+    // `details.problems` (each with its `code`), else `details.fields` given as objects (each
+    // with its `problem`): one issue each.
+    let per_item = list("problems").map(|p| (p, "code")).or_else(|| {
+        list("fields")
+            .filter(|f| f.iter().all(Value::is_object))
+            .map(|f| (f, "problem"))
+    });
+    if let Some((items, problem)) = per_item {
+        for p in items {
             let message = text(p, "message").unwrap_or_else(|| body.message.clone());
             issues.push(issue(
                 status,
                 code,
-                p.get("code").and_then(Value::as_str),
+                p.get(problem).and_then(Value::as_str),
                 &message,
                 p.get("field").and_then(Value::as_str),
-            ));
-        }
-    } else if let Some(fields) = list("fields").filter(|f| f.iter().all(Value::is_object)) {
-        for f in fields {
-            let message = text(f, "message").unwrap_or_else(|| body.message.clone());
-            issues.push(issue(
-                status,
-                code,
-                f.get("problem").and_then(Value::as_str),
-                &message,
-                f.get("field").and_then(Value::as_str),
             ));
         }
     }
