@@ -1115,6 +1115,14 @@ backend replicas
         let lines: Vec<&str> = log.lines().collect();
         lines[lines.len().saturating_sub(40)..].join("\n")
     }
+
+    /// The log's lines other than connections the client closed normally (termination state
+    /// `CD`): server-side closes, retries, health-check changes.
+    pub fn unusual_log(&self) -> String {
+        let log = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let lines: Vec<&str> = log.lines().filter(|l| !l.contains(" CD ")).collect();
+        lines[lines.len().saturating_sub(60)..].join("\n")
+    }
 }
 
 impl Drop for HaProxy {
