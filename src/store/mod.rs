@@ -357,6 +357,13 @@ fn spawn_sqlite_checkpointer(pool: SqlitePool) {
 /// How long SQLite waits for a lock held by another connection before failing.
 const SQLITE_BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// The size SQLite truncates its WAL file to when it starts the file over
+/// (`journal_size_limit`). Under a sustained burst of writes the passive checkpoints never
+/// catch up with the writer, so the WAL cannot start over and grows (about 6 KiB per log entry,
+/// mostly index pages); once the burst ends a checkpoint completes, the next commit starts the
+/// WAL over, and the file is cut back to this size instead of keeping its peak on disk.
+const SQLITE_WAL_KEEP_BYTES: u64 = 64 << 20;
+
 impl Store {
     /// Opens (and for SQLite, creates) the database and applies pending migrations.
     pub async fn open(settings: &StorageSettings) -> Result<Self, StoreError> {
@@ -399,6 +406,7 @@ impl Store {
                     // (which made every request waiting on that commit wait for the copy and
                     // its fsync); a background task does it (`spawn_sqlite_checkpointer`).
                     .pragma("wal_autocheckpoint", "0")
+                    .pragma("journal_size_limit", SQLITE_WAL_KEEP_BYTES.to_string())
             };
             let pool = SqlitePoolOptions::new()
                 .max_connections(settings.max_connections.max(2))
@@ -656,5 +664,61 @@ mod tests {
     fn urls_in_messages_hide_the_password() {
         assert_eq!(redact_url("mysql://a:b@h/d"), "mysql://***@h/d");
         assert_eq!(redact_url("sqlite://x.db"), "sqlite://x.db");
+    }
+
+    /// A WAL that grew past [`SQLITE_WAL_KEEP_BYTES`] is cut back once a checkpoint has
+    /// caught up and the next commit starts it over, on pooled and dedicated connections.
+    #[tokio::test]
+    async fn a_grown_wal_is_cut_back_once_checkpointed() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("g.db");
+        let store = Store::open(&StorageSettings::new(format!(
+            "sqlite://{}",
+            file.display()
+        )))
+        .await
+        .unwrap();
+        let wal = dir.path().join("g.db-wal");
+        let wal_size = || std::fs::metadata(&wal).map_or(0, |m| m.len());
+        let Pools::Sqlite { pool, .. } = &store.pools else {
+            panic!("a SQLite store")
+        };
+        let mut own = store.sqlite_connection(&[]).await.unwrap().unwrap();
+        sqlx::query("CREATE TABLE scratch (b BLOB)")
+            .execute(&mut own)
+            .await
+            .unwrap();
+        // One commit of 80 MiB: the WAL grows past the limit.
+        sqlx::query(
+            "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 80) \
+             INSERT INTO scratch SELECT randomblob(1048576) FROM n",
+        )
+        .execute(&mut own)
+        .await
+        .unwrap();
+        let grown = wal_size();
+        assert!(grown > SQLITE_WAL_KEEP_BYTES, "the WAL is {grown} bytes");
+        // The background checkpointer catches up (nothing else writes); then a commit on a
+        // pooled connection, and one on the dedicated connection, start the WAL over.
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            tokio::time::sleep(SQLITE_CHECKPOINT_EVERY * 2).await;
+            sqlx::query("DELETE FROM scratch WHERE rowid = 1")
+                .execute(pool)
+                .await
+                .unwrap();
+            sqlx::query("DELETE FROM scratch WHERE rowid = 2")
+                .execute(&mut own)
+                .await
+                .unwrap();
+            if wal_size() <= SQLITE_WAL_KEEP_BYTES {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the WAL stayed at {} bytes (it grew to {grown})",
+                wal_size()
+            );
+        }
     }
 }
