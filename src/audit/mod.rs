@@ -158,6 +158,7 @@ pub mod retention;
 mod scan;
 mod sealed;
 mod stored;
+use stored::Cores;
 pub mod summary;
 pub mod suspension;
 pub mod transparency;
@@ -345,10 +346,38 @@ pub async fn verify_store_against(
     partner_heads: &[note::TreeHead],
     witnesses: &[(String, note::VerifierKey)],
 ) -> Result<StoreVerification, LogError> {
+    verify_on(
+        store,
+        key,
+        partner_checkpoints,
+        partner_heads,
+        witnesses,
+        Cores::All,
+    )
+    .await
+}
+
+/// [`verify_store`] as a serving gateway runs it (`GET /v1/audit/verify`): on half the
+/// machine's cores, so that requests go on being answered meanwhile.
+pub async fn verify_store_serving(
+    store: &Store,
+    key: Option<&ed25519_dalek::VerifyingKey>,
+) -> Result<StoreVerification, LogError> {
+    verify_on(store, key, None, &[], &[], Cores::Half).await
+}
+
+async fn verify_on(
+    store: &Store,
+    key: Option<&ed25519_dalek::VerifyingKey>,
+    partner_checkpoints: Option<&CheckpointExport>,
+    partner_heads: &[note::TreeHead],
+    witnesses: &[(String, note::VerifierKey)],
+    cores: Cores,
+) -> Result<StoreVerification, LogError> {
     // The chain and the tree are read at the same time; the tree's leaves are then compared
     // with the entries' hashes. A tree is reported only for a chain that verifies.
     let (chain, tree) = tokio::join!(
-        stored::verify_chain(store, key, partner_checkpoints),
+        stored::verify_chain(store, key, partner_checkpoints, cores),
         transparency::verify_tree(store, key, witnesses)
     );
     let (mut out, (first_leaf, leaves)) = chain?;

@@ -32,12 +32,34 @@ const MIN_RANGE: u64 = 2048;
 /// Ranges read at the same time, at most.
 const MAX_RANGES: usize = 8;
 
+/// How many of the machine's cores a verification of the stored chain may keep busy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Cores {
+    /// Every core: an offline `audit verify`, or a purge.
+    All,
+    /// Half of them, at least one: a serving gateway keeps the rest for its requests.
+    Half,
+}
+
+impl Cores {
+    /// Ranges of the chain read at the same time on a machine with `cores` cores (each range
+    /// is a scan thread and a hashing thread).
+    fn ranges(self, cores: usize) -> usize {
+        let n = match self {
+            Self::All => cores,
+            Self::Half => cores / 2,
+        };
+        n.clamp(1, MAX_RANGES)
+    }
+}
+
 /// The chain verification; also returns the tree's leaf hashes read on the way (the first
 /// leaf index of the stored entries, and their hashes in order).
 pub(super) async fn verify_chain(
     store: &Store,
     key: Option<&ed25519_dalek::VerifyingKey>,
     partner_checkpoints: Option<&CheckpointExport>,
+    cores: Cores,
 ) -> Result<(StoreVerification, (u64, Vec<[u8; 32]>)), LogError> {
     let mut pooled = store.acquire().await?;
     let mut c = pooled.conn();
@@ -139,6 +161,7 @@ pub(super) async fn verify_chain(
     };
     drop(pooled);
     let mut pass = ChainPass {
+        cores,
         ranges: RangeRules {
             checkpoints: Arc::new(v.checkpoint_hashes()),
             base,
@@ -213,6 +236,7 @@ struct RangeRules {
 /// The chain verification so far: the verifier (which has accepted every entry up to its
 /// last sequence number), and the tree's leaf hashes collected on the way.
 struct ChainPass {
+    cores: Cores,
     ranges: RangeRules,
     v: Verifier,
     leaves: Vec<[u8; 32]>,
@@ -237,10 +261,12 @@ impl ChainPass {
         // the chain is one range (with the tree's scan, two connections), and requests
         // served meanwhile keep the rest of the pool.
         let parts = match store.sqlite_file() {
-            Some(_) => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            Some(_) => self
+                .cores
+                .ranges(std::thread::available_parallelism().map_or(1, |n| n.get())),
             None => 1,
         };
-        let bounds = split(from, head, parts.min(MAX_RANGES));
+        let bounds = split(from, head, parts);
         let checks = bounds.into_iter().map(|(after, upto)| {
             let rules = self.ranges.clone();
             let rx = match (i64::try_from(after), i64::try_from(upto)) {
@@ -434,6 +460,17 @@ impl RangeCheck {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_serving_gateway_verifies_on_half_the_cores() {
+        assert_eq!(Cores::All.ranges(1), 1);
+        assert_eq!(Cores::Half.ranges(1), 1);
+        assert_eq!(Cores::All.ranges(2), 2);
+        assert_eq!(Cores::Half.ranges(2), 1);
+        assert_eq!(Cores::Half.ranges(6), 3);
+        assert_eq!(Cores::All.ranges(64), MAX_RANGES);
+        assert_eq!(Cores::Half.ranges(64), MAX_RANGES);
+    }
 
     #[test]
     fn ranges_cover_every_entry_once_and_the_last_is_open() {

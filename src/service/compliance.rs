@@ -18,7 +18,7 @@ use crate::audit::query::{self, Filter};
 use crate::audit::suspension::{self, Suspension};
 use crate::audit::{
     Checkpoint, Entry, EntryKind, NewEntry, Outcome, StoreVerification, SubjectPseudonym,
-    stored_checkpoints, verify_store,
+    stored_checkpoints, verify_store_serving,
 };
 use crate::domain::{PartnerId, PartnerKind, SubjectIdentifier};
 
@@ -287,7 +287,7 @@ impl Services {
         self.authorize_compliance(caller, "verify the chain")
             .await?;
         let key = self.log.checkpoint_key();
-        let report = verify_store(&self.store, key.as_ref(), None).await?;
+        let report = verify_store_serving(&self.store, key.as_ref()).await?;
         let outcome = match &report.summary.failure {
             None => crate::audit::summary::VERIFIED_OK.to_owned(),
             Some(f) => format!("the chain FAILS at entry {} ({})", f.seq, f.kind.as_str()),
