@@ -8,11 +8,9 @@
 //! - `POST /v1/audit/cosignatures`: a witness posts the checkpoint it cosigned (`text/plain`
 //!   signed note carrying its `tlog-cosignature` line).
 
-use std::collections::HashMap;
-
 use actix_web::{HttpRequest, HttpResponse, web};
 
-use super::query::bad_param;
+use super::query::{bad_param, checked};
 use super::{AppState, NO_STORE, PartnerCertificate, RequestMeta};
 use crate::audit::note::MAX_NOTE;
 use crate::error::ApiError;
@@ -29,24 +27,28 @@ pub(super) fn routes(r: &mut super::Routes<'_>) {
 /// The content type of signed notes.
 const NOTE_TYPE: &str = "text/plain; charset=utf-8";
 
-/// Exactly the parameters `names`, each a decimal number.
+/// Exactly the parameters `names`, each once and a decimal number (checked in the order
+/// given, as every route checks its query: see [`checked`]).
 fn numbers<const N: usize>(req: &HttpRequest, names: [&str; N]) -> Result<[u64; N], ApiError> {
-    let query: HashMap<String, String> = web::Query::from_query(req.query_string())
+    let pairs: Vec<(String, String)> = web::Query::from_query(req.query_string())
         .map(web::Query::into_inner)
         .map_err(|e| {
             ApiError::bad_request("invalid_query", format!("invalid query string: {e}"))
         })?;
-    if let Some(unknown) = query.keys().find(|k| !names.contains(&k.as_str())) {
-        return Err(bad_param(
-            unknown,
-            format!("unknown parameter; this route takes {}", names.join(", ")),
-        ));
+    let mut given: [Option<&str>; N] = [None; N];
+    for pair in checked(&pairs, &names) {
+        let (k, v) = pair?;
+        if let Some(slot) = names
+            .iter()
+            .position(|n| *n == k)
+            .and_then(|i| given.get_mut(i))
+        {
+            *slot = Some(v);
+        }
     }
     let mut out = [0u64; N];
-    for (slot, name) in out.iter_mut().zip(names) {
-        let v = query
-            .get(name)
-            .ok_or_else(|| bad_param(name, "missing; give a decimal number"))?;
+    for ((slot, name), v) in out.iter_mut().zip(names).zip(given) {
+        let v = v.ok_or_else(|| bad_param(name, "missing; give a decimal number"))?;
         *slot = v
             .parse::<u64>()
             .ok()

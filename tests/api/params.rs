@@ -197,7 +197,19 @@ async fn every_refused_parameter_is_answered_the_same_way() {
         (
             "/v1/audit/proof/consistency?from=1&to=2&extra=1",
             "extra",
-            "query parameter `extra`: unknown parameter; this route takes from, to",
+            "query parameter `extra`: unknown parameter; accepted: from, to",
+        ),
+        // A repeated parameter is refused, not read as its last value; with several faults
+        // the first in the query is named.
+        (
+            "/v1/audit/proof/inclusion?index=1&size=3&size=2",
+            "size",
+            "query parameter `size`: given more than once",
+        ),
+        (
+            "/v1/audit/proof/consistency?b=1&a=2&from=1&to=2",
+            "b",
+            "query parameter `b`: unknown parameter; accepted: from, to",
         ),
     ] {
         let (s, b) = answer(&app, &cert, None, None, path).await;
