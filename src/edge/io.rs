@@ -5,6 +5,11 @@
 //!
 //! - It holds the connection's verified certificate, its [`ConnectionSlot`] (or its refusal
 //!   mark), so the slot is freed exactly when the dispatcher drops the connection.
+//! - A connection refused under its partner's cap that has sent no byte of a request within
+//!   [`REFUSED_GRACE`] reads as closed, so the dispatcher drops it then rather than after
+//!   `server.request_timeout_ms`: refused connections are the ones a partner over its cap
+//!   opens, and each holds a file descriptor for as long as it is open. A client that sends its
+//!   request promptly still gets the 429 saying why.
 //! - When actix's HTTP/1 parser refuses a request (a malformed request line or header, a NUL or
 //!   other control byte in a header, an HTTP/1.1 request without `Host`, a head beyond the
 //!   size or header-count limits, or a head that did not arrive in time), the dispatcher
@@ -29,6 +34,10 @@ use super::{ConnectionScope, RefusedRequest};
 use crate::error::ErrorBody;
 use crate::tls::PeerCertificate;
 
+/// How long a connection refused under its partner's cap may take to send the first byte of
+/// its request (which is answered 429 `too_many_connections`); after that it reads as closed.
+pub const REFUSED_GRACE: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// A connection's stream: `T` (the TLS stream) plus the connection's cap slot and the rewriting
 /// of the parser's own refusals (see the module documentation).
 #[derive(Debug)]
@@ -37,6 +46,8 @@ pub struct EdgeIo<T> {
     peer: Option<PeerCertificate>,
     _slot: Option<ConnectionSlot>,
     refused: Option<ConnectionRefused>,
+    /// For a refused connection that has sent nothing yet: when it reads as closed.
+    refused_until: Option<Pin<Box<tokio::time::Sleep>>>,
     /// Replacement bytes still to be written to `inner`, and how many were.
     pending: Vec<u8>,
     pending_written: usize,
@@ -56,6 +67,9 @@ impl<T> EdgeIo<T> {
             inner,
             peer,
             _slot: slot,
+            refused_until: refused
+                .is_some()
+                .then(|| Box::pin(tokio::time::sleep(REFUSED_GRACE))),
             refused,
             pending: Vec::new(),
             pending_written: 0,
@@ -102,7 +116,24 @@ impl<T: AsyncRead + Unpin> AsyncRead for EdgeIo<T> {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_read(cx, buf)
+        let this = self.get_mut();
+        let Some(until) = this.refused_until.as_mut() else {
+            return Pin::new(&mut this.inner).poll_read(cx, buf);
+        };
+        let before = buf.filled().len();
+        match Pin::new(&mut this.inner).poll_read(cx, buf) {
+            Poll::Ready(Ok(())) if buf.filled().len() > before => {
+                // The request has started: it is answered 429, however long it takes.
+                this.refused_until = None;
+                Poll::Ready(Ok(()))
+            }
+            Poll::Pending if until.as_mut().poll(cx).is_ready() => {
+                // Nothing in time: end of stream, and the dispatcher drops the connection.
+                this.refused_until = None;
+                Poll::Ready(Ok(()))
+            }
+            other => other,
+        }
     }
 }
 

@@ -329,6 +329,52 @@ async fn a_partner_past_its_connection_cap_is_refused_counted_and_recorded() {
     app.stop().await;
 }
 
+/// A partner over its cap must not hold descriptors by opening connections that send nothing:
+/// such a connection is closed once its grace has passed, long before the request timeout.
+#[tokio::test]
+async fn a_refused_connection_that_sends_nothing_is_dropped_after_its_grace() {
+    let app = spawn_with(Db::Sqlite, |s| {
+        s.server.max_connections_per_partner = 1;
+        s.server.request_timeout_ms = 30_000;
+    })
+    .await;
+    let metro = pki().partner_cert("metro-pd");
+    let keep = b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n";
+    let mut held = connect(&app, &metro).await;
+    held.write_all(keep).await.unwrap();
+    assert_eq!(answer(&mut held).await.status, 200);
+
+    let mut idle = connect(&app, &metro).await;
+    let started = Instant::now();
+    let mut sink = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(10), idle.read_to_end(&mut sink)).await;
+    assert!(
+        matches!(read, Ok(Ok(_) | Err(_))),
+        "a refused connection that sent nothing was held open"
+    );
+    let took = started.elapsed();
+    assert!(
+        took < Duration::from_secs(10),
+        "closed after {took:?}, not after its grace"
+    );
+    assert!(took >= Duration::from_millis(900), "closed after {took:?}");
+    assert!(sink.is_empty(), "{}", String::from_utf8_lossy(&sink));
+    let metro_id: PartnerId = "metro-pd".parse().unwrap();
+    assert_eq!(app.state.connections.refused_total(&metro_id), 1);
+
+    // A refused connection that sends its request in time is still told why.
+    let mut prompt = connect(&app, &metro).await;
+    prompt.write_all(keep).await.unwrap();
+    assert_eq!(
+        answer(&mut prompt).await.error_code(),
+        "too_many_connections"
+    );
+    // The admitted connection is not affected.
+    held.write_all(keep).await.unwrap();
+    assert_eq!(answer(&mut held).await.status, 200);
+    app.stop().await;
+}
+
 #[tokio::test]
 async fn requests_the_parser_refuses_get_a_json_error_with_a_request_id() {
     let app = spawn_app(Db::Sqlite).await;
