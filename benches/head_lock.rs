@@ -26,8 +26,6 @@
     clippy::panic,
     clippy::indexing_slicing
 )]
-use std::path::PathBuf;
-use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -35,138 +33,13 @@ use std::time::{Duration, Instant};
 use coresponse_gateway::audit::{CheckpointSigner, DisclosureLog, LogTextKey, SubjectKey};
 use coresponse_gateway::config::{AuditSettings, StorageSettings};
 use coresponse_gateway::store::Store;
-use sqlx::Connection as _;
 
 #[path = "support/mod.rs"]
 mod support;
 use support::{entry, env};
-
-/// A throwaway cluster: initdb, start with fsync on; stopped and removed on drop.
-struct Cluster {
-    bin: PathBuf,
-    dir: PathBuf,
-    port: u16,
-    root: bool,
-}
-
-impl Cluster {
-    fn start() -> Self {
-        let bin = std::env::var("PG_BIN")
-            .map(PathBuf::from)
-            .unwrap_or_else(|_| {
-                let mut dirs: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
-                    .expect("PostgreSQL server binaries (apt-get install postgresql) or PG_BIN")
-                    .filter_map(|e| e.ok().map(|e| e.path().join("bin")))
-                    .filter(|d| d.join("initdb").exists())
-                    .collect();
-                dirs.sort();
-                dirs.pop().expect("no initdb under /usr/lib/postgresql")
-            });
-        let root = Command::new("id")
-            .arg("-u")
-            .output()
-            .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
-            .unwrap_or(false);
-        let dir = tempfile::Builder::new()
-            .prefix("gateway-headlock-")
-            .tempdir()
-            .unwrap()
-            .keep();
-        if root {
-            assert!(
-                Command::new("chown")
-                    .arg("postgres:postgres")
-                    .arg(&dir)
-                    .status()
-                    .unwrap()
-                    .success()
-            );
-        }
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let c = Self {
-            bin,
-            dir,
-            port,
-            root,
-        };
-        let data = c.dir.join("data").to_string_lossy().to_string();
-        c.run(
-            "initdb",
-            &[
-                "-D",
-                &data,
-                "-U",
-                "postgres",
-                "-A",
-                "trust",
-                "-E",
-                "UTF8",
-                "--no-sync",
-            ],
-        );
-        let opts = format!(
-            "-p {port} -k {} -c listen_addresses=127.0.0.1 -c fsync=on -c synchronous_commit=on \
-             -c max_connections=100",
-            c.dir.display()
-        );
-        let log = c.dir.join("log").to_string_lossy().to_string();
-        c.run(
-            "pg_ctl",
-            &["-D", &data, "-l", &log, "-w", "-o", &opts, "start"],
-        );
-        c
-    }
-
-    fn run(&self, tool: &str, args: &[&str]) {
-        let mut cmd = if self.root {
-            let mut c = Command::new("runuser");
-            c.args(["-u", "postgres", "--"]).arg(self.bin.join(tool));
-            c
-        } else {
-            Command::new(self.bin.join(tool))
-        };
-        let out = cmd.args(args).stdin(Stdio::null()).output().unwrap();
-        assert!(
-            out.status.success(),
-            "{tool}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-
-    async fn fresh_database(&self, name: &str) -> String {
-        let admin = format!("postgres://postgres@127.0.0.1:{}/postgres", self.port);
-        let mut c = sqlx::PgConnection::connect(&admin).await.unwrap();
-        sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
-            .execute(&mut c)
-            .await
-            .unwrap();
-        format!("postgres://postgres@127.0.0.1:{}/{name}", self.port)
-    }
-}
-
-impl Drop for Cluster {
-    fn drop(&mut self) {
-        let data = self.dir.join("data").to_string_lossy().to_string();
-        let mut cmd = if self.root {
-            let mut c = Command::new("runuser");
-            c.args(["-u", "postgres", "--"])
-                .arg(self.bin.join("pg_ctl"));
-            c
-        } else {
-            Command::new(self.bin.join("pg_ctl"))
-        };
-        let _ = cmd
-            .args(["-D", &data, "-m", "fast", "-w", "stop"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
+#[path = "support/pg.rs"]
+mod pg;
+use pg::Cluster;
 
 struct Run {
     appends: u64,
