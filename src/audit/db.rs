@@ -634,6 +634,52 @@ fn wrong_type(column: usize, e: &rusqlite::types::FromSqlError) -> String {
 }
 
 impl<'a> RawRow<'a> {
+    /// Borrows a row of `SELECT {COLUMNS}` (in that order) as PostgreSQL sent it: the log scan
+    /// of [`super::scan`] reads PostgreSQL without a `String` per value. `Err` says which column
+    /// holds a value of a type no row of the log can have.
+    pub(super) fn from_pg(r: &'a sqlx::postgres::PgRow) -> Result<Self, String> {
+        use sqlx::Row as _;
+        fn get<'r, T>(r: &'r sqlx::postgres::PgRow, i: usize) -> Result<T, String>
+        where
+            T: sqlx::Decode<'r, sqlx::Postgres> + sqlx::Type<sqlx::Postgres>,
+        {
+            r.try_get(i).map_err(|e| {
+                let name = COLUMNS.split(',').nth(i).unwrap_or_default().trim();
+                format!("column {name} holds a value of the wrong type ({e})")
+            })
+        }
+        Ok(Self {
+            seq: get(r, 0)?,
+            at_us: get(r, 1)?,
+            kind: get(r, 2)?,
+            request_id: get(r, 3)?,
+            decision_id: get(r, 4)?,
+            policy_hash: get(r, 5)?,
+            recipient_partner: get(r, 6)?,
+            recipient_user: get(r, 7)?,
+            recipient_role: get(r, 8)?,
+            purpose: get(r, 9)?,
+            basis_kind: get(r, 10)?,
+            basis_ref: get(r, 11)?,
+            basis_rule: get(r, 12)?,
+            justification: get(r, 13)?,
+            subject: get(r, 14)?,
+            record_kind: get(r, 15)?,
+            record_id: get(r, 16)?,
+            fields_disclosed: get(r, 17)?,
+            fields_withheld: get(r, 18)?,
+            outcome: get(r, 19)?,
+            reason: get(r, 20)?,
+            source_addr: get(r, 21)?,
+            cert_sha256: get(r, 22)?,
+            detail: get(r, 23)?,
+            prev_hash: get(r, 24)?,
+            entry_hash: get(r, 25)?,
+            format: i64::from(get::<i32>(r, 26)?),
+            sealed: get(r, 27)?,
+        })
+    }
+
     /// Borrows a row of `SELECT {COLUMNS}` (in that order) from a rusqlite statement: the log
     /// scan of [`super::scan`] reads SQLite without sqlx's per-value copies. `Err` says which
     /// column holds a value of a type no row of the log can have.

@@ -11,12 +11,15 @@
 //! - on SQLite it reads the database file through a read-only rusqlite connection (the same
 //!   SQLite library sqlx links; column values borrowed from the memory-mapped file, no
 //!   per-value copy). One statement reads one consistent snapshot of the file;
-//! - on PostgreSQL it streams one ordered query (no pages) on a pooled connection.
+//! - on PostgreSQL it streams one ordered query (no pages) on a connection of its own, outside
+//!   the pool, each row's values borrowed from the message that carried them;
+//! - an in-memory SQLite database (tests) is read through sqlx on a pooled connection.
 //!
 //! The scan only reads: a read-only store stays read-only (SQLite opens the file with
 //! `SQLITE_OPEN_READ_ONLY` and `query_only`; PostgreSQL runs one `SELECT`).
 
 use futures_util::TryStreamExt;
+use sqlx::postgres::PgRow;
 use tokio::sync::mpsc;
 
 use super::LogError;
@@ -24,7 +27,7 @@ use super::canonical::{ChainHash, encode_body};
 use super::db::{COLUMNS, LogRow, RawRow};
 use super::entry::EntryFormat;
 use super::tree::Hash;
-use crate::store::{PooledConn, Store};
+use crate::store::{Backend, PooledConn, Store};
 
 /// Rows per batch handed to the verifier.
 const BATCH: usize = 2048;
@@ -42,11 +45,8 @@ const BUSY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 /// A batch of rows of a table read in one ordered scan, in the form the verifier consumes:
 /// the query, and how a row (from rusqlite, or read through sqlx) joins the batch.
 pub(super) trait Scanned: Default + Send + 'static {
-    /// A row as sqlx reads it (the pooled scan).
-    type Row: Send
-        + Unpin
-        + for<'r> sqlx::FromRow<'r, sqlx::sqlite::SqliteRow>
-        + for<'r> sqlx::FromRow<'r, sqlx::postgres::PgRow>;
+    /// A row as sqlx reads it (the pooled scan of an in-memory SQLite database).
+    type Row: Send + Unpin + for<'r> sqlx::FromRow<'r, sqlx::sqlite::SqliteRow>;
     /// `SELECT ... WHERE key > $1 AND key <= $2 ORDER BY key`, with the columns in the order
     /// [`Scanned::push_sqlite`] reads them.
     fn sql() -> String;
@@ -55,6 +55,8 @@ pub(super) trait Scanned: Default + Send + 'static {
     /// Adds one row read by rusqlite. `Err` ends the scan after the rows before it are
     /// checked: a row of the log that no append can have written is [`LogError::Corrupt`].
     fn push_sqlite(&mut self, r: &rusqlite::Row<'_>) -> Result<(), LogError>;
+    /// Adds one row as PostgreSQL sent it (same errors).
+    fn push_pg(&mut self, r: &PgRow) -> Result<(), LogError>;
     /// Adds one row read through sqlx (same errors).
     fn push(&mut self, r: Self::Row) -> Result<(), LogError>;
 }
@@ -138,6 +140,19 @@ impl Scanned for EncodedEntries {
         self.add(raw)
     }
 
+    fn push_pg(&mut self, r: &PgRow) -> Result<(), LogError> {
+        use sqlx::Row as _;
+        let raw = RawRow::from_pg(r).map_err(|why| LogError::Corrupt {
+            seq: r
+                .try_get::<i64, _>(0)
+                .ok()
+                .and_then(|s| u64::try_from(s).ok())
+                .unwrap_or(0),
+            why,
+        })?;
+        self.add(raw)
+    }
+
     fn push(&mut self, r: LogRow) -> Result<(), LogError> {
         self.add(r.raw())
     }
@@ -192,6 +207,17 @@ impl Scanned for Nodes {
         }
     }
 
+    fn push_pg(&mut self, r: &PgRow) -> Result<(), LogError> {
+        use sqlx::Row as _;
+        match (r.try_get::<i64, _>(0), r.try_get::<&[u8], _>(1)) {
+            (Ok(idx), Ok(hash)) => self.add(idx, hash),
+            (Err(e), _) | (_, Err(e)) => Err(LogError::Corrupt {
+                seq: 0,
+                why: format!("a tree hash is not stored as one ({e})"),
+            }),
+        }
+    }
+
     fn push(&mut self, r: NodeRow) -> Result<(), LogError> {
         self.add(r.idx, &r.hash)
     }
@@ -212,6 +238,10 @@ pub(super) fn scan_range<T: Scanned>(
         Some(file) => {
             let file = file.to_path_buf();
             tokio::task::spawn_blocking(move || scan_sqlite_file(&file, (after, upto), &tx));
+        }
+        None if store.backend() == Backend::Postgres => {
+            let store = store.clone();
+            tokio::spawn(async move { scan_postgres(&store, (after, upto), &tx).await });
         }
         None => {
             let store = store.clone();
@@ -300,7 +330,65 @@ fn try_scan_sqlite_file<T: Scanned>(
     Ok(())
 }
 
-/// The pooled scan (PostgreSQL, or SQLite without a file): one streamed ordered query.
+/// The PostgreSQL scan: one streamed ordered query on a connection of its own, outside the
+/// pool (so that scans of several ranges at once take nothing from the requests being served),
+/// each row's values borrowed from the message that carried it.
+async fn scan_postgres<T: Scanned>(store: &Store, range: (i64, i64), tx: &mpsc::Sender<Batch<T>>) {
+    let mut batcher = Batcher::new();
+    let end = try_scan_postgres(store, range, &mut batcher, tx).await;
+    for b in batcher.rest(end) {
+        if tx.send(b).await.is_err() {
+            break;
+        }
+    }
+}
+
+async fn try_scan_postgres<T: Scanned>(
+    store: &Store,
+    (after, upto): (i64, i64),
+    batcher: &mut Batcher<T>,
+    tx: &mpsc::Sender<Batch<T>>,
+) -> Result<(), LogError> {
+    use sqlx::Connection as _;
+    let Some(mut conn) = store.postgres_connection().await? else {
+        return Err(LogError::Scan("not a PostgreSQL store".into()));
+    };
+    let sql = T::sql();
+    let mut out = Ok(());
+    {
+        let mut rows = sqlx::query(sqlx::AssertSqlSafe(sql.as_str()))
+            .bind(after)
+            .bind(upto)
+            .fetch(&mut conn);
+        loop {
+            let row = match rows.try_next().await {
+                Ok(Some(row)) => row,
+                Ok(None) => break,
+                Err(e) => {
+                    out = Err(e.into());
+                    break;
+                }
+            };
+            match batcher.add(|b| b.push_pg(&row)) {
+                Ok(Some(full)) => {
+                    if tx.send(Ok(full)).await.is_err() {
+                        break;
+                    }
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    out = Err(e);
+                    break;
+                }
+            }
+        }
+    }
+    // A clean goodbye; the scan's outcome does not depend on it.
+    let _ = conn.close().await;
+    out
+}
+
+/// The pooled scan (SQLite without a file): one streamed ordered query.
 async fn scan_pooled<T: Scanned>(store: &Store, range: (i64, i64), tx: &mpsc::Sender<Batch<T>>) {
     let mut batcher = Batcher::new();
     let end = try_scan_pooled(store, range, &mut batcher, tx).await;
@@ -319,24 +407,19 @@ async fn try_scan_pooled<T: Scanned>(
 ) -> Result<(), LogError> {
     let sql = T::sql();
     let mut pooled = store.acquire().await?;
-    macro_rules! stream_into {
-        ($c:expr) => {{
-            let mut rows = sqlx::query_as::<_, T::Row>(sqlx::AssertSqlSafe(sql.as_str()))
-                .bind(after)
-                .bind(upto)
-                .fetch($c);
-            while let Some(row) = rows.try_next().await? {
-                if let Some(full) = batcher.add(|b| b.push(row))?
-                    && tx.send(Ok(full)).await.is_err()
-                {
-                    break;
-                }
-            }
-        }};
-    }
-    match &mut pooled {
-        PooledConn::Sqlite(c) => stream_into!(&mut **c),
-        PooledConn::Postgres(c) => stream_into!(&mut **c),
+    let PooledConn::Sqlite(c) = &mut pooled else {
+        return Err(LogError::Scan("not a SQLite store".into()));
+    };
+    let mut rows = sqlx::query_as::<_, T::Row>(sqlx::AssertSqlSafe(sql.as_str()))
+        .bind(after)
+        .bind(upto)
+        .fetch(&mut **c);
+    while let Some(row) = rows.try_next().await? {
+        if let Some(full) = batcher.add(|b| b.push(row))?
+            && tx.send(Ok(full)).await.is_err()
+        {
+            break;
+        }
     }
     Ok(())
 }

@@ -1,7 +1,7 @@
 //! Verification of the stored chain, on every core.
 //!
-//! The entries to check are split into ranges of sequence numbers, one per core (on SQLite;
-//! PostgreSQL reads one range, see [`ChainPass::run`]). Each range is
+//! The entries to check are split into ranges of sequence numbers, one per core (half of them
+//! on a serving gateway, see [`Cores`]). Each range is
 //! read in one ordered scan ([`super::scan`]: rows checked and encoded from their column
 //! values on the scan's thread) and hashed on a thread of its own, and checked on its own:
 //! every entry's hash, the links inside the range, the signed checkpoints it covers. The
@@ -24,7 +24,7 @@ use super::entry::EntryFormat;
 use super::scan::{self, EncodedEntries};
 use super::verify::{Anchor, ChainFailure, FailureKind, Verifier, VerifySummary};
 use super::{LogError, StoreVerification};
-use crate::store::Store;
+use crate::store::{Backend, Store};
 
 /// Entries per range below which a log is not split further (one batch of the scan).
 const MIN_RANGE: u64 = 2048;
@@ -256,15 +256,14 @@ impl ChainPass {
     /// stored beyond the head are read too, and named), in ranges read at the same time.
     async fn run(&mut self, store: &Store, head: u64) -> Result<(), LogError> {
         let from = self.v.last_seq();
-        // SQLite's scans read the file on connections of their own; a pooled scan
-        // (PostgreSQL) holds one of the pool's connections for as long as it reads, so there
-        // the chain is one range (with the tree's scan, two connections), and requests
-        // served meanwhile keep the rest of the pool.
-        let parts = match store.sqlite_file() {
-            Some(_) => self
+        // Each range's scan reads on a connection of its own (SQLite: the file, read-only;
+        // PostgreSQL: outside the pool), so requests served meanwhile keep the whole pool. An
+        // in-memory SQLite database is read on a pooled connection, in one range.
+        let parts = match (store.sqlite_file(), store.backend()) {
+            (None, Backend::Sqlite) => 1,
+            _ => self
                 .cores
                 .ranges(std::thread::available_parallelism().map_or(1, |n| n.get())),
-            None => 1,
         };
         let bounds = split(from, head, parts);
         let checks = bounds.into_iter().map(|(after, upto)| {
