@@ -634,49 +634,52 @@ fn wrong_type(column: usize, e: &rusqlite::types::FromSqlError) -> String {
 }
 
 impl<'a> RawRow<'a> {
-    /// Borrows a row of `SELECT {COLUMNS}` (in that order) as PostgreSQL sent it: the log scan
-    /// of [`super::scan`] reads PostgreSQL without a `String` per value. `Err` says which column
-    /// holds a value of a type no row of the log can have.
-    pub(super) fn from_pg(r: &'a sqlx::postgres::PgRow) -> Result<Self, String> {
-        use sqlx::Row as _;
-        fn get<'r, T>(r: &'r sqlx::postgres::PgRow, i: usize) -> Result<T, String>
-        where
-            T: sqlx::Decode<'r, sqlx::Postgres> + sqlx::Type<sqlx::Postgres>,
-        {
-            r.try_get(i).map_err(|e| {
-                let name = COLUMNS.split(',').nth(i).unwrap_or_default().trim();
-                format!("column {name} holds a value of the wrong type ({e})")
-            })
-        }
+    /// Borrows a row of `SELECT {COLUMNS}` (in that order) from PostgreSQL's binary `COPY`
+    /// stream ([`crate::store::pgcopy`]): the log scan of [`super::scan`] reads PostgreSQL
+    /// without a message, a type check or a copy per value. `Err` says which column holds a
+    /// value no row of the log can have.
+    pub(super) fn from_copy(fields: &[Option<&'a [u8]>]) -> Result<Self, String> {
+        use crate::store::pgcopy::int;
+        let wrong = |i: usize, what: &str| {
+            let name = COLUMNS.split(',').nth(i).unwrap_or_default().trim();
+            format!("column {name} holds a value of the wrong type ({what})")
+        };
+        let opt = |i: usize| fields.get(i).copied().ok_or_else(|| wrong(i, "missing"));
+        let val = |i: usize| opt(i)?.ok_or_else(|| wrong(i, "NULL"));
+        let num = |i: usize| int(val(i)?).ok_or_else(|| wrong(i, "not an integer"));
+        let utf8 =
+            |i: usize, b: &'a [u8]| std::str::from_utf8(b).map_err(|_| wrong(i, "not UTF-8"));
+        let text = |i: usize| utf8(i, val(i)?);
+        let opt_text = |i: usize| opt(i)?.map(|b| utf8(i, b)).transpose();
         Ok(Self {
-            seq: get(r, 0)?,
-            at_us: get(r, 1)?,
-            kind: get(r, 2)?,
-            request_id: get(r, 3)?,
-            decision_id: get(r, 4)?,
-            policy_hash: get(r, 5)?,
-            recipient_partner: get(r, 6)?,
-            recipient_user: get(r, 7)?,
-            recipient_role: get(r, 8)?,
-            purpose: get(r, 9)?,
-            basis_kind: get(r, 10)?,
-            basis_ref: get(r, 11)?,
-            basis_rule: get(r, 12)?,
-            justification: get(r, 13)?,
-            subject: get(r, 14)?,
-            record_kind: get(r, 15)?,
-            record_id: get(r, 16)?,
-            fields_disclosed: get(r, 17)?,
-            fields_withheld: get(r, 18)?,
-            outcome: get(r, 19)?,
-            reason: get(r, 20)?,
-            source_addr: get(r, 21)?,
-            cert_sha256: get(r, 22)?,
-            detail: get(r, 23)?,
-            prev_hash: get(r, 24)?,
-            entry_hash: get(r, 25)?,
-            format: i64::from(get::<i32>(r, 26)?),
-            sealed: get(r, 27)?,
+            seq: num(0)?,
+            at_us: num(1)?,
+            kind: text(2)?,
+            request_id: opt_text(3)?,
+            decision_id: opt_text(4)?,
+            policy_hash: opt_text(5)?,
+            recipient_partner: opt_text(6)?,
+            recipient_user: opt_text(7)?,
+            recipient_role: opt_text(8)?,
+            purpose: opt_text(9)?,
+            basis_kind: opt_text(10)?,
+            basis_ref: opt_text(11)?,
+            basis_rule: opt_text(12)?,
+            justification: opt_text(13)?,
+            subject: opt(14)?,
+            record_kind: opt_text(15)?,
+            record_id: opt_text(16)?,
+            fields_disclosed: text(17)?,
+            fields_withheld: num(18)?,
+            outcome: text(19)?,
+            reason: opt_text(20)?,
+            source_addr: opt_text(21)?,
+            cert_sha256: opt_text(22)?,
+            detail: opt_text(23)?,
+            prev_hash: val(24)?,
+            entry_hash: val(25)?,
+            format: num(26)?,
+            sealed: opt(27)?,
         })
     }
 

@@ -11,15 +11,15 @@
 //! - on SQLite it reads the database file through a read-only rusqlite connection (the same
 //!   SQLite library sqlx links; column values borrowed from the memory-mapped file, no
 //!   per-value copy). One statement reads one consistent snapshot of the file;
-//! - on PostgreSQL it streams one ordered query (no pages) on a connection of its own, outside
-//!   the pool, each row's values borrowed from the message that carried them;
+//! - on PostgreSQL it streams one ordered query (no pages) as a binary `COPY` on a connection
+//!   of its own, outside the pool, each row's values borrowed from the stream
+//!   ([`crate::store::pgcopy`]);
 //! - an in-memory SQLite database (tests) is read through sqlx on a pooled connection.
 //!
 //! The scan only reads: a read-only store stays read-only (SQLite opens the file with
 //! `SQLITE_OPEN_READ_ONLY` and `query_only`; PostgreSQL runs one `SELECT`).
 
 use futures_util::TryStreamExt;
-use sqlx::postgres::PgRow;
 use tokio::sync::mpsc;
 
 use super::LogError;
@@ -27,6 +27,7 @@ use super::canonical::{ChainHash, encode_body};
 use super::db::{COLUMNS, LogRow, RawRow};
 use super::entry::EntryFormat;
 use super::tree::Hash;
+use crate::store::pgcopy::CopyReader;
 use crate::store::{Backend, PooledConn, Store};
 
 /// Rows per batch handed to the verifier.
@@ -55,8 +56,8 @@ pub(super) trait Scanned: Default + Send + 'static {
     /// Adds one row read by rusqlite. `Err` ends the scan after the rows before it are
     /// checked: a row of the log that no append can have written is [`LogError::Corrupt`].
     fn push_sqlite(&mut self, r: &rusqlite::Row<'_>) -> Result<(), LogError>;
-    /// Adds one row as PostgreSQL sent it (same errors).
-    fn push_pg(&mut self, r: &PgRow) -> Result<(), LogError>;
+    /// Adds one row of PostgreSQL's binary `COPY` stream (same errors).
+    fn push_copy(&mut self, fields: &[Option<&[u8]>]) -> Result<(), LogError>;
     /// Adds one row read through sqlx (same errors).
     fn push(&mut self, r: Self::Row) -> Result<(), LogError>;
 }
@@ -140,12 +141,13 @@ impl Scanned for EncodedEntries {
         self.add(raw)
     }
 
-    fn push_pg(&mut self, r: &PgRow) -> Result<(), LogError> {
-        use sqlx::Row as _;
-        let raw = RawRow::from_pg(r).map_err(|why| LogError::Corrupt {
-            seq: r
-                .try_get::<i64, _>(0)
-                .ok()
+    fn push_copy(&mut self, fields: &[Option<&[u8]>]) -> Result<(), LogError> {
+        let raw = RawRow::from_copy(fields).map_err(|why| LogError::Corrupt {
+            seq: fields
+                .first()
+                .copied()
+                .flatten()
+                .and_then(crate::store::pgcopy::int)
                 .and_then(|s| u64::try_from(s).ok())
                 .unwrap_or(0),
             why,
@@ -207,13 +209,18 @@ impl Scanned for Nodes {
         }
     }
 
-    fn push_pg(&mut self, r: &PgRow) -> Result<(), LogError> {
-        use sqlx::Row as _;
-        match (r.try_get::<i64, _>(0), r.try_get::<&[u8], _>(1)) {
-            (Ok(idx), Ok(hash)) => self.add(idx, hash),
-            (Err(e), _) | (_, Err(e)) => Err(LogError::Corrupt {
+    fn push_copy(&mut self, fields: &[Option<&[u8]>]) -> Result<(), LogError> {
+        match fields {
+            [Some(idx), Some(hash)] => match crate::store::pgcopy::int(idx) {
+                Some(idx) => self.add(idx, hash),
+                None => Err(LogError::Corrupt {
+                    seq: 0,
+                    why: "a tree index is not an integer".into(),
+                }),
+            },
+            _ => Err(LogError::Corrupt {
                 seq: 0,
-                why: format!("a tree hash is not stored as one ({e})"),
+                why: "a tree hash is not stored as one (a NULL value)".into(),
             }),
         }
     }
@@ -353,39 +360,50 @@ async fn try_scan_postgres<T: Scanned>(
     let Some(mut conn) = store.postgres_connection().await? else {
         return Err(LogError::Scan("not a PostgreSQL store".into()));
     };
-    let sql = T::sql();
-    let mut out = Ok(());
-    {
-        let mut rows = sqlx::query(sqlx::AssertSqlSafe(sql.as_str()))
-            .bind(after)
-            .bind(upto)
-            .fetch(&mut conn);
-        loop {
-            let row = match rows.try_next().await {
-                Ok(Some(row)) => row,
-                Ok(None) => break,
-                Err(e) => {
-                    out = Err(e.into());
-                    break;
-                }
-            };
-            match batcher.add(|b| b.push_pg(&row)) {
-                Ok(Some(full)) => {
-                    if tx.send(Ok(full)).await.is_err() {
-                        break;
-                    }
-                }
-                Ok(None) => {}
-                Err(e) => {
-                    out = Err(e);
-                    break;
-                }
-            }
-        }
-    }
+    // COPY takes no parameters: the bounds are numbers formatted here.
+    let sql = format!(
+        "COPY ({}) TO STDOUT (FORMAT binary)",
+        T::sql()
+            .replace("$1", &after.to_string())
+            .replace("$2", &upto.to_string())
+    );
+    let out = copy_into(&mut conn, &sql, batcher, tx).await;
     // A clean goodbye; the scan's outcome does not depend on it.
     let _ = conn.close().await;
     out
+}
+
+/// Streams the binary `COPY` of `sql` into `batcher`, sending each full batch.
+async fn copy_into<T: Scanned>(
+    conn: &mut sqlx::PgConnection,
+    sql: &str,
+    batcher: &mut Batcher<T>,
+    tx: &mpsc::Sender<Batch<T>>,
+) -> Result<(), LogError> {
+    let mut chunks = conn.copy_out_raw(sql).await?;
+    let mut reader = CopyReader::new();
+    while let Some(chunk) = chunks.try_next().await? {
+        reader.push(&chunk);
+        loop {
+            let full = reader
+                .next_row(|fields| batcher.add(|b| b.push_copy(fields)))
+                .map_err(|e| LogError::Scan(e.to_string()))?;
+            match full {
+                None => break,
+                Some(Ok(None)) => {}
+                Some(Ok(Some(full))) => {
+                    if tx.send(Ok(full)).await.is_err() {
+                        return Ok(());
+                    }
+                }
+                Some(Err(e)) => return Err(e),
+            }
+        }
+    }
+    if !reader.ended() {
+        return Err(LogError::Scan("the COPY stream ended early".into()));
+    }
+    Ok(())
 }
 
 /// The pooled scan (SQLite without a file): one streamed ordered query.

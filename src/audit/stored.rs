@@ -355,9 +355,17 @@ impl ChainPass {
                 break;
             }
         }
-        if !self.v.failed() && self.unreadable.is_none() && self.v.last_seq() < suspect {
-            // The entry was rewritten while it was read: what the verifier read is checked,
-            // and the next scan goes on from there.
+        if !self.v.failed() && self.unreadable.is_none() {
+            if self.v.last_seq() >= suspect {
+                // The scan failed the entry and the full read passes it: it was rewritten
+                // while the log was read, or the two readers disagree. Going on would re-scan
+                // from just past it, again and again; the verification stops instead.
+                return Err(LogError::Scan(format!(
+                    "entry {suspect} fails the verification scan's check but passes when read                      in full: it changed while the log was read, or the scan misread it;                      verify again"
+                )));
+            }
+            // The entry is gone (removed while the log was read): what the verifier read is
+            // checked, and the next scan goes on from there.
             tracing::warn!(seq = suspect, "log entry changed during verification");
         }
         Ok(())

@@ -31,6 +31,7 @@ pub mod data_keys;
 pub mod directives;
 pub mod epochs;
 pub mod meta;
+pub mod pgcopy;
 pub mod policy_changes;
 pub mod privacy_ledger;
 pub mod records;
