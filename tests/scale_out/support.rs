@@ -27,24 +27,14 @@ pub async fn serial() -> tokio::sync::MutexGuard<'static, ()> {
     SERIAL.lock().await
 }
 
+#[path = "../common/pg_server.rs"]
+mod pg_server;
+
 pub fn repo_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-fn is_root() -> bool {
-    Command::new("id")
-        .arg("-u")
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
-        .unwrap_or(false)
-}
-
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
-}
+pub use pg_server::free_port;
 
 pub fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
@@ -55,25 +45,9 @@ pub fn text(b: &[u8]) -> String {
 // ------------------------------------------------------------------------------------------
 
 pub fn pg_bin() -> PathBuf {
-    if let Ok(dir) = std::env::var("PG_BIN") {
-        return PathBuf::from(dir);
-    }
-    let mut candidates: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
-        .map(|rd| {
-            rd.filter_map(|e| e.ok())
-                .map(|e| e.path().join("bin"))
-                .collect()
-        })
-        .unwrap_or_default();
-    candidates.sort();
-    candidates
-        .into_iter()
-        .rev()
-        .find(|d| d.join("initdb").exists())
-        .expect(
-            "PostgreSQL server binaries (initdb, pg_ctl, postgres, pg_dump, pg_basebackup) are \
-             required: apt-get install postgresql, or set PG_BIN",
-        )
+    pg_server::bin_dir().unwrap_or_else(|e| {
+        panic!("{e}; the scale-out tests also need pg_dump and pg_basebackup from them")
+    })
 }
 
 /// A PostgreSQL cluster of the test's own, on a free loopback port.
@@ -88,38 +62,15 @@ pub struct PgCluster {
 
 impl PgCluster {
     fn new_dir() -> (PathBuf, bool) {
-        let root = is_root();
-        let dir = tempfile::Builder::new()
-            .prefix("gateway-scale-pg-")
-            .tempdir()
-            .unwrap()
-            .keep();
-        if root {
-            let ok = Command::new("chown")
-                .arg("postgres:postgres")
-                .arg(&dir)
-                .status()
-                .unwrap()
-                .success();
-            assert!(
-                ok,
-                "chown to postgres failed (is the postgres user missing?)"
-            );
-        }
+        let root = pg_server::is_root();
+        let dir =
+            pg_server::server_dir("gateway-scale-pg-", root).unwrap_or_else(|e| panic!("{e}"));
         (dir, root)
     }
 
     /// Runs a server program (initdb, pg_ctl, pg_basebackup), as `postgres` when root.
     fn server_tool(&self, tool: &str, args: &[&str]) -> Output {
-        let bin = self.bin.join(tool);
-        let mut cmd = if self.root {
-            let mut c = Command::new("runuser");
-            c.args(["-u", "postgres", "--"]).arg(bin);
-            c
-        } else {
-            Command::new(bin)
-        };
-        cmd.args(args).stdin(Stdio::null()).output().unwrap()
+        pg_server::run(&self.bin.join(tool), args, self.root).unwrap_or_else(|e| panic!("{e}"))
     }
 
     fn must(&self, tool: &str, args: &[&str]) {
@@ -144,21 +95,9 @@ impl PgCluster {
             root,
             running: false,
         };
-        let data = c.data.to_string_lossy().to_string();
-        c.must(
-            "initdb",
-            &[
-                "-D",
-                &data,
-                "-U",
-                "postgres",
-                "-A",
-                "trust",
-                "-E",
-                "UTF8",
-                "--no-sync",
-            ],
-        );
+        if let Err(e) = pg_server::initdb(&c.bin, &c.data, root) {
+            panic!("{e}\nserver log:\n{}", c.log_tail());
+        }
         c.reaper();
         c.run(settings);
         c
@@ -229,31 +168,8 @@ impl PgCluster {
 
     /// Stops the cluster and removes it if the test process dies first.
     fn reaper(&self) {
-        let pg_ctl = self.bin.join("pg_ctl");
-        let stop = format!(
-            "{}{} -D {} -m immediate -w stop",
-            if self.root {
-                "runuser -u postgres -- "
-            } else {
-                ""
-            },
-            pg_ctl.display(),
-            self.data.display()
-        );
-        let script = format!(
-            "while kill -0 {pid} 2>/dev/null; do sleep 1; done; {stop} >/dev/null 2>&1; rm -rf {dir}",
-            pid = std::process::id(),
-            dir = self.dir.display()
-        );
-        // The watcher outlives this process by design: it is never waited for.
-        #[allow(clippy::zombie_processes)]
-        Command::new("sh")
-            .args(["-c", &script])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
+        pg_server::spawn_reaper(&self.bin, &self.data, &self.dir, self.root)
+            .unwrap_or_else(|e| panic!("{e}"));
     }
 
     pub fn url(&self, db: &str) -> String {
