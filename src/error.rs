@@ -455,4 +455,123 @@ mod tests {
         let h = res.headers().get(header::WWW_AUTHENTICATE).unwrap();
         assert!(!h.to_str().unwrap().contains("error="));
     }
+
+    /// The text of every source file of the crate, each cut before its test module.
+    fn crate_source() -> Vec<String> {
+        fn walk(dir: &std::path::Path, out: &mut Vec<String>) {
+            for e in std::fs::read_dir(dir).unwrap().flatten() {
+                let p = e.path();
+                if p.is_dir() {
+                    walk(&p, out);
+                } else if p.extension().is_some_and(|x| x == "rs") {
+                    let text = std::fs::read_to_string(&p).unwrap();
+                    out.push(
+                        text.split("#[cfg(test)]")
+                            .next()
+                            .unwrap_or_default()
+                            .to_owned(),
+                    );
+                }
+            }
+        }
+        let mut out = Vec::new();
+        walk(
+            &std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src"),
+            &mut out,
+        );
+        out
+    }
+
+    /// The error codes the crate constructs, outside test modules: the string literal that
+    /// is the first argument of an error constructor (`bad_request`, `forbidden`, `not_found`,
+    /// `conflict`, `unauthenticated`, the token checks' `u`) or a `code:` field. Error codes are
+    /// `&'static str`; a literal made into an owned string (a security event's code) is not
+    /// one.
+    fn constructed_codes() -> std::collections::BTreeSet<String> {
+        const OPENERS: [&str; 7] = [
+            "code:",
+            "bad_request(",
+            "forbidden(",
+            "not_found(",
+            "conflict(",
+            "unauthenticated(",
+            " u(",
+        ];
+        let mut codes = std::collections::BTreeSet::new();
+        for text in crate_source() {
+            for opener in OPENERS {
+                for (at, _) in text.match_indices(opener) {
+                    let rest = text[at + opener.len()..].trim_start();
+                    let Some(rest) = rest.strip_prefix('"') else {
+                        continue;
+                    };
+                    let code = rest.split('"').next().unwrap_or_default();
+                    let after = rest.get(code.len() + 1..).unwrap_or_default();
+                    let owned = [".to_owned()", ".to_string()", ".into()"]
+                        .iter()
+                        .any(|m| after.starts_with(m));
+                    if !code.is_empty()
+                        && !owned
+                        && code
+                            .bytes()
+                            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+                    {
+                        codes.insert(code.to_owned());
+                    }
+                }
+            }
+        }
+        codes
+    }
+
+    /// The codes the README's error table names (the code column, in backticks).
+    fn documented_codes() -> std::collections::BTreeSet<String> {
+        let readme = std::fs::read_to_string(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md"),
+        )
+        .unwrap();
+        let table = readme
+            .split("\n| status | codes |\n")
+            .nth(1)
+            .expect("the README's error table");
+        let mut codes = std::collections::BTreeSet::new();
+        for line in table.lines().skip(1).take_while(|l| l.starts_with('|')) {
+            let cell = line.split('|').nth(2).unwrap_or_default();
+            for (i, part) in cell.split('`').enumerate() {
+                if i % 2 == 1
+                    && !part.is_empty()
+                    && part
+                        .bytes()
+                        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+                {
+                    codes.insert(part.to_owned());
+                }
+            }
+        }
+        codes
+    }
+
+    #[test]
+    fn the_readme_error_table_names_every_code_and_no_other() {
+        let constructed = constructed_codes();
+        let documented = documented_codes();
+        assert!(constructed.len() > 50, "{constructed:?}");
+        let undocumented: Vec<&String> = constructed.difference(&documented).collect();
+        assert!(
+            undocumented.is_empty(),
+            "codes the gateway answers with that the README's error table does not name: \
+             {undocumented:?}"
+        );
+        // Every code the table names is constructed somewhere (also through helpers and
+        // match arms the scan above does not follow), as a string literal.
+        let source = crate_source().concat();
+        let stale: Vec<&String> = documented
+            .iter()
+            .filter(|c| !source.contains(&format!("\"{c}\"")))
+            .collect();
+        assert!(
+            stale.is_empty(),
+            "codes the README's error table names that the gateway never answers with: {stale:?}"
+        );
+    }
 }

@@ -32,7 +32,7 @@ use crate::domain::{Author, SubjectIdentifier};
 /// Maps a registry error to the answer.
 pub fn store_error(e: DirectiveStoreError) -> Error {
     match e {
-        DirectiveStoreError::NotFound { what, id } => not_found(what, &id),
+        DirectiveStoreError::NotFound { what, id } => no_such(what, &id),
         DirectiveStoreError::AlreadyEnded { what, id, at } => Error::Conflict {
             code: if what == "court order" {
                 "court_order_ended"
@@ -65,7 +65,7 @@ impl From<DirectiveStoreError> for Error {
     }
 }
 
-fn not_found(what: &str, id: &str) -> Error {
+fn no_such(what: &str, id: &str) -> Error {
     if what == "court order" {
         Error::not_found(
             "court_order_not_found",
@@ -329,7 +329,7 @@ impl Services {
                 format!("read of restriction {id}: not found or not visible"),
             )
             .await?;
-            return Err(not_found("restriction", id));
+            return Err(no_such("restriction", id));
         };
         let subjects = self.subject_pseudonyms(&r.record.subjects);
         self.log_directive_read(caller, &subjects, format!("read restriction {id}"))
@@ -362,7 +362,7 @@ impl Services {
                 format!("refused termination of restriction {id}: not found, or not its discloser"),
             )
             .await?;
-            return Err(not_found("restriction", id));
+            return Err(no_such("restriction", id));
         };
         let subjects = self.subject_pseudonyms(&r.record.subjects);
         let author = Author {
@@ -576,7 +576,7 @@ impl Services {
         let Some(o) = found else {
             self.log_directive_read(caller, &[], format!("read of court order {id}: not found"))
                 .await?;
-            return Err(not_found("court order", id));
+            return Err(no_such("court order", id));
         };
         let subjects = self.subject_pseudonyms(&o.record.subjects);
         self.log_directive_read(caller, &subjects, format!("read court order {id}"))
@@ -611,7 +611,7 @@ impl Services {
                 format!("refused end of court order {id}: not found"),
             )
             .await?;
-            return Err(not_found("court order", id));
+            return Err(no_such("court order", id));
         };
         let subjects = self.subject_pseudonyms(&o.record.subjects);
         let author = Author {
