@@ -640,11 +640,7 @@ impl Services {
                 at: self.now(),
             },
         )
-        .map_err(|e| Error::Invalid {
-            code: "invalid_parameter",
-            message: format!("query parameter `{}`: {}", e.parameter, e.message),
-            details: Some(json!({ "parameter": e.parameter })),
-        })?;
+        .map_err(|e| Error::invalid_parameter(e.parameter, &e.message))?;
         let what = format!(
             "coverage for `{}` and purpose `{}` ({} consent(s) considered)",
             ask.recipient,

@@ -95,6 +95,16 @@ impl Error {
         }
     }
 
+    /// A refused query parameter: `invalid_parameter` naming it in `details.parameter`, as the
+    /// API's own parameter checks do.
+    pub fn invalid_parameter(name: &str, why: impl std::fmt::Display) -> Self {
+        Self::Invalid {
+            code: "invalid_parameter",
+            message: format!("query parameter `{name}`: {why}"),
+            details: Some(json!({ "parameter": name })),
+        }
+    }
+
     /// A refusal with a code and message.
     pub fn forbidden(code: &'static str, message: impl Into<String>) -> Self {
         Self::Forbidden {

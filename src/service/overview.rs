@@ -80,14 +80,6 @@ impl ReviewDetail {
     }
 }
 
-fn bad_param(name: &str, message: String) -> Error {
-    Error::Invalid {
-        code: "invalid_parameter",
-        message,
-        details: Some(serde_json::json!({ "parameter": name })),
-    }
-}
-
 impl Services {
     /// The aggregate behind the overview, over `since` to `until` (default: the last
     /// [`DEFAULT_PERIOD_DAYS`] days to now; at most [`MAX_PERIOD_DAYS`] days).
@@ -103,17 +95,15 @@ impl Services {
         let until = until.unwrap_or(now);
         let since = since.unwrap_or(until - Duration::days(DEFAULT_PERIOD_DAYS));
         if since > until {
-            return Err(bad_param(
+            return Err(Error::invalid_parameter(
                 "until",
-                "query parameter `until`: must not be before `since`".into(),
+                "must not be before `since`",
             ));
         }
         if until - since > Duration::days(MAX_PERIOD_DAYS) {
-            return Err(bad_param(
+            return Err(Error::invalid_parameter(
                 "since",
-                format!(
-                    "query parameter `since`: an overview covers at most {MAX_PERIOD_DAYS} days"
-                ),
+                format!("an overview covers at most {MAX_PERIOD_DAYS} days"),
             ));
         }
         let (days, log, last_verification, reviews) = {

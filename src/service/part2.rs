@@ -116,12 +116,11 @@ pub fn check_years(years: u32) -> Result<u32, Error> {
     if (1..=MAX_YEARS).contains(&years) {
         Ok(years)
     } else {
-        Err(Error::invalid_field(
-            "invalid_parameter",
+        Err(Error::invalid_parameter(
             "years",
             format!(
-                "query parameter `years`: use 1 to {MAX_YEARS} (42 CFR 2.24 covers disclosures \
-                 made within the past three years)"
+                "use 1 to {MAX_YEARS} (42 CFR 2.24 covers disclosures made within the past three \
+                 years)"
             ),
         ))
     }

@@ -44,11 +44,7 @@ impl WitnessCaller<'_> {
 
 fn proof_error(e: ProofError) -> Error {
     match e {
-        ProofError::Invalid { parameter, message } => Error::Invalid {
-            code: "invalid_parameter",
-            message: format!("query parameter `{parameter}`: {message}"),
-            details: Some(serde_json::json!({ "parameter": parameter })),
-        },
+        ProofError::Invalid { parameter, message } => Error::invalid_parameter(parameter, message),
         ProofError::Log(e) => log_error(e),
     }
 }

@@ -688,6 +688,18 @@ async fn the_2_24_list_names_each_part2_disclosure_of_the_last_three_years() {
             (400, Some("invalid_parameter")),
             "{bad}"
         );
+        // Named like every refused query parameter (it was `details.field` once).
+        assert_eq!(
+            bad["details"],
+            serde_json::json!({ "parameter": "years" }),
+            "{bad}"
+        );
+        assert!(
+            bad["message"]
+                .as_str()
+                .is_some_and(|m| m.starts_with("query parameter `years`: use 1 to 3")),
+            "{bad}"
+        );
         let (s, _, _) = read(&app, &cop, path, None, &[]).await;
         assert_eq!(s, 403);
 
