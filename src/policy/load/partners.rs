@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use toml_edit::Item;
 
 use super::super::diag::{Diagnostic, Report, Severity, SourceFile};
-use super::super::partners::RegistryFile;
+use super::super::partners::{PartnerEntry, RegistryFile};
 use super::{Cx, Span, parse_doc};
 use crate::domain::{PartnerId, PartnerKind, Role};
 
@@ -83,77 +83,8 @@ pub(super) fn check_partners(
                 Some("set `token.jwks_file` or add `[[partner.token.keys]]`".into()),
             );
         }
-        // 42 CFR 2.51: a medical emergency discloses Part 2 information to medical personnel
-        // only; a police agency has none.
-        for r in &p.medical_roles {
-            if p.kind == PartnerKind::Police {
-                cx.error(
-                    "medical-role",
-                    span.clone(),
-                    format!(
-                        "partner `{}` is a police agency and cannot mark role `{r}` as medical",
-                        p.id
-                    ),
-                    Some(
-                        "42 CFR 2.51 medical emergencies disclose to medical personnel only; \
-                         remove `medical_roles` from this partner"
-                            .into(),
-                    ),
-                );
-            } else if !p.roles.contains(r) {
-                cx.error(
-                    "medical-role",
-                    span.clone(),
-                    format!(
-                        "partner `{}` marks role `{r}` as medical but does not declare it in \
-                         `roles`",
-                        p.id
-                    ),
-                    Some("list every medical role in `roles` too".into()),
-                );
-            }
-        }
-        if let Some(w) = &p.witness {
-            match (&w.vkey, &w.vkey_file) {
-                (Some(v), None) => match crate::policy::partners::WitnessEntry::parse_vkey(v) {
-                    Ok(vk) => {
-                        if let Some(other) = witness_names.insert(vk.name.clone(), p.id.clone()) {
-                            cx.error(
-                                "duplicate",
-                                span.clone(),
-                                format!(
-                                    "partner `{}` uses witness key name `{}` which partner \
-                                     `{other}` already uses",
-                                    p.id, vk.name
-                                ),
-                                Some("each witness needs its own key name".into()),
-                            );
-                        }
-                    }
-                    Err(e) => cx.error(
-                        "invalid-witness-key",
-                        span.clone(),
-                        format!("partner `{}`: `witness.vkey`: {e}", p.id),
-                        Some(
-                            "paste the vkey the partner's `audit witness-key` printed: \
-                             `<name>+<8 hex digits>+<base64>`"
-                                .into(),
-                        ),
-                    ),
-                },
-                (None, Some(_)) => {}
-                _ => cx.error(
-                    "invalid-witness-key",
-                    span.clone(),
-                    format!(
-                        "partner `{}`: `[partner.witness]` needs exactly one of `vkey` and \
-                         `vkey_file`",
-                        p.id
-                    ),
-                    Some("keep one of the two".into()),
-                ),
-            }
-        }
+        check_medical_roles(&mut cx, p, &span);
+        check_witness(&mut cx, p, &span, &mut witness_names);
         facts.insert(
             p.id.clone(),
             PartnerFacts {
@@ -165,4 +96,88 @@ pub(super) fn check_partners(
         );
     }
     (Some(file), facts)
+}
+
+/// 42 CFR 2.51: a medical emergency discloses Part 2 information to medical personnel only; a
+/// police agency has none, and a medical role must be one of the partner's roles.
+fn check_medical_roles(cx: &mut Cx<'_>, p: &PartnerEntry, span: &Span) {
+    for r in &p.medical_roles {
+        if p.kind == PartnerKind::Police {
+            cx.error(
+                "medical-role",
+                span.clone(),
+                format!(
+                    "partner `{}` is a police agency and cannot mark role `{r}` as medical",
+                    p.id
+                ),
+                Some(
+                    "42 CFR 2.51 medical emergencies disclose to medical personnel only; \
+                     remove `medical_roles` from this partner"
+                        .into(),
+                ),
+            );
+        } else if !p.roles.contains(r) {
+            cx.error(
+                "medical-role",
+                span.clone(),
+                format!(
+                    "partner `{}` marks role `{r}` as medical but does not declare it in \
+                     `roles`",
+                    p.id
+                ),
+                Some("list every medical role in `roles` too".into()),
+            );
+        }
+    }
+}
+
+/// The partner's witness key: exactly one of `vkey` and `vkey_file`, a vkey that parses, and a
+/// key name no other partner's witness uses (`names`: the names seen so far).
+fn check_witness(
+    cx: &mut Cx<'_>,
+    p: &PartnerEntry,
+    span: &Span,
+    names: &mut BTreeMap<String, PartnerId>,
+) {
+    if let Some(w) = &p.witness {
+        match (&w.vkey, &w.vkey_file) {
+            (Some(v), None) => match crate::policy::partners::WitnessEntry::parse_vkey(v) {
+                Ok(vk) => {
+                    if let Some(other) = names.insert(vk.name.clone(), p.id.clone()) {
+                        cx.error(
+                            "duplicate",
+                            span.clone(),
+                            format!(
+                                "partner `{}` uses witness key name `{}` which partner \
+                                 `{other}` already uses",
+                                p.id, vk.name
+                            ),
+                            Some("each witness needs its own key name".into()),
+                        );
+                    }
+                }
+                Err(e) => cx.error(
+                    "invalid-witness-key",
+                    span.clone(),
+                    format!("partner `{}`: `witness.vkey`: {e}", p.id),
+                    Some(
+                        "paste the vkey the partner's `audit witness-key` printed: \
+                         `<name>+<8 hex digits>+<base64>`"
+                            .into(),
+                    ),
+                ),
+            },
+            (None, Some(_)) => {}
+            _ => cx.error(
+                "invalid-witness-key",
+                span.clone(),
+                format!(
+                    "partner `{}`: `[partner.witness]` needs exactly one of `vkey` and \
+                     `vkey_file`",
+                    p.id
+                ),
+                Some("keep one of the two".into()),
+            ),
+        }
+    }
 }
