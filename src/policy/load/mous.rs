@@ -4,13 +4,13 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, NaiveDate, Utc};
 use toml_edit::{Item, TableLike};
 
 use super::super::diag::{Diagnostic, Report, Severity, SourceFile, choices_hint};
 use super::super::model::{Effect, KindDef, Mou, Rule};
 use super::rules::check_rule;
-use super::{Cx, PartnerFacts, Span, parse_doc};
+use super::{Cx, PartnerFacts, Sp, Span, parse_doc};
 use crate::domain::PartnerId;
 
 /// Where the parts of an MOU were written, for later cross-checks.
@@ -81,84 +81,15 @@ pub(super) fn check_mou(
     let _ = cx.strings(mt, "prohibited_uses", false, w, &mspan);
     let _ = cx.string(mt, "description", false, w, &mspan);
 
-    let mut parties = BTreeSet::new();
-    for p in &parties_sp {
-        match p.v.parse::<PartnerId>() {
-            Ok(pid) if partners.contains_key(&pid) || partners.is_empty() => {
-                parties.insert(pid);
-            }
-            _ => cx.error(
-                "unknown-partner",
-                p.span.clone(),
-                format!("party `{}` is not a registered partner", p.v),
-                Some(partner_hint(&p.v, partners)),
-            ),
-        }
-    }
-    if let (Some(e), Some(x)) = (&effective, &expires) {
-        if x.v < e.v {
-            cx.error(
-                "invalid-term",
-                x.span.clone(),
-                format!("the MOU expires ({}) before it takes effect ({})", x.v, e.v),
-                Some("check the dates against the signed document".into()),
-            );
-        } else if x.v < now.date_naive() {
-            cx.warn(
-                "expired",
-                x.span.clone(),
-                format!(
-                    "mou `{}` expired on {}; its rules no longer apply",
-                    id.as_ref().map_or("?", |i| i.v.as_str()),
-                    x.v
-                ),
-                Some("renew the MOU and update `expires`, or remove the file".into()),
-            );
-        }
-    }
-    if let Some(r) = &retention
-        && !(1..=36_500).contains(&r.v)
-    {
-        cx.error(
-            "invalid-retention",
-            r.span.clone(),
-            format!(
-                "`retention_days` is {}; it must be between 1 and 36500",
-                r.v
-            ),
-            None,
-        );
-    }
+    let parties = check_parties(&mut cx, &parties_sp, partners);
+    check_term(&mut cx, (&effective, &expires), id.as_ref(), now);
+    check_retention(&mut cx, retention.as_ref());
 
-    let mut spans = MouSpans {
+    let (rules, rule_spans) = check_rules(&mut cx, root, &mspan, &parties, (partners, kinds));
+    let spans = MouSpans {
         id: id.as_ref().and_then(|i| i.span.clone()),
-        rules: Vec::new(),
+        rules: rule_spans,
     };
-    let mut rules = Vec::new();
-    let rule_tables = cx.tables(root, "rule");
-    if rule_tables.is_empty() {
-        cx.error(
-            "missing-key",
-            mspan.clone(),
-            "the MOU has no `[[rule]]`".into(),
-            Some("an MOU without flows grants nothing; add a `[[rule]]`".into()),
-        );
-    }
-    for (t, span) in rule_tables {
-        if let Some((rule, rs)) = check_rule(&mut cx, t, &span, &parties, partners, kinds) {
-            if rules.iter().any(|r: &Rule| r.id == rule.id) {
-                cx.error(
-                    "duplicate",
-                    rs.id.clone(),
-                    format!("rule `{}` appears twice in this MOU", rule.id),
-                    Some("give each rule its own id".into()),
-                );
-                continue;
-            }
-            rules.push(rule);
-            spans.rules.push(rs);
-        }
-    }
     let (id, title, document, effective, expires, retention) =
         (id?, title?, document?, effective?, expires?, retention?);
     Some((
@@ -176,6 +107,118 @@ pub(super) fn check_mou(
         },
         spans,
     ))
+}
+
+/// The MOU's parties: each a registered partner (any, when the registry did not load).
+fn check_parties(
+    cx: &mut Cx<'_>,
+    named: &[Sp<String>],
+    partners: &BTreeMap<PartnerId, PartnerFacts>,
+) -> BTreeSet<PartnerId> {
+    let mut parties = BTreeSet::new();
+    for p in named {
+        match p.v.parse::<PartnerId>() {
+            Ok(pid) if partners.contains_key(&pid) || partners.is_empty() => {
+                parties.insert(pid);
+            }
+            _ => cx.error(
+                "unknown-partner",
+                p.span.clone(),
+                format!("party `{}` is not a registered partner", p.v),
+                Some(partner_hint(&p.v, partners)),
+            ),
+        }
+    }
+    parties
+}
+
+/// The MOU's term: it expires after it takes effect (an error), and not before `now` (a
+/// warning: its rules no longer apply).
+fn check_term(
+    cx: &mut Cx<'_>,
+    (effective, expires): (&Option<Sp<NaiveDate>>, &Option<Sp<NaiveDate>>),
+    id: Option<&Sp<String>>,
+    now: DateTime<Utc>,
+) {
+    let (Some(e), Some(x)) = (effective, expires) else {
+        return;
+    };
+    if x.v < e.v {
+        cx.error(
+            "invalid-term",
+            x.span.clone(),
+            format!("the MOU expires ({}) before it takes effect ({})", x.v, e.v),
+            Some("check the dates against the signed document".into()),
+        );
+    } else if x.v < now.date_naive() {
+        cx.warn(
+            "expired",
+            x.span.clone(),
+            format!(
+                "mou `{}` expired on {}; its rules no longer apply",
+                id.map_or("?", |i| i.v.as_str()),
+                x.v
+            ),
+            Some("renew the MOU and update `expires`, or remove the file".into()),
+        );
+    }
+}
+
+/// `retention_days` between 1 and 36,500.
+fn check_retention(cx: &mut Cx<'_>, retention: Option<&Sp<i64>>) {
+    if let Some(r) = retention
+        && !(1..=36_500).contains(&r.v)
+    {
+        cx.error(
+            "invalid-retention",
+            r.span.clone(),
+            format!(
+                "`retention_days` is {}; it must be between 1 and 36500",
+                r.v
+            ),
+            None,
+        );
+    }
+}
+
+/// The MOU's `[[rule]]`s: at least one, each checked, each id once.
+fn check_rules(
+    cx: &mut Cx<'_>,
+    root: &dyn TableLike,
+    mspan: &Span,
+    parties: &BTreeSet<PartnerId>,
+    (partners, kinds): (
+        &BTreeMap<PartnerId, PartnerFacts>,
+        &BTreeMap<String, KindDef>,
+    ),
+) -> (Vec<Rule>, Vec<RuleSpans>) {
+    let mut rules: Vec<Rule> = Vec::new();
+    let mut spans = Vec::new();
+    let rule_tables = cx.tables(root, "rule");
+    if rule_tables.is_empty() {
+        cx.error(
+            "missing-key",
+            mspan.clone(),
+            "the MOU has no `[[rule]]`".into(),
+            Some("an MOU without flows grants nothing; add a `[[rule]]`".into()),
+        );
+    }
+    for (t, span) in rule_tables {
+        if let Some((rule, rs)) = check_rule(cx, t, &span, parties, partners, kinds) {
+            if rules.iter().any(|r| r.id == rule.id) {
+                cx.error(
+                    "duplicate",
+                    rs.id.clone(),
+                    format!("rule `{}` appears twice in this MOU", rule.id),
+                    Some("give each rule its own id".into()),
+                );
+                continue;
+            }
+            rules.push(rule);
+            spans.push(rs);
+        }
+    }
+    (rules, spans)
 }
 
 pub(super) fn partner_hint(input: &str, partners: &BTreeMap<PartnerId, PartnerFacts>) -> String {
