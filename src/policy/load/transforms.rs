@@ -2,7 +2,7 @@
 //! table with parameters (`{ transform = "mask", keep = "last", chars = 4 }`), and which
 //! transforms fit which field type.
 
-use toml_edit::{Item, Value};
+use toml_edit::{Item, TableLike};
 
 use super::super::diag::choices_hint;
 use super::super::model::{FieldType, Generalization, MaskKeep, Transform};
@@ -37,34 +37,7 @@ pub(super) fn fits_hint(ty: &FieldType) -> String {
 /// Parses one transform; reports a problem and returns `None` when it is not one.
 pub(super) fn parse_transform(cx: &mut Cx<'_>, item: &Item, span: &Span) -> Option<Transform> {
     if let Some(s) = item.as_str() {
-        return match s {
-            "reveal" => Some(Transform::Reveal),
-            "omit" => Some(Transform::Omit),
-            "pseudonymize" => Some(Transform::Pseudonymize),
-            "encrypt" => Some(Transform::Encrypt),
-            "mask" | "generalize" => {
-                cx.error(
-                    "transform-parameters",
-                    span.clone(),
-                    format!("transform `{s}` needs parameters"),
-                    Some(if s == "mask" {
-                        "write `{ transform = \"mask\", keep = \"last\", chars = 4 }`".into()
-                    } else {
-                        "write `{ transform = \"generalize\", to = \"month\" }`".into()
-                    }),
-                );
-                None
-            }
-            other => {
-                cx.error(
-                    "unknown-transform",
-                    span.clone(),
-                    format!("unknown transform `{other}`"),
-                    Some(choices_hint(other, &TRANSFORMS)),
-                );
-                None
-            }
-        };
+        return named_transform(cx, s, span);
     }
     let Some(t) = item.as_table_like() else {
         cx.error(
@@ -81,64 +54,11 @@ pub(super) fn parse_transform(cx: &mut Cx<'_>, item: &Item, span: &Span) -> Opti
     let w = "a transform";
     let name = cx.string(t, "transform", true, w, span)?;
     match name.v.as_str() {
-        "mask" => {
-            cx.check_keys(t, &["transform", "keep", "chars"], "a `mask` transform");
-            let keep = cx.string(t, "keep", true, w, span)?;
-            let chars = cx.integer(t, "chars", true, w, span)?;
-            let keep_v = match keep.v.as_str() {
-                "first" => MaskKeep::First,
-                "last" => MaskKeep::Last,
-                other => {
-                    cx.error(
-                        "invalid-parameter",
-                        keep.span.clone(),
-                        format!("`keep` is `{other}`"),
-                        Some(choices_hint(other, &["first", "last"])),
-                    );
-                    return None;
-                }
-            };
-            let Ok(chars_v) = u8::try_from(chars.v)
-                .map_err(|_| ())
-                .and_then(|c| if c <= 16 { Ok(c) } else { Err(()) })
-            else {
-                cx.error(
-                    "invalid-parameter",
-                    chars.span.clone(),
-                    format!("`chars` is {}; keep between 0 and 16 characters", chars.v),
-                    None,
-                );
-                return None;
-            };
-            Some(Transform::Mask {
-                keep: keep_v,
-                chars: chars_v,
-            })
-        }
-        "generalize" => {
-            cx.check_keys(t, &["transform", "to"], "a `generalize` transform");
-            let to = cx.string(t, "to", true, w, span)?;
-            let g = match to.v.as_str() {
-                "year" => Generalization::Year,
-                "month" => Generalization::Month,
-                "age-band" => Generalization::AgeBand,
-                "city" => Generalization::City,
-                "zip3" => Generalization::Zip3,
-                other => {
-                    cx.error(
-                        "invalid-parameter",
-                        to.span.clone(),
-                        format!("cannot generalize to `{other}`"),
-                        Some(choices_hint(other, &GENERALIZATIONS)),
-                    );
-                    return None;
-                }
-            };
-            Some(Transform::Generalize { to: g })
-        }
+        "mask" => mask(cx, t, span),
+        "generalize" => generalize(cx, t, span),
         "reveal" | "omit" | "pseudonymize" | "encrypt" => {
             cx.check_keys(t, &["transform"], "a transform without parameters");
-            parse_transform(cx, &Item::Value(Value::from(name.v.as_str())), span)
+            named_transform(cx, &name.v, span)
         }
         other => {
             cx.error(
@@ -150,4 +70,97 @@ pub(super) fn parse_transform(cx: &mut Cx<'_>, item: &Item, span: &Span) -> Opti
             None
         }
     }
+}
+
+/// A transform written as a bare name: one without parameters.
+fn named_transform(cx: &mut Cx<'_>, s: &str, span: &Span) -> Option<Transform> {
+    match s {
+        "reveal" => Some(Transform::Reveal),
+        "omit" => Some(Transform::Omit),
+        "pseudonymize" => Some(Transform::Pseudonymize),
+        "encrypt" => Some(Transform::Encrypt),
+        "mask" | "generalize" => {
+            cx.error(
+                "transform-parameters",
+                span.clone(),
+                format!("transform `{s}` needs parameters"),
+                Some(if s == "mask" {
+                    "write `{ transform = \"mask\", keep = \"last\", chars = 4 }`".into()
+                } else {
+                    "write `{ transform = \"generalize\", to = \"month\" }`".into()
+                }),
+            );
+            None
+        }
+        other => {
+            cx.error(
+                "unknown-transform",
+                span.clone(),
+                format!("unknown transform `{other}`"),
+                Some(choices_hint(other, &TRANSFORMS)),
+            );
+            None
+        }
+    }
+}
+
+/// `{ transform = "mask", keep = "first" | "last", chars = 0..=16 }`.
+fn mask(cx: &mut Cx<'_>, t: &dyn TableLike, span: &Span) -> Option<Transform> {
+    let w = "a transform";
+    cx.check_keys(t, &["transform", "keep", "chars"], "a `mask` transform");
+    let keep = cx.string(t, "keep", true, w, span)?;
+    let chars = cx.integer(t, "chars", true, w, span)?;
+    let keep_v = match keep.v.as_str() {
+        "first" => MaskKeep::First,
+        "last" => MaskKeep::Last,
+        other => {
+            cx.error(
+                "invalid-parameter",
+                keep.span.clone(),
+                format!("`keep` is `{other}`"),
+                Some(choices_hint(other, &["first", "last"])),
+            );
+            return None;
+        }
+    };
+    let Ok(chars_v) = u8::try_from(chars.v)
+        .map_err(|_| ())
+        .and_then(|c| if c <= 16 { Ok(c) } else { Err(()) })
+    else {
+        cx.error(
+            "invalid-parameter",
+            chars.span.clone(),
+            format!("`chars` is {}; keep between 0 and 16 characters", chars.v),
+            None,
+        );
+        return None;
+    };
+    Some(Transform::Mask {
+        keep: keep_v,
+        chars: chars_v,
+    })
+}
+
+/// `{ transform = "generalize", to = ... }`.
+fn generalize(cx: &mut Cx<'_>, t: &dyn TableLike, span: &Span) -> Option<Transform> {
+    let w = "a transform";
+    cx.check_keys(t, &["transform", "to"], "a `generalize` transform");
+    let to = cx.string(t, "to", true, w, span)?;
+    let g = match to.v.as_str() {
+        "year" => Generalization::Year,
+        "month" => Generalization::Month,
+        "age-band" => Generalization::AgeBand,
+        "city" => Generalization::City,
+        "zip3" => Generalization::Zip3,
+        other => {
+            cx.error(
+                "invalid-parameter",
+                to.span.clone(),
+                format!("cannot generalize to `{other}`"),
+                Some(choices_hint(other, &GENERALIZATIONS)),
+            );
+            return None;
+        }
+    };
+    Some(Transform::Generalize { to: g })
 }
