@@ -164,3 +164,125 @@ fn generalize(cx: &mut Cx<'_>, t: &dyn TableLike, span: &Span) -> Option<Transfo
     };
     Some(Transform::Generalize { to: g })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::policy::diag::{Report, SourceFile};
+
+    /// A problem's code, line and message.
+    type Problem = (&'static str, usize, String);
+
+    /// Each value of `[t]` in `text` parsed as a transform: the result, and each problem found.
+    fn parse_all(text: &str) -> Vec<(Option<Transform>, Vec<Problem>)> {
+        let file = SourceFile::new("mous/t.toml".into(), text.into());
+        let doc = toml_edit::ImDocument::parse(text.to_owned()).unwrap();
+        let table = doc.get("t").and_then(Item::as_table_like).unwrap();
+        let mut out = Vec::new();
+        for (_, item) in table.iter() {
+            let mut report = Report::default();
+            let span = item.span();
+            let got = parse_transform(
+                &mut Cx {
+                    file: &file,
+                    report: &mut report,
+                },
+                item,
+                &span,
+            );
+            let problems = report
+                .diagnostics
+                .iter()
+                .map(|d| (d.code, d.line, d.message.clone()))
+                .collect();
+            out.push((got, problems));
+        }
+        out
+    }
+
+    #[test]
+    fn every_shape_of_a_transform_and_each_mistake() {
+        let got = parse_all(
+            "[t]\n\
+             a = \"reveal\"\n\
+             b = { transform = \"mask\", keep = \"last\", chars = 4 }\n\
+             c = { transform = \"generalize\", to = \"zip3\" }\n\
+             d = { transform = \"omit\" }\n\
+             e = \"mask\"\n\
+             f = \"revael\"\n\
+             g = { transform = \"mask\", keep = \"middle\", chars = 4 }\n\
+             h = { transform = \"mask\", keep = \"first\", chars = 17 }\n\
+             i = { transform = \"generalize\", to = \"street\" }\n\
+             j = { transform = \"shuffle\" }\n\
+             k = 3\n\
+             l = { transform = \"omit\", chars = 2 }\n",
+        );
+        let ok = |i: usize| got[i].1.is_empty();
+        assert_eq!(got[0].0, Some(Transform::Reveal));
+        assert_eq!(
+            got[1].0,
+            Some(Transform::Mask {
+                keep: MaskKeep::Last,
+                chars: 4
+            })
+        );
+        assert_eq!(
+            got[2].0,
+            Some(Transform::Generalize {
+                to: Generalization::Zip3
+            })
+        );
+        assert_eq!(got[3].0, Some(Transform::Omit));
+        assert!((0..4).all(ok), "{got:?}");
+        let problem = |i: usize| {
+            assert_eq!(got[i].0, None, "{i}: {got:?}");
+            assert_eq!(got[i].1.len(), 1, "{i}: {got:?}");
+            got[i].1[0].clone()
+        };
+        assert_eq!(
+            problem(4),
+            (
+                "transform-parameters",
+                6,
+                "transform `mask` needs parameters".into()
+            )
+        );
+        assert_eq!(
+            problem(5),
+            ("unknown-transform", 7, "unknown transform `revael`".into())
+        );
+        assert_eq!(
+            problem(6),
+            ("invalid-parameter", 8, "`keep` is `middle`".into())
+        );
+        assert_eq!(
+            problem(7),
+            (
+                "invalid-parameter",
+                9,
+                "`chars` is 17; keep between 0 and 16 characters".into()
+            )
+        );
+        assert_eq!(
+            problem(8),
+            (
+                "invalid-parameter",
+                10,
+                "cannot generalize to `street`".into()
+            )
+        );
+        assert_eq!(
+            problem(9),
+            (
+                "unknown-transform",
+                11,
+                "unknown transform `shuffle`".into()
+            )
+        );
+        assert_eq!(problem(10).0, "wrong-type");
+        // A transform without parameters given one: named, and still read.
+        assert_eq!(got[11].0, Some(Transform::Omit));
+        assert_eq!(got[11].1.len(), 1, "{got:?}");
+        assert_eq!(got[11].1[0].1, 13);
+    }
+}
