@@ -44,7 +44,8 @@ const MMAP_SIZE: i64 = 1 << 40;
 const BUSY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// A batch of rows of a table read in one ordered scan, in the form the verifier consumes:
-/// the query, and how a row (from rusqlite, or read through sqlx) joins the batch.
+/// the query, and how a row (from rusqlite, from PostgreSQL's binary `COPY`, or read through
+/// sqlx) joins the batch.
 pub(super) trait Scanned: Default + Send + 'static {
     /// A row as sqlx reads it (the pooled scan of an in-memory SQLite database).
     type Row: Send + Unpin + for<'r> sqlx::FromRow<'r, sqlx::sqlite::SqliteRow>;
@@ -337,9 +338,9 @@ fn try_scan_sqlite_file<T: Scanned>(
     Ok(())
 }
 
-/// The PostgreSQL scan: one streamed ordered query on a connection of its own, outside the
-/// pool (so that scans of several ranges at once take nothing from the requests being served),
-/// each row's values borrowed from the message that carried it.
+/// The PostgreSQL scan: one ordered query streamed as a binary `COPY` on a connection of its
+/// own, outside the pool (so that scans of several ranges at once take nothing from the
+/// requests being served), each row's values borrowed from the stream.
 async fn scan_postgres<T: Scanned>(store: &Store, range: (i64, i64), tx: &mpsc::Sender<Batch<T>>) {
     let mut batcher = Batcher::new();
     let end = try_scan_postgres(store, range, &mut batcher, tx).await;
