@@ -1,9 +1,11 @@
 //! Calls to the gateway as its users make them: a partner certificate with a signed token for
 //! one user, writes and reads of records, and the record bodies most tests write.
 
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use super::{TestApp, client, pki};
+
+use super::bodies;
 
 pub type Who = ((String, String), String);
 
@@ -87,43 +89,15 @@ pub async fn read(
     (status, id, res.json().await.unwrap_or(Value::Null))
 }
 
+/// A crisis incident about metro-pd person `subject` (see `tests/common/bodies.rs`).
 pub fn incident_body(subject: &str) -> Value {
-    json!({
-        "subjects": [{"system": "metro-pd", "value": subject}],
-        "fields": {
-            "incident_id": "INC-1",
-            "subject_name": "Jordan Example",
-            "subject_age": 34,
-            "occurred_at": "2026-11-02T21:40:00Z",
-            "location": {"street": "12 Elm St", "city": "Metro City", "state": "ST", "zip": "00001"},
-            "call_type": "WELFARE_CHECK",
-            "narrative": "NARRATIVE-MARKER caller reported the person pacing outside",
-            "observed_behaviour": "agitated, responsive to de-escalation",
-            "safety_weapon": true,
-            "safety_violence": false,
-            "safety_threats": false,
-            "safety_self_harm": true,
-            "disposition": "REFERRED",
-            "officer_ids": ["B-1107"],
-            "callback_number": "+1 555 010 4477",
-            "criminal_history_summary": "CJI-MARKER prior record"
-        }
-    })
+    bodies::incident(
+        subject,
+        "NARRATIVE-MARKER caller reported the person pacing outside",
+    )
 }
 
+/// A safety plan of metro-pd person `subject`, county-mh `MRN-88`.
 pub fn safety_plan_body(subject: &str) -> Value {
-    json!({
-        "subjects": [{"system": "metro-pd", "value": subject}, {"system": "county-mh", "value": "MRN-88"}],
-        "fields": {
-            "plan_id": "SP-1",
-            "updated_on": "2026-10-30",
-            "warning_signs": "not sleeping",
-            "deescalation_preferences": "speak slowly, no sirens",
-            "crisis_contacts": "sister: +1 555 010 2222",
-            "means_safety": "medications locked by sister",
-            "diagnoses": ["DIAGNOSIS-MARKER"],
-            "substance_use_history": "SUD-MARKER in treatment",
-            "psychotherapy_notes": "PSYNOTES-MARKER"
-        }
-    })
+    bodies::safety_plan(subject, "MRN-88")
 }

@@ -1,6 +1,8 @@
 //! Shared test support: a test PKI with attack material, a gateway spawned on port 0 with a
 //! fresh database (SQLite or a throwaway PostgreSQL), TLS clients and token minting.
 
+#[path = "../../common/bodies.rs"]
+pub mod bodies;
 pub mod calls;
 pub mod pg;
 pub mod replicas;

@@ -2,11 +2,12 @@
 //! disclosure to the police a consent decides: the set-up of the tests that change what the
 //! database holds under one replica and check what the other decides next.
 
-use chrono::Utc;
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use super::calls::{clinician, incident_body, officer, post, put, read, safety_plan_body};
 use super::{Db, TestApp, spawn_app, spawn_replica};
+
+use super::bodies;
 
 /// The safety plan, whose `deescalation_preferences` the police read only with a consent.
 pub const PLAN: &str = "/v1/records/safety-plan/SP-1";
@@ -36,22 +37,9 @@ pub async fn two_gateways_with_a_plan(db: Db) -> (TestApp, TestApp) {
 }
 
 /// A consent of `subject` (a `county-mh` identifier) to `metro-pd` reading the plan's
-/// de-escalation preferences for crisis response, valid from five minutes ago for 30 days.
+/// de-escalation preferences for crisis response (see `tests/common/bodies.rs`).
 pub fn plan_consent(subject: &str) -> Value {
-    let now = Utc::now();
-    json!({
-        "subjects": [{"system": "county-mh", "value": subject}],
-        "patient_name": "Jordan Example",
-        "disclosers": ["county-mh"],
-        "recipients": ["metro-pd"],
-        "purposes": ["crisis-response"],
-        "scope": {"fields": ["safety-plan.deescalation_preferences"]},
-        "valid_from": (now - chrono::Duration::minutes(5)).to_rfc3339(),
-        "expires": (now + chrono::Duration::days(30)).to_rfc3339(),
-        "signature_reference": "DMS-2026-0001",
-        "signed_on": now.date_naive().to_string(),
-        "revocation_statement": "You may revoke this consent at any time, in writing.",
-    })
+    bodies::plan_consent(subject)
 }
 
 /// Records [`plan_consent`] of `subject` through `app`, as the clinician; returns the recorded
