@@ -341,21 +341,34 @@ fn try_scan_sqlite_file<T: Scanned>(
 /// The PostgreSQL scan: one ordered query streamed as a binary `COPY` on a connection of its
 /// own, outside the pool (so that scans of several ranges at once take nothing from the
 /// requests being served), each row's values borrowed from the stream.
+///
+/// The stream is read on the async runtime; its rows are parsed, checked and encoded on a
+/// blocking thread, so that a verification on a serving gateway keeps that work off the
+/// threads answering requests.
 async fn scan_postgres<T: Scanned>(store: &Store, range: (i64, i64), tx: &mpsc::Sender<Batch<T>>) {
-    let mut batcher = Batcher::new();
-    let end = try_scan_postgres(store, range, &mut batcher, tx).await;
-    for b in batcher.rest(end) {
-        if tx.send(b).await.is_err() {
-            break;
-        }
+    let (chunk_tx, chunk_rx) = mpsc::channel(IN_FLIGHT);
+    let batches = tx.clone();
+    let parse = tokio::task::spawn_blocking(move || parse_copy(chunk_rx, &batches));
+    if let Err(e) = read_copy::<T>(store, range, &chunk_tx).await {
+        // The rows read before the failure are checked first.
+        let _ = chunk_tx.send(Err(e)).await;
+    }
+    drop(chunk_tx);
+    if parse.await.is_err() {
+        let _ = tx
+            .send(Err(LogError::Scan(
+                "the scan's parsing thread failed".into(),
+            )))
+            .await;
     }
 }
 
-async fn try_scan_postgres<T: Scanned>(
+/// Streams the binary `COPY` of `T`'s rows above `after` and up to `upto` on a connection of
+/// its own, handing each chunk on; stops early when nobody takes them.
+async fn read_copy<T: Scanned>(
     store: &Store,
     (after, upto): (i64, i64),
-    batcher: &mut Batcher<T>,
-    tx: &mpsc::Sender<Batch<T>>,
+    chunks: &mpsc::Sender<Result<Vec<u8>, LogError>>,
 ) -> Result<(), LogError> {
     use sqlx::Connection as _;
     let Some(mut conn) = store.postgres_connection().await? else {
@@ -368,23 +381,44 @@ async fn try_scan_postgres<T: Scanned>(
             .replace("$1", &after.to_string())
             .replace("$2", &upto.to_string())
     );
-    let out = copy_into(&mut conn, &sql, batcher, tx).await;
+    let out = async {
+        let mut stream = conn.copy_out_raw(&sql).await?;
+        while let Some(chunk) = stream.try_next().await? {
+            if chunks.send(Ok(chunk.to_vec())).await.is_err() {
+                break;
+            }
+        }
+        Ok(())
+    }
+    .await;
     // A clean goodbye; the scan's outcome does not depend on it.
     let _ = conn.close().await;
     out
 }
 
-/// Streams the binary `COPY` of `sql` into `batcher`, sending each full batch.
-async fn copy_into<T: Scanned>(
-    conn: &mut sqlx::PgConnection,
-    sql: &str,
+/// Reads rows out of the `COPY` stream's chunks into batches (on a blocking thread), then
+/// sends what is left and the error that ended the stream, if any.
+fn parse_copy<T: Scanned>(
+    mut chunks: mpsc::Receiver<Result<Vec<u8>, LogError>>,
+    tx: &mpsc::Sender<Batch<T>>,
+) {
+    let mut batcher = Batcher::new();
+    let end = try_parse_copy(&mut chunks, &mut batcher, tx);
+    for b in batcher.rest(end) {
+        if tx.blocking_send(b).is_err() {
+            break;
+        }
+    }
+}
+
+fn try_parse_copy<T: Scanned>(
+    chunks: &mut mpsc::Receiver<Result<Vec<u8>, LogError>>,
     batcher: &mut Batcher<T>,
     tx: &mpsc::Sender<Batch<T>>,
 ) -> Result<(), LogError> {
-    let mut chunks = conn.copy_out_raw(sql).await?;
     let mut reader = CopyReader::new();
-    while let Some(chunk) = chunks.try_next().await? {
-        reader.push(&chunk);
+    while let Some(chunk) = chunks.blocking_recv() {
+        reader.push(&chunk?);
         loop {
             let full = reader
                 .next_row(|fields| batcher.add(|b| b.push_copy(fields)))
@@ -393,7 +427,7 @@ async fn copy_into<T: Scanned>(
                 None => break,
                 Some(Ok(None)) => {}
                 Some(Ok(Some(full))) => {
-                    if tx.send(Ok(full)).await.is_err() {
+                    if tx.blocking_send(Ok(full)).is_err() {
                         return Ok(());
                     }
                 }
