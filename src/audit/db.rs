@@ -599,38 +599,81 @@ pub(super) struct RawRow<'a> {
     sealed: Option<&'a [u8]>,
 }
 
-/// The values of one rusqlite row, typed as the log's columns are; `Err` names the first
-/// column whose value has another type.
+/// The values of one row of `SELECT {COLUMNS}`, typed as the log's columns are; `Err` names
+/// the first column whose value has another type.
+trait ColumnValues<'a> {
+    fn int(&self, i: usize) -> Result<i64, String>;
+    fn text(&self, i: usize) -> Result<&'a str, String>;
+    fn opt_text(&self, i: usize) -> Result<Option<&'a str>, String>;
+    fn blob(&self, i: usize) -> Result<&'a [u8], String>;
+    fn opt_blob(&self, i: usize) -> Result<Option<&'a [u8]>, String>;
+}
+
+/// A rusqlite row's values.
 struct SqliteValues<'a, 'r>(&'a rusqlite::Row<'r>);
 
 impl<'a> SqliteValues<'a, '_> {
     fn value(&self, i: usize) -> Result<rusqlite::types::ValueRef<'a>, String> {
         self.0.get_ref(i).map_err(|e| e.to_string())
     }
+}
+
+impl<'a> ColumnValues<'a> for SqliteValues<'a, '_> {
     fn int(&self, i: usize) -> Result<i64, String> {
-        self.value(i)?.as_i64().map_err(|e| wrong_type(i, &e))
+        self.value(i)?.as_i64().map_err(|e| wrong_type(i, e))
     }
     fn text(&self, i: usize) -> Result<&'a str, String> {
-        self.value(i)?.as_str().map_err(|e| wrong_type(i, &e))
+        self.value(i)?.as_str().map_err(|e| wrong_type(i, e))
     }
     fn opt_text(&self, i: usize) -> Result<Option<&'a str>, String> {
         self.value(i)?
             .as_str_or_null()
-            .map_err(|e| wrong_type(i, &e))
+            .map_err(|e| wrong_type(i, e))
     }
     fn blob(&self, i: usize) -> Result<&'a [u8], String> {
-        self.value(i)?.as_blob().map_err(|e| wrong_type(i, &e))
+        self.value(i)?.as_blob().map_err(|e| wrong_type(i, e))
     }
     fn opt_blob(&self, i: usize) -> Result<Option<&'a [u8]>, String> {
         self.value(i)?
             .as_blob_or_null()
-            .map_err(|e| wrong_type(i, &e))
+            .map_err(|e| wrong_type(i, e))
     }
 }
 
-fn wrong_type(column: usize, e: &rusqlite::types::FromSqlError) -> String {
+/// A row of PostgreSQL's binary `COPY` stream ([`crate::store::pgcopy`]): each value in its
+/// type's binary form, `None` for NULL.
+struct CopyValues<'a, 'f>(&'f [Option<&'a [u8]>]);
+
+impl<'a> CopyValues<'a, '_> {
+    fn utf8(i: usize, b: &'a [u8]) -> Result<&'a str, String> {
+        std::str::from_utf8(b).map_err(|_| wrong_type(i, "not UTF-8"))
+    }
+}
+
+impl<'a> ColumnValues<'a> for CopyValues<'a, '_> {
+    fn int(&self, i: usize) -> Result<i64, String> {
+        crate::store::pgcopy::int(self.blob(i)?).ok_or_else(|| wrong_type(i, "not an integer"))
+    }
+    fn text(&self, i: usize) -> Result<&'a str, String> {
+        Self::utf8(i, self.blob(i)?)
+    }
+    fn opt_text(&self, i: usize) -> Result<Option<&'a str>, String> {
+        self.opt_blob(i)?.map(|b| Self::utf8(i, b)).transpose()
+    }
+    fn blob(&self, i: usize) -> Result<&'a [u8], String> {
+        self.opt_blob(i)?.ok_or_else(|| wrong_type(i, "NULL"))
+    }
+    fn opt_blob(&self, i: usize) -> Result<Option<&'a [u8]>, String> {
+        self.0
+            .get(i)
+            .copied()
+            .ok_or_else(|| wrong_type(i, "missing"))
+    }
+}
+
+fn wrong_type(column: usize, what: impl std::fmt::Display) -> String {
     let name = COLUMNS.split(',').nth(column).unwrap_or_default().trim();
-    format!("column {name} holds a value of the wrong type ({e})")
+    format!("column {name} holds a value of the wrong type ({what})")
 }
 
 impl<'a> RawRow<'a> {
@@ -639,55 +682,18 @@ impl<'a> RawRow<'a> {
     /// without a message, a type check or a copy per value. `Err` says which column holds a
     /// value no row of the log can have.
     pub(super) fn from_copy(fields: &[Option<&'a [u8]>]) -> Result<Self, String> {
-        use crate::store::pgcopy::int;
-        let wrong = |i: usize, what: &str| {
-            let name = COLUMNS.split(',').nth(i).unwrap_or_default().trim();
-            format!("column {name} holds a value of the wrong type ({what})")
-        };
-        let opt = |i: usize| fields.get(i).copied().ok_or_else(|| wrong(i, "missing"));
-        let val = |i: usize| opt(i)?.ok_or_else(|| wrong(i, "NULL"));
-        let num = |i: usize| int(val(i)?).ok_or_else(|| wrong(i, "not an integer"));
-        let utf8 =
-            |i: usize, b: &'a [u8]| std::str::from_utf8(b).map_err(|_| wrong(i, "not UTF-8"));
-        let text = |i: usize| utf8(i, val(i)?);
-        let opt_text = |i: usize| opt(i)?.map(|b| utf8(i, b)).transpose();
-        Ok(Self {
-            seq: num(0)?,
-            at_us: num(1)?,
-            kind: text(2)?,
-            request_id: opt_text(3)?,
-            decision_id: opt_text(4)?,
-            policy_hash: opt_text(5)?,
-            recipient_partner: opt_text(6)?,
-            recipient_user: opt_text(7)?,
-            recipient_role: opt_text(8)?,
-            purpose: opt_text(9)?,
-            basis_kind: opt_text(10)?,
-            basis_ref: opt_text(11)?,
-            basis_rule: opt_text(12)?,
-            justification: opt_text(13)?,
-            subject: opt(14)?,
-            record_kind: opt_text(15)?,
-            record_id: opt_text(16)?,
-            fields_disclosed: text(17)?,
-            fields_withheld: num(18)?,
-            outcome: text(19)?,
-            reason: opt_text(20)?,
-            source_addr: opt_text(21)?,
-            cert_sha256: opt_text(22)?,
-            detail: opt_text(23)?,
-            prev_hash: val(24)?,
-            entry_hash: val(25)?,
-            format: num(26)?,
-            sealed: opt(27)?,
-        })
+        Self::read(&CopyValues(fields))
     }
 
     /// Borrows a row of `SELECT {COLUMNS}` (in that order) from a rusqlite statement: the log
     /// scan of [`super::scan`] reads SQLite without sqlx's per-value copies. `Err` says which
     /// column holds a value of a type no row of the log can have.
     pub(super) fn from_sqlite(r: &'a rusqlite::Row<'_>) -> Result<Self, String> {
-        let v = SqliteValues(r);
+        Self::read(&SqliteValues(r))
+    }
+
+    /// Reads a row of `SELECT {COLUMNS}` (in that order) through `v`.
+    fn read(v: &impl ColumnValues<'a>) -> Result<Self, String> {
         Ok(Self {
             seq: v.int(0)?,
             at_us: v.int(1)?,
