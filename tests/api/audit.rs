@@ -205,6 +205,39 @@ async fn exec(store: &Store, sql: &str) {
     support::exec(store, sql).await;
 }
 
+/// SQLite keeps any value in any column: a tamperer can store text where the log wrote a hash
+/// or a number. The verification's scan reads such a row as unreadable and names it, as
+/// altered, with the column at fault; it never passes it or stops without an answer.
+#[tokio::test]
+async fn a_value_of_the_wrong_type_is_named_as_an_altered_entry() {
+    for (sql, column) in [
+        (
+            "UPDATE audit_log SET prev_hash = 'text' WHERE seq = 3",
+            "prev_hash",
+        ),
+        ("UPDATE audit_log SET at_us = 'soon' WHERE seq = 3", "at_us"),
+        ("UPDATE audit_log SET kind = x'00ff' WHERE seq = 3", "kind"),
+    ] {
+        let f = ten(Db::Sqlite).await;
+        exec(&f.store, sql).await;
+        let v = verify(&f.store, &f.log).await;
+        let failure = v
+            .summary
+            .failure
+            .expect("a wrong-typed value was not detected");
+        assert_eq!(
+            (failure.seq, failure.kind),
+            (3, FailureKind::Altered),
+            "{sql}"
+        );
+        assert!(
+            failure.message.contains(column),
+            "{sql}: the message names the column: {}",
+            failure.message
+        );
+    }
+}
+
 #[tokio::test]
 async fn each_kind_of_tampering_is_detected_and_named() {
     for db in BOTH {
