@@ -646,6 +646,15 @@ pub struct Timed {
     pub outcome: Outcome,
 }
 
+/// The wall-clock time (UTC, as HAProxy logs it) of an earlier instant, to find a request's
+/// line in HAProxy's log.
+pub fn wall(at: Instant) -> String {
+    let ago = chrono::Duration::from_std(at.elapsed()).unwrap_or_default();
+    (chrono::Utc::now() - ago)
+        .format("%H:%M:%S%.3f")
+        .to_string()
+}
+
 /// Runs `writers` tasks writing their own incidents and `readers` tasks reading the seeded
 /// incidents (`seeded`), all against `base_url`, until `stop` is set. Returns every outcome.
 pub async fn run_load(
@@ -842,6 +851,13 @@ pub struct HaProxy {
     _dir: tempfile::TempDir,
 }
 
+/// When HAProxy changed a server's status: between `after` and `before`.
+#[derive(Debug, Clone, Copy)]
+pub struct Changed {
+    pub after: Instant,
+    pub before: Instant,
+}
+
 impl HaProxy {
     pub fn start(dev: &Dev, servers: &[(&str, u16)]) -> Self {
         let bin = haproxy_bin();
@@ -954,20 +970,28 @@ backend replicas
         out
     }
 
-    /// Waits (bounded) until server `name` has status `want` (`UP` or `DOWN`).
-    pub async fn wait_status(&self, name: &str, want: &str, within: Duration) {
+    /// Waits (bounded) until server `name` has status `want` (`UP` or `DOWN`). Returns when
+    /// the change happened, as closely as polling every 20 ms tells: after the start of the
+    /// last poll that did not show it, and before the end of the first that did.
+    pub async fn wait_status(&self, name: &str, want: &str, within: Duration) -> Changed {
         let deadline = Instant::now() + within;
+        let mut not_yet = Instant::now();
         loop {
+            let asked = Instant::now();
             let s = self.statuses().await;
             if s.get(name).map(String::as_str) == Some(want) {
-                return;
+                return Changed {
+                    after: not_yet,
+                    before: Instant::now(),
+                };
             }
+            not_yet = asked;
             assert!(
                 Instant::now() < deadline,
                 "HAProxy did not see {name} {want} within {within:?}: {s:?}\n{}",
                 self.log_tail()
             );
-            tokio::time::sleep(Duration::from_millis(100)).await;
+            tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
 
@@ -977,13 +1001,24 @@ backend replicas
         lines[lines.len().saturating_sub(40)..].join("\n")
     }
 
-    /// The log's lines other than connections the client closed normally (termination state
-    /// `CD`): server-side closes, retries, health-check changes.
+    /// The log's lines other than connections that ended normally on the first attempt
+    /// (termination state `--` or `CD`, no retry): server-side closes, retries, health checks
+    /// and server state changes.
     pub fn unusual_log(&self) -> String {
         let log = std::fs::read_to_string(&self.log).unwrap_or_default();
-        let lines: Vec<&str> = log.lines().filter(|l| !l.contains(" CD ")).collect();
-        lines[lines.len().saturating_sub(60)..].join("\n")
+        let lines: Vec<&str> = log.lines().filter(|l| !is_plain_connection(l)).collect();
+        lines[lines.len().saturating_sub(80)..].join("\n")
     }
+}
+
+/// A `tcplog` line (`client [time] frontend backend/server timers bytes state
+/// act/fe/be/srv/retries queues`) for a connection that ended normally without a retry.
+fn is_plain_connection(line: &str) -> bool {
+    let f: Vec<&str> = line.split_whitespace().collect();
+    f.len() == 9
+        && f[2] == "gateway"
+        && matches!(f[6], "--" | "CD")
+        && f[7].rsplit('/').next() == Some("0")
 }
 
 impl Drop for HaProxy {
