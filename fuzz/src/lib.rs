@@ -28,7 +28,7 @@ use coresponse_gateway::audit::{
 use coresponse_gateway::consent::directive::{self, ConsentDirective};
 use coresponse_gateway::consent::{Consent, SubjectRef};
 use coresponse_gateway::domain::{
-    CertFingerprint, Generalization, MaskKeep, PartnerId, PartnerKind, Principal, Purpose,
+    CertFingerprint, Code, Generalization, MaskKeep, PartnerId, PartnerKind, Principal, Purpose,
     RecordId, Role, SubjectIdentifier,
 };
 use coresponse_gateway::emergency::ReviewOutcome;
@@ -312,7 +312,7 @@ fn parse<T: serde::de::DeserializeOwned>(body: &[u8]) -> Option<T> {
         Ok(v) => Some(v),
         Err(e) => {
             renders(ApiError::bad_request(
-                "invalid_json",
+                Code::InvalidJson,
                 format!("invalid JSON body: {e}"),
             ));
             None

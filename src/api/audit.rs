@@ -22,6 +22,7 @@ use super::{AppState, Authenticated, NO_STORE, RequestMeta};
 use crate::audit::accounting;
 use crate::audit::query::{EntryView, Filter, MAX_LIMIT};
 use crate::audit::{CheckpointExport, EntryKind};
+use crate::domain::Code;
 use crate::domain::SubjectIdentifier;
 use crate::error::ApiError;
 use crate::service::compliance::SuspensionRequest;
@@ -273,7 +274,7 @@ pub(super) async fn one(
         .await?;
     let seq: u64 = path.parse().ok().filter(|n| *n > 0).ok_or_else(|| {
         ApiError::bad_request(
-            "invalid_path",
+            Code::InvalidPath,
             "the entry id is its sequence number, a positive integer",
         )
     })?;
@@ -473,7 +474,7 @@ pub struct SuspensionBody {
 
 fn bad_field(field: &'static str, why: impl std::fmt::Display) -> ApiError {
     ApiError::BadRequest {
-        code: "invalid_suspension",
+        code: Code::InvalidSuspension,
         message: format!("`{field}`: {why}"),
         details: Some(json!({ "field": field })),
     }

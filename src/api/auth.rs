@@ -12,6 +12,7 @@ use chrono::Utc;
 
 use super::AppState;
 use crate::auth::{AuthFailure, bearer_token};
+use crate::domain::Code;
 use crate::domain::{PartnerId, Principal};
 use crate::error::ApiError;
 use crate::security::{SecurityEvent, SecurityEventKind};
@@ -73,14 +74,14 @@ fn record(
     state: &AppState,
     req: &HttpRequest,
     peer: &PeerCertificate,
-    code: &str,
+    code: Code,
     partner: Option<PartnerId>,
     detail: &str,
 ) {
     state.security.record(SecurityEvent {
         at: Utc::now(),
         kind: SecurityEventKind::AuthenticationFailed,
-        code: code.to_owned(),
+        code: code.as_str().to_owned(),
         peer: req.peer_addr(),
         partner,
         cert_fingerprint: Some(peer.fingerprint),
@@ -97,7 +98,7 @@ pub(super) fn certified_partner<'r>(
 ) -> Result<(PartnerId, &'r PeerCertificate), ApiError> {
     let peer = req.conn_data::<PeerCertificate>().ok_or_else(|| {
         ApiError::forbidden(
-            "certificate_required",
+            Code::CertificateRequired,
             "a partner client certificate is required",
         )
     })?;
@@ -111,12 +112,12 @@ pub(super) fn certified_partner<'r>(
                 state,
                 req,
                 peer,
-                "certificate_refused",
+                Code::CertificateRefused,
                 None,
                 &e.to_string(),
             );
             Err(ApiError::forbidden(
-                "certificate_refused",
+                Code::CertificateRefused,
                 format!("{e}; connect with a current certificate issued to a registered partner"),
             ))
         }
@@ -129,14 +130,14 @@ fn authenticate(req: &HttpRequest) -> Result<Principal, ApiError> {
         .ok_or_else(|| ApiError::Internal(anyhow::anyhow!("application state missing")))?;
     let (partner, peer) = certified_partner(state, req)?;
     let refused =
-        |code: &str, partner, detail: &str| record(state, req, peer, code, partner, detail);
+        |code: Code, partner, detail: &str| record(state, req, peer, code, partner, detail);
     let mut sent = req.headers().get_all(header::AUTHORIZATION);
     let first = sent.next();
     if sent.next().is_some() {
         let detail = "the request carries `Authorization` more than once";
-        refused("invalid_header", Some(partner), detail);
+        refused(Code::InvalidHeader, Some(partner), detail);
         return Err(ApiError::BadRequest {
-            code: "invalid_header",
+            code: Code::InvalidHeader,
             message: "header `Authorization` is sent more than once; send one bearer token"
                 .to_owned(),
             details: Some(serde_json::json!({ "header": "Authorization" })),

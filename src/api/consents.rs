@@ -18,6 +18,7 @@ use super::query::{bad_param, checked};
 use super::{AppState, Authenticated, BoundedJson, NO_STORE, RequestMeta};
 use crate::consent::directive::{self, ConsentDirective};
 use crate::consent::registry::ReceivedHow;
+use crate::domain::Code;
 use crate::domain::{PartnerId, Purpose, Role, SubjectIdentifier};
 use crate::error::ApiError;
 use crate::service::consents::{ConsentAction, CoverageAsk, RevokeRequest};
@@ -34,7 +35,7 @@ pub(super) fn routes(r: &mut super::Routes<'_>) {
 fn subject_from_path(system: &str, value: &str) -> Result<SubjectIdentifier, ApiError> {
     SubjectIdentifier::new(system, value).map_err(|e| {
         ApiError::bad_request(
-            "invalid_path",
+            Code::InvalidPath,
             format!("the subject identifier in the path: {e}"),
         )
     })

@@ -12,6 +12,7 @@
 use actix_web::http::header::{self, HeaderName, HeaderValue};
 use actix_web::{HttpRequest, HttpResponse};
 
+use crate::domain::Code;
 use crate::error::ApiError;
 
 /// The console's Content-Security-Policy: this origin only, no inline script or style, no
@@ -123,7 +124,7 @@ fn hardened(mut res: HttpResponse, cache: &'static str) -> HttpResponse {
 fn serve(name: &str) -> Result<HttpResponse, ApiError> {
     let asset = ASSETS.iter().find(|a| a.name == name).ok_or_else(|| {
         ApiError::not_found(
-            "route_not_found",
+            Code::RouteNotFound,
             format!(
                 "the console has no file `{name}`; open `/console/` (files: {})",
                 asset_names().collect::<Vec<_>>().join(", ")

@@ -34,6 +34,7 @@ use tracing::instrument;
 use super::purpose::PurposeOfUse;
 use super::query::bad_search_param;
 use super::{AppState, Authenticated, NO_STORE, RequestMeta};
+use crate::domain::Code;
 use crate::domain::{RecordId, SubjectIdentifier};
 use crate::error::{ApiError, DISCLOSURE_ID, ErrorBody, LOG_LEAF_HASH, LOG_LEAF_INDEX};
 use crate::fhir::codes::{self, FHIR_JSON};
@@ -192,7 +193,7 @@ fn issue_type(status: StatusCode, code: &str, problem: Option<&str>) -> &'static
         Some("unknown_code_system" | "unknown_code" | "unknown_purpose") => return "code-invalid",
         Some("invalid_structure" | "wrong_resource_type") => return "structure",
         Some("missing_element") => return "required",
-        Some(_) if code == "consent_incomplete" => return "required",
+        Some(_) if code == Code::ConsentIncomplete.as_str() => return "required",
         _ => {}
     }
     match status.as_u16() {
@@ -297,7 +298,7 @@ async fn outcomes(
         .ok()
         .and_then(|b| serde_json::from_slice(&b).ok())
         .unwrap_or_else(|| ErrorBody {
-            code: api.code().to_owned(),
+            code: api.code().as_str().to_owned(),
             message: "the gateway failed to process the request".into(),
             details: None,
         });
@@ -328,7 +329,7 @@ impl FromRequest for FhirBody {
         Box::pin(async move {
             let body = read.await?;
             serde_json::from_slice(&body).map(FhirBody).map_err(|e| {
-                ApiError::bad_request("invalid_json", format!("invalid JSON body: {e}"))
+                ApiError::bad_request(Code::InvalidJson, format!("invalid JSON body: {e}"))
             })
         })
     }
@@ -343,7 +344,7 @@ fn invalid_resource(problems: Problems) -> ApiError {
         .collect::<Vec<_>>()
         .join("; ");
     ApiError::BadRequest {
-        code: "invalid_resource",
+        code: Code::InvalidResource,
         message: format!("the FHIR resource cannot be used: {message}"),
         details: Some(json!({ "problems": problems })),
     }
@@ -461,7 +462,7 @@ fn consent_error(e: crate::service::Error) -> ApiError {
                     }
                 }
             }
-            if code == "consent_incomplete" {
+            if code == Code::ConsentIncomplete.as_str() {
                 let part2 = details
                     .get("part2")
                     .and_then(Value::as_bool)
@@ -716,7 +717,7 @@ fn revocation_of(
     }
     if !matches!(parsed.status.as_deref(), Some("rejected" | "inactive")) {
         return Err(ApiError::BadRequest {
-            code: "consent_not_editable",
+            code: Code::ConsentNotEditable,
             message: "a recorded consent changes only by revocation: send it as recorded with \
                       `status` `rejected` (or `inactive`) and the revocation extension"
                 .into(),
@@ -724,7 +725,7 @@ fn revocation_of(
         });
     }
     let revocation_field = |field: &str, what: &str| ApiError::BadRequest {
-        code: "invalid_revocation",
+        code: Code::InvalidRevocation,
         message: format!(
             "`{field}`: {what}, in extension `{}`",
             codes::revocation_ext()
@@ -881,7 +882,7 @@ async fn service_request_create(
 fn referral_id(raw: &str, name: &str) -> Result<RecordId, ApiError> {
     raw.parse()
         .map_err(|e: crate::domain::InvalidInput| ApiError::BadRequest {
-            code: "invalid_path",
+            code: Code::InvalidPath,
             message: format!("`{name}`: {e}"),
             details: Some(json!({ "parameter": name })),
         })

@@ -30,6 +30,7 @@ use serde_json::json;
 
 use super::AppState;
 use crate::crypto::Keyring;
+use crate::domain::Code;
 use crate::error::ApiError;
 use crate::service::keys::{self, KeyringError};
 use crate::store::{Store, epochs};
@@ -273,7 +274,7 @@ pub(super) async fn healthz(
             .insert_header((header::CACHE_CONTROL, "no-store"))
             .json(json!({
                 "status": "unavailable",
-                "code": "key_version_missing",
+                "code": Code::KeyVersionMissing,
                 "message": format!("this gateway cannot open every stored record: {problem}"),
                 "policy_set": policy_set,
                 "mou": mou,
@@ -283,7 +284,7 @@ pub(super) async fn healthz(
             .insert_header((header::CACHE_CONTROL, "no-store"))
             .json(json!({
                 "status": "unavailable",
-                "code": "crl_expired",
+                "code": Code::CrlExpired,
                 "message": crl.message,
                 "policy_set": policy_set,
                 "crl": crl,

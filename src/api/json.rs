@@ -21,6 +21,7 @@ use futures_util::StreamExt as _;
 use serde::de::DeserializeOwned;
 
 use super::AppState;
+use crate::domain::Code;
 use crate::error::ApiError;
 
 /// A JSON request body, size- and depth-bounded.
@@ -36,7 +37,7 @@ impl<T: DeserializeOwned + 'static> FromRequest for BoundedJson<T> {
         Box::pin(async move {
             let body = read.await?;
             serde_json::from_slice(&body).map(BoundedJson).map_err(|e| {
-                ApiError::bad_request("invalid_json", format!("invalid JSON body: {e}"))
+                ApiError::bad_request(Code::InvalidJson, format!("invalid JSON body: {e}"))
             })
         })
     }
@@ -86,7 +87,10 @@ pub(super) fn read_bounded(
                 PayloadError::Io(e) if e.kind() == std::io::ErrorKind::TimedOut => {
                     ApiError::BodyTimeout { timeout_ms }
                 }
-                _ => ApiError::bad_request("body_unreadable", "the request body could not be read"),
+                _ => ApiError::bad_request(
+                    Code::BodyUnreadable,
+                    "the request body could not be read",
+                ),
             })?;
             if body.len() + chunk.len() > limit {
                 return Err(ApiError::PayloadTooLarge { limit });
@@ -119,7 +123,7 @@ pub fn check_depth(bytes: &[u8], max: usize) -> Result<(), ApiError> {
                 depth += 1;
                 if depth > max {
                     return Err(ApiError::bad_request(
-                        "json_too_deep",
+                        Code::JsonTooDeep,
                         format!("the JSON body nests deeper than {max} levels"),
                     ));
                 }

@@ -51,6 +51,7 @@ pub use records::RecordBody;
 pub use referrals::{NewReferralBody, TransitionBody};
 pub use reviews::Decision as ReviewBody;
 
+use crate::domain::Code;
 use crate::domain::{Principal, SubjectIdentifier};
 use crate::error::ApiError;
 use crate::service::Caller;
@@ -72,10 +73,10 @@ pub fn configure_recorded(cfg: &mut web::ServiceConfig, body_limit: usize) -> Re
         )
         .app_data(web::PayloadConfig::new(body_limit))
         .app_data(web::PathConfig::default().error_handler(|e, _| {
-            ApiError::bad_request("invalid_path", format!("invalid path parameter: {e}")).into()
+            ApiError::bad_request(Code::InvalidPath, format!("invalid path parameter: {e}")).into()
         }))
         .app_data(web::QueryConfig::default().error_handler(|e, _| {
-            ApiError::bad_request("invalid_query", format!("invalid query string: {e}")).into()
+            ApiError::bad_request(Code::InvalidQuery, format!("invalid query string: {e}")).into()
         }));
     r.get("/healthz", health::healthz)
         .get("/v1/whoami", whoami::whoami);
@@ -137,7 +138,7 @@ pub(crate) const NO_STORE: (actix_web::http::header::HeaderName, &str) =
 /// A subject identifier from the path `/v1/subjects/{system}/{value}/...`, in canonical form.
 pub(crate) fn subject_param(system: &str, value: &str) -> Result<SubjectIdentifier, ApiError> {
     SubjectIdentifier::new(system, value).map_err(|e| ApiError::BadRequest {
-        code: "invalid_path",
+        code: Code::InvalidPath,
         message: format!("{e}"),
         details: Some(serde_json::json!({ "parameter": e.what })),
     })
@@ -150,9 +151,12 @@ fn json_error(e: JsonPayloadError, limit: usize) -> ApiError {
         }
         JsonPayloadError::ContentType => ApiError::UnsupportedMediaType,
         JsonPayloadError::Deserialize(e) => {
-            ApiError::bad_request("invalid_json", format!("invalid JSON body: {e}"))
+            ApiError::bad_request(Code::InvalidJson, format!("invalid JSON body: {e}"))
         }
-        other => ApiError::bad_request("invalid_body", format!("unreadable request body: {other}")),
+        other => ApiError::bad_request(
+            Code::InvalidBody,
+            format!("unreadable request body: {other}"),
+        ),
     }
 }
 
@@ -160,7 +164,7 @@ fn json_error(e: JsonPayloadError, limit: usize) -> ApiError {
 /// resource).
 pub async fn not_found(req: HttpRequest) -> Result<actix_web::HttpResponse, ApiError> {
     Err(ApiError::not_found(
-        "route_not_found",
+        Code::RouteNotFound,
         format!(
             "no route `{} {}`; see the API reference in the README",
             req.method(),

@@ -10,6 +10,7 @@ use serde_json::json;
 
 use super::query::{bad_param, unknown_param};
 use super::{AppState, Authenticated, NO_STORE, RequestMeta};
+use crate::domain::Code;
 use crate::error::ApiError;
 
 /// Most changes in one page.
@@ -112,7 +113,7 @@ pub(super) async fn one(
 ) -> Result<HttpResponse, ApiError> {
     let seq = path.parse::<u64>().ok().filter(|n| *n > 0).ok_or_else(|| {
         ApiError::bad_request(
-            "invalid_path",
+            Code::InvalidPath,
             "the change is named by the sequence number of its `policy_reloaded` entry, a \
              positive integer",
         )

@@ -24,6 +24,7 @@ use actix_web::dev::Payload;
 use actix_web::{FromRequest, HttpRequest};
 use serde_json::json;
 
+use crate::domain::Code;
 use crate::domain::Purpose;
 use crate::error::ApiError;
 use crate::policy::model::{EMERGENCY_PURPOSE, is_known_purpose};
@@ -86,7 +87,7 @@ fn header<'a>(req: &'a HttpRequest, name: &'static str) -> Result<Option<&'a str
 
 fn bad_header(name: &'static str, why: impl std::fmt::Display) -> ApiError {
     ApiError::BadRequest {
-        code: "invalid_header",
+        code: Code::InvalidHeader,
         message: format!("header `{name}` {why}"),
         details: Some(json!({ "header": name })),
     }
@@ -94,7 +95,7 @@ fn bad_header(name: &'static str, why: impl std::fmt::Display) -> ApiError {
 
 fn missing(name: &'static str, why: impl std::fmt::Display) -> ApiError {
     ApiError::BadRequest {
-        code: "header_missing",
+        code: Code::HeaderMissing,
         message: format!("header `{name}` is required: {why}"),
         details: Some(json!({ "header": name })),
     }
@@ -114,7 +115,7 @@ fn parse(req: &HttpRequest) -> Result<PurposeOfUse, ApiError> {
         .ok()
         .filter(|p: &Purpose| is_known_purpose(p.as_str()))
         .ok_or_else(|| ApiError::BadRequest {
-            code: "unknown_purpose",
+            code: Code::UnknownPurpose,
             message: format!("unknown purpose of use `{raw}`; use one of: {purposes}"),
             details: Some(json!({ "header": PURPOSE_OF_USE, "allowed": names })),
         })?;

@@ -6,6 +6,7 @@
 use chrono::{DateTime, Utc};
 use serde_json::json;
 
+use crate::domain::Code;
 use crate::error::ApiError;
 
 /// 400 `invalid_parameter` naming query parameter `name` and why it was refused.
@@ -20,7 +21,7 @@ pub(super) fn bad_search_param(name: &str, why: impl std::fmt::Display) -> ApiEr
 
 fn invalid_parameter(kind: &str, name: &str, why: impl std::fmt::Display) -> ApiError {
     ApiError::BadRequest {
-        code: "invalid_parameter",
+        code: Code::InvalidParameter,
         message: format!("{kind} parameter `{name}`: {why}"),
         details: Some(json!({ "parameter": name })),
     }
@@ -91,7 +92,7 @@ mod tests {
                 code,
                 message,
                 details,
-            } => (code, message, details.unwrap_or_default()),
+            } => (code.as_str(), message, details.unwrap_or_default()),
             other => panic!("{other:?}"),
         }
     }

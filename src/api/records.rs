@@ -17,6 +17,7 @@ use super::json::BoundedJson;
 use super::purpose::PurposeOfUse;
 use super::{AppState, Authenticated, NO_STORE, RequestMeta, subject_param};
 use crate::audit;
+use crate::domain::Code;
 use crate::domain::{InvalidInput, Principal, RecordId, RecordKind, SubjectIdentifier};
 use crate::error::{ApiError, DISCLOSURE_ID, LOG_LEAF_HASH, LOG_LEAF_INDEX};
 use crate::service::{Asker, RecordAnswer};
@@ -41,10 +42,10 @@ pub struct RecordBody {
 pub(super) fn path_record(kind: &str, id: &str) -> Result<(RecordKind, RecordId), ApiError> {
     let kind: RecordKind = kind
         .parse()
-        .map_err(|e: InvalidInput| ApiError::bad_request("invalid_path", e.to_string()))?;
+        .map_err(|e: InvalidInput| ApiError::bad_request(Code::InvalidPath, e.to_string()))?;
     let id: RecordId = id
         .parse()
-        .map_err(|e: InvalidInput| ApiError::bad_request("invalid_path", e.to_string()))?;
+        .map_err(|e: InvalidInput| ApiError::bad_request(Code::InvalidPath, e.to_string()))?;
     Ok((kind, id))
 }
 
@@ -265,7 +266,7 @@ pub(super) async fn by_subject(
     let subject = subject_param(&path.0, &path.1)?;
     let kind = match &query.kind {
         Some(k) => Some(k.parse::<RecordKind>().map_err(|e| {
-            ApiError::bad_request("invalid_query", format!("query parameter `kind`: {e}"))
+            ApiError::bad_request(Code::InvalidQuery, format!("query parameter `kind`: {e}"))
         })?),
         None => None,
     };

@@ -16,6 +16,7 @@ use super::json::BoundedJson;
 use super::purpose::PurposeOfUse;
 use super::records::read_one;
 use super::{AppState, Authenticated, NO_STORE, RequestMeta};
+use crate::domain::Code;
 use crate::domain::{InvalidInput, RecordId, SubjectIdentifier};
 use crate::error::ApiError;
 use crate::referral::ReferralState;
@@ -68,7 +69,7 @@ pub struct TransitionBody {
 
 fn referral_id(raw: &str) -> Result<RecordId, ApiError> {
     raw.parse()
-        .map_err(|e: InvalidInput| ApiError::bad_request("invalid_path", e.to_string()))
+        .map_err(|e: InvalidInput| ApiError::bad_request(Code::InvalidPath, e.to_string()))
 }
 
 #[utoipa::path(

@@ -13,6 +13,7 @@ use actix_web::{HttpRequest, HttpResponse, web};
 use super::query::{bad_param, checked};
 use super::{AppState, NO_STORE, PartnerCertificate, RequestMeta};
 use crate::audit::note::MAX_NOTE;
+use crate::domain::Code;
 use crate::error::ApiError;
 use crate::service::transparency::WitnessCaller;
 
@@ -33,7 +34,7 @@ fn numbers<const N: usize>(req: &HttpRequest, names: [&str; N]) -> Result<[u64; 
     let pairs: Vec<(String, String)> = web::Query::from_query(req.query_string())
         .map(web::Query::into_inner)
         .map_err(|e| {
-            ApiError::bad_request("invalid_query", format!("invalid query string: {e}"))
+            ApiError::bad_request(Code::InvalidQuery, format!("invalid query string: {e}"))
         })?;
     let mut given: [Option<&str>; N] = [None; N];
     for pair in checked(&pairs, &names) {
@@ -180,12 +181,13 @@ pub(super) async fn cosign(
     }
     if body.len() > MAX_NOTE {
         return Err(ApiError::bad_request(
-            "invalid_checkpoint",
+            Code::InvalidCheckpoint,
             format!("a cosigned checkpoint is at most {MAX_NOTE} bytes"),
         ));
     }
-    let text = std::str::from_utf8(&body)
-        .map_err(|_| ApiError::bad_request("invalid_checkpoint", "a signed note is UTF-8 text"))?;
+    let text = std::str::from_utf8(&body).map_err(|_| {
+        ApiError::bad_request(Code::InvalidCheckpoint, "a signed note is UTF-8 text")
+    })?;
     let meta = RequestMeta::of(&req);
     let caller = WitnessCaller {
         partner: &who.partner,

@@ -27,7 +27,7 @@ use serde_json::{Map, Value};
 
 pub use cache::{TOKEN_CACHE, TokenCache};
 
-use crate::domain::{PartnerId, Principal, Role, UserId};
+use crate::domain::{Code, PartnerId, Principal, Role, UserId};
 use crate::policy::PartnerRegistry;
 use crate::tls::PeerCertificate;
 
@@ -49,13 +49,13 @@ pub struct AuthFailure {
     /// 401 (identity not proven) or 403 (proven but refused).
     pub forbidden: bool,
     /// Stable code.
-    pub code: &'static str,
+    pub code: Code,
     /// What was wrong and how to fix it.
     pub message: String,
 }
 
 impl AuthFailure {
-    fn unauthenticated(code: &'static str, message: impl Into<String>) -> Self {
+    fn unauthenticated(code: Code, message: impl Into<String>) -> Self {
         Self {
             forbidden: false,
             code,
@@ -63,7 +63,7 @@ impl AuthFailure {
         }
     }
 
-    fn forbidden(code: &'static str, message: impl Into<String>) -> Self {
+    fn forbidden(code: Code, message: impl Into<String>) -> Self {
         Self {
             forbidden: true,
             code,
@@ -97,20 +97,20 @@ struct UnverifiedIssuer {
 pub fn bearer_token(header: Option<&str>) -> Result<&str, AuthFailure> {
     let value = header.ok_or_else(|| {
         AuthFailure::unauthenticated(
-            "token_missing",
+            Code::TokenMissing,
             "no user token: send `Authorization: Bearer <token>` with a token from your \
              agency's identity provider",
         )
     })?;
     let (scheme, token) = value.split_once(' ').ok_or_else(|| {
         AuthFailure::unauthenticated(
-            "token_malformed",
+            Code::TokenMalformed,
             "the Authorization header must be `Bearer <token>`",
         )
     })?;
     if !scheme.eq_ignore_ascii_case("bearer") || token.trim().is_empty() {
         return Err(AuthFailure::unauthenticated(
-            "token_malformed",
+            Code::TokenMalformed,
             "the Authorization header must be `Bearer <token>`",
         ));
     }
@@ -129,13 +129,13 @@ pub fn verify_token(
 ) -> Result<Principal, AuthFailure> {
     let partner = registry.get(partner_id).ok_or_else(|| {
         AuthFailure::forbidden(
-            "partner_unregistered",
+            Code::PartnerUnregistered,
             format!("partner `{partner_id}` is not registered with this gateway"),
         )
     })?;
     let header = decode_header(token).map_err(|_| {
         AuthFailure::unauthenticated(
-            "token_malformed",
+            Code::TokenMalformed,
             "the token is not a well-formed signed JWT (compact JWS with a supported `alg`; \
              `none` is never accepted)",
         )
@@ -150,7 +150,7 @@ pub fn verify_token(
         && other.id != partner.id
     {
         return Err(AuthFailure::forbidden(
-            "token_partner_mismatch",
+            Code::TokenPartnerMismatch,
             format!(
                 "the token was issued for partner `{}` but the client certificate names \
                  partner `{}`; present each agency's tokens over its own certificate",
@@ -161,7 +161,7 @@ pub fn verify_token(
 
     if !partner.token.algorithms.contains(&header.alg) {
         return Err(AuthFailure::unauthenticated(
-            "token_algorithm_not_allowed",
+            Code::TokenAlgorithmNotAllowed,
             format!(
                 "algorithm {:?} is not accepted for partner `{}`; accepted: {:?}",
                 header.alg, partner.id, partner.token.algorithms
@@ -180,7 +180,7 @@ pub fn verify_token(
         .collect();
     if candidates.is_empty() {
         return Err(AuthFailure::unauthenticated(
-            "token_key_unknown",
+            Code::TokenKeyUnknown,
             format!(
                 "no registered key of partner `{}` matches the token's `kid`; check that the \
                  identity provider's current key is in the partner registry",
@@ -222,14 +222,14 @@ pub fn verify_token(
         Some(x5t) if x5t == expected => {}
         Some(_) => {
             return Err(AuthFailure::unauthenticated(
-                "token_binding_mismatch",
+                Code::TokenBindingMismatch,
                 "the token is bound (cnf.x5t#S256) to a different certificate than the one \
                  presented; obtain a token bound to this connection's client certificate",
             ));
         }
         None if partner.token.binding_required => {
             return Err(AuthFailure::unauthenticated(
-                "token_binding_missing",
+                Code::TokenBindingMissing,
                 format!(
                     "partner `{}` requires certificate-bound tokens: the token must carry \
                      cnf.x5t#S256 with the client certificate's SHA-256 thumbprint",
@@ -241,7 +241,7 @@ pub fn verify_token(
     }
 
     let user: UserId = claims.sub.parse().map_err(|e: crate::domain::IdError| {
-        AuthFailure::unauthenticated("token_claims_invalid", format!("`sub`: {e}"))
+        AuthFailure::unauthenticated(Code::TokenClaimsInvalid, format!("`sub`: {e}"))
     })?;
     let roles = parse_roles(
         claims.other.get(&partner.token.roles_claim),
@@ -260,7 +260,7 @@ fn parse_roles(
     value: Option<&serde_json::Value>,
     claim: &str,
 ) -> Result<BTreeSet<Role>, AuthFailure> {
-    let invalid = |why: String| AuthFailure::unauthenticated("token_claims_invalid", why);
+    let invalid = |why: String| AuthFailure::unauthenticated(Code::TokenClaimsInvalid, why);
     let array = value.and_then(|v| v.as_array()).ok_or_else(|| {
         invalid(format!(
             "the token must carry `{claim}` as an array of role names"
@@ -278,45 +278,45 @@ fn parse_roles(
 }
 
 fn map_jwt_error(kind: Option<ErrorKind>, audience: &str, issuer: &str) -> AuthFailure {
-    fn u(code: &'static str, message: impl Into<String>) -> AuthFailure {
+    fn u(code: Code, message: impl Into<String>) -> AuthFailure {
         AuthFailure::unauthenticated(code, message)
     }
     match kind {
         Some(ErrorKind::ExpiredSignature) => u(
-            "token_expired",
+            Code::TokenExpired,
             "the token has expired; obtain a new one from your identity provider",
         ),
         Some(ErrorKind::ImmatureSignature) => u(
-            "token_not_yet_valid",
+            Code::TokenNotYetValid,
             "the token's `nbf` is in the future; check the identity provider's clock",
         ),
         Some(ErrorKind::InvalidAudience) => u(
-            "token_wrong_audience",
+            Code::TokenWrongAudience,
             format!("the token's `aud` must include `{audience}`"),
         ),
         Some(ErrorKind::InvalidIssuer) => u(
-            "token_wrong_issuer",
+            Code::TokenWrongIssuer,
             format!("the token's `iss` must be `{issuer}` for this partner"),
         ),
         Some(ErrorKind::MissingRequiredClaim(c)) if c == "exp" => u(
-            "token_claims_invalid",
+            Code::TokenClaimsInvalid,
             "the token lacks the required claim `exp`, or its value is not a NumericDate \
              (whole seconds since 1970-01-01T00:00:00Z)",
         ),
         Some(ErrorKind::MissingRequiredClaim(c)) => u(
-            "token_claims_invalid",
+            Code::TokenClaimsInvalid,
             format!("the token lacks the required claim `{c}`"),
         ),
         Some(ErrorKind::InvalidSignature) => u(
-            "token_signature_invalid",
+            Code::TokenSignatureInvalid,
             "the token's signature does not verify with any key registered for this partner",
         ),
         Some(ErrorKind::InvalidAlgorithm) => u(
-            "token_algorithm_not_allowed",
+            Code::TokenAlgorithmNotAllowed,
             "the token's algorithm does not match the registered key",
         ),
         _ => u(
-            "token_invalid",
+            Code::TokenInvalid,
             "the token could not be verified (malformed claims or key mismatch)",
         ),
     }
@@ -327,7 +327,7 @@ const MAX_NUMERIC_DATE: i64 = 253_402_300_799;
 
 fn malformed(why: &str) -> AuthFailure {
     AuthFailure::unauthenticated(
-        "token_malformed",
+        Code::TokenMalformed,
         format!("the token is not a well-formed signed JWT: {why}"),
     )
 }
@@ -359,7 +359,7 @@ fn check_protected_header(token: &str) -> Result<(), AuthFailure> {
         None => Ok(()),
         Some(Value::Array(names)) if !names.is_empty() && names.iter().all(Value::is_string) => {
             Err(AuthFailure::unauthenticated(
-                "token_crit_unsupported",
+                Code::TokenCritUnsupported,
                 "the token's header marks JWS extensions as critical (`crit`), and this gateway \
                  supports none; have the identity provider issue tokens without `crit`",
             ))
@@ -379,11 +379,11 @@ fn signed_claims(token: &str) -> Result<Map<String, Value>, AuthFailure> {
     match strict_json(&bytes) {
         Ok(Value::Object(map)) => Ok(map),
         Ok(_) => Err(AuthFailure::unauthenticated(
-            "token_claims_invalid",
+            Code::TokenClaimsInvalid,
             "the token's claims are not a JSON object",
         )),
         Err(why) => Err(AuthFailure::unauthenticated(
-            "token_claims_invalid",
+            Code::TokenClaimsInvalid,
             format!("the token's claims are not valid JSON: {why}"),
         )),
     }
@@ -397,12 +397,12 @@ fn check_token_times(
     now: i64,
     rules: &TokenRules,
 ) -> Result<(), AuthFailure> {
-    fn u(code: &'static str, message: String) -> AuthFailure {
+    fn u(code: Code, message: String) -> AuthFailure {
         AuthFailure::unauthenticated(code, message)
     }
     let exp = numeric_date(claims, "exp")?.ok_or_else(|| {
         u(
-            "token_claims_invalid",
+            Code::TokenClaimsInvalid,
             "the token lacks the required claim `exp`".to_owned(),
         )
     })?;
@@ -413,26 +413,26 @@ fn check_token_times(
 
     if exp < now.saturating_sub(leeway) {
         return Err(u(
-            "token_expired",
+            Code::TokenExpired,
             "the token has expired; obtain a new one from your identity provider".to_owned(),
         ));
     }
     if nbf.is_some_and(|nbf| nbf > now.saturating_add(leeway)) {
         return Err(u(
-            "token_not_yet_valid",
+            Code::TokenNotYetValid,
             "the token's `nbf` is in the future; check the identity provider's clock".to_owned(),
         ));
     }
     if iat.is_some_and(|iat| iat > now.saturating_add(leeway)) {
         return Err(u(
-            "token_not_yet_valid",
+            Code::TokenNotYetValid,
             "the token's `iat` (issued at) is in the future; check the identity provider's clock"
                 .to_owned(),
         ));
     }
     let too_long = |lifetime: String| {
         u(
-            "token_lifetime_too_long",
+            Code::TokenLifetimeTooLong,
             format!(
                 "{lifetime}, longer than the {max} s this gateway accepts \
                  (identity.max_token_lifetime_secs); have the identity provider issue tokens \
@@ -473,7 +473,7 @@ fn numeric_date(claims: &Map<String, Value>, name: &str) -> Result<Option<i64>, 
         Value::Object(_) => "an object",
     };
     Err(AuthFailure::unauthenticated(
-        "token_claims_invalid",
+        Code::TokenClaimsInvalid,
         format!(
             "the token's `{name}` is {what}: it must be a NumericDate, whole seconds since \
              1970-01-01T00:00:00Z, no later than 9999-12-31T23:59:59Z"
@@ -580,7 +580,7 @@ mod tests {
         let Value::Object(map) = claims else {
             panic!("claims must be an object")
         };
-        check_token_times(&map, NOW, &rules()).map_err(|f| f.code)
+        check_token_times(&map, NOW, &rules()).map_err(|f| f.code.as_str())
     }
 
     #[test]
@@ -722,7 +722,7 @@ mod tests {
     }
 
     fn header_code(header: &str) -> Result<(), &'static str> {
-        check_protected_header(&jws(header, "{}")).map_err(|f| f.code)
+        check_protected_header(&jws(header, "{}")).map_err(|f| f.code.as_str())
     }
 
     #[test]
@@ -752,11 +752,11 @@ mod tests {
             assert_eq!(header_code(bad), Err("token_malformed"), "{bad}");
         }
         assert_eq!(
-            check_protected_header("a.b").map_err(|f| f.code),
+            check_protected_header("a.b").map_err(|f| f.code.as_str()),
             Err("token_malformed")
         );
         assert_eq!(
-            check_protected_header("a.b.c.d.e").map_err(|f| f.code),
+            check_protected_header("a.b.c.d.e").map_err(|f| f.code.as_str()),
             Err("token_malformed")
         );
     }
@@ -765,7 +765,7 @@ mod tests {
     fn claims_naming_a_member_twice_are_refused() {
         let t = jws(r#"{"alg":"ES256"}"#, r#"{"exp":1,"iat":2,"iat":3}"#);
         assert_eq!(
-            signed_claims(&t).map_err(|f| f.code).err(),
+            signed_claims(&t).map_err(|f| f.code.as_str()).err(),
             Some("token_claims_invalid")
         );
         let t = jws(r#"{"alg":"ES256"}"#, r#"{"exp":1,"iat":2}"#);

@@ -13,9 +13,11 @@
 //! - [`consent`](Consent): the consent model the decision reads;
 //! - [`directives`](Restriction): agreed restrictions and Part 2 court orders, which the
 //!   decision reads too;
-//! - [`clock`](Clock): time as a parameter.
+//! - [`clock`](Clock): time as a parameter;
+//! - [`code`](Code): the machine-readable codes of the gateway's answers.
 
 mod clock;
+mod code;
 mod consent;
 mod directives;
 mod ids;
@@ -25,6 +27,7 @@ mod record;
 pub mod stats;
 
 pub use clock::{Clock, ManualClock, SharedClock, SystemClock};
+pub use code::Code;
 pub use consent::{Consent, ConsentQuery, ConsentScope, SubjectRef};
 pub use directives::{CourtOrder, Restriction, RestrictionScope};
 pub use ids::{CertFingerprint, IdError, PartnerId, PartnerKind, Purpose, Role, UserId};

@@ -31,6 +31,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use super::limiter::{Admission, ConnectionRefused, ConnectionSlot};
 use super::{ConnectionScope, RefusedRequest};
+use crate::domain::Code;
 use crate::error::ErrorBody;
 use crate::tls::PeerCertificate;
 
@@ -173,11 +174,11 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for EdgeIo<T> {
 }
 
 /// The status, code and message of each parser refusal the gateway rewrites.
-fn refusal_text(status: u16) -> Option<(&'static str, &'static str, &'static str)> {
+fn refusal_text(status: u16) -> Option<(&'static str, Code, &'static str)> {
     Some(match status {
         400 => (
             "Bad Request",
-            "malformed_request",
+            Code::MalformedRequest,
             "the gateway could not read this HTTP request: a malformed request line or header, \
              a NUL or other control byte in a header, an HTTP/1.1 request without `Host`, or a \
              body it cannot frame; send a well-formed HTTP/1.1 request (this connection is \
@@ -185,13 +186,13 @@ fn refusal_text(status: u16) -> Option<(&'static str, &'static str, &'static str
         ),
         408 => (
             "Request Timeout",
-            "request_timeout",
+            Code::RequestTimeout,
             "the request line and headers did not arrive in time; send them promptly after \
              connecting (this connection is closed)",
         ),
         431 => (
             "Request Header Fields Too Large",
-            "headers_too_large",
+            Code::HeadersTooLarge,
             "the request head is too large (at most 96 headers and 128 KiB of head are read); \
              send fewer or shorter headers (this connection is closed)",
         ),
@@ -234,7 +235,7 @@ fn replacement_for(buf: &[u8]) -> Option<(Vec<u8>, RefusedRequest)> {
     }
     let request_id = uuid::Uuid::now_v7();
     let body = serde_json::to_vec(&ErrorBody {
-        code: code.to_owned(),
+        code: code.as_str().to_owned(),
         message: message.to_owned(),
         details: None,
     })

@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use chrono::Utc;
 
-use crate::domain::{CertFingerprint, PartnerId};
+use crate::domain::{CertFingerprint, Code, PartnerId};
 use crate::security::{SecurityEvent, SecurityEventKind};
 
 /// How often at most one partner's refused connections are reported (one event with the
@@ -27,7 +27,7 @@ use crate::security::{SecurityEvent, SecurityEventKind};
 pub const REPORT_EVERY: Duration = Duration::from_secs(10);
 
 /// The stable code of the refusal (the error code of the 429 and of the security event).
-pub const TOO_MANY_CONNECTIONS: &str = "too_many_connections";
+pub const TOO_MANY_CONNECTIONS: &str = Code::TooManyConnections.as_str();
 
 type Report = dyn Fn(SecurityEvent) + Send + Sync;
 

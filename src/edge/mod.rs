@@ -33,7 +33,7 @@ pub use io::EdgeIo;
 pub use limiter::{Admission, ConnectionLimiter, ConnectionRefused, ConnectionSlot};
 pub use throttle::Throttle;
 
-use crate::domain::PartnerId;
+use crate::domain::{Code, PartnerId};
 
 /// A request the HTTP parser refused and the gateway answered in its place.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -43,7 +43,7 @@ pub struct RefusedRequest {
     /// Its status (400, 408 or 431).
     pub status: u16,
     /// Its error code.
-    pub code: &'static str,
+    pub code: Code,
 }
 
 /// What the edge learnt about one connection while it ran.
@@ -97,7 +97,7 @@ pub fn report_connection_end(
 ) {
     let partner = partner.map(PartnerId::as_str);
     let request_id = notes.refused_request.map(|r| r.request_id.to_string());
-    let code = notes.refused_request.map(|r| r.code);
+    let code = notes.refused_request.map(|r| r.code.as_str());
     match error {
         DispatchError::Parse(_) | DispatchError::SlowRequestTimeout => {
             if let Some(held_back) = CLIENT_ERRORS.allow(Instant::now()) {
@@ -171,7 +171,7 @@ mod tests {
             refused_request: Some(RefusedRequest {
                 request_id: uuid::Uuid::now_v7(),
                 status: 400,
-                code: "malformed_request",
+                code: Code::MalformedRequest,
             }),
         };
         tracing::subscriber::with_default(subscriber, || {

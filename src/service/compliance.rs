@@ -20,6 +20,7 @@ use crate::audit::{
     Checkpoint, Entry, EntryKind, NewEntry, Outcome, StoreVerification, SubjectPseudonym,
     stored_checkpoints, verify_store_serving,
 };
+use crate::domain::Code;
 use crate::domain::{PartnerId, PartnerKind, SubjectIdentifier};
 
 /// The purpose recorded for reads of the log.
@@ -68,7 +69,7 @@ pub struct SuspensionRequest {
 }
 
 fn bad_field(field: &'static str, why: impl std::fmt::Display) -> Error {
-    Error::invalid_field("invalid_suspension", field, format!("`{field}`: {why}"))
+    Error::invalid_field(Code::InvalidSuspension, field, format!("`{field}`: {why}"))
 }
 
 impl Services {
@@ -107,12 +108,12 @@ impl Services {
         let who = caller.principal;
         let entry = self.read_entry(
             caller,
-            Outcome::deny("compliance_role_required"),
+            Outcome::deny(Code::ComplianceRoleRequired.as_str()),
             format!("refused: {what}"),
         );
         self.log.append(entry).await.map_err(log_error)?;
         Err(Error::forbidden(
-            "compliance_role_required",
+            Code::ComplianceRoleRequired,
             format!(
                 "reading the disclosure log needs role `{COMPLIANCE_ROLE}` of a compliance \
                  partner; `{}` is a {} partner",
@@ -199,7 +200,7 @@ impl Services {
         self.log.append(entry).await.map_err(log_error)?;
         found.ok_or_else(|| {
             Error::not_found(
-                "entry_not_found",
+                Code::EntryNotFound,
                 format!("the disclosure log has no entry {seq} (it may be past retention)"),
             )
         })
@@ -316,7 +317,7 @@ impl Services {
     ) -> Result<(VerifyingKey, Vec<Checkpoint>), Error> {
         let Some(key) = self.log.checkpoint_key() else {
             return Err(Error::not_found(
-                "checkpoints_disabled",
+                Code::CheckpointsDisabled,
                 "this gateway signs no checkpoints (no `audit.checkpoint_key_file` configured)",
             ));
         };

@@ -24,6 +24,7 @@ use crate::consent::registry::{
     self, ConsentEvent, ConsentStoreError, ReceivedHow, Revocation, StoredConsent,
 };
 use crate::crypto::CryptoError;
+use crate::domain::Code;
 use crate::domain::{Author, PartnerId, Purpose, Role, SubjectIdentifier, SubjectRef};
 use crate::policy::PolicySet;
 
@@ -35,7 +36,7 @@ pub fn store_error(e: ConsentStoreError) -> Error {
     match e {
         ConsentStoreError::NotFound(id) => not_found(&id),
         ConsentStoreError::AlreadyRevoked { id, at } => Error::Conflict {
-            code: "consent_already_revoked",
+            code: Code::ConsentAlreadyRevoked,
             message: format!(
                 "consent `{id}` was already revoked at {}; a revocation cannot be repeated",
                 at.to_rfc3339()
@@ -43,7 +44,7 @@ pub fn store_error(e: ConsentStoreError) -> Error {
             details: Some(json!({ "revoked_at": at })),
         },
         ConsentStoreError::Conflict(id) => Error::conflict(
-            "consent_conflict",
+            Code::ConsentConflict,
             format!("consent `{id}` was changed at the same moment; retry"),
         ),
         e @ (ConsentStoreError::Integrity { .. } | ConsentStoreError::Crypto(_)) => {
@@ -65,7 +66,7 @@ impl From<ConsentStoreError> for Error {
 
 fn not_found(id: &str) -> Error {
     Error::not_found(
-        "consent_not_found",
+        Code::ConsentNotFound,
         format!("no consent `{id}` is recorded; check the id returned when it was recorded"),
     )
 }
@@ -75,7 +76,7 @@ pub fn rejection(r: &Rejection) -> Error {
     let message = r.message();
     match r {
         Rejection::Invalid(problems) => Error::Invalid {
-            code: "invalid_consent",
+            code: Code::InvalidConsent,
             message,
             details: Some(json!({ "problems": problems })),
         },
@@ -91,7 +92,7 @@ pub fn rejection(r: &Rejection) -> Error {
                 })
                 .collect();
             Error::Invalid {
-                code: "consent_incomplete",
+                code: Code::ConsentIncomplete,
                 message,
                 details: Some(json!({
                     "part2": part2,
@@ -136,7 +137,7 @@ pub fn check_id(id: &str) -> Result<(), Error> {
         Ok(())
     } else {
         Err(Error::invalid(
-            "invalid_path",
+            Code::InvalidPath,
             "a consent id is 1 to 128 characters from A-Z, a-z, 0-9, `-`, `_` and `.`; use the \
              id returned when the consent was recorded",
         ))
@@ -199,7 +200,11 @@ pub struct RevokeRequest {
 }
 
 fn invalid_revocation(field: &str, message: String) -> Error {
-    Error::invalid_field("invalid_revocation", field, format!("`{field}`: {message}"))
+    Error::invalid_field(
+        Code::InvalidRevocation,
+        field,
+        format!("`{field}`: {message}"),
+    )
 }
 
 /// Checks a revocation request at `now`.
@@ -317,7 +322,7 @@ impl Services {
         &self,
         caller: &Caller<'_>,
         action: ConsentAction,
-        code: &str,
+        code: Code,
         field: Option<&str>,
     ) -> Result<(), Error> {
         let what = format!(
@@ -328,7 +333,7 @@ impl Services {
             },
             field.map(|f| format!(" at {f}")).unwrap_or_default()
         );
-        let entry = self.consent_entry(caller, Outcome::deny(code), None, &[], &what);
+        let entry = self.consent_entry(caller, Outcome::deny(code.as_str()), None, &[], &what);
         self.log.append(entry).await.map_err(log_error)?;
         Ok(())
     }
@@ -350,7 +355,7 @@ impl Services {
                 let answer = rejection(&r);
                 let entry = self.consent_entry(
                     caller,
-                    Outcome::deny(answer.code()),
+                    Outcome::deny(answer.code().as_str()),
                     None,
                     &subjects,
                     &format!("refused to record a consent: {}", rejection_summary(&r)),
@@ -362,14 +367,14 @@ impl Services {
         if !valid.directive.disclosers.contains(&who.partner) {
             let entry = self.consent_entry(
                 caller,
-                Outcome::deny("not_a_discloser"),
+                Outcome::deny(Code::NotADiscloser.as_str()),
                 None,
                 &subjects,
                 "refused to record a consent: the caller's partner is not among its disclosers",
             );
             self.log.append(entry).await.map_err(log_error)?;
             return Err(Error::forbidden(
-                "not_a_discloser",
+                Code::NotADiscloser,
                 format!(
                     "only a partner listed in the consent's `disclosers` (the partner that \
                      collected it) may record it; `{}` is not listed",
@@ -470,7 +475,7 @@ impl Services {
             // does not learn that the consent exists. The attempt is logged either way.
             let entry = self.consent_entry(
                 caller,
-                Outcome::deny("consent_not_found"),
+                Outcome::deny(Code::ConsentNotFound.as_str()),
                 None,
                 &[],
                 "refused to revoke a consent: no such consent, or the caller's partner is not \
@@ -486,7 +491,7 @@ impl Services {
             if !differ.is_empty() {
                 let entry = self.consent_entry(
                     caller,
-                    Outcome::deny("consent_not_editable"),
+                    Outcome::deny(Code::ConsentNotEditable.as_str()),
                     Some(id),
                     &subjects,
                     &format!(
@@ -497,7 +502,7 @@ impl Services {
                 drop(tx);
                 self.log.append(entry).await.map_err(log_error)?;
                 return Err(Error::Invalid {
-                    code: "consent_not_editable",
+                    code: Code::ConsentNotEditable,
                     message: format!(
                         "a recorded consent is revoked, never edited: the request differs from \
                          consent `{id}` in {}; send it as recorded with only its status changed, \
@@ -521,7 +526,7 @@ impl Services {
             Err(e @ ConsentStoreError::AlreadyRevoked { .. }) => {
                 let entry = self.consent_entry(
                     caller,
-                    Outcome::deny("consent_already_revoked"),
+                    Outcome::deny(Code::ConsentAlreadyRevoked.as_str()),
                     Some(id),
                     &subjects,
                     &format!("refused to revoke consent {id}: already revoked"),

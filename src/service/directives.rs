@@ -27,6 +27,7 @@ use crate::consent::directives::{
 };
 use crate::consent::orders::{self, CourtOrderRecord, CourtOrderRequest};
 use crate::consent::restrictions::{self, RestrictionRecord, RestrictionRequest};
+use crate::domain::Code;
 use crate::domain::{Author, SubjectIdentifier};
 
 /// Maps a registry error to the answer.
@@ -35,9 +36,9 @@ pub fn store_error(e: DirectiveStoreError) -> Error {
         DirectiveStoreError::NotFound { what, id } => no_such(what, &id),
         DirectiveStoreError::AlreadyEnded { what, id, at } => Error::Conflict {
             code: if what == "court order" {
-                "court_order_ended"
+                Code::CourtOrderEnded
             } else {
-                "restriction_ended"
+                Code::RestrictionEnded
             },
             message: format!(
                 "{what} `{id}` already ended at {}; it cannot be ended again",
@@ -46,7 +47,7 @@ pub fn store_error(e: DirectiveStoreError) -> Error {
             details: Some(json!({ "ended_at": at })),
         },
         DirectiveStoreError::Conflict(id) => Error::conflict(
-            "directive_conflict",
+            Code::DirectiveConflict,
             format!("`{id}` was changed at the same moment; retry"),
         ),
         e @ (DirectiveStoreError::Integrity { .. } | DirectiveStoreError::Crypto(_)) => {
@@ -68,14 +69,14 @@ impl From<DirectiveStoreError> for Error {
 fn no_such(what: &str, id: &str) -> Error {
     if what == "court order" {
         Error::not_found(
-            "court_order_not_found",
+            Code::CourtOrderNotFound,
             format!(
                 "no court order `{id}` is recorded; check the id returned when it was recorded"
             ),
         )
     } else {
         Error::not_found(
-            "restriction_not_found",
+            Code::RestrictionNotFound,
             format!(
                 "no restriction `{id}` is recorded; check the id returned when it was recorded"
             ),
@@ -83,7 +84,7 @@ fn no_such(what: &str, id: &str) -> Error {
     }
 }
 
-fn invalid(code: &'static str, what: &str, problems: &[Problem]) -> Error {
+fn invalid(code: Code, what: &str, problems: &[Problem]) -> Error {
     let list: Vec<String> = problems.iter().map(|p| p.message.clone()).collect();
     Error::Invalid {
         code,
@@ -111,7 +112,7 @@ pub fn check_id(id: &str) -> Result<(), Error> {
         Ok(())
     } else {
         Err(Error::invalid(
-            "invalid_path",
+            Code::InvalidPath,
             "an id is 1 to 128 characters from `A-Z a-z 0-9 - _ .`",
         ))
     }
@@ -175,11 +176,11 @@ impl Services {
         &self,
         caller: &Caller<'_>,
         kind: EntryKind,
-        code: &'static str,
+        code: Code,
         subjects: &[SubjectPseudonym],
         detail: String,
     ) -> Result<(), Error> {
-        let e = self.directive_entry(caller, kind, Outcome::deny(code), subjects, detail);
+        let e = self.directive_entry(caller, kind, Outcome::deny(code.as_str()), subjects, detail);
         self.log.append(e).await.map_err(log_error)?;
         Ok(())
     }
@@ -221,13 +222,13 @@ impl Services {
             self.log_refusal(
                 caller,
                 EntryKind::RestrictionChanged,
-                "not_a_holder",
+                Code::NotAHolder,
                 &subjects,
                 "refused: a restriction by a partner that holds no records".into(),
             )
             .await?;
             return Err(Error::forbidden(
-                "not_a_holder",
+                Code::NotAHolder,
                 format!(
                     "a restriction is recorded by the agency that agreed to it and discloses the \
                      records it covers; `{}` holds no records",
@@ -241,12 +242,12 @@ impl Services {
                 self.log_refusal(
                     caller,
                     EntryKind::RestrictionChanged,
-                    "invalid_restriction",
+                    Code::InvalidRestriction,
                     &subjects,
                     format!("refused restriction: {}", problem_codes(&problems)),
                 )
                 .await?;
-                return Err(invalid("invalid_restriction", "restriction", &problems));
+                return Err(invalid(Code::InvalidRestriction, "restriction", &problems));
             }
         };
         let id = format!("restr-{}", uuid::Uuid::now_v7());
@@ -324,7 +325,7 @@ impl Services {
             self.log_refusal(
                 caller,
                 EntryKind::DirectiveRead,
-                "restriction_not_found",
+                Code::RestrictionNotFound,
                 &[],
                 format!("read of restriction {id}: not found or not visible"),
             )
@@ -357,7 +358,7 @@ impl Services {
             self.log_refusal(
                 caller,
                 EntryKind::RestrictionChanged,
-                "restriction_not_found",
+                Code::RestrictionNotFound,
                 &[],
                 format!("refused termination of restriction {id}: not found, or not its discloser"),
             )
@@ -378,7 +379,7 @@ impl Services {
                     self.log_refusal(
                         caller,
                         EntryKind::RestrictionChanged,
-                        "restriction_ended",
+                        Code::RestrictionEnded,
                         &subjects,
                         format!("refused termination of restriction {id}: already ended"),
                     )
@@ -448,13 +449,13 @@ impl Services {
         self.log_refusal(
             caller,
             EntryKind::CourtOrderChanged,
-            "compliance_role_required",
+            Code::ComplianceRoleRequired,
             &[],
             format!("refused: {what}"),
         )
         .await?;
         Err(Error::forbidden(
-            "compliance_role_required",
+            Code::ComplianceRoleRequired,
             format!(
                 "court orders are recorded and read by compliance officers (role `{}` of a \
                  compliance partner); `{}` is a {} partner",
@@ -483,12 +484,12 @@ impl Services {
                 self.log_refusal(
                     caller,
                     EntryKind::CourtOrderChanged,
-                    "invalid_court_order",
+                    Code::InvalidCourtOrder,
                     &subjects,
                     format!("refused court order: {}", problem_codes(&problems)),
                 )
                 .await?;
-                return Err(invalid("invalid_court_order", "court order", &problems));
+                return Err(invalid(Code::InvalidCourtOrder, "court order", &problems));
             }
         };
         let id = format!("co-{}", uuid::Uuid::now_v7());
@@ -606,7 +607,7 @@ impl Services {
             self.log_refusal(
                 caller,
                 EntryKind::CourtOrderChanged,
-                "court_order_not_found",
+                Code::CourtOrderNotFound,
                 &[],
                 format!("refused end of court order {id}: not found"),
             )
@@ -627,7 +628,7 @@ impl Services {
                     self.log_refusal(
                         caller,
                         EntryKind::CourtOrderChanged,
-                        "court_order_ended",
+                        Code::CourtOrderEnded,
                         &subjects,
                         format!("refused end of court order {id}: already ended"),
                     )
@@ -657,7 +658,7 @@ fn checked_reason(reason: &str) -> Result<&str, Error> {
     let r = reason.trim();
     if r.is_empty() || r.chars().count() > MAX_LONG_TEXT || r.chars().any(char::is_control) {
         return Err(Error::invalid_field(
-            "invalid_end",
+            Code::InvalidEnd,
             "reason",
             format!(
                 "`reason`: say why it ends, 1 to {MAX_LONG_TEXT} characters without control \

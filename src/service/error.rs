@@ -9,6 +9,7 @@ use serde_json::{Value, json};
 
 use crate::audit::LogError;
 use crate::crypto::{CryptoError, MasterVersion};
+use crate::domain::Code;
 use crate::vault::RecordError;
 
 /// A service failure. Whatever the variant, nothing was disclosed beyond what the log records.
@@ -18,7 +19,7 @@ pub enum Error {
     #[error("{message}")]
     Invalid {
         /// Stable code.
-        code: &'static str,
+        code: Code,
         /// What to fix.
         message: String,
         /// Structured detail (e.g. each failing field).
@@ -28,7 +29,7 @@ pub enum Error {
     #[error("{message}")]
     Forbidden {
         /// Stable code.
-        code: &'static str,
+        code: Code,
         /// Why, without revealing what is withheld.
         message: String,
     },
@@ -37,7 +38,7 @@ pub enum Error {
     #[error("{message}")]
     Denied {
         /// Stable code.
-        code: &'static str,
+        code: Code,
         /// Why.
         message: String,
         /// The reasons and the decision id.
@@ -49,7 +50,7 @@ pub enum Error {
     #[error("{message}")]
     NotFound {
         /// Stable code.
-        code: &'static str,
+        code: Code,
         /// What was not found.
         message: String,
     },
@@ -57,7 +58,7 @@ pub enum Error {
     #[error("{message}")]
     Conflict {
         /// Stable code.
-        code: &'static str,
+        code: Code,
         /// What conflicts.
         message: String,
         /// Structured detail.
@@ -78,7 +79,7 @@ pub enum Error {
 
 impl Error {
     /// Invalid input with a code and message.
-    pub fn invalid(code: &'static str, message: impl Into<String>) -> Self {
+    pub fn invalid(code: Code, message: impl Into<String>) -> Self {
         Self::Invalid {
             code,
             message: message.into(),
@@ -87,7 +88,7 @@ impl Error {
     }
 
     /// Invalid input naming the field at fault.
-    pub fn invalid_field(code: &'static str, field: &str, message: impl Into<String>) -> Self {
+    pub fn invalid_field(code: Code, field: &str, message: impl Into<String>) -> Self {
         Self::Invalid {
             code,
             message: message.into(),
@@ -99,14 +100,14 @@ impl Error {
     /// API's own parameter checks do.
     pub fn invalid_parameter(name: &str, why: impl std::fmt::Display) -> Self {
         Self::Invalid {
-            code: "invalid_parameter",
+            code: Code::InvalidParameter,
             message: format!("query parameter `{name}`: {why}"),
             details: Some(json!({ "parameter": name })),
         }
     }
 
     /// A refusal with a code and message.
-    pub fn forbidden(code: &'static str, message: impl Into<String>) -> Self {
+    pub fn forbidden(code: Code, message: impl Into<String>) -> Self {
         Self::Forbidden {
             code,
             message: message.into(),
@@ -114,7 +115,7 @@ impl Error {
     }
 
     /// Not found, with a code and message.
-    pub fn not_found(code: &'static str, message: impl Into<String>) -> Self {
+    pub fn not_found(code: Code, message: impl Into<String>) -> Self {
         Self::NotFound {
             code,
             message: message.into(),
@@ -122,7 +123,7 @@ impl Error {
     }
 
     /// A conflict with a code and message.
-    pub fn conflict(code: &'static str, message: impl Into<String>) -> Self {
+    pub fn conflict(code: Code, message: impl Into<String>) -> Self {
         Self::Conflict {
             code,
             message: message.into(),
@@ -137,16 +138,16 @@ impl Error {
 
     /// The stable code of a client-facing failure (`service_unavailable`, `key_unavailable`,
     /// `internal_error` for the others).
-    pub fn code(&self) -> &'static str {
+    pub fn code(&self) -> Code {
         match self {
             Self::Invalid { code, .. }
             | Self::Forbidden { code, .. }
             | Self::Denied { code, .. }
             | Self::NotFound { code, .. }
-            | Self::Conflict { code, .. } => code,
-            Self::Unavailable(_) => "service_unavailable",
-            Self::KeyUnavailable(_) => "key_unavailable",
-            Self::Internal(_) => "internal_error",
+            | Self::Conflict { code, .. } => *code,
+            Self::Unavailable(_) => Code::ServiceUnavailable,
+            Self::KeyUnavailable(_) => Code::KeyUnavailable,
+            Self::Internal(_) => Code::InternalError,
         }
     }
 }
@@ -171,9 +172,9 @@ impl From<LogError> for Error {
 /// Maps a record-vault error to the answer (an integrity failure is also an operator alert).
 pub fn record_error(e: RecordError) -> Error {
     match e {
-        RecordError::Invalid(e) => Error::invalid("invalid_record", e.to_string()),
-        RecordError::OwnerMismatch { .. } => Error::forbidden("not_record_owner", e.to_string()),
-        RecordError::Conflict { .. } => Error::conflict("write_conflict", e.to_string()),
+        RecordError::Invalid(e) => Error::invalid(Code::InvalidRecord, e.to_string()),
+        RecordError::OwnerMismatch { .. } => Error::forbidden(Code::NotRecordOwner, e.to_string()),
+        RecordError::Conflict { .. } => Error::conflict(Code::WriteConflict, e.to_string()),
         RecordError::Integrity { .. } => {
             // Operators alert on this line: stored data was tampered with, moved or rolled
             // back. It names the record and the part, never a value.

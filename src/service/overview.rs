@@ -16,6 +16,7 @@ use super::{Caller, Error, Services, log_error};
 use crate::audit::query::{self, EntryView, Filter};
 use crate::audit::summary::{self, DayCount, Extent, LastVerification};
 use crate::audit::{Entry, EntryKind, Outcome, SubjectPseudonym};
+use crate::domain::Code;
 use crate::emergency;
 
 /// The longest period one overview covers, in days.
@@ -186,7 +187,7 @@ impl Services {
                 .await
                 .map_err(log_error)?;
             return Err(Error::not_found(
-                "review_not_found",
+                Code::ReviewNotFound,
                 format!("there is no review `{id}`"),
             ));
         };

@@ -25,6 +25,7 @@ use tracing::instrument;
 
 use super::{Caller, Error, Services, log_error};
 use crate::audit::{EntryKind, NewEntry, Outcome, query};
+use crate::domain::Code;
 use crate::policy::diff::{self, PolicyDiff, ReportChange, Summary};
 use crate::policy::{PolicyFiles, PolicySet};
 use crate::store::policy_changes::{self, PolicyChangeRow};
@@ -396,7 +397,7 @@ impl Services {
         self.log.append(e).await.map_err(log_error)?;
         let Some(row) = row else {
             return Err(Error::not_found(
-                "policy_change_not_found",
+                Code::PolicyChangeNotFound,
                 format!(
                     "no policy change is recorded under entry {seq}; list them with `GET \
                      /v1/policy/changes`"

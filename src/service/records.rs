@@ -11,6 +11,7 @@ use tracing::instrument;
 use super::read::REFERRAL_KIND;
 use super::{Caller, Error, Services, log_error, record_error};
 use crate::audit::{self, EntryKind, LogTx, NewEntry, Outcome, SubjectPseudonym};
+use crate::domain::Code;
 use crate::domain::{Author, MAX_SUBJECT_IDENTIFIERS, RecordId, RecordKind, SubjectIdentifier};
 use crate::policy::schema;
 use crate::vault::{self, NewRecord, PutOutcome, RecordError, RecordVersionInfo};
@@ -30,7 +31,7 @@ pub struct WriteOutcome {
 pub fn check_subjects(subjects: &[SubjectIdentifier]) -> Result<(), Error> {
     if subjects.is_empty() || subjects.len() > MAX_SUBJECT_IDENTIFIERS {
         return Err(Error::invalid(
-            "invalid_subjects",
+            Code::InvalidSubjects,
             format!(
                 "`subjects` must list 1 to {MAX_SUBJECT_IDENTIFIERS} identifiers of the person, \
                  e.g. {{\"system\": \"metro-pd\", \"value\": \"P-2231\"}}"
@@ -43,7 +44,7 @@ pub fn check_subjects(subjects: &[SubjectIdentifier]) -> Result<(), Error> {
 /// The answer for field values that do not fit the kind's schema.
 pub fn problems_error(problems: Vec<schema::FieldProblem>) -> Error {
     Error::Invalid {
-        code: "invalid_fields",
+        code: Code::InvalidFields,
         message: format!(
             "the record does not fit its kind's schema: {}",
             problems
@@ -87,7 +88,7 @@ pub(super) async fn refuse_write(
     let entry = change_entry(
         services,
         caller,
-        Outcome::deny(answer.code()),
+        Outcome::deny(answer.code().as_str()),
         record,
         None,
         format!("write refused: {}", answer.code()),
@@ -171,20 +172,20 @@ impl Services {
         let policy = self.policy();
         let Some(schema_kind) = policy.kinds.get(kind.as_str()) else {
             return Err(Error::not_found(
-                "unknown_kind",
+                Code::UnknownKind,
                 format!("there is no record kind `{kind}`"),
             ));
         };
         if kind.as_str() == REFERRAL_KIND {
             return Err(Error::invalid(
-                "use_referral_api",
+                Code::UseReferralApi,
                 "referrals follow a life cycle: create them with `POST /v1/referrals` and move \
                  them with `POST /v1/referrals/{id}/transitions`",
             ));
         }
         if who.partner_kind != schema_kind.owner {
             let answer = Error::forbidden(
-                "not_owner_kind",
+                Code::NotOwnerKind,
                 format!(
                     "`{kind}` records are held by {} partners; `{}` is a {} partner",
                     schema_kind.owner, who.partner, who.partner_kind
@@ -272,7 +273,7 @@ impl Services {
             .map_err(record_error)?;
         if owner.as_ref() != Some(&who.partner) {
             return Err(Error::not_found(
-                "record_not_found",
+                Code::RecordNotFound,
                 format!("`{}` holds no `{kind}` record `{id}`", who.partner),
             ));
         }

@@ -14,6 +14,7 @@ use super::records::{
 };
 use super::{Caller, Error, Services, log_error, record_error};
 use crate::audit::Outcome;
+use crate::domain::Code;
 use crate::domain::{Author, PartnerId, PartnerKind, RecordId, RecordKind, SubjectIdentifier};
 use crate::policy::schema;
 use crate::referral::{self, Actor, ReferralState};
@@ -87,7 +88,7 @@ pub fn referral_kind() -> Result<RecordKind, Error> {
 
 fn not_found(id: &RecordId) -> Error {
     Error::not_found(
-        "referral_not_found",
+        Code::ReferralNotFound,
         format!("there is no referral `{id}` between your agency and a partner"),
     )
 }
@@ -117,7 +118,7 @@ impl Services {
         let kind = referral_kind()?;
         if who.partner_kind != schema_kind.owner {
             let answer = Error::forbidden(
-                "not_owner_kind",
+                Code::NotOwnerKind,
                 format!(
                     "referrals are made by {} partners; `{}` is a {} partner",
                     schema_kind.owner, who.partner, who.partner_kind
@@ -139,7 +140,7 @@ impl Services {
                     .map(|p| p.id.to_string())
                     .collect();
                 Error::invalid_field(
-                    "unknown_receiving_agency",
+                    Code::UnknownReceivingAgency,
                     "receiving_agency",
                     format!(
                         "`receiving_agency` must be a registered mental-health partner: {}",
@@ -154,7 +155,7 @@ impl Services {
                 .parse()
                 .map_err(|e: crate::domain::InvalidInput| {
                     Error::invalid_field(
-                        "unknown_incident",
+                        Code::UnknownIncident,
                         "incident_id",
                         format!("`incident_id`: {e}"),
                     )
@@ -167,7 +168,7 @@ impl Services {
         };
         if owner.as_ref() != Some(&who.partner) {
             return Err(Error::invalid_field(
-                "unknown_incident",
+                Code::UnknownIncident,
                 "incident_id",
                 format!(
                     "`{}` holds no crisis incident `{incident}`; write the incident first with \
@@ -214,7 +215,7 @@ impl Services {
             |current| -> Result<NewRecord, WriteError> {
                 if current.is_some() {
                     return Err(WriteError::Refused(Error::conflict(
-                        "write_conflict",
+                        Code::WriteConflict,
                         "a referral with this id exists; retry",
                     )));
                 }
@@ -258,7 +259,7 @@ impl Services {
         let who = caller.principal;
         let to = ReferralState::parse(&body.to).ok_or_else(|| {
             Error::invalid_field(
-                "unknown_state",
+                Code::UnknownState,
                 "to",
                 format!(
                     "`to` must be a referral state (e.g. RECEIVED, ASSIGNED, WITHDRAWN), not `{}`",
@@ -311,7 +312,7 @@ impl Services {
                     })?;
                 referral::transition(from, to, actor).map_err(|e| {
                     WriteError::Refused(Error::Conflict {
-                        code: "invalid_transition",
+                        code: Code::InvalidTransition,
                         message: e.to_string(),
                         details: Some(json!({
                             "from": e.from,
@@ -322,7 +323,7 @@ impl Services {
                 })?;
                 if body.clinician_contact.is_some() && actor != Actor::Receiver {
                     return Err(WriteError::Refused(Error::invalid_field(
-                        "not_writable",
+                        Code::NotWritable,
                         "clinician_contact",
                         "`clinician_contact` is set by the receiving agency",
                     )));
@@ -376,7 +377,10 @@ impl Services {
             // A partner that is no party to the referral, or a move the life cycle does not
             // allow: refused acts, logged before the answer.
             Err(WriteError::Refused(answer))
-                if matches!(answer.code(), "referral_not_found" | "invalid_transition") =>
+                if matches!(
+                    answer.code(),
+                    Code::ReferralNotFound | Code::InvalidTransition
+                ) =>
             {
                 drop(tx);
                 return Err(refuse_write(self, caller, (&kind, id), answer).await);

@@ -29,6 +29,7 @@ use uuid::Uuid;
 
 use super::{Caller, Error, Services, log_error, record_error};
 use crate::audit::{EntryKind, LegalBasis, NewEntry, Outcome, query};
+use crate::domain::Code;
 use crate::domain::RecordKind;
 use crate::reports::definition::{Metric, Release};
 use crate::reports::facts::{DisclosureFact, IncidentFact, ReferralFact, ReviewFact};
@@ -229,7 +230,7 @@ impl Services {
         let policy = self.policy();
         let Some(def) = policy.reports.get(id) else {
             return Err(Error::not_found(
-                "unknown_report",
+                Code::UnknownReport,
                 format!("there is no report `{id}`; `GET /v1/reports` lists those you may run"),
             ));
         };
@@ -240,12 +241,12 @@ impl Services {
                     caller,
                     def,
                     &period,
-                    "report_not_permitted",
+                    Code::ReportNotPermitted,
                     &refusal.to_string(),
                 )
                 .await?;
                 return Err(Error::forbidden(
-                    "report_not_permitted",
+                    Code::ReportNotPermitted,
                     refusal.to_string(),
                 ));
             }
@@ -281,7 +282,7 @@ impl Services {
             return Ok(());
         }
         Err(Error::Conflict {
-            code: "privacy_budget_exhausted",
+            code: Code::PrivacyBudgetExhausted,
             message: format!(
                 "report `{}` would spend epsilon {} of series `{}`, which has spent {} of its \
                  budget of {}; no further run of the series can be released (raise the budget \
@@ -307,10 +308,14 @@ impl Services {
         caller: &Caller<'_>,
         def: &ReportDef,
         period: &Period,
-        code: &str,
+        code: Code,
         why: &str,
     ) -> Result<(), Error> {
-        let mut e = caller.entry(EntryKind::ReportGenerated, self.now(), Outcome::deny(code));
+        let mut e = caller.entry(
+            EntryKind::ReportGenerated,
+            self.now(),
+            Outcome::deny(code.as_str()),
+        );
         e.policy_hash = Some(self.policy().hash.clone());
         e.detail = Some(bounded(
             format!(

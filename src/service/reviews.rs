@@ -7,6 +7,7 @@ use serde::Serialize;
 
 use super::{Caller, Error, Services, log_error};
 use crate::audit::{EntryKind, LegalBasis, Outcome, SubjectPseudonym, query};
+use crate::domain::Code;
 use crate::emergency::{self, CloseError, Review, ReviewOutcome};
 
 /// Longest reviewer note, in characters.
@@ -142,7 +143,7 @@ impl Services {
         let who = caller.principal;
         let outcome = ReviewOutcome::parse(outcome).ok_or_else(|| {
             Error::invalid_field(
-                "invalid_outcome",
+                Code::InvalidOutcome,
                 "outcome",
                 format!("`outcome` must be `justified` or `not-justified`, not `{outcome}`"),
             )
@@ -150,7 +151,7 @@ impl Services {
         let note = note.trim();
         if note.is_empty() || note.chars().count() > MAX_NOTE {
             return Err(Error::invalid_field(
-                "invalid_note",
+                Code::InvalidNote,
                 "note",
                 format!("`note` must say why, in 1 to {MAX_NOTE} characters"),
             ));
@@ -168,8 +169,8 @@ impl Services {
         )
         .await
         .map_err(|e| match e {
-            CloseError::NotFound(_) => Error::not_found("review_not_found", e.to_string()),
-            CloseError::Closed(_) => Error::conflict("review_closed", e.to_string()),
+            CloseError::NotFound(_) => Error::not_found(Code::ReviewNotFound, e.to_string()),
+            CloseError::Closed(_) => Error::conflict(Code::ReviewClosed, e.to_string()),
             CloseError::Store(e) => Error::Unavailable(e.into()),
         })?;
         let mut entry = self.read_entry(

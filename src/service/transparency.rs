@@ -15,6 +15,7 @@ use crate::audit::transparency::{
     self, Accepted, ConsistencyProof, CosignError, InclusionProof, ProofError,
 };
 use crate::audit::{EntryKind, NewEntry, Outcome};
+use crate::domain::Code;
 use crate::domain::{CertFingerprint, PartnerId};
 
 /// Who posts a cosignature: the partner named by the connection's certificate.
@@ -53,7 +54,7 @@ impl Services {
     fn require_checkpoints(&self) -> Result<(), Error> {
         if self.log.checkpoint_key().is_none() {
             return Err(Error::not_found(
-                "checkpoints_disabled",
+                Code::CheckpointsDisabled,
                 "this gateway signs no checkpoints (no `audit.checkpoint_key_file` configured)",
             ));
         }
@@ -67,7 +68,7 @@ impl Services {
         match transparency::latest(&self.store).await? {
             Some((cp, cosigs)) => Ok(transparency::with_cosignatures(&cp, &cosigs)),
             None => Err(Error::not_found(
-                "no_checkpoint",
+                Code::NoCheckpoint,
                 "the log has signed no tree head yet; one is signed every \
                  `audit.checkpoint_every_secs` seconds once entries were appended: retry later",
             )),
@@ -103,7 +104,7 @@ impl Services {
     ) -> Result<Accepted, Error> {
         let Some(signer) = self.log.checkpoint_signer() else {
             return Err(Error::not_found(
-                "checkpoints_disabled",
+                Code::CheckpointsDisabled,
                 "this gateway signs no checkpoints (no `audit.checkpoint_key_file` configured)",
             ));
         };
@@ -113,18 +114,18 @@ impl Services {
             .partners
             .get(caller.partner)
             .and_then(|p| p.witness.clone());
-        let refuse = |code: &'static str, message: String| async move {
-            let entry = caller.entry(now, Outcome::deny(code), message.clone());
+        let refuse = |code: Code, message: String| async move {
+            let entry = caller.entry(now, Outcome::deny(code.as_str()), message.clone());
             self.log.append(entry).await.map_err(log_error)?;
             Err::<Accepted, Error>(match code {
-                "witness_not_registered" => Error::forbidden(code, message),
-                "checkpoint_unknown" => Error::conflict(code, message),
+                Code::WitnessNotRegistered => Error::forbidden(code, message),
+                Code::CheckpointUnknown => Error::conflict(code, message),
                 _ => Error::invalid(code, message),
             })
         };
         let Some(key) = key else {
             return refuse(
-                "witness_not_registered",
+                Code::WitnessNotRegistered,
                 format!(
                     "partner `{}` has no witness key in the partner registry; add \
                      `[partner.witness]` to `policies/partners.toml`",
@@ -155,15 +156,15 @@ impl Services {
                 self.log.append(entry).await.map_err(log_error)?;
                 Ok(accepted)
             }
-            Err(CosignError::Malformed(m)) => refuse("invalid_checkpoint", m).await,
+            Err(CosignError::Malformed(m)) => refuse(Code::InvalidCheckpoint, m).await,
             Err(CosignError::UnknownCheckpoint(m)) => {
                 tracing::warn!(
                     partner = %caller.partner,
                     "a witness cosigned a checkpoint this gateway never issued"
                 );
-                refuse("checkpoint_unknown", m).await
+                refuse(Code::CheckpointUnknown, m).await
             }
-            Err(CosignError::NoCosignature(m)) => refuse("cosignature_invalid", m).await,
+            Err(CosignError::NoCosignature(m)) => refuse(Code::CosignatureInvalid, m).await,
             Err(CosignError::Log(e)) => Err(log_error(e)),
         }
     }

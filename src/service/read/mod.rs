@@ -39,6 +39,7 @@ use super::{Caller, Error, Services, log_error, record_error};
 use crate::audit::{self, EntryKind, FieldDisclosure, LegalBasis, NewEntry, Receipt};
 use crate::consent::directive_cache::SubjectDirectives;
 use crate::consent::registry;
+use crate::domain::Code;
 use crate::domain::{
     Consent, PartnerKind, Principal, Purpose, RecordId, RecordKind, SubjectIdentifier, SubjectRef,
 };
@@ -106,7 +107,7 @@ impl Denial {
     pub fn into_error(self) -> Error {
         let keys: Vec<String> = self.reasons.iter().map(Reason::key).collect();
         Error::Denied {
-            code: "disclosure_denied",
+            code: Code::DisclosureDenied,
             message: format!(
                 "no rule, consent or emergency basis permits this disclosure for the stated \
                  purpose ({}); nothing was disclosed and the denial is logged",
@@ -534,7 +535,7 @@ impl Services {
         entry.record = record;
         self.log.append(entry).await.map_err(log_error)?;
         Err(Error::not_found(
-            "record_not_found",
+            Code::RecordNotFound,
             format!("there is no `{kind}` record `{id}`"),
         ))
     }
@@ -728,7 +729,7 @@ fn count(n: usize) -> u32 {
 /// The answer for a kind the policy set does not declare.
 pub fn unknown_kind(policy: &PolicySet, kind: &RecordKind) -> Error {
     Error::not_found(
-        "unknown_kind",
+        Code::UnknownKind,
         format!(
             "there is no record kind `{kind}`; the kinds are: {}",
             policy.kinds.keys().cloned().collect::<Vec<_>>().join(", ")
