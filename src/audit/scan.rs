@@ -96,10 +96,21 @@ impl Default for EncodedEntries {
     }
 }
 
+/// Test builds only: entries (by stored hash) whose encoding the scan gets wrong, so that a
+/// test can make the scan and a full read of an entry disagree.
+#[cfg(test)]
+pub(super) static MISREAD: std::sync::Mutex<Vec<ChainHash>> = std::sync::Mutex::new(Vec::new());
+
 impl EncodedEntries {
     fn add(&mut self, row: RawRow<'_>) -> Result<(), LogError> {
         let c = row.check()?;
         encode_body(&mut self.bytes, c.format, &c.view(), c.sealed());
+        #[cfg(test)]
+        if MISREAD.lock().is_ok_and(|m| m.contains(&c.hash))
+            && let Some(b) = self.bytes.last_mut()
+        {
+            *b ^= 1;
+        }
         self.rows.push(EncodedEntry {
             seq: c.seq,
             format: c.format,

@@ -361,7 +361,9 @@ impl ChainPass {
                 // while the log was read, or the two readers disagree. Going on would re-scan
                 // from just past it, again and again; the verification stops instead.
                 return Err(LogError::Scan(format!(
-                    "entry {suspect} fails the verification scan's check but passes when read                      in full: it changed while the log was read, or the scan misread it;                      verify again"
+                    "entry {suspect} fails the verification scan's check but passes when read \
+                     in full: it changed while the log was read, or the scan misread it; \
+                     verify again"
                 )));
             }
             // The entry is gone (removed while the log was read): what the verifier read is
@@ -477,6 +479,56 @@ mod tests {
         assert_eq!(Cores::Half.ranges(6), 3);
         assert_eq!(Cores::All.ranges(64), MAX_RANGES);
         assert_eq!(Cores::Half.ranges(64), MAX_RANGES);
+    }
+
+    /// The scan fails an entry that a full read passes (here by a misread the test arranges;
+    /// in life, a rewrite during the read or a decoder defect): the verification stops with
+    /// an error naming the entry. Without that, the chain would be reported verified past it,
+    /// the tree's leaves would come out short (a tree failure naming the wrong cause), and a
+    /// decoder defect would re-scan the log from each entry in turn.
+    #[tokio::test]
+    async fn an_entry_the_scan_fails_and_a_full_read_passes_ends_the_verification() {
+        use crate::audit::{DisclosureLog, EntryKind, LogTextKey, NewEntry, Outcome, SubjectKey};
+        use crate::config::{AuditSettings, StorageSettings};
+
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("log.db").display());
+        let store = Store::open(&StorageSettings::new(url)).await.unwrap();
+        let log = DisclosureLog::start(
+            store.clone(),
+            SubjectKey::derive(&[7; 32]),
+            LogTextKey::new(&[8; 32]),
+            None,
+            AuditSettings::default(),
+        );
+        let mut hashes = Vec::new();
+        for _ in 0..5 {
+            let e = NewEntry::new(EntryKind::LogRead, chrono::Utc::now(), Outcome::Permit);
+            hashes.push(log.append(e).await.unwrap().hash());
+        }
+        let verify = || async {
+            tokio::time::timeout(
+                std::time::Duration::from_secs(60),
+                crate::audit::verify_store(&store, None, None),
+            )
+            .await
+            .expect("the verification ends")
+        };
+        assert!(verify().await.unwrap().ok());
+
+        scan::MISREAD.lock().unwrap().push(hashes[2]);
+        let outcome = verify().await;
+        scan::MISREAD.lock().unwrap().retain(|h| *h != hashes[2]);
+        match outcome {
+            Err(LogError::Scan(m)) => assert!(
+                m.starts_with(
+                    "entry 3 fails the verification scan's check but passes when read in full"
+                ),
+                "{m}"
+            ),
+            other => panic!("{other:?}"),
+        }
+        assert!(verify().await.unwrap().ok());
     }
 
     #[test]
