@@ -26,6 +26,7 @@ mod key_rollout;
 mod metrics;
 mod params;
 mod policy_changes;
+mod quick_start;
 mod records_api;
 mod records_store;
 mod reload;

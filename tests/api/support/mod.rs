@@ -316,9 +316,22 @@ async fn spawn_on(db: Db, tweak: impl FnOnce(&mut Settings), clock: SharedClock)
 
 /// rustls client config trusting the dev CA, presenting `identity` if given.
 pub fn client_config(identity: Option<&(String, String)>) -> rustls::ClientConfig {
+    client_config_trusting(&pki().dir.join("ca.pem"), identity)
+}
+
+/// A client trusting the CA in `ca` (PEM), presenting `identity` if given.
+pub fn client_trusting(ca: &Path, identity: Option<&(String, String)>) -> reqwest::Client {
+    reqwest::Client::builder()
+        .tls_backend_preconfigured(client_config_trusting(ca, identity))
+        .timeout(Duration::from_secs(20))
+        .build()
+        .unwrap()
+}
+
+fn client_config_trusting(ca: &Path, identity: Option<&(String, String)>) -> rustls::ClientConfig {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let mut roots = rustls::RootCertStore::empty();
-    for c in CertificateDer::pem_file_iter(pki().dir.join("ca.pem")).unwrap() {
+    for c in CertificateDer::pem_file_iter(ca).unwrap() {
         roots.add(c.unwrap()).unwrap();
     }
     let builder = rustls::ClientConfig::builder_with_provider(Arc::new(
@@ -339,11 +352,7 @@ pub fn client_config(identity: Option<&(String, String)>) -> rustls::ClientConfi
 }
 
 pub fn client(identity: Option<&(String, String)>) -> reqwest::Client {
-    reqwest::Client::builder()
-        .tls_backend_preconfigured(client_config(identity))
-        .timeout(Duration::from_secs(20))
-        .build()
-        .unwrap()
+    client_trusting(&pki().dir.join("ca.pem"), identity)
 }
 
 impl TestApp {

@@ -1,0 +1,224 @@
+//! The README's first command, `demo`, in an empty directory, run as the real binary: it
+//! writes the dev material and the database, prints a `curl` line and a console link, and
+//! serves; the README's first journey works against it, with a token from the README's
+//! `token` command; stopped with SIGTERM, it exits cleanly, and a second `demo` reuses what the
+//! first wrote and serves the same data.
+
+use std::io::Read as _;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use crate::support::{client_trusting, repo_root};
+
+const BIN: &str = env!("CARGO_BIN_EXE_coresponse-gateway");
+
+/// A running `demo`, its output collected as it comes.
+struct Demo {
+    child: Child,
+    stdout: Arc<Mutex<String>>,
+    stderr: Arc<Mutex<String>>,
+}
+
+impl Demo {
+    fn start(dir: &Path, port: u16) -> Self {
+        let mut child = Command::new(BIN)
+            .arg("demo")
+            .arg("--dir")
+            .arg(dir)
+            .arg("--policies")
+            .arg(repo_root().join("policies"))
+            .args(["--listen", &format!("127.0.0.1:{port}")])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let collect = |mut from: Box<dyn std::io::Read + Send>| {
+            let into = Arc::new(Mutex::new(String::new()));
+            let sink = into.clone();
+            std::thread::spawn(move || {
+                let mut buf = [0u8; 4096];
+                while let Ok(n) = from.read(&mut buf) {
+                    if n == 0 {
+                        break;
+                    }
+                    sink.lock()
+                        .unwrap()
+                        .push_str(&String::from_utf8_lossy(&buf[..n]));
+                }
+            });
+            into
+        };
+        let stdout = collect(Box::new(child.stdout.take().unwrap()));
+        let stderr = collect(Box::new(child.stderr.take().unwrap()));
+        Self {
+            child,
+            stdout,
+            stderr,
+        }
+    }
+
+    fn output(&self) -> (String, String) {
+        (
+            self.stdout.lock().unwrap().clone(),
+            self.stderr.lock().unwrap().clone(),
+        )
+    }
+
+    /// Waits (bounded) until `/healthz` answers 200 to the compliance partner's certificate.
+    async fn wait_ready(&mut self, dir: &Path, port: u16) {
+        let deadline = Instant::now() + Duration::from_secs(180);
+        let mut client = None;
+        loop {
+            // The certificates are complete once `demo` says it wrote (or found) them.
+            if client.is_none() && self.output().1.contains(" dev material in ") {
+                client = Some(partner_client(dir, "oversight"));
+            }
+            if let Some(c) = &client
+                && let Ok(r) = c
+                    .get(format!("https://localhost:{port}/healthz"))
+                    .send()
+                    .await
+                && r.status() == 200
+            {
+                return;
+            }
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!("demo exited with {status}: {:?}", self.output());
+            }
+            assert!(
+                Instant::now() < deadline,
+                "demo not ready: {:?}",
+                self.output()
+            );
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+
+    /// SIGTERM, then waits (bounded) for the exit status.
+    async fn stop(mut self) -> std::process::ExitStatus {
+        let sent = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status()
+            .unwrap();
+        assert!(sent.success());
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "demo did not stop on SIGTERM: {:?}",
+                self.output()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+impl Drop for Demo {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A client with `partner`'s demo certificate, trusting the demo CA.
+fn partner_client(dir: &Path, partner: &str) -> reqwest::Client {
+    let read = |name: String| std::fs::read_to_string(dir.join(name)).unwrap();
+    let identity = (
+        read(format!("{partner}.pem")),
+        read(format!("{partner}-key.pem")),
+    );
+    client_trusting(&dir.join("ca.pem"), Some(&identity))
+}
+
+/// The README's `token` command.
+fn token(dir: &Path, partner: &str, user: &str, role: &str) -> String {
+    let out = Command::new(BIN)
+        .arg("token")
+        .arg("--config")
+        .arg(dir.join("gateway.toml"))
+        .args(["--partner", partner, "--user", user, "--role", role])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap().trim().to_owned()
+}
+
+/// The README's first journey: a clinician reads the incident behind the demo referral.
+async fn clinician_reads_the_incident(dir: &Path, port: u16) -> serde_json::Value {
+    let r = partner_client(dir, "county-mh")
+        .get(format!(
+            "https://localhost:{port}/v1/records/crisis-incident/INC-2026-0042"
+        ))
+        .bearer_auth(token(dir, "county-mh", "clin-7", "clinician"))
+        .header("Purpose-Of-Use", "treatment")
+        .send()
+        .await
+        .unwrap();
+    let status = r.status();
+    let disclosure = r.headers().get("Disclosure-Id").cloned();
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(status, 200, "{body}");
+    assert!(disclosure.is_some(), "every disclosure names its log entry");
+    body
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[tokio::test]
+async fn demo_starts_from_nothing_serves_the_readme_journey_and_restarts_on_what_it_wrote() {
+    let dir = tempfile::tempdir().unwrap();
+    let dir = dir.path().join("demo");
+    let port = free_port();
+
+    let started = Instant::now();
+    let mut first = Demo::start(&dir, port);
+    first.wait_ready(&dir, port).await;
+    eprintln!("first demo ready after {:?}", started.elapsed());
+    let body = clinician_reads_the_incident(&dir, port).await;
+    assert_eq!(body["id"], "INC-2026-0042", "{body}");
+    let (stdout, stderr) = first.output();
+    assert!(stderr.contains("generated dev material in"), "{stderr}");
+    assert!(
+        stdout.contains(&format!(
+            "The gateway is starting on https://localhost:{port} with demo data"
+        )) && stdout.contains("https://localhost:")
+            && stdout.contains("/v1/records/crisis-incident/INC-2026-0042")
+            && stdout.contains(&format!("https://localhost:{port}/console/#token=")),
+        "the curl line and the console link: {stdout}"
+    );
+    for file in ["ca.pem", "gateway.toml", "county-mh.pem", "oversight.p12"] {
+        assert!(dir.join(file).exists(), "{file} written");
+    }
+    let status = first.stop().await;
+    assert!(status.success(), "SIGTERM ends the demo cleanly: {status}");
+
+    // A second run reuses the material and the database: same certificates, same data.
+    let ca = std::fs::read(dir.join("ca.pem")).unwrap();
+    let started = Instant::now();
+    let mut second = Demo::start(&dir, port);
+    second.wait_ready(&dir, port).await;
+    eprintln!("second demo ready after {:?}", started.elapsed());
+    let again = clinician_reads_the_incident(&dir, port).await;
+    assert_eq!(again["fields"], body["fields"], "the same record");
+    assert_eq!(std::fs::read(dir.join("ca.pem")).unwrap(), ca);
+    let (_, stderr) = second.output();
+    assert!(stderr.contains("reusing dev material in"), "{stderr}");
+    assert!(second.stop().await.success());
+}
