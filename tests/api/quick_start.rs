@@ -1,8 +1,9 @@
 //! The README's first command, `demo`, in an empty directory, run as the real binary: it
 //! writes the dev material and the database, prints a `curl` line and a console link, and
 //! serves; the README's first journey works against it, with a token from the README's
-//! `token` command; stopped with SIGTERM, it exits cleanly, and a second `demo` reuses what the
-//! first wrote and serves the same data.
+//! `token` command; two partners witness it as "Two witnesses against the demo" says, and the
+//! checkpoint then carries both cosignatures; stopped with SIGTERM, it exits cleanly, and a
+//! second `demo` reuses what the first wrote and serves the same data.
 
 use std::io::Read as _;
 use std::path::Path;
@@ -22,8 +23,9 @@ struct Demo {
 }
 
 impl Demo {
-    fn start(dir: &Path, port: u16) -> Self {
+    fn start(dir: &Path, port: u16, env: &[(&str, &str)]) -> Self {
         let mut child = Command::new(BIN)
+            .envs(env.iter().copied())
             .arg("demo")
             .arg("--dir")
             .arg(dir)
@@ -154,6 +156,42 @@ fn token(dir: &Path, partner: &str, user: &str, role: &str) -> String {
     String::from_utf8(out.stdout).unwrap().trim().to_owned()
 }
 
+/// The README's `w PARTNER`: one run of a partner's witness (its cron job) against the demo,
+/// with the files `init` wrote. Returns the exit status and the output.
+fn witness(dir: &Path, port: u16, partner: &str) -> (i32, String) {
+    let file = |name: String| dir.join(name);
+    let out = Command::new(BIN)
+        .args([
+            "audit",
+            "witness",
+            "--url",
+            &format!("https://localhost:{port}"),
+        ])
+        .arg("--log-key")
+        .arg(file("audit-log.vkey".into()))
+        .arg("--witness-key")
+        .arg(file(format!("{partner}-witness.key")))
+        .arg("--state")
+        .arg(file(format!("{partner}-witness.state")))
+        .arg("--cert")
+        .arg(file(format!("{partner}.pem")))
+        .arg("--key")
+        .arg(file(format!("{partner}-key.pem")))
+        .arg("--ca")
+        .arg(file("ca.pem".into()))
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
 /// The README's first journey: a clinician reads the incident behind the demo referral.
 async fn clinician_reads_the_incident(dir: &Path, port: u16) -> serde_json::Value {
     let r = partner_client(dir, "county-mh")
@@ -182,13 +220,19 @@ fn free_port() -> u16 {
 }
 
 #[tokio::test]
-async fn demo_starts_from_nothing_serves_the_readme_journey_and_restarts_on_what_it_wrote() {
+async fn demo_from_nothing_serves_the_first_journey_and_two_witnesses_and_restarts() {
     let dir = tempfile::tempdir().unwrap();
     let dir = dir.path().join("demo");
     let port = free_port();
 
     let started = Instant::now();
-    let mut first = Demo::start(&dir, port);
+    // Checkpoints only every 1,000 entries (the seed makes several): one timed checkpoint
+    // between the two witness runs would have them cosign different tree heads.
+    let mut first = Demo::start(
+        &dir,
+        port,
+        &[("GATEWAY__AUDIT__CHECKPOINT_EVERY_SECS", "3600")],
+    );
     first.wait_ready(&dir, port).await;
     eprintln!("first demo ready after {:?}", started.elapsed());
     let body = clinician_reads_the_incident(&dir, port).await;
@@ -206,13 +250,47 @@ async fn demo_starts_from_nothing_serves_the_readme_journey_and_restarts_on_what
     for file in ["ca.pem", "gateway.toml", "county-mh.pem", "oversight.p12"] {
         assert!(dir.join(file).exists(), "{file} written");
     }
+    // Two witnesses, as the README runs them; the checkpoint then carries both cosignatures,
+    // and the offline verification requires them.
+    for partner in ["metro-pd", "county-mh"] {
+        let (code, out) = witness(&dir, port, partner);
+        assert_eq!(code, 0, "{partner}'s witness: {out}");
+        assert!(dir.join(format!("{partner}-witness.state")).exists());
+    }
+    let r = partner_client(&dir, "oversight")
+        .get(format!("https://localhost:{port}/v1/audit/checkpoint"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let note = r.text().await.unwrap();
+    for partner in ["metro-pd", "county-mh"] {
+        assert!(
+            note.lines()
+                .any(|l| l.starts_with(&format!("\u{2014} {partner} "))),
+            "{partner}'s cosignature on the checkpoint: {note}"
+        );
+    }
+    let out = Command::new(BIN)
+        .args(["audit", "verify", "--config"])
+        .arg(dir.join("gateway.toml"))
+        .args(["--require-witnesses", "metro-pd,county-mh"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+
     let status = first.stop().await;
     assert!(status.success(), "SIGTERM ends the demo cleanly: {status}");
 
     // A second run reuses the material and the database: same certificates, same data.
     let ca = std::fs::read(dir.join("ca.pem")).unwrap();
     let started = Instant::now();
-    let mut second = Demo::start(&dir, port);
+    let mut second = Demo::start(&dir, port, &[]);
     second.wait_ready(&dir, port).await;
     eprintln!("second demo ready after {:?}", started.elapsed());
     let again = clinician_reads_the_incident(&dir, port).await;
