@@ -3,7 +3,9 @@
 //! serves; the README's first journey works against it, with a token from the README's
 //! `token` command; two partners witness it as "Two witnesses against the demo" says, and the
 //! checkpoint then carries both cosignatures; stopped with SIGTERM, it exits cleanly, and a
-//! second `demo` reuses what the first wrote and serves the same data.
+//! second `demo` reuses what the first wrote and serves the same data. Then the README's
+//! rollback: `demo/data/` put back from a copy after the witnesses saw a larger tree, and both
+//! witnesses report the conflict.
 
 use std::io::Read as _;
 use std::path::Path;
@@ -220,7 +222,7 @@ fn free_port() -> u16 {
 }
 
 #[tokio::test]
-async fn demo_from_nothing_serves_the_first_journey_and_two_witnesses_and_restarts() {
+async fn demo_from_nothing_serves_the_journey_is_witnessed_and_a_rollback_is_caught() {
     let dir = tempfile::tempdir().unwrap();
     let dir = dir.path().join("demo");
     let port = free_port();
@@ -287,10 +289,17 @@ async fn demo_from_nothing_serves_the_first_journey_and_two_witnesses_and_restar
     let status = first.stop().await;
     assert!(status.success(), "SIGTERM ends the demo cleanly: {status}");
 
-    // A second run reuses the material and the database: same certificates, same data.
+    // The README's rollback, "as a restored backup would": a copy of `demo/data/` taken now.
+    let data = dir.join("data");
+    let copy = dir.join("data.copy");
+    copy_dir(&data, &copy);
+
+    // A second run reuses the material and the database: same certificates, same data. A few
+    // requests, a checkpoint past them, and both witnesses cosign the larger tree.
     let ca = std::fs::read(dir.join("ca.pem")).unwrap();
     let started = Instant::now();
-    let mut second = Demo::start(&dir, port, &[]);
+    let every_second = [("GATEWAY__AUDIT__CHECKPOINT_EVERY_SECS", "1")];
+    let mut second = Demo::start(&dir, port, &every_second);
     second.wait_ready(&dir, port).await;
     eprintln!("second demo ready after {:?}", started.elapsed());
     let again = clinician_reads_the_incident(&dir, port).await;
@@ -298,5 +307,90 @@ async fn demo_from_nothing_serves_the_first_journey_and_two_witnesses_and_restar
     assert_eq!(std::fs::read(dir.join("ca.pem")).unwrap(), ca);
     let (_, stderr) = second.output();
     assert!(stderr.contains("reusing dev material in"), "{stderr}");
+    for _ in 0..2 {
+        clinician_reads_the_incident(&dir, port).await;
+    }
+    let seen = state_size(&dir, "metro-pd");
+    wait_for_checkpoint_past(&dir, port, seen).await;
+    for partner in ["metro-pd", "county-mh"] {
+        let (code, out) = witness(&dir, port, partner);
+        assert_eq!(code, 0, "{partner}'s witness: {out}");
+        assert!(
+            state_size(&dir, partner) > seen,
+            "{partner} cosigned the larger tree"
+        );
+    }
     assert!(second.stop().await.success());
+
+    // The copy put back: the log is consistent in itself but not the one the partners saw.
+    // After more requests than before and a checkpoint past what they saw, both witnesses
+    // report the conflict and keep both checkpoints as evidence.
+    std::fs::remove_dir_all(&data).unwrap();
+    std::fs::rename(&copy, &data).unwrap();
+    let witnessed = state_size(&dir, "metro-pd");
+    let mut third = Demo::start(&dir, port, &every_second);
+    third.wait_ready(&dir, port).await;
+    for _ in 0..8 {
+        clinician_reads_the_incident(&dir, port).await;
+    }
+    wait_for_checkpoint_past(&dir, port, witnessed).await;
+    for partner in ["metro-pd", "county-mh"] {
+        let (code, out) = witness(&dir, port, partner);
+        assert_eq!(
+            code, 2,
+            "{partner}'s witness must report the rollback: {out}"
+        );
+        assert!(out.contains("does not extend the tree of"), "{out}");
+        assert!(dir.join(format!("{partner}-witness.conflict")).exists());
+        assert_eq!(
+            state_size(&dir, partner),
+            witnessed,
+            "the state keeps what it saw"
+        );
+    }
+    assert!(third.stop().await.success());
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
+    }
+}
+
+/// The tree size of the checkpoint a partner's witness last accepted (its state file, a C2SP
+/// checkpoint: the size is the second line).
+fn state_size(dir: &Path, partner: &str) -> u64 {
+    let text = std::fs::read_to_string(dir.join(format!("{partner}-witness.state"))).unwrap();
+    text.lines().nth(1).unwrap().parse().unwrap()
+}
+
+/// Waits (bounded) until the served checkpoint's tree is larger than `size`.
+async fn wait_for_checkpoint_past(dir: &Path, port: u16, size: u64) {
+    let client = partner_client(dir, "oversight");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let note = client
+            .get(format!("https://localhost:{port}/v1/audit/checkpoint"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        let served: u64 = note
+            .lines()
+            .nth(1)
+            .and_then(|l| l.parse().ok())
+            .unwrap_or(0);
+        if served > size {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no checkpoint past {size}: {note}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
