@@ -159,6 +159,7 @@ mod scan;
 mod sealed;
 mod stored;
 use stored::Cores;
+pub use stored::Progress;
 pub mod summary;
 pub mod suspension;
 pub mod transparency;
@@ -353,6 +354,29 @@ pub async fn verify_store_against(
         partner_heads,
         witnesses,
         Cores::All,
+        Progress::default(),
+    )
+    .await
+}
+
+/// [`verify_store_against`], counting the entries read into `progress` as it goes (for a
+/// progress display; the result is the same).
+pub async fn verify_store_reporting(
+    store: &Store,
+    key: Option<&ed25519_dalek::VerifyingKey>,
+    partner_checkpoints: Option<&CheckpointExport>,
+    partner_heads: &[note::TreeHead],
+    witnesses: &[(String, note::VerifierKey)],
+    progress: &Progress,
+) -> Result<StoreVerification, LogError> {
+    verify_on(
+        store,
+        key,
+        partner_checkpoints,
+        partner_heads,
+        witnesses,
+        Cores::All,
+        progress.clone(),
     )
     .await
 }
@@ -363,7 +387,7 @@ pub async fn verify_store_serving(
     store: &Store,
     key: Option<&ed25519_dalek::VerifyingKey>,
 ) -> Result<StoreVerification, LogError> {
-    verify_on(store, key, None, &[], &[], Cores::Half).await
+    verify_on(store, key, None, &[], &[], Cores::Half, Progress::default()).await
 }
 
 async fn verify_on(
@@ -373,11 +397,12 @@ async fn verify_on(
     partner_heads: &[note::TreeHead],
     witnesses: &[(String, note::VerifierKey)],
     cores: Cores,
+    progress: Progress,
 ) -> Result<StoreVerification, LogError> {
     // The chain and the tree are read at the same time; the tree's leaves are then compared
     // with the entries' hashes. A tree is reported only for a chain that verifies.
     let (chain, tree) = tokio::join!(
-        stored::verify_chain(store, key, partner_checkpoints, cores),
+        stored::verify_chain(store, key, partner_checkpoints, cores, progress),
         transparency::verify_tree(store, key, witnesses)
     );
     let (mut out, (first_leaf, leaves)) = chain?;

@@ -21,7 +21,7 @@ use super::canonical::{ChainHash, encode_head, hash_parts};
 use super::checkpoint::{self, Checkpoint, CheckpointExport};
 use super::db;
 use super::entry::EntryFormat;
-use super::scan::{self, EncodedEntries};
+use super::scan::{self, EncodedEntries, Scanned as _};
 use super::verify::{Anchor, ChainFailure, FailureKind, Verifier, VerifySummary};
 use super::{LogError, StoreVerification};
 use crate::store::{Backend, Store};
@@ -31,6 +31,43 @@ const MIN_RANGE: u64 = 2048;
 
 /// Ranges read at the same time, at most.
 const MAX_RANGES: usize = 8;
+
+/// How far a verification of the stored chain has come, readable from another task while it
+/// runs (`audit verify` prints it on a terminal). Clones share one count.
+#[derive(Debug, Clone, Default)]
+pub struct Progress(Arc<ProgressCounts>);
+
+#[derive(Debug, Default)]
+struct ProgressCounts {
+    read: std::sync::atomic::AtomicU64,
+    head: std::sync::atomic::AtomicU64,
+}
+
+impl Progress {
+    /// Entries read and checked so far.
+    pub fn entries_read(&self) -> u64 {
+        self.0.read.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// The head when the verification last read it (0 before it has): about how many entries
+    /// there are to read.
+    pub fn head(&self) -> u64 {
+        self.0.head.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    fn add(&self, n: usize) {
+        self.0.read.fetch_add(
+            u64::try_from(n).unwrap_or(u64::MAX),
+            std::sync::atomic::Ordering::Relaxed,
+        );
+    }
+
+    fn set_head(&self, head: u64) {
+        self.0
+            .head
+            .store(head, std::sync::atomic::Ordering::Relaxed);
+    }
+}
 
 /// How many of the machine's cores a verification of the stored chain may keep busy.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -60,6 +97,7 @@ pub(super) async fn verify_chain(
     key: Option<&ed25519_dalek::VerifyingKey>,
     partner_checkpoints: Option<&CheckpointExport>,
     cores: Cores,
+    progress: Progress,
 ) -> Result<(StoreVerification, (u64, Vec<[u8; 32]>)), LogError> {
     let mut pooled = store.acquire().await?;
     let mut c = pooled.conn();
@@ -165,6 +203,7 @@ pub(super) async fn verify_chain(
         ranges: RangeRules {
             checkpoints: Arc::new(v.checkpoint_hashes()),
             base,
+            progress,
         },
         v,
         leaves: Vec::new(),
@@ -177,6 +216,7 @@ pub(super) async fn verify_chain(
     let mut head = read_head(store).await?;
     let mut scanned_to = None;
     loop {
+        pass.ranges.progress.set_head(head.0);
         pass.run(store, head.0).await?;
         let last = pass.v.last_seq();
         if pass.stopped() || scanned_to == Some(last) {
@@ -231,6 +271,7 @@ async fn read_head(store: &Store) -> Result<(u64, ChainHash), LogError> {
 struct RangeRules {
     checkpoints: Arc<BTreeMap<u64, ChainHash>>,
     base: Option<u64>,
+    progress: Progress,
 }
 
 /// The chain verification so far: the verifier (which has accepted every entry up to its
@@ -275,10 +316,14 @@ impl ChainPass {
             async move {
                 let mut rx = rx?;
                 tokio::task::spawn_blocking(move || {
+                    let progress = rules.progress.clone();
                     let mut range = RangeCheck::new(rules);
                     while let Some(batch) = rx.blocking_recv() {
                         match batch {
-                            Ok(entries) => range.feed(&entries),
+                            Ok(entries) => {
+                                range.feed(&entries);
+                                progress.add(entries.len());
+                            }
                             Err(LogError::Corrupt { seq, why }) => {
                                 range.unreadable = Some((seq, why));
                             }
@@ -488,24 +533,7 @@ mod tests {
     /// decoder defect would re-scan the log from each entry in turn.
     #[tokio::test]
     async fn an_entry_the_scan_fails_and_a_full_read_passes_ends_the_verification() {
-        use crate::audit::{DisclosureLog, EntryKind, LogTextKey, NewEntry, Outcome, SubjectKey};
-        use crate::config::{AuditSettings, StorageSettings};
-
-        let dir = tempfile::tempdir().unwrap();
-        let url = format!("sqlite://{}", dir.path().join("log.db").display());
-        let store = Store::open(&StorageSettings::new(url)).await.unwrap();
-        let log = DisclosureLog::start(
-            store.clone(),
-            SubjectKey::derive(&[7; 32]),
-            LogTextKey::new(&[8; 32]),
-            None,
-            AuditSettings::default(),
-        );
-        let mut hashes = Vec::new();
-        for _ in 0..5 {
-            let e = NewEntry::new(EntryKind::LogRead, chrono::Utc::now(), Outcome::Permit);
-            hashes.push(log.append(e).await.unwrap().hash());
-        }
+        let (_dir, store, hashes) = log_of(5).await;
         let verify = || async {
             tokio::time::timeout(
                 std::time::Duration::from_secs(60),
@@ -529,6 +557,50 @@ mod tests {
             other => panic!("{other:?}"),
         }
         assert!(verify().await.unwrap().ok());
+    }
+
+    /// A log of `n` entries in a SQLite file (read by the file scan, as in production), and
+    /// the entries' hashes.
+    async fn log_of(n: usize) -> (tempfile::TempDir, Store, Vec<ChainHash>) {
+        use crate::audit::{DisclosureLog, EntryKind, LogTextKey, NewEntry, Outcome, SubjectKey};
+        use crate::config::{AuditSettings, StorageSettings};
+
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("log.db").display());
+        let store = Store::open(&StorageSettings::new(url)).await.unwrap();
+        let log = DisclosureLog::start(
+            store.clone(),
+            SubjectKey::derive(&[7; 32]),
+            LogTextKey::new(&[8; 32]),
+            None,
+            AuditSettings::default(),
+        );
+        let appends = (0..n).map(|_| {
+            let e = NewEntry::new(EntryKind::LogRead, chrono::Utc::now(), Outcome::Permit);
+            log.append(e)
+        });
+        let hashes = futures_util::future::try_join_all(appends)
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.hash())
+            .collect();
+        (dir, store, hashes)
+    }
+
+    #[tokio::test]
+    async fn progress_counts_every_entry_read_over_every_range() {
+        // Enough entries for one range per core (ranges are at least MIN_RANGE entries).
+        let n = usize::try_from(MIN_RANGE).unwrap() * 2 + 5;
+        let (_dir, store, _) = log_of(n).await;
+        let progress = Progress::default();
+        let v = crate::audit::verify_store_reporting(&store, None, None, &[], &[], &progress)
+            .await
+            .unwrap();
+        assert!(v.ok(), "{v:?}");
+        assert_eq!(progress.entries_read(), n as u64);
+        assert_eq!(progress.head(), n as u64);
+        assert_eq!(v.summary.entries_checked, n as u64);
     }
 
     #[test]

@@ -1,12 +1,29 @@
 //! `audit verify`, `entries`, `witness`, `witness-key`, `vkey`, `checkpoints`, `purge` and
 //! `part2-disclosures`: the disclosure log, offline on the database (the witness over HTTPS).
 
+use std::io::IsTerminal as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::Subcommand;
 
 use crate::config::{LogSettings, Settings};
+
+/// How often `audit verify` says how far it has come, on a terminal.
+const PROGRESS_EVERY: Duration = Duration::from_secs(5);
+
+/// `verifying: 3000000 of about 9000000 entries read (600000 entries/s)`.
+fn progress_line(read: u64, head: u64, elapsed: Duration) -> String {
+    let secs = elapsed.as_secs_f64();
+    let rate = if secs > 0.0 { read as f64 / secs } else { 0.0 };
+    let of = if head >= read {
+        format!(" of about {head}")
+    } else {
+        String::new()
+    };
+    format!("verifying: {read}{of} entries read ({rate:.0} entries/s)")
+}
 
 #[derive(Debug, Subcommand)]
 pub(super) enum AuditCommand {
@@ -277,14 +294,41 @@ pub(super) async fn run(command: AuditCommand) -> anyhow::Result<ExitCode> {
                 }
                 out
             };
-            let report = crate::audit::verify_store_against(
+            // On a terminal, a line every few seconds says how far it has come (years of log
+            // take minutes); cron and pipes get only the result.
+            let progress = crate::audit::Progress::default();
+            let ticker = std::io::stderr().is_terminal().then(|| {
+                let progress = progress.clone();
+                tokio::spawn(async move {
+                    let started = std::time::Instant::now();
+                    let mut every = tokio::time::interval(PROGRESS_EVERY);
+                    every.tick().await;
+                    loop {
+                        every.tick().await;
+                        errln!(
+                            "{}",
+                            progress_line(
+                                progress.entries_read(),
+                                progress.head(),
+                                started.elapsed()
+                            )
+                        );
+                    }
+                })
+            });
+            let report = crate::audit::verify_store_reporting(
                 &store,
                 key.as_ref(),
                 partner.as_ref(),
                 &partner_heads,
                 &witnesses,
+                &progress,
             )
-            .await?;
+            .await;
+            if let Some(t) = ticker {
+                t.abort();
+            }
+            let report = report?;
             let s = &report.summary;
             if s.failure.is_none()
                 && let Some(t) = &report.tree
@@ -396,5 +440,27 @@ pub(super) async fn run(command: AuditCommand) -> anyhow::Result<ExitCode> {
         AuditCommand::Witness { .. }
         | AuditCommand::WitnessKey { .. }
         | AuditCommand::Vkey { .. } => Ok(ExitCode::SUCCESS),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_progress_line_says_how_far_and_how_fast() {
+        assert_eq!(
+            progress_line(3_000_000, 9_000_000, Duration::from_secs(5)),
+            "verifying: 3000000 of about 9000000 entries read (600000 entries/s)"
+        );
+        // Entries appended meanwhile: no "of about" smaller than what was read.
+        assert_eq!(
+            progress_line(12, 10, Duration::from_secs(4)),
+            "verifying: 12 entries read (3 entries/s)"
+        );
+        assert_eq!(
+            progress_line(0, 0, Duration::ZERO),
+            "verifying: 0 of about 0 entries read (0 entries/s)"
+        );
     }
 }
