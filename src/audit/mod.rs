@@ -347,14 +347,14 @@ pub async fn verify_store_against(
     partner_heads: &[note::TreeHead],
     witnesses: &[(String, note::VerifierKey)],
 ) -> Result<StoreVerification, LogError> {
-    verify_on(
+    let progress = Progress::default();
+    verify_store_reporting(
         store,
         key,
         partner_checkpoints,
         partner_heads,
         witnesses,
-        Cores::All,
-        Progress::default(),
+        &progress,
     )
     .await
 }
