@@ -512,6 +512,32 @@ mod tests {
     }
 
     #[test]
+    fn the_readme_names_every_handshake_refusal_code_and_no_other() {
+        let readme = std::fs::read_to_string(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md"),
+        )
+        .unwrap();
+        let paragraph = readme
+            .split("Refused TLS handshakes never reach HTTP; their security-event codes are ")
+            .nth(1)
+            .and_then(|rest| rest.split("\n\n").next())
+            .expect("the README's list of handshake refusal codes");
+        let named: std::collections::BTreeSet<&str> = paragraph
+            .split('`')
+            .enumerate()
+            .filter(|(i, part)| {
+                i % 2 == 1 && part.bytes().all(|b| b.is_ascii_lowercase() || b == b'_')
+            })
+            .map(|(_, part)| part)
+            .collect();
+        let codes: std::collections::BTreeSet<&str> = crate::domain::HandshakeRefusal::ALL
+            .iter()
+            .map(|c| c.as_str())
+            .collect();
+        assert_eq!(named, codes);
+    }
+
+    #[test]
     fn the_readme_error_table_names_every_code_and_no_other() {
         let documented = documented_codes();
         let undocumented: Vec<&str> = Code::ALL

@@ -30,7 +30,7 @@ use crate::audit::{CheckpointSigner, DisclosureLog, LogTextKey, SubjectKey};
 use crate::auth::{TokenCache, TokenRules};
 use crate::config::Settings;
 use crate::crypto::Keyring;
-use crate::domain::{CertFingerprint, SharedClock};
+use crate::domain::{CertFingerprint, HandshakeRefusal, SharedClock};
 use crate::edge::{self, ConnectionLimiter, ConnectionScope, EdgeIo};
 use crate::policy::PolicySet;
 use crate::security::{SecurityEvent, SecurityEventKind, SecuritySink};
@@ -466,21 +466,22 @@ fn report_refused_handshake(
     let rustls_err = err
         .and_then(|e| e.get_ref())
         .and_then(|e| e.downcast_ref::<rustls::Error>());
+    use HandshakeRefusal as R;
     let (code, reason) = match rustls_err {
         Some(rustls::Error::NoCertificatesPresented) => (
-            "certificate_missing",
+            R::CertificateMissing,
             "the client presented no certificate".to_owned(),
         ),
         Some(rustls::Error::InvalidCertificate(c)) => {
             use rustls::CertificateError as C;
             let code = match c {
-                C::UnknownIssuer | C::BadSignature => "certificate_unknown_issuer",
-                C::Expired | C::ExpiredContext { .. } => "certificate_expired",
-                C::NotValidYet | C::NotValidYetContext { .. } => "certificate_not_yet_valid",
-                C::Revoked => "certificate_revoked",
-                C::ExpiredRevocationList | C::ExpiredRevocationListContext { .. } => "crl_expired",
-                C::ApplicationVerificationFailure => "certificate_unregistered_partner",
-                _ => "certificate_invalid",
+                C::UnknownIssuer | C::BadSignature => R::CertificateUnknownIssuer,
+                C::Expired | C::ExpiredContext { .. } => R::CertificateExpired,
+                C::NotValidYet | C::NotValidYetContext { .. } => R::CertificateNotYetValid,
+                C::Revoked => R::CertificateRevoked,
+                C::ExpiredRevocationList | C::ExpiredRevocationListContext { .. } => R::CrlExpired,
+                C::ApplicationVerificationFailure => R::CertificateUnregisteredPartner,
+                _ => R::CertificateInvalid,
             };
             let reason = notes
                 .refusal
@@ -488,20 +489,20 @@ fn report_refused_handshake(
                 .unwrap_or_else(|| format!("invalid client certificate: {c:?}"));
             (code, reason)
         }
-        Some(other) => ("handshake_failed", format!("TLS handshake failed: {other}")),
+        Some(other) => (R::HandshakeFailed, format!("TLS handshake failed: {other}")),
         None => match err {
             None => (
-                "handshake_timeout",
+                R::HandshakeTimeout,
                 "the client did not complete the TLS handshake in time".to_owned(),
             ),
-            Some(e) => ("handshake_failed", format!("TLS handshake failed: {e}")),
+            Some(e) => (R::HandshakeFailed, format!("TLS handshake failed: {e}")),
         },
     };
     let fingerprint: Option<CertFingerprint> = notes.presented;
     sink.record(SecurityEvent {
         at: Utc::now(),
         kind: SecurityEventKind::HandshakeRefused,
-        code: code.to_owned(),
+        code: code.as_str().to_owned(),
         peer,
         partner: notes.partner,
         cert_fingerprint: fingerprint,

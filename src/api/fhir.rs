@@ -462,7 +462,7 @@ fn consent_error(e: crate::service::Error) -> ApiError {
                     }
                 }
             }
-            if code == Code::ConsentIncomplete.as_str() {
+            if code == Code::ConsentIncomplete {
                 let part2 = details
                     .get("part2")
                     .and_then(Value::as_bool)

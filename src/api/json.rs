@@ -172,10 +172,10 @@ mod tests {
         assert_eq!(status(extract("text/plain", b"{}".to_vec()).await), 415);
         let deep = format!("{}{}", "[".repeat(17), "]".repeat(17)).into_bytes();
         let err = extract("application/json", deep).await.unwrap_err();
-        assert_eq!(err.code(), "json_too_deep");
+        assert_eq!(err.code(), Code::JsonTooDeep);
         let err = extract("application/json", b"{\"a\":".to_vec())
             .await
             .unwrap_err();
-        assert_eq!(err.code(), "invalid_json");
+        assert_eq!(err.code(), Code::InvalidJson);
     }
 }

@@ -273,7 +273,7 @@ mod tests {
     fn purpose_is_required_and_known() {
         assert_eq!(header_named(&run(&[]).unwrap_err()), PURPOSE_OF_USE);
         let e = run(&[(PURPOSE_OF_USE, "curiosity")]).unwrap_err();
-        assert_eq!(e.code(), "unknown_purpose");
+        assert_eq!(e.code(), Code::UnknownPurpose);
         let ok = run(&[(PURPOSE_OF_USE, "treatment")]).unwrap();
         assert_eq!(ok.purpose.as_str(), "treatment");
         assert!(ok.emergency.is_none());
@@ -362,7 +362,7 @@ mod tests {
     #[test]
     fn a_header_sent_twice_is_refused_by_name() {
         let e = run(&[(PURPOSE_OF_USE, "treatment"), (PURPOSE_OF_USE, "treatment")]).unwrap_err();
-        assert_eq!(e.code(), "invalid_header");
+        assert_eq!(e.code(), Code::InvalidHeader);
         assert_eq!(header_named(&e), PURPOSE_OF_USE);
         let e = run(&[
             (PURPOSE_OF_USE, EMERGENCY),

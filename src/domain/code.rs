@@ -2,35 +2,63 @@
 //! connection or `/healthz` can carry, one variant each, so a code cannot be mistyped and the
 //! README's error table is checked against this list by a test (both ways).
 //!
+//! [`HandshakeRefusal`] does the same for the security events of refused TLS handshakes,
+//! which never reach HTTP.
+//!
 //! The codes are part of the API: a client branches on them. Renaming one breaks clients;
 //! add a new one instead. Codes inside `details` (a field's problem, a directive's problem)
 //! are not listed here: they belong to the check that finds the problem.
 
 use std::fmt;
 
-macro_rules! codes {
-    ($($(#[doc = $doc:literal])+ $name:ident = $text:literal,)+) => {
-        /// A machine-readable answer code (see the module docs).
+/// An enum of codes, each variant with its text: the enum, `ALL` and `as_str` from one list.
+macro_rules! code_enum {
+    (
+        $(#[doc = $edoc:literal])+
+        $vis:vis enum $enum:ident {
+            $($(#[doc = $doc:literal])+ $name:ident = $text:literal,)+
+        }
+    ) => {
+        $(#[doc = $edoc])+
         #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-        pub enum Code {
+        $vis enum $enum {
             $($(#[doc = $doc])+ $name,)+
         }
 
-        impl Code {
-            /// Every code, grouped by status as in the README's error table.
-            pub const ALL: &'static [Code] = &[$(Code::$name,)+];
+        impl $enum {
+            /// Every code, in the order of the README.
+            pub const ALL: &'static [$enum] = &[$($enum::$name,)+];
 
-            /// The code as clients see it (`snake_case`).
+            /// The code as it is written (`snake_case`).
             pub const fn as_str(self) -> &'static str {
                 match self {
-                    $(Code::$name => $text,)+
+                    $($enum::$name => $text,)+
                 }
+            }
+
+            /// The code for `text`, if it is one.
+            pub fn parse(text: &str) -> Option<Self> {
+                Self::ALL.iter().copied().find(|c| c.as_str() == text)
+            }
+        }
+
+        impl fmt::Display for $enum {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+
+        impl serde::Serialize for $enum {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.serialize_str(self.as_str())
             }
         }
     };
 }
 
-codes! {
+code_enum! {
+    /// A machine-readable answer code (see the module docs).
+    pub enum Code {
     // 400: the request.
     /// The body is not valid JSON (or not the JSON shape the route takes).
     InvalidJson = "invalid_json",
@@ -233,30 +261,33 @@ codes! {
     CrlExpired = "crl_expired",
     /// A defect; quote the `Request-Id`.
     InternalError = "internal_error",
-}
-
-impl Code {
-    /// The code for `text`, if it is one.
-    pub fn parse(text: &str) -> Option<Self> {
-        Self::ALL.iter().copied().find(|c| c.as_str() == text)
     }
 }
 
-impl fmt::Display for Code {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl serde::Serialize for Code {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(self.as_str())
-    }
-}
-
-impl PartialEq<&str> for Code {
-    fn eq(&self, other: &&str) -> bool {
-        self.as_str() == *other
+code_enum! {
+    /// Why a TLS handshake was refused: the code of its security event (no HTTP answer is
+    /// sent; see the README, after the error table).
+    pub enum HandshakeRefusal {
+        /// The client presented no certificate.
+        CertificateMissing = "certificate_missing",
+        /// The certificate is not issued by a trusted CA (or its signature is wrong).
+        CertificateUnknownIssuer = "certificate_unknown_issuer",
+        /// The certificate has expired.
+        CertificateExpired = "certificate_expired",
+        /// The certificate is not valid yet.
+        CertificateNotYetValid = "certificate_not_yet_valid",
+        /// The certificate is revoked by its CA's CRL.
+        CertificateRevoked = "certificate_revoked",
+        /// The CRL of the certificate's CA is past its grace period.
+        CrlExpired = "crl_expired",
+        /// The certificate names no registered partner.
+        CertificateUnregisteredPartner = "certificate_unregistered_partner",
+        /// The certificate is refused for another reason (malformed, wrong key usage, ...).
+        CertificateInvalid = "certificate_invalid",
+        /// The client did not complete the handshake in time.
+        HandshakeTimeout = "handshake_timeout",
+        /// The handshake failed otherwise (protocol error, connection reset).
+        HandshakeFailed = "handshake_failed",
     }
 }
 
@@ -266,21 +297,33 @@ mod tests {
 
     #[test]
     fn every_code_is_distinct_snake_case_and_parses_back() {
-        let mut seen = std::collections::BTreeSet::new();
-        for c in Code::ALL {
-            let s = c.as_str();
-            assert!(seen.insert(s), "{s} twice");
-            assert!(
-                !s.is_empty()
-                    && s.bytes().all(|b| b.is_ascii_lowercase() || b == b'_')
-                    && !s.starts_with('_')
-                    && !s.ends_with('_'),
-                "{s}"
-            );
-            assert_eq!(Code::parse(s), Some(*c));
-            assert_eq!(c.to_string(), s);
-            assert_eq!(serde_json::to_value(c).unwrap(), serde_json::json!(s));
+        fn check<C: Copy + PartialEq + fmt::Debug + fmt::Display + serde::Serialize>(
+            all: &[C],
+            as_str: fn(C) -> &'static str,
+            parse: fn(&str) -> Option<C>,
+        ) {
+            let mut seen = std::collections::BTreeSet::new();
+            for c in all {
+                let s = as_str(*c);
+                assert!(seen.insert(s), "{s} twice");
+                assert!(
+                    !s.is_empty()
+                        && s.bytes().all(|b| b.is_ascii_lowercase() || b == b'_')
+                        && !s.starts_with('_')
+                        && !s.ends_with('_'),
+                    "{s}"
+                );
+                assert_eq!(parse(s), Some(*c));
+                assert_eq!(c.to_string(), s);
+                assert_eq!(serde_json::to_value(c).unwrap(), serde_json::json!(s));
+            }
+            assert_eq!(parse("no_such_code"), None);
         }
-        assert_eq!(Code::parse("no_such_code"), None);
+        check(Code::ALL, Code::as_str, Code::parse);
+        check(
+            HandshakeRefusal::ALL,
+            HandshakeRefusal::as_str,
+            HandshakeRefusal::parse,
+        );
     }
 }

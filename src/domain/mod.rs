@@ -27,7 +27,7 @@ mod record;
 pub mod stats;
 
 pub use clock::{Clock, ManualClock, SharedClock, SystemClock};
-pub use code::Code;
+pub use code::{Code, HandshakeRefusal};
 pub use consent::{Consent, ConsentQuery, ConsentScope, SubjectRef};
 pub use directives::{CourtOrder, Restriction, RestrictionScope};
 pub use ids::{CertFingerprint, IdError, PartnerId, PartnerKind, Purpose, Role, UserId};

@@ -712,7 +712,7 @@ mod tests {
             revocation(body("2026-03-02T11:00:00Z", None), now)
                 .unwrap_err()
                 .code(),
-            "invalid_revocation"
+            Code::InvalidRevocation
         );
         assert!(revocation(body("2026-03-01T11:00:00Z", Some("a\u{7}b")), now).is_err());
         let r = revocation(body("2026-03-01T11:00:00Z", Some("  ")), now).unwrap();
