@@ -130,8 +130,11 @@ async fn three_replicas_behind_haproxy_survive_a_kill_and_stay_coherent() {
             lb.unusual_log()
         );
     }
+    // Each of the 8 client tasks has one request in flight at a time: at most one of its
+    // requests meets the dying process, and at most one is cut at the mark-down.
+    let on_the_dying_process = failed.iter().filter(|f| f.started < dead_at).count();
     assert!(
-        failed.len() <= 8,
+        on_the_dying_process <= 8 && failed.len() - on_the_dying_process <= 8,
         "more failures than requests in flight: {failed:#?}"
     );
     let after_kill = outcomes
