@@ -154,13 +154,13 @@ code_enum! {
     TokenLifetimeTooLong = "token_lifetime_too_long",
     /// The token asks for a critical header extension the gateway does not support.
     TokenCritUnsupported = "token_crit_unsupported",
-    /// The token is refused for another reason.
+    /// The token could not be verified for another reason (malformed claims, key mismatch).
     TokenInvalid = "token_invalid",
 
     // 403: the caller.
     /// A disclosure was decided and denied (logged; `Disclosure-Id`).
     DisclosureDenied = "disclosure_denied",
-    /// The caller's agency does not own records of this kind.
+    /// Records of this kind are held by another kind of partner (police, mental health).
     NotOwnerKind = "not_owner_kind",
     /// The caller's agency does not own this record.
     NotRecordOwner = "not_record_owner",
@@ -177,7 +177,7 @@ code_enum! {
     CertificateRefused = "certificate_refused",
     /// No client certificate on the connection.
     CertificateRequired = "certificate_required",
-    /// The certificate names no registered partner.
+    /// The partner the certificate names is not registered with this gateway.
     PartnerUnregistered = "partner_unregistered",
     /// The caller runs no such report (logged).
     ReportNotPermitted = "report_not_permitted",
@@ -280,7 +280,7 @@ code_enum! {
         CertificateRevoked = "certificate_revoked",
         /// The CRL of the certificate's CA is past its grace period.
         CrlExpired = "crl_expired",
-        /// The certificate names no registered partner.
+        /// The partner the certificate names is not registered with this gateway.
         CertificateUnregisteredPartner = "certificate_unregistered_partner",
         /// The certificate is refused for another reason (malformed, wrong key usage, ...).
         CertificateInvalid = "certificate_invalid",
