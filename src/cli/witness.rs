@@ -114,13 +114,62 @@ fn load_state(log_key: &VerifierKey, path: &Path) -> anyhow::Result<Option<Obser
     })?))
 }
 
+/// Replaces `path` with `text` so that a crash leaves the old file or the new one, on disk:
+/// written to a temporary file, flushed, renamed over `path`, and the rename flushed.
 fn write_atomically(path: &Path, text: &str) -> anyhow::Result<()> {
+    use std::io::Write as _;
     let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, text)
-        .map_err(|e| anyhow::anyhow!("cannot write `{}`: {e}", tmp.display()))?;
-    std::fs::rename(&tmp, path)
-        .map_err(|e| anyhow::anyhow!("cannot write `{}`: {e}", path.display()))?;
+    let cannot =
+        |p: &Path, e: std::io::Error| anyhow::anyhow!("cannot write `{}`: {e}", p.display());
+    let mut f = std::fs::File::create(&tmp).map_err(|e| cannot(&tmp, e))?;
+    f.write_all(text.as_bytes())
+        .and_then(|()| f.sync_all())
+        .map_err(|e| cannot(&tmp, e))?;
+    std::fs::rename(&tmp, path).map_err(|e| cannot(path, e))?;
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    std::fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| cannot(path, e))?;
     Ok(())
+}
+
+/// How long a run waits for another run of the same witness to finish.
+const LOCK_WAIT: Duration = Duration::from_secs(60);
+
+/// Takes `STATE.lock` for one run, waiting up to `wait` for a run that holds it. Overlapping
+/// runs (a slow run and the next cron tick) take turns: otherwise the later could write back an
+/// older checkpoint than the earlier had accepted, and a log rolled back to that older tree
+/// would then be cosigned. The lock is the returned file's; it is released when the file is
+/// dropped, or when the process ends.
+async fn lock_state(state: &Path, wait: Duration) -> anyhow::Result<std::fs::File> {
+    let path = state.with_extension("lock");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|e| anyhow::anyhow!("cannot open the lock file `{}`: {e}", path.display()))?;
+    let deadline = std::time::Instant::now() + wait;
+    loop {
+        match file.try_lock() {
+            Ok(()) => return Ok(file),
+            Err(std::fs::TryLockError::WouldBlock) if std::time::Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(std::fs::TryLockError::WouldBlock) => anyhow::bail!(
+                "another run of this witness has held `{}` for {} s; runs overlap: let each \
+                 finish before the next starts (run it less often)",
+                path.display(),
+                wait.as_secs()
+            ),
+            Err(std::fs::TryLockError::Error(e)) => {
+                anyhow::bail!("cannot lock `{}`: {e}", path.display())
+            }
+        }
+    }
 }
 
 /// One witness run against the gateway at `opts.url` (see the module documentation).
@@ -128,6 +177,7 @@ pub async fn run_once(
     client: &reqwest::Client,
     opts: &WitnessOptions,
 ) -> anyhow::Result<WitnessOutcome> {
+    let _lock = lock_state(&opts.state, LOCK_WAIT).await?;
     let base = opts.url.trim_end_matches('/');
     let text = get_text(client, &format!("{base}/v1/audit/checkpoint")).await?;
     let now = witness::observe(&opts.log_key, &text)?;
@@ -207,4 +257,44 @@ pub fn new_witness_key(name: &str) -> anyhow::Result<(String, String)> {
     let seed: [u8; 32] = rand::random();
     let s = NoteSigner::new(name, TYPE_COSIGNATURE, &seed)?;
     Ok((s.to_skey(), s.verifier().to_vkey()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn overlapping_runs_take_turns_on_the_state() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path().join("metro-pd.state");
+        let first = lock_state(&state, Duration::ZERO).await.unwrap();
+        let refused = lock_state(&state, Duration::from_millis(300))
+            .await
+            .unwrap_err();
+        assert!(
+            refused
+                .to_string()
+                .contains("another run of this witness has held"),
+            "{refused}"
+        );
+        // The second waits for the first to finish, then runs.
+        let waiting = tokio::spawn({
+            let state = state.clone();
+            async move { lock_state(&state, Duration::from_secs(10)).await }
+        });
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        drop(first);
+        let second = waiting.await.unwrap();
+        assert!(second.is_ok(), "{second:?}");
+    }
+
+    #[test]
+    fn the_state_is_replaced_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path().join("w.state");
+        write_atomically(&state, "one\n").unwrap();
+        write_atomically(&state, "two\n").unwrap();
+        assert_eq!(std::fs::read_to_string(&state).unwrap(), "two\n");
+        assert!(!dir.path().join("w.tmp").exists());
+    }
 }
