@@ -486,53 +486,49 @@ mod tests {
 
     /// The codes the README's error table names (the code column, in backticks).
     fn documented_codes() -> std::collections::BTreeSet<String> {
-        let readme = std::fs::read_to_string(
-            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md"),
-        )
-        .unwrap();
+        let readme = readme();
         let table = readme
             .split("\n| status | codes |\n")
             .nth(1)
             .expect("the README's error table");
         let mut codes = std::collections::BTreeSet::new();
         for line in table.lines().skip(1).take_while(|l| l.starts_with('|')) {
-            let cell = line.split('|').nth(2).unwrap_or_default();
-            for (i, part) in cell.split('`').enumerate() {
-                if i % 2 == 1
-                    && !part.is_empty()
-                    && part
-                        .bytes()
-                        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
-                {
-                    codes.insert(part.to_owned());
-                }
-            }
+            codes.extend(code_words(line.split('|').nth(2).unwrap_or_default()));
         }
         codes
     }
 
+    fn readme() -> String {
+        std::fs::read_to_string(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md"))
+            .unwrap()
+    }
+
+    /// The words in backticks of `text` that can be codes (`snake_case`).
+    fn code_words(text: &str) -> impl Iterator<Item = String> + '_ {
+        text.split('`')
+            .enumerate()
+            .filter(|(i, part)| {
+                i % 2 == 1
+                    && !part.is_empty()
+                    && part
+                        .bytes()
+                        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+            })
+            .map(|(_, part)| part.to_owned())
+    }
+
     #[test]
     fn the_readme_names_every_handshake_refusal_code_and_no_other() {
-        let readme = std::fs::read_to_string(
-            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md"),
-        )
-        .unwrap();
+        let readme = readme();
         let paragraph = readme
             .split("Refused TLS handshakes never reach HTTP; their security-event codes are ")
             .nth(1)
             .and_then(|rest| rest.split("\n\n").next())
             .expect("the README's list of handshake refusal codes");
-        let named: std::collections::BTreeSet<&str> = paragraph
-            .split('`')
-            .enumerate()
-            .filter(|(i, part)| {
-                i % 2 == 1 && part.bytes().all(|b| b.is_ascii_lowercase() || b == b'_')
-            })
-            .map(|(_, part)| part)
-            .collect();
-        let codes: std::collections::BTreeSet<&str> = crate::domain::HandshakeRefusal::ALL
+        let named: std::collections::BTreeSet<String> = code_words(paragraph).collect();
+        let codes: std::collections::BTreeSet<String> = crate::domain::HandshakeRefusal::ALL
             .iter()
-            .map(|c| c.as_str())
+            .map(|c| c.as_str().to_owned())
             .collect();
         assert_eq!(named, codes);
     }

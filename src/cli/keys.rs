@@ -111,13 +111,7 @@ pub(super) async fn run(command: KeysCommand) -> anyhow::Result<ExitCode> {
                     key_file.display()
                 );
                 if rewrap {
-                    let report = keys::rewrap(&keyring, &store).await?;
-                    record_rewrap(&log, &store, report).await?;
-                    outln!(
-                        "re-wrapped {} data key(s) under version {}",
-                        report.rewrapped,
-                        report.current
-                    );
+                    rewrap_all(&keyring, &store, &log).await?;
                 } else {
                     outln!(
                         "restart every gateway so it holds the new version, then run \
@@ -128,13 +122,7 @@ pub(super) async fn run(command: KeysCommand) -> anyhow::Result<ExitCode> {
             KeysCommand::Rewrap { .. } => {
                 let keyring = keys::open(key_file, &store).await?;
                 let log = crate::startup::open_log(&settings, store.clone(), &keyring)?;
-                let report = keys::rewrap(&keyring, &store).await?;
-                record_rewrap(&log, &store, report).await?;
-                outln!(
-                    "re-wrapped {} data key(s) under version {}",
-                    report.rewrapped,
-                    report.current
-                );
+                rewrap_all(&keyring, &store, &log).await?;
             }
             KeysCommand::Retire { version, .. } => {
                 let version = MasterVersion::new(version)
@@ -184,6 +172,22 @@ async fn data_key_counts(store: &crate::store::Store) -> anyhow::Result<String> 
         .map(|(v, n)| format!("v{v}: {n}"))
         .collect::<Vec<_>>()
         .join(", "))
+}
+
+/// Re-wraps every data key under the current master-key version, records it and says so.
+async fn rewrap_all(
+    keyring: &crate::crypto::Keyring,
+    store: &crate::store::Store,
+    log: &crate::audit::DisclosureLog,
+) -> anyhow::Result<()> {
+    let report = crate::service::keys::rewrap(keyring, store).await?;
+    record_rewrap(log, store, report).await?;
+    outln!(
+        "re-wrapped {} data key(s) under version {}",
+        report.rewrapped,
+        report.current
+    );
+    Ok(())
 }
 
 /// Appends the `key_rotated` entry of a rewrap and waits for its durable commit.

@@ -59,6 +59,32 @@ fn write_err(line: std::fmt::Arguments<'_>) {
     let _ = err.write_fmt(line).and_then(|()| err.write_all(b"\n"));
 }
 
+/// The policy set in `dir` as of `now` (its problems printed, and an error, if it has any), and
+/// the kind of the registered partner `partner`.
+fn policy_and_partner(
+    dir: &std::path::Path,
+    now: chrono::DateTime<chrono::Utc>,
+    partner: &str,
+) -> anyhow::Result<(
+    crate::policy::PolicySet,
+    crate::domain::PartnerId,
+    crate::domain::PartnerKind,
+)> {
+    let set = match crate::policy::PolicySet::load_unkeyed(dir, now) {
+        Ok((set, _)) => set,
+        Err(crate::policy::PolicyError::Invalid(report)) => {
+            errln!("{}", report.render().trim_end_matches('\n'));
+            anyhow::bail!("the policy set has errors; run `policy check` for details");
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let partner: crate::domain::PartnerId = partner.parse()?;
+    let kind = set
+        .partner_kind(&partner)
+        .ok_or_else(|| anyhow::anyhow!("partner `{partner}` is not registered"))?;
+    Ok((set, partner, kind))
+}
+
 /// Privacy-preserving data-sharing gateway between police and mental-health agencies.
 #[derive(Debug, Parser)]
 #[command(name = "coresponse-gateway", version, about, long_about = None)]

@@ -117,7 +117,7 @@ fn policy_explain(a: &ExplainArgs) -> anyhow::Result<ExitCode> {
     use crate::consent::{Consent, SubjectRef};
     use crate::domain::{CertFingerprint, CourtOrder, Principal, Purpose, Restriction, Role};
     use crate::policy::{
-        EmergencyAssertion, Inputs, MedicalEmergency, Outcome, PolicySet, Request, decide_with,
+        EmergencyAssertion, Inputs, MedicalEmergency, Outcome, Request, decide_with,
     };
 
     let now = match &a.at {
@@ -126,18 +126,7 @@ fn policy_explain(a: &ExplainArgs) -> anyhow::Result<ExitCode> {
             .with_timezone(&chrono::Utc),
         None => chrono::Utc::now(),
     };
-    let set = match PolicySet::load_unkeyed(&a.dir, now) {
-        Ok((set, _)) => set,
-        Err(crate::policy::PolicyError::Invalid(report)) => {
-            errln!("{}", report.render().trim_end_matches('\n'));
-            anyhow::bail!("the policy set has errors; run `policy check` for details");
-        }
-        Err(e) => return Err(e.into()),
-    };
-    let partner: PartnerId = a.partner.parse()?;
-    let partner_kind = set
-        .partner_kind(&partner)
-        .ok_or_else(|| anyhow::anyhow!("partner `{partner}` is not registered"))?;
+    let (set, partner, partner_kind) = super::policy_and_partner(&a.dir, now, &a.partner)?;
     let roles = a
         .roles
         .iter()

@@ -13,8 +13,7 @@ use std::sync::Arc;
 use arc_swap::ArcSwap;
 
 use crate::config::{LogSettings, Settings};
-use crate::domain::{CertFingerprint, PartnerId, Principal, Role};
-use crate::policy::PolicySet;
+use crate::domain::{CertFingerprint, Principal, Role};
 use crate::reports::{Period, Released, facts, render};
 use crate::service::{Caller, Services, keys};
 use crate::store::Store;
@@ -67,18 +66,8 @@ pub(super) async fn run(a: &RunArgs) -> anyhow::Result<ExitCode> {
         Period::new(bound("from", &a.from)?, bound("to", &a.to)?)
             .map_err(|e| anyhow::anyhow!("the period: {e}"))?
     };
-    let set = match PolicySet::load_unkeyed(&settings.policy.dir, chrono::Utc::now()) {
-        Ok((set, _)) => set,
-        Err(crate::policy::PolicyError::Invalid(report)) => {
-            eprint!("{}", report.render());
-            anyhow::bail!("the policy set has errors; run `policy check` for details");
-        }
-        Err(e) => return Err(e.into()),
-    };
-    let partner: PartnerId = a.partner.parse()?;
-    let partner_kind = set
-        .partner_kind(&partner)
-        .ok_or_else(|| anyhow::anyhow!("partner `{partner}` is not registered"))?;
+    let (set, partner, partner_kind) =
+        super::policy_and_partner(&settings.policy.dir, chrono::Utc::now(), &a.partner)?;
     let principal = Principal {
         partner,
         partner_kind,
