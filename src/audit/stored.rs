@@ -16,6 +16,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::canonical::{ChainHash, encode_head, hash_parts};
 use super::checkpoint::{self, Checkpoint, CheckpointExport};
@@ -39,33 +40,30 @@ pub struct Progress(Arc<ProgressCounts>);
 
 #[derive(Debug, Default)]
 struct ProgressCounts {
-    read: std::sync::atomic::AtomicU64,
-    head: std::sync::atomic::AtomicU64,
+    read: AtomicU64,
+    head: AtomicU64,
 }
 
 impl Progress {
     /// Entries read and checked so far.
     pub fn entries_read(&self) -> u64 {
-        self.0.read.load(std::sync::atomic::Ordering::Relaxed)
+        self.0.read.load(Ordering::Relaxed)
     }
 
     /// The head when the verification last read it (0 before it has): about how many entries
     /// there are to read.
     pub fn head(&self) -> u64 {
-        self.0.head.load(std::sync::atomic::Ordering::Relaxed)
+        self.0.head.load(Ordering::Relaxed)
     }
 
     fn add(&self, n: usize) {
-        self.0.read.fetch_add(
-            u64::try_from(n).unwrap_or(u64::MAX),
-            std::sync::atomic::Ordering::Relaxed,
-        );
+        self.0
+            .read
+            .fetch_add(u64::try_from(n).unwrap_or(u64::MAX), Ordering::Relaxed);
     }
 
     fn set_head(&self, head: u64) {
-        self.0
-            .head
-            .store(head, std::sync::atomic::Ordering::Relaxed);
+        self.0.head.store(head, Ordering::Relaxed);
     }
 }
 
