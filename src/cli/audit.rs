@@ -56,7 +56,8 @@ pub(super) enum AuditCommand {
     },
     /// Witness the gateway's log (a partner runs this from cron): fetch the latest checkpoint,
     /// check it against the last one seen, cosign it and post the cosignature. Exit status 2
-    /// on a conflict, with both checkpoints written to STATE.conflict.
+    /// on a conflict, with both checkpoints written to STATE.conflict. Runs of one witness take
+    /// turns (STATE.lock).
     Witness {
         /// The gateway's base URL, e.g. `https://localhost:8443`.
         #[arg(long)]
