@@ -500,6 +500,52 @@ fn output_into_a_closed_pipe_ends_quietly() {
 }
 
 #[test]
+fn policy_explain_names_an_unregistered_partner_and_a_broken_policy_set() {
+    let explain = |dir: &Path, partner: &str| {
+        Command::new(BIN)
+            .args([
+                "policy",
+                "explain",
+                "--partner",
+                partner,
+                "--role",
+                "clinician",
+            ])
+            .args([
+                "--purpose",
+                "treatment",
+                "--kind",
+                "crisis-incident",
+                "--dir",
+            ])
+            .arg(dir)
+            .output()
+            .unwrap()
+    };
+    let out = explain(&repo_root().join("policies"), "nobody-pd");
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("error: partner `nobody-pd` is not registered"),
+        "{}",
+        text(&out.stderr)
+    );
+    let broken = repo_root().join("tests/fixtures/broken");
+    let out = explain(&broken, "county-mh");
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("error: the policy set has errors; run `policy check` for details"),
+        "{err}"
+    );
+    // The problems are printed too, each with its file and position.
+    let report = coresponse_gateway::policy::PolicySet::check(&broken, Utc::now());
+    for d in &report.diagnostics {
+        let at = format!("{}:{}:{}: ", d.file, d.line, d.column);
+        assert!(err.contains(&at), "{at}\n{err}");
+    }
+}
+
+#[test]
 fn policy_check_reports_each_problem_once_and_ends_its_lines() {
     let out = Command::new(BIN)
         .args(["policy", "check"])
