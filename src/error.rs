@@ -17,6 +17,7 @@ use crate::domain::Code;
 #[derive(Debug, Serialize, serde::Deserialize, PartialEq, Eq, utoipa::ToSchema)]
 pub struct ErrorBody {
     /// Stable machine-readable code, e.g. `token_expired`.
+    #[schema(schema_with = answer_codes)]
     pub code: String,
     /// What was wrong and how to fix it.
     pub message: String,
@@ -24,6 +25,19 @@ pub struct ErrorBody {
     #[serde(skip_serializing_if = "Option::is_none", default)]
     #[schema(value_type = Option<Object>)]
     pub details: Option<serde_json::Value>,
+}
+
+/// The OpenAPI schema of [`ErrorBody::code`]: a string, one of [`Code::ALL`], so that client
+/// generators make an enum of them.
+fn answer_codes() -> utoipa::openapi::schema::Object {
+    utoipa::openapi::schema::ObjectBuilder::new()
+        .schema_type(utoipa::openapi::schema::Type::String)
+        .description(Some(
+            "Stable machine-readable code (see the README's error table); never renamed, only \
+             added to, so a client should treat one it does not know as its status class.",
+        ))
+        .enum_values(Some(Code::ALL.iter().map(|c| c.as_str())))
+        .build()
 }
 
 /// An API failure.

@@ -416,5 +416,18 @@ async fn the_openapi_document_is_served_and_names_the_console_routes() {
     let overview = &doc["paths"]["/v1/audit/overview"]["get"];
     assert!(overview["responses"]["200"].is_object());
     assert!(overview["responses"]["403"].is_object());
+    // The error body's code lists every code the gateway answers with.
+    let codes: Vec<&str> = doc["components"]["schemas"]["ErrorBody"]["properties"]["code"]["enum"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c.as_str().unwrap())
+        .collect();
+    let all: Vec<&str> = coresponse_gateway::domain::Code::ALL
+        .iter()
+        .map(|c| c.as_str())
+        .collect();
+    assert_eq!(codes, all);
+    assert!(codes.contains(&"token_expired") && codes.contains(&"disclosure_denied"));
     app.stop().await;
 }
