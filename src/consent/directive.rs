@@ -380,16 +380,48 @@ pub fn validate(
     now: DateTime<Utc>,
 ) -> Result<ValidConsent, Rejection> {
     let mut d = directive.clone();
-    let mut problems: Vec<Problem> = Vec::new();
-    let mut problem = |field: &str, code: &'static str, message: String| {
-        problems.push(Problem {
+    let mut problems = Problems::default();
+    check_texts(&mut d, &mut problems);
+    check_subjects(&d, &mut problems);
+    check_parties(&d, policy, &mut problems);
+    check_scope(&d.scope, policy, &mut problems);
+    check_times(&d, now, &mut problems);
+    d.valid_from = Some(d.valid_from.unwrap_or(now));
+    let part2 = covers_part2(&d.scope, policy);
+    if part2 {
+        check_part2_purposes(&d, &mut problems);
+    }
+    if !problems.0.is_empty() {
+        return Err(Rejection::Invalid(problems.0));
+    }
+    let missing = missing_elements(&d, part2);
+    if !missing.is_empty() {
+        return Err(Rejection::Incomplete { part2, missing });
+    }
+    let notes = notes(&d.scope, policy);
+    Ok(ValidConsent {
+        directive: d,
+        part2,
+        notes,
+    })
+}
+
+/// The problems found so far, each naming the field at fault.
+#[derive(Default)]
+struct Problems(Vec<Problem>);
+
+impl Problems {
+    fn add(&mut self, field: &str, code: &'static str, message: String) {
+        self.0.push(Problem {
             field: field.to_owned(),
             code,
             message,
         });
-    };
+    }
+}
 
-    // Texts: blank means absent; otherwise bounded.
+/// Texts: blank means absent (they are trimmed in `d`); otherwise bounded.
+fn check_texts(d: &mut ConsentDirective, problems: &mut Problems) {
     d.patient_name = trimmed(&d.patient_name);
     d.expiry_event = trimmed(&d.expiry_event);
     d.signature_reference = trimmed(&d.signature_reference);
@@ -411,13 +443,15 @@ pub fn validate(
         ),
     ] {
         if let Some(why) = value.as_deref().and_then(|v| bad_text(v, max, multiline)) {
-            problem(field, "invalid_text", why);
+            problems.add(field, "invalid_text", why);
         }
     }
+}
 
-    // Subjects.
+/// Subjects: bounded and listed once each.
+fn check_subjects(d: &ConsentDirective, problems: &mut Problems) {
     if d.subjects.len() > MAX_SUBJECTS {
-        problem(
+        problems.add(
             "subjects",
             "too_many",
             format!("name at most {MAX_SUBJECTS} identifiers"),
@@ -425,7 +459,7 @@ pub fn validate(
     }
     let unique: BTreeSet<&SubjectIdentifier> = d.subjects.iter().collect();
     if unique.len() != d.subjects.len() {
-        problem(
+        problems.add(
             "subjects",
             "duplicate_subject",
             "list each identifier once (values are compared after trimming and collapsing \
@@ -433,11 +467,13 @@ pub fn validate(
                 .into(),
         );
     }
+}
 
-    // Partners and purposes.
+/// Disclosers and recipients are registered partners; purposes are known ones.
+fn check_parties(d: &ConsentDirective, policy: &PolicySet, problems: &mut Problems) {
     for (field, set) in [("disclosers", &d.disclosers), ("recipients", &d.recipients)] {
         if set.len() > MAX_LIST {
-            problem(
+            problems.add(
                 field,
                 "too_many",
                 format!("name at most {MAX_LIST} partners"),
@@ -446,7 +482,7 @@ pub fn validate(
         for p in set {
             if policy.partners.get(p).is_none() {
                 let known: Vec<String> = policy.partners.iter().map(|p| p.id.to_string()).collect();
-                problem(
+                problems.add(
                     field,
                     "unknown_partner",
                     format!(
@@ -460,7 +496,7 @@ pub fn validate(
     for p in &d.purposes {
         if !is_known_purpose(p.as_str()) {
             let known: Vec<&str> = PURPOSES.iter().map(|(p, _)| *p).collect();
-            problem(
+            problems.add(
                 "purposes",
                 "unknown_purpose",
                 format!(
@@ -470,16 +506,18 @@ pub fn validate(
             );
         }
     }
+}
 
-    // Scope.
-    let s = &d.scope;
+/// The scope names declared kinds and fields, never psychotherapy notes by category, and no
+/// category that matches nothing.
+fn check_scope(s: &ConsentScope, policy: &PolicySet, problems: &mut Problems) {
     for (field, n) in [
         ("scope.kinds", s.kinds.len()),
         ("scope.categories", s.categories.len()),
         ("scope.fields", s.fields.len()),
     ] {
         if n > MAX_LIST {
-            problem(
+            problems.add(
                 field,
                 "too_many",
                 format!("list at most {MAX_LIST} entries"),
@@ -489,7 +527,7 @@ pub fn validate(
     for k in &s.kinds {
         if !policy.kinds.contains_key(k) {
             let known: Vec<&str> = policy.kinds.keys().map(String::as_str).collect();
-            problem(
+            problems.add(
                 "scope.kinds",
                 "unknown_kind",
                 format!(
@@ -501,7 +539,7 @@ pub fn validate(
     }
     for f in &s.fields {
         match f.split_once('.') {
-            None => problem(
+            None => problems.add(
                 "scope.fields",
                 "invalid_field",
                 format!(
@@ -509,14 +547,14 @@ pub fn validate(
                 ),
             ),
             Some((kind, field)) => match policy.kinds.get(kind) {
-                None => problem(
+                None => problems.add(
                     "scope.fields",
                     "unknown_kind",
                     format!("`{f}`: record kind `{kind}` is not declared"),
                 ),
                 Some(k) if k.field(field).is_none() => {
                     let known: Vec<&str> = k.fields.iter().map(|fd| fd.name.as_str()).collect();
-                    problem(
+                    problems.add(
                         "scope.fields",
                         "unknown_field",
                         format!(
@@ -530,7 +568,7 @@ pub fn validate(
         }
     }
     if s.categories.contains(&Label::PsychotherapyNotes) {
-        problem(
+        problems.add(
             "scope.categories",
             "psychotherapy_notes_by_category",
             "psychotherapy notes cannot be consented to by category (HIPAA 164.508(a)(2) needs \
@@ -554,7 +592,7 @@ pub fn validate(
             .any(|k| k.fields.iter().any(|f| f.labels.contains(c)));
         let kinds_known = s.kinds.iter().all(|k| policy.kinds.contains_key(k));
         if !in_scope && kinds_known {
-            problem(
+            problems.add(
                 "scope.categories",
                 "category_matches_nothing",
                 format!(
@@ -564,14 +602,16 @@ pub fn validate(
             );
         }
     }
+}
 
-    // Times.
+/// It expires after it starts, was not signed in the future, and is not valid before it was
+/// signed (`valid_from` defaults to `now`).
+fn check_times(d: &ConsentDirective, now: DateTime<Utc>, problems: &mut Problems) {
     let valid_from = d.valid_from.unwrap_or(now);
-    d.valid_from = Some(valid_from);
     if let Some(expires) = d.expires
         && expires <= valid_from
     {
-        problem(
+        problems.add(
             "expires",
             "expires_before_start",
             format!(
@@ -585,7 +625,7 @@ pub fn validate(
     if let Some(signed) = d.signed_on {
         let today = now.date_naive();
         if signed > today + Duration::days(1) {
-            problem(
+            problems.add(
                 "signed_on",
                 "signed_in_future",
                 format!("`signed_on` ({signed}) is in the future"),
@@ -593,7 +633,7 @@ pub fn validate(
         }
         // One day of leeway for the time zone of the signature.
         if valid_from.date_naive() + Duration::days(1) < signed {
-            problem(
+            problems.add(
                 "valid_from",
                 "valid_before_signed",
                 format!(
@@ -603,31 +643,31 @@ pub fn validate(
             );
         }
     }
+}
 
-    let part2 = covers_part2(&d.scope, policy);
-    if part2 {
-        for p in d
-            .purposes
-            .iter()
-            .filter(|p| is_law_enforcement_purpose(p.as_str()))
-        {
-            problem(
-                "purposes",
-                "part2_law_enforcement_purpose",
-                format!(
-                    "42 CFR 2.12: substance-use (Part 2) information may not be used to \
-                     investigate or prosecute the patient, and a consent cannot allow it (that \
-                     needs a court order under 42 CFR 2.65); remove purpose `{p}` or the Part 2 \
-                     information from the scope"
-                ),
-            );
-        }
+/// 42 CFR 2.12: no law-enforcement purpose for Part 2 information.
+fn check_part2_purposes(d: &ConsentDirective, problems: &mut Problems) {
+    for p in d
+        .purposes
+        .iter()
+        .filter(|p| is_law_enforcement_purpose(p.as_str()))
+    {
+        problems.add(
+            "purposes",
+            "part2_law_enforcement_purpose",
+            format!(
+                "42 CFR 2.12: substance-use (Part 2) information may not be used to \
+                 investigate or prosecute the patient, and a consent cannot allow it (that \
+                 needs a court order under 42 CFR 2.65); remove purpose `{p}` or the Part 2 \
+                 information from the scope"
+            ),
+        );
     }
-    if !problems.is_empty() {
-        return Err(Rejection::Invalid(problems));
-    }
+}
 
-    // Completeness.
+/// The elements 42 CFR 2.31(a) (or, without Part 2 information, the gateway) requires that the
+/// consent lacks.
+fn missing_elements(d: &ConsentDirective, part2: bool) -> Vec<Element> {
     let s = &d.scope;
     let scope_empty = s.kinds.is_empty() && s.categories.is_empty() && s.fields.is_empty();
     // Part 2 information "described specifically": the sud category must come with the record
@@ -661,16 +701,7 @@ pub fn validate(
         ]
     };
     missing.extend(required.iter().copied().filter(|e| !present(*e)));
-    if !missing.is_empty() {
-        return Err(Rejection::Incomplete { part2, missing });
-    }
-
-    let notes = notes(&d.scope, policy);
-    Ok(ValidConsent {
-        directive: d,
-        part2,
-        notes,
-    })
+    missing
 }
 
 /// The fields in which `asked` differs from the recorded directive `recorded`, by their JSON
