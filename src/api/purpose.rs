@@ -57,6 +57,18 @@ pub struct PurposeOfUse {
     pub medical: Option<MedicalEmergency>,
 }
 
+impl PurposeOfUse {
+    /// Who asks, and why: the read services' input.
+    pub fn asker<'a>(&'a self, caller: crate::service::Caller<'a>) -> crate::service::Asker<'a> {
+        crate::service::Asker {
+            caller,
+            purpose: &self.purpose,
+            emergency: self.emergency.as_ref(),
+            medical: self.medical.as_ref(),
+        }
+    }
+}
+
 impl FromRequest for PurposeOfUse {
     type Error = ApiError;
     type Future = Ready<Result<Self, ApiError>>;

@@ -20,7 +20,7 @@ use crate::audit;
 use crate::domain::Code;
 use crate::domain::{InvalidInput, Principal, RecordId, RecordKind, SubjectIdentifier};
 use crate::error::{ApiError, DISCLOSURE_ID, LOG_LEAF_HASH, LOG_LEAF_INDEX};
-use crate::service::{Asker, RecordAnswer};
+use crate::service::RecordAnswer;
 
 pub(super) fn routes(r: &mut super::Routes<'_>) {
     r.put("/v1/records/{kind}/{id}", put)
@@ -153,12 +153,7 @@ pub(super) async fn read_one(
     id: &RecordId,
 ) -> Result<HttpResponse, ApiError> {
     let meta = RequestMeta::of(req);
-    let asker = Asker {
-        caller: meta.caller(who),
-        purpose: &purpose.purpose,
-        emergency: purpose.emergency.as_ref(),
-        medical: purpose.medical.as_ref(),
-    };
+    let asker = purpose.asker(meta.caller(who));
     match state.services.read_record(&asker, kind, id).await? {
         RecordAnswer::Disclosed(d) if super::fhir::wants_fhir(req) => Ok(
             super::fhir::disclosure_bundle(state, who, std::slice::from_ref(&d)),
@@ -271,12 +266,7 @@ pub(super) async fn by_subject(
         None => None,
     };
     let meta = RequestMeta::of(&req);
-    let asker = Asker {
-        caller: meta.caller(&who),
-        purpose: &purpose.purpose,
-        emergency: purpose.emergency.as_ref(),
-        medical: purpose.medical.as_ref(),
-    };
+    let asker = purpose.asker(meta.caller(&who));
     let answer = state
         .services
         .read_subject(&asker, &subject, kind.as_ref())

@@ -49,7 +49,7 @@ use crate::fhir::model::{
 use crate::fhir::{self as fhirmap, Problem, Problems};
 use crate::service::consents::{ConsentAction, RevokeRequest};
 use crate::service::referrals::referral_kind;
-use crate::service::{Asker, DisclosedRecord, RecordAnswer};
+use crate::service::{DisclosedRecord, RecordAnswer};
 
 mod consent;
 mod task;

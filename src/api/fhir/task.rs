@@ -125,12 +125,7 @@ async fn read_referral(
     id: &RecordId,
 ) -> Result<DisclosedRecord, ApiError> {
     let meta = RequestMeta::of(req);
-    let asker = Asker {
-        caller: meta.caller(who),
-        purpose: &purpose.purpose,
-        emergency: purpose.emergency.as_ref(),
-        medical: purpose.medical.as_ref(),
-    };
+    let asker = purpose.asker(meta.caller(who));
     match state
         .services
         .read_record(&asker, &referral_kind()?, id)
